@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from schemas.errors import (
+    CodecError,
+    ConfigError,
+    DecodeError,
+    EncodeError,
+    KafkaSetupError,
+    RunfoldError,
+    SchemaError,
+    ValidationError,
+)
 from schemas.model import (
     EVENT_KINDS,
     CheckpointDeleted,
@@ -31,6 +41,14 @@ from schemas.model import (
 
 __all__ = [
     "EVENT_KINDS",
+    "CodecError",
+    "ConfigError",
+    "DecodeError",
+    "EncodeError",
+    "KafkaSetupError",
+    "RunfoldError",
+    "SchemaError",
+    "ValidationError",
     "CheckpointDeleted",
     "CheckpointRestored",
     "CheckpointSaved",
