@@ -1,0 +1,217 @@
+"""Restore: read the latest value of every key in some partitions of a topic.
+
+The folding service owns a set of input partitions; on assignment it rebuilds
+the runs of those partitions from the co-partitioned state topic
+(``agent-runs``). This module reads a topic's partitions from the beginning to
+their end with a plain ``assign()``-ed consumer (no group, nothing committed)
+and keeps the last value per key, as a compacted topic means it.
+
+"The end" needs care under transactions. A ``read_committed`` consumer stops at
+the last stable offset (LSO); a transaction still open when the read starts
+(the previous owner's last commit whose markers are still being written, or a
+killed instance's transaction waiting for ``transaction.timeout.ms``) holds the
+LSO back. Stopping at that LSO would miss a transaction that is about to
+commit. So the target is the *uncommitted* high watermark at the start: the
+read ends once the consumer has passed it, which happens only after every
+transaction open at the start has committed or aborted (bounded by the
+transaction timeout). Records of aborted transactions are filtered out by the
+consumer and never seen here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+from schemas.errors import RunfoldError
+
+__all__ = [
+    "RestoreError",
+    "RestoredPartition",
+    "high_watermarks",
+    "iter_partition",
+    "read_latest_by_key",
+]
+
+
+class RestoreError(RunfoldError):
+    """A state topic could not be read to its end in time."""
+
+
+@dataclass(slots=True)
+class RestoredPartition:
+    """The latest raw value per key of one partition, and how much was read."""
+
+    partition: int
+    latest: dict[bytes, bytes] = field(default_factory=dict)
+    records: int = 0
+    end_offset: int = 0
+
+
+def high_watermarks(
+    config: Mapping[str, object], topic: str, partitions: list[int], timeout: float = 10.0
+) -> dict[int, tuple[int, int]]:
+    """``(low, high)`` watermarks per partition, *uncommitted* (the log end offset)."""
+    consumer = Consumer(
+        {
+            **config,
+            "group.id": "runfold-watermarks",
+            "enable.auto.commit": False,
+            "isolation.level": "read_uncommitted",
+        }
+    )
+    try:
+        return {
+            p: consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=timeout, cached=False
+            )
+            for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
+def read_latest_by_key(
+    config: Mapping[str, object],
+    topic: str,
+    partitions: list[int],
+    *,
+    timeout: float = 60.0,
+    stop_at: Mapping[int, int] | None = None,
+) -> dict[int, RestoredPartition]:
+    """Read ``partitions`` of ``topic`` (read_committed) and keep the last value per key.
+
+    ``config`` holds the connection settings (``bootstrap.servers``, security).
+    Reading stops at the uncommitted high watermark taken at the start, or at
+    ``stop_at[p]`` (exclusive) when given. Records without a key or with a null
+    value (tombstones) delete nothing that matters here: a tombstone removes
+    its key. Raises :class:`RestoreError` after ``timeout`` seconds.
+    """
+    result = {p: RestoredPartition(partition=p) for p in partitions}
+    if not partitions:
+        return result
+    marks = high_watermarks(config, topic, partitions)
+    targets: dict[int, int] = {}
+    for p in partitions:
+        low, high = marks[p]
+        target = high if stop_at is None or p not in stop_at else min(high, stop_at[p])
+        result[p].end_offset = target
+        if target > low:
+            targets[p] = target
+    if not targets:
+        return result
+    consumer = Consumer(
+        {
+            **config,
+            "group.id": "runfold-restore",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in targets])
+        pending = dict(targets)
+        while pending:
+            if time.monotonic() > deadline:
+                raise RestoreError(
+                    f"restoring {topic} partitions {sorted(pending)} did not reach offsets "
+                    f"{pending} within {timeout:.0f}s; is a transaction stuck open?"
+                )
+            for msg in consumer.consume(num_messages=10_000, timeout=0.5):
+                p = msg.partition()
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if p in pending and msg.offset() >= pending[p]:
+                            del pending[p]
+                        continue
+                    if err.fatal():
+                        raise KafkaException(err)
+                    continue  # transient: librdkafka retries the fetch itself
+                if p not in pending:
+                    continue
+                offset = msg.offset()
+                if offset >= pending[p]:
+                    del pending[p]
+                    continue
+                key = msg.key()
+                if key is not None:
+                    value = msg.value()
+                    part = result[p]
+                    part.records += 1
+                    if value is None:
+                        part.latest.pop(key, None)
+                    else:
+                        part.latest[key] = value
+                if offset + 1 >= pending[p]:
+                    del pending[p]
+    finally:
+        consumer.close()
+    return result
+
+
+def iter_partition(
+    config: Mapping[str, object],
+    topic: str,
+    partition: int,
+    *,
+    stop: int | None = None,
+    timeout: float = 60.0,
+) -> Iterator[Message]:
+    """Yield the committed records of one partition from its beginning, in order.
+
+    Stops before offset ``stop`` when given, else at the uncommitted high
+    watermark taken at the start (see the module docstring for why).
+    """
+    low, high = high_watermarks(config, topic, [partition])[partition]
+    target = high if stop is None else min(stop, high)
+    if target <= low:
+        return
+    consumer = Consumer(
+        {
+            **config,
+            "group.id": "runfold-restore",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        while True:
+            if time.monotonic() > deadline:
+                raise RestoreError(
+                    f"reading {topic}[{partition}] did not reach offset {target} "
+                    f"within {timeout:.0f}s"
+                )
+            for msg in consumer.consume(num_messages=10_000, timeout=0.5):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if msg.offset() >= target:
+                            return
+                        continue
+                    if err.fatal():
+                        raise KafkaException(err)
+                    continue
+                if msg.offset() >= target:
+                    return
+                yield msg
+                if msg.offset() + 1 >= target:
+                    return
+    finally:
+        consumer.close()
