@@ -9,14 +9,16 @@ Rust agents stamp nanoseconds and a ``datetime`` keeps only microseconds.
 from __future__ import annotations
 
 import enum
-import re
-import time
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, Union
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, JsonValue
-from pydantic_core import core_schema
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from schemas import serde
+from schemas.errors import ValidationError
+from schemas.timestamp import Timestamp as Timestamp  # re-exported: a model type
 
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
@@ -26,125 +28,8 @@ U32 = Annotated[int, Field(ge=0, le=U32_MAX, strict=True)]
 U64 = Annotated[int, Field(ge=0, le=U64_MAX, strict=True)]
 """Rust ``u64`` (and ``usize`` on the 64-bit targets agents run on)."""
 
-_NS_PER_SECOND = 1_000_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_RFC3339 = re.compile(
-    r"(?P<year>[+-]?\d{4,6})-(?P<month>\d{2})-(?P<day>\d{2})[Tt ]"
-    r"(?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})(?:\.(?P<fraction>\d+))?"
-    r"(?P<offset>[Zz]|[+-]\d{2}:?\d{2})\Z"
-)
 
-
-class Timestamp(int):
-    """A UTC instant in nanoseconds since the Unix epoch, written as chrono writes it.
-
-    It is an ``int`` so that it costs nothing to compare, sort and put on the wire
-    (Avro ``timestamp-nanos``); :meth:`isoformat` gives the serde/chrono text.
-    """
-
-    __slots__ = ()
-
-    @classmethod
-    def now(cls) -> Timestamp:
-        """The current time, to the nanosecond the OS gives."""
-        return cls(time.time_ns())
-
-    @classmethod
-    def from_datetime(cls, value: datetime) -> Timestamp:
-        """Convert an aware ``datetime`` (microsecond precision at most)."""
-        if value.tzinfo is None:
-            raise ValueError(f"timestamp {value.isoformat()} has no time zone; give an aware UTC datetime")
-        delta = value - _EPOCH
-        micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-        return cls(micros * 1_000)
-
-    @classmethod
-    def parse(cls, text: str) -> Timestamp:
-        """Parse RFC 3339 text (any offset, up to nanosecond fraction) as chrono's serde does."""
-        match = _RFC3339.match(text)
-        if match is None:
-            raise ValueError(f"timestamp {text!r} is not RFC 3339 (e.g. 2024-05-01T12:00:00.123456789Z)")
-        fraction = match["fraction"] or ""
-        if len(fraction) > 9:
-            # chrono reads at most nanoseconds and ignores further digits.
-            fraction = fraction[:9]
-        nanos = int(fraction.ljust(9, "0")) if fraction else 0
-        second = int(match["second"])
-        leap = second == 60
-        try:
-            base = datetime(
-                int(match["year"]),
-                int(match["month"]),
-                int(match["day"]),
-                int(match["hour"]),
-                int(match["minute"]),
-                59 if leap else second,
-                tzinfo=UTC,
-            )
-        except ValueError as exc:
-            raise ValueError(f"timestamp {text!r} is not a valid date and time: {exc}") from exc
-        offset = match["offset"]
-        offset_seconds = 0
-        if offset not in ("Z", "z"):
-            sign = -1 if offset[0] == "-" else 1
-            digits = offset[1:].replace(":", "")
-            offset_seconds = sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
-        delta = base - _EPOCH - timedelta(seconds=offset_seconds)
-        seconds = delta.days * 86_400 + delta.seconds + (1 if leap else 0)
-        return cls(seconds * _NS_PER_SECOND + nanos)
-
-    def to_datetime(self) -> datetime:
-        """The instant as an aware UTC ``datetime`` (nanoseconds truncated to microseconds)."""
-        return _EPOCH + timedelta(microseconds=int(self) // 1_000)
-
-    def isoformat(self) -> str:
-        """chrono's serde text: RFC 3339 with ``Z``; fraction of 0, 3, 6 or 9 digits, the fewest exact."""
-        seconds, nanos = divmod(int(self), _NS_PER_SECOND)
-        moment = _EPOCH + timedelta(seconds=seconds)
-        text = moment.strftime("%Y-%m-%dT%H:%M:%S") if moment.year >= 1000 else (
-            f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}"
-        )
-        if nanos == 0:
-            return text + "Z"
-        if nanos % 1_000_000 == 0:
-            return f"{text}.{nanos // 1_000_000:03d}Z"
-        if nanos % 1_000 == 0:
-            return f"{text}.{nanos // 1_000:06d}Z"
-        return f"{text}.{nanos:09d}Z"
-
-    def __repr__(self) -> str:
-        return f"Timestamp({self.isoformat()!r})"
-
-    @classmethod
-    def _validate(cls, value: Any) -> Timestamp:
-        if isinstance(value, Timestamp):
-            return value
-        if isinstance(value, bool):
-            raise ValueError("a timestamp cannot be a boolean")
-        if isinstance(value, int):
-            return cls(value)
-        if isinstance(value, str):
-            return cls.parse(value)
-        if isinstance(value, datetime):
-            return cls.from_datetime(value)
-        raise ValueError(
-            f"a timestamp must be RFC 3339 text, nanoseconds since the epoch or an aware datetime, "
-            f"not {type(value).__name__}"
-        )
-
-    @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(
-            cls._validate,
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                lambda value: value.isoformat(), when_used="json"
-            ),
-        )
-
-
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     """Status of a run; serde writes the upper-case word."""
 
     RUNNING = "RUNNING"
@@ -158,9 +43,45 @@ class RunStatus(str, enum.Enum):
         return self is not RunStatus.RUNNING
 
 
+def _describe(exc: pydantic.ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(value)"
+        given = error.get("input")
+        shown = repr(given) if isinstance(given, str | int | float | bool) else type(given).__name__
+        problems.append(f"{where}: {error['msg']} (got {shown[:80]})")
+    return "; ".join(problems)
+
+
 class _Model(BaseModel):
     # serde ignores unknown fields unless told otherwise; so does the twin.
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+    def __init__(self, /, **data: Any) -> None:
+        # One error root for the project: pydantic's error becomes ours, kept as the cause.
+        try:
+            super().__init__(**data)
+        except pydantic.ValidationError as exc:
+            raise ValidationError(f"invalid {type(self).__name__}: {_describe(exc)}") from exc
+
+    # Tell pydantic this __init__ only wraps the base one, so model_validate keeps
+    # its fast path (and its validation context) instead of calling it.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @classmethod
+    def _from_serde(cls, text: str | bytes) -> Self:
+        try:
+            value = serde.loads(text)
+        except ValueError as exc:  # json.JSONDecodeError included
+            raise ValidationError(f"invalid {cls.__name__} JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise ValidationError(
+                f"invalid {cls.__name__} JSON: expected an object, got {type(value).__name__}"
+            )
+        try:
+            return cls.model_validate(value, context={"serde": True})
+        except pydantic.ValidationError as exc:
+            raise ValidationError(f"invalid {cls.__name__} JSON: {_describe(exc)}") from exc
 
 
 class GraphStarted(_Model):
@@ -197,7 +118,7 @@ class NodeExited(_Model):
 
     type: Literal["node_exited"] = "node_exited"
     node_id: str
-    next_node: str | None
+    next_node: str | None = None  # serde reads a missing Option as None
     duration_ms: U64
 
 
@@ -342,6 +263,15 @@ class Event(_Model):
     kind: EventKind
     payload: JsonValue
 
+    def to_json(self) -> str:
+        """Compact JSON, byte-identical to ``serde_json::to_string`` of the Rust value."""
+        return _WRITERS[type(self)](self)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Self:
+        """Parse JSON as serde would; bad input raises :class:`~schemas.errors.ValidationError`."""
+        return cls._from_serde(text)
+
 
 class Run(_Model):
     """A single execution of an agent against an AgentSpec."""
@@ -350,14 +280,23 @@ class Run(_Model):
     agent_spec_digest: str
     git_sha: str
     started_at: Timestamp
-    finished_at: Timestamp | None
+    finished_at: Timestamp | None = None
     status: RunStatus
     inputs: JsonValue
-    outputs: JsonValue | None
-    final_state_digest: str | None
+    outputs: JsonValue | None = None
+    final_state_digest: str | None = None
+
+    def to_json(self) -> str:
+        """Compact JSON, byte-identical to ``serde_json::to_string`` of the Rust value."""
+        return _WRITERS[type(self)](self)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Self:
+        """Parse JSON as serde would; bad input raises :class:`~schemas.errors.ValidationError`."""
+        return cls._from_serde(text)
 
 
-class ViolationKind(str, enum.Enum):
+class ViolationKind(enum.StrEnum):
     """The anomalies the fold names (DESIGN.md §5)."""
 
     GAP = "gap"
@@ -379,3 +318,99 @@ class Violation(_Model):
     first_seq: U64
     last_seq: U64
     message: str
+
+    def to_json(self) -> str:
+        """Compact JSON, byte-identical to ``serde_json::to_string`` of the Rust value."""
+        return _WRITERS[type(self)](self)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Self:
+        """Parse JSON as serde would; bad input raises :class:`~schemas.errors.ValidationError`."""
+        return cls._from_serde(text)
+
+
+# serde-exact JSON writers, built once per class. Field order is declaration order.
+
+_Writer = Callable[[Any], str]
+
+
+def _quote_timestamp(value: Timestamp) -> str:
+    return f'"{value.isoformat()}"'
+
+
+def _quote_uuid(value: UUID) -> str:
+    return f'"{value}"'
+
+
+def _quote_enum(value: enum.Enum) -> str:
+    return serde.quote(value.value)
+
+
+def _string_array(value: tuple[str, ...]) -> str:
+    return "[" + ",".join(map(serde.quote, value)) + "]"
+
+
+def _optional(writer: _Writer) -> _Writer:
+    def write(value: Any) -> str:
+        return "null" if value is None else writer(value)
+
+    return write
+
+
+def _write_kind(value: _Model) -> str:
+    return _WRITERS[type(value)](value)
+
+
+def _field_writer(annotation: Any) -> _Writer:
+    """The writer for one field, from its type annotation."""
+    if annotation is str:
+        return serde.quote
+    if annotation is int:  # U32/U64: pydantic keeps the bounds in the field's metadata
+        return str
+    if annotation is Timestamp:
+        return _quote_timestamp
+    if annotation is UUID:
+        return _quote_uuid
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return _quote_enum
+    if annotation == tuple[str, ...]:
+        return _string_array
+    if annotation == str | None:
+        return _optional(serde.quote)
+    if annotation == Timestamp | None:
+        return _optional(_quote_timestamp)
+    if get_origin(annotation) is Union and all(
+        isinstance(arg, type) and issubclass(arg, _Model) for arg in get_args(annotation)
+    ):
+        return _write_kind
+    # JsonValue and JsonValue | None: serde_json::Value writes None as null too.
+    return serde.dumps
+
+
+def _struct_writer(cls: type[_Model]) -> _Writer:
+    """A function writing ``cls`` as serde does: compiled once, so a call is one join."""
+    names: list[str] = []
+    parts: list[str] = []
+    env: dict[str, Any] = {}
+    prefix = "{"
+    for index, (name, field) in enumerate(cls.model_fields.items()):
+        key = f"{prefix}{serde.quote(name)}:"
+        prefix = ","
+        if name == "type" and get_origin(field.annotation) is Literal:
+            # serde's internally tagged enum: the tag first, a constant.
+            parts.append(repr(key + serde.quote(field.default)))
+            continue
+        env[f"w{index}"] = _field_writer(field.annotation)
+        names.append(name)
+        parts.append(f"{key!r}, w{index}(d[{name!r}])")
+    if not parts:
+        parts.append("'{'")
+    body = ", ".join(parts + ["'}'"])
+    source = f"def write(obj):\n    d = obj.__dict__\n    return ''.join(({body}))\n"
+    exec(compile(source, f"<serde writer for {cls.__name__}>", "exec"), env)  # noqa: S102
+    writer: _Writer = env["write"]
+    return writer
+
+
+_SERDE_CLASSES: list[type[_Model]] = [*EVENT_KINDS.values(), Event, Run, Violation]
+_WRITERS: dict[type[_Model], _Writer] = {cls: _struct_writer(cls) for cls in _SERDE_CLASSES}

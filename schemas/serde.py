@@ -1,0 +1,194 @@
+"""JSON text exactly as Rust's ``serde_json`` (with ``preserve_order``) writes and reads it.
+
+:func:`dumps` writes a JSON value the way ``serde_json::to_string`` writes a
+``serde_json::Value``: compact, object keys in insertion order, non-ASCII raw,
+``"``/``\\``/``\\n``/``\\t``/``\\r``/``\\b``/``\\f`` escaped and the other
+control characters as ``\\u00xx``; floats in ryu's shortest form (``1e16``,
+``1e-7``, ``0.00001``, ``1.0``); NaN and infinities as ``null``; integers
+outside ``i64``/``u64`` as the ``f64`` serde would hold.
+
+:func:`loads` reads JSON text with serde_json's number rules: integers that fit
+``u64`` (or ``i64`` when negative) stay integers, others and ``-0`` become
+floats; ``NaN``/``Infinity``, out-of-range floats and lone surrogates are rejected.
+
+Both take a fast path through the C ``json`` module and fall back to a careful
+pure-Python path only when the text or value holds something the fast path
+would get wrong (detected by a cheap scan), so the common case costs what
+``json.dumps``/``json.loads`` cost.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from json.encoder import encode_basestring as _c_encode_str  # same escapes as serde_json
+from typing import Any
+
+__all__ = ["dumps", "format_float", "loads", "quote"]
+
+_I64_MIN = -(2**63)
+_U64_MAX = 2**64 - 1
+
+quote: Callable[[str], str] = _c_encode_str
+"""A JSON string literal with serde_json's escapes (``quote("a\\n") == '"a\\\\n"'``)."""
+
+_c_dumps = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=True, check_circular=False
+).encode
+
+# What the C encoder writes differently from serde_json: exponent floats (Python
+# writes ``1e+16``/``1e-05``), NaN/Infinity, and integers of 19+ digits that
+# may lie outside i64/u64. A hit may be a false alarm inside a string; the slow
+# path is right either way.
+_DUMPS_SUSPECT = re.compile(r"e[+-]|NaN|Infinity|\d{19}")
+
+
+def format_float(value: float) -> str:
+    """``value`` as serde_json writes an ``f64`` (ryu's shortest round-trip digits).
+
+    NaN and the infinities have no JSON form; serde_json's ``Value`` holds them
+    as ``null``, so that is what is written.
+    """
+    text = repr(value)
+    if "e" not in text:
+        if text[-1] in "nf":  # 'nan', 'inf', '-inf'
+            return "null"
+        # repr uses fixed notation exactly where ryu does, except 1e-5 ..< 1e-4 (below).
+        return text
+    mantissa, _, exp_text = text.partition("e")
+    exponent = int(exp_text)
+    if exponent == -5:
+        # ryu writes 0.0000ddd for exponents down to -5; repr switched at -4.
+        sign = ""
+        if mantissa[0] == "-":
+            sign, mantissa = "-", mantissa[1:]
+        return f"{sign}0.0000{mantissa.replace('.', '')}"
+    return f"{mantissa}e{exponent}"
+
+
+def _int_text(value: int) -> str:
+    if _I64_MIN <= value <= _U64_MAX:
+        return str(value)
+    # serde_json's Value has no integer this wide; it holds the nearest f64.
+    try:
+        return format_float(float(value))
+    except OverflowError as exc:
+        raise ValueError(
+            f"integer {value} is beyond the range of an f64; serde_json cannot hold it"
+        ) from exc
+
+
+def _dumps_slow(value: Any) -> str:
+    parts: list[str] = []
+    _write(value, parts.append)
+    return "".join(parts)
+
+
+def _write(value: Any, out: Callable[[str], None]) -> None:
+    if isinstance(value, str):
+        out(_c_encode_str(value))
+    elif value is None:
+        out("null")
+    elif value is True:
+        out("true")
+    elif value is False:
+        out("false")
+    elif isinstance(value, int):
+        out(_int_text(value))
+    elif isinstance(value, float):
+        out(format_float(value))
+    elif isinstance(value, dict):
+        out("{")
+        first = True
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"JSON object keys must be strings, not {type(key).__name__}")
+            if not first:
+                out(",")
+            first = False
+            out(_c_encode_str(key))
+            out(":")
+            _write(item, out)
+        out("}")
+    elif isinstance(value, list | tuple):
+        out("[")
+        for index, item in enumerate(value):
+            if index:
+                out(",")
+            _write(item, out)
+        out("]")
+    else:
+        raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text of ``value``, byte-identical to ``serde_json::to_string``."""
+    try:
+        text: str = _c_dumps(value)
+    except (TypeError, ValueError):
+        return _dumps_slow(value)  # raises the precise error
+    if _DUMPS_SUSPECT.search(text) is None:
+        return text
+    return _dumps_slow(value)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (serde_json rejects NaN and Infinity)")
+
+
+def _serde_int(text: str) -> int | float:
+    value = int(text)
+    if value == 0 and text[0] == "-":
+        return -0.0  # serde_json reads "-0" as the float -0.0
+    if _I64_MIN <= value <= _U64_MAX:
+        return value
+    return _serde_float(text)
+
+
+def _serde_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text} is out of range for an f64")
+    return value
+
+
+_fast_loads = json.JSONDecoder(parse_constant=_reject_constant).decode
+_careful_loads = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_int=_serde_int, parse_float=_serde_float
+).decode
+
+# Text the fast decoder may read differently from serde_json: long integers
+# (outside i64/u64?), "-0", exponents of 3+ digits (overflow to inf), escaped
+# surrogates (maybe lone). False alarms only cost the careful path.
+_LOADS_SUSPECT = re.compile(r"\d{19}|-0(?![.\deE])|[eE][+-]?\d{3}|\\u[dD][89a-fA-F]")
+
+
+def _check_surrogates(value: Any) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"string {value!r} holds a lone surrogate escape; serde_json rejects it"
+            ) from exc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_surrogates(key)
+            _check_surrogates(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_surrogates(item)
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse JSON text as ``serde_json::from_str::<Value>`` would (ValueError if it would fail)."""
+    if isinstance(text, bytes | bytearray):
+        text = text.decode("utf-8")
+    if _LOADS_SUSPECT.search(text) is None:
+        return _fast_loads(text)
+    value = _careful_loads(text)
+    if "\\u" in text:
+        _check_surrogates(value)
+    return value
