@@ -1,0 +1,338 @@
+"""The fold's values: its configuration, the per-run state and the outcome of an event.
+
+:class:`RunState` is *mutable* with ``__slots__``, unlike the immutable aggregate
+STYLE.md points to. The fold has a budget of about 2 µs per in-order event
+(notes/performance.md); copying a 40-field immutable value per event, or
+rebuilding the pydantic :class:`~schemas.Run`, costs more than that on its own.
+The functions in :mod:`consumers.fold` are still the only writers, there is no
+clock, I/O or logging in them, and :attr:`RunState.run` builds the immutable
+:class:`~schemas.Run` on demand. Callers that need a snapshot take
+:meth:`RunState.copy`.
+"""
+
+from __future__ import annotations
+
+import enum
+from array import array
+from collections import deque
+from dataclasses import dataclass
+from typing import NamedTuple
+from uuid import UUID
+
+from pydantic import JsonValue
+
+from schemas import Event, Run, RunStatus, Timestamp, Violation, ViolationKind
+from schemas.errors import RunfoldError
+
+__all__ = [
+    "COUNTER_NAMES",
+    "DEFAULT_CONFIG",
+    "FoldConfig",
+    "FoldError",
+    "Outcome",
+    "OutcomeKind",
+    "RunState",
+]
+
+_NS_PER_SECOND = 1_000_000_000
+
+
+class FoldError(RunfoldError, ValueError):
+    """The fold was called wrongly (an event given to another run's state, a bad config)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FoldConfig:
+    """Bounds of the fold. Every structure that grows with input has one.
+
+    Memory per tracked run is roughly ``1 KiB + 8 * digest_window`` bytes plus its
+    buffered events; a partition's fold holds at most ``max_runs`` runs,
+    ``max_pending_total`` buffered events and ``max_tombstones`` ids of evicted
+    finished runs (about 200 bytes each).
+    """
+
+    max_pending_per_run: int = 128
+    """Events held per run while waiting for a missing seq; one more declares a gap."""
+    max_delay_ns: int = 60 * _NS_PER_SECOND
+    """Event-time bound of the reorder buffer: when the run's newest timestamp seen
+    is this far past its oldest buffered event, the gap is declared."""
+    digest_window: int = 64
+    """How many applied seqs per run keep a content digest, to tell a duplicate from
+    a conflict. An older seq can no longer be verified (see ``unverified_duplicates``)."""
+    max_recent_violations: int = 16
+    """Violations kept per run with their text; all are counted by kind."""
+    max_missing_ranges: int = 32
+    """Declared-missing seq ranges remembered per run, to name late events."""
+    max_runs: int = 100_000
+    """Runs tracked by one :class:`~consumers.fold.FoldResult`; finished runs are evicted first."""
+    max_pending_total: int = 100_000
+    """Buffered events over all runs of one :class:`~consumers.fold.FoldResult`."""
+    max_tombstones: int = 100_000
+    """Evicted finished runs remembered (id and last seq) so their late events stay named."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_pending_per_run",
+            "max_delay_ns",
+            "digest_window",
+            "max_recent_violations",
+            "max_missing_ranges",
+            "max_runs",
+            "max_pending_total",
+            "max_tombstones",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise FoldError(f"FoldConfig.{name} must be a positive integer, not {value!r}")
+
+
+DEFAULT_CONFIG = FoldConfig()
+"""The bounds used when none are given."""
+
+
+class OutcomeKind(enum.StrEnum):
+    """Where one event ended up (DESIGN.md §5)."""
+
+    APPLIED = "applied"
+    """Folded into the run (possibly with a violation noticed on the way: missing_start, gap)."""
+    DUPLICATE = "duplicate"
+    """Same content as an event already applied (or buffered) at that seq: dropped, counted."""
+    VIOLATION = "violation"
+    """Not applied because of the violation it carries (conflict, after_terminal, late gap)."""
+    BUFFERED = "buffered"
+    """Held in the reorder buffer. Transitional: the same event later gets a *released* outcome."""
+
+
+class Outcome(NamedTuple):
+    """The outcome of one event.
+
+    Accounting: every event passed to the fold gets exactly one outcome with
+    ``released=False`` (the first of the list the call returns). An event that
+    was ``BUFFERED`` gets exactly one more outcome later, with ``released=True``,
+    which is ``APPLIED`` or ``VIOLATION`` (never ``BUFFERED`` or ``DUPLICATE``).
+    So at any moment::
+
+        consumed == applied + duplicate + violation + pending
+        pending  == buffered - released
+
+    where the four counts are of outcome kinds (released ones included) and
+    ``pending`` is the number of events in the reorder buffers.
+    """
+
+    kind: OutcomeKind
+    run_id: UUID
+    seq: int
+    violations: tuple[Violation, ...] = ()
+    """Violations noticed while handling this event; for ``VIOLATION``, the first is why."""
+    released: bool = False
+    """True when this resolves an event buffered earlier."""
+
+
+COUNTER_NAMES: tuple[str, ...] = (
+    "events_applied",
+    "nodes_entered",
+    "nodes_exited",
+    "node_failures",
+    "tool_calls",
+    "tool_returns",
+    "tool_failures",
+    "retries",
+    "checkpoints_saved",
+    "checkpoints_restored",
+    "checkpoints_deleted",
+    "state_updates",
+    "messages",
+    "interrupts",
+    "duplicates",
+    "unverified_duplicates",
+    "events_buffered",
+    "violations_dropped",
+    "missing_ranges_dropped",
+)
+"""The integer counters of a :class:`RunState`, in the order the Avro record lists them."""
+
+_RUN_FIELDS = (
+    "run_id",
+    "agent_spec_digest",
+    "git_sha",
+    "started_at",
+    "finished_at",
+    "status",
+    "inputs",
+    "outputs",
+    "final_state_digest",
+)
+_SEQUENCE_FIELDS = (
+    "has_identity",
+    "last_seq",
+    "stream_time",
+    "source_offset",
+    "pending_events",
+    "digests",
+    "missing",
+    "violation_counts",
+    "recent_violations",
+)
+
+
+class RunState:
+    """Everything the fold knows about one run: its ``Run`` fields, sequence position,
+    counters, reorder buffer, digest window and violations.
+
+    Create one with :meth:`new`; change it only through :mod:`consumers.fold`.
+    """
+
+    __slots__ = _RUN_FIELDS + _SEQUENCE_FIELDS + COUNTER_NAMES + ("pending_oldest_ts",)
+
+    run_id: UUID
+    agent_spec_digest: str
+    git_sha: str
+    started_at: Timestamp
+    """``graph_started``'s timestamp; before one is applied, the first applied (or seen) event's."""
+    finished_at: Timestamp | None
+    status: RunStatus
+    inputs: JsonValue
+    outputs: JsonValue
+    final_state_digest: str | None
+    has_identity: bool
+    """A ``graph_started`` has been applied (its payload gave the identity fields)."""
+    last_seq: int
+    """The last seq applied or declared missing; 0 before the first."""
+    stream_time: int
+    """The newest event timestamp seen for this run (ns): the reorder buffer's clock."""
+    source_offset: int
+    """Input offset of the last event folded, set by the service; -1 when unknown."""
+    pending_events: dict[int, tuple[Event, int]]
+    """The reorder buffer: seq -> (event, content digest), all seqs > ``last_seq + 1``."""
+    pending_oldest_ts: int
+    digests: array[int]
+    """Digests of the last ``digest_window`` applied seqs at ``seq % window``; 0: unknown."""
+    missing: list[tuple[int, int]]
+    """Seq ranges declared missing (first, last), oldest first."""
+    violation_counts: dict[ViolationKind, int]
+    recent_violations: deque[Violation]
+
+    events_applied: int
+    nodes_entered: int
+    nodes_exited: int
+    node_failures: int
+    tool_calls: int
+    tool_returns: int
+    tool_failures: int
+    retries: int
+    checkpoints_saved: int
+    checkpoints_restored: int
+    checkpoints_deleted: int
+    state_updates: int
+    messages: int
+    interrupts: int
+    duplicates: int
+    unverified_duplicates: int
+    """Events at a seq older than the digest window, counted as duplicates unverified."""
+    events_buffered: int
+    """Events that went through the reorder buffer (however they left it)."""
+    violations_dropped: int
+    """Violations counted but no longer kept with their text (``max_recent_violations``)."""
+    missing_ranges_dropped: int
+    """Declared-missing ranges forgotten (``max_missing_ranges``)."""
+
+    @classmethod
+    def new(
+        cls, run_id: UUID, first_seen: Timestamp, config: FoldConfig = DEFAULT_CONFIG
+    ) -> RunState:
+        """An empty RUNNING run; ``first_seen`` stands in for ``started_at`` until known.
+
+        Defaults until a ``graph_started`` is applied: empty ``agent_spec_digest`` and
+        ``git_sha``, ``inputs`` null.
+        """
+        state = cls.__new__(cls)
+        state.run_id = run_id
+        state.agent_spec_digest = ""
+        state.git_sha = ""
+        state.started_at = first_seen
+        state.finished_at = None
+        state.status = RunStatus.RUNNING
+        state.inputs = None
+        state.outputs = None
+        state.final_state_digest = None
+        state.has_identity = False
+        state.last_seq = 0
+        state.stream_time = int(first_seen)
+        state.source_offset = -1
+        state.pending_events = {}
+        state.pending_oldest_ts = 0
+        state.digests = array("Q", bytes(8 * config.digest_window))
+        state.missing = []
+        state.violation_counts = dict.fromkeys(ViolationKind, 0)
+        state.recent_violations = deque(maxlen=config.max_recent_violations)
+        for name in COUNTER_NAMES:
+            setattr(state, name, 0)
+        return state
+
+    @property
+    def run(self) -> Run:
+        """The run as the domain model has it (built on each access)."""
+        return Run(
+            run_id=self.run_id,
+            agent_spec_digest=self.agent_spec_digest,
+            git_sha=self.git_sha,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            status=self.status,
+            inputs=self.inputs,
+            outputs=self.outputs,
+            final_state_digest=self.final_state_digest,
+        )
+
+    @property
+    def pending(self) -> dict[int, Event]:
+        """The reorder buffer: seq -> event, in seq order."""
+        return {seq: self.pending_events[seq][0] for seq in sorted(self.pending_events)}
+
+    @property
+    def violations(self) -> list[Violation]:
+        """The most recent violations, oldest first (``violation_counts`` has them all)."""
+        return list(self.recent_violations)
+
+    @property
+    def is_terminal(self) -> bool:
+        """The run is COMPLETED, FAILED or CANCELLED."""
+        return self.status is not RunStatus.RUNNING
+
+    def counters(self) -> dict[str, int]:
+        """The integer counters by name (:data:`COUNTER_NAMES`)."""
+        return {name: getattr(self, name) for name in COUNTER_NAMES}
+
+    def copy(self) -> RunState:
+        """An independent copy (events and violations are immutable and shared)."""
+        other = RunState.__new__(RunState)
+        for name in RunState.__slots__:
+            setattr(other, name, getattr(self, name))
+        other.pending_events = dict(self.pending_events)
+        other.digests = array("Q", self.digests)
+        other.missing = list(self.missing)
+        other.violation_counts = dict(self.violation_counts)
+        other.recent_violations = deque(
+            self.recent_violations, maxlen=self.recent_violations.maxlen
+        )
+        return other
+
+    def _comparable(self) -> tuple[object, ...]:
+        return tuple(
+            getattr(self, name)
+            for name in RunState.__slots__
+            if name not in ("recent_violations", "pending_oldest_ts")
+        ) + (list(self.recent_violations), self.recent_violations.maxlen)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RunState):
+            return NotImplemented
+        return self._comparable() == other._comparable()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return (
+            f"RunState(run_id={self.run_id}, status={self.status.value}, last_seq={self.last_seq}, "
+            f"applied={self.events_applied}, pending={len(self.pending_events)})"
+        )
