@@ -1,0 +1,305 @@
+"""The Kafka producer under :class:`~producers.recorder.RunRecorder` and the fleet simulator.
+
+One :class:`EventProducer` wraps one ``confluent_kafka.Producer``:
+
+- built lazily on the first send (no network in ``__init__``), after a bounded
+  metadata check so that a broker that never answers gives a
+  :class:`~schemas.errors.KafkaSetupError` instead of a hang;
+- idempotent (``enable.idempotence=true``, ``acks=all``), compressed and batched,
+  with the Java client's hash (``partitioner=murmur2_random``) so a run lands on the
+  same partition whichever language produced it;
+- key = run_id text (UTF-8), value = codec bytes;
+- back-pressure: when librdkafka's local queue is full, serve delivery reports and
+  retry, never drop;
+- every record's fate is accounted by the delivery callback: delivered, failed (with
+  the broker's reason) or indeterminate (``_MSG_TIMED_OUT``: it may have been written).
+  :meth:`EventProducer.close` flushes and returns the counts as a :class:`DeliveryReport`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from schemas import Event
+from schemas.errors import ConfigError, KafkaSetupError
+
+__all__ = [
+    "DEFAULT_PRODUCER_CONFIG",
+    "DeliveryReport",
+    "EventProducer",
+    "producer_config",
+]
+
+DEFAULT_PRODUCER_CONFIG: dict[str, str | int | float | bool] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    # The Java client's hash: a key lands where a Java, Go or Rust agent would put it.
+    "partitioner": "murmur2_random",
+    # Chosen by bench/producer_bench.py on this machine (see its docstring): lz4 gave the
+    # best events/s; zstd compresses ~25% smaller at a higher CPU cost per batch.
+    "compression.type": "lz4",
+    "linger.ms": 20,
+    "batch.size": 1_000_000,
+    "queue.buffering.max.messages": 200_000,
+    # Bounded: a record that cannot be delivered in this time is reported (indeterminate)
+    # rather than retried for librdkafka's default five minutes.
+    "message.timeout.ms": 60_000,
+}
+"""librdkafka settings runfold uses unless the caller overrides them."""
+
+_FORBIDDEN = {
+    # Turning these off would break the guarantees the rest of runfold relies on.
+    "enable.idempotence": ("false", "0", "False"),
+    "acks": ("0", "1"),
+}
+
+_MAX_FAILURE_SAMPLES = 20
+
+
+@dataclass
+class DeliveryReport:
+    """How many records were produced and what became of each.
+
+    ``produced == delivered + failed + indeterminate + pending`` always holds;
+    ``pending`` is what was still in flight when a bounded flush gave up.
+    ``failure_reasons`` counts the broker's reasons (``KafkaError.str()``).
+    """
+
+    produced: int = 0
+    delivered: int = 0
+    failed: int = 0
+    indeterminate: int = 0
+    failure_reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def pending(self) -> int:
+        """Records produced whose delivery report has not arrived yet."""
+        return self.produced - self.delivered - self.failed - self.indeterminate
+
+    @property
+    def ok(self) -> bool:
+        """True when every produced record was delivered."""
+        return self.delivered == self.produced
+
+    def copy(self) -> DeliveryReport:
+        """A snapshot that later deliveries do not change."""
+        return DeliveryReport(
+            self.produced, self.delivered, self.failed, self.indeterminate,
+            Counter(self.failure_reasons),
+        )
+
+    def summary(self) -> str:
+        """One line for people: the four counts and the commonest failure reasons."""
+        text = (
+            f"produced={self.produced} delivered={self.delivered} failed={self.failed} "
+            f"indeterminate={self.indeterminate} pending={self.pending}"
+        )
+        if self.failure_reasons:
+            reasons = "; ".join(f"{r} x{n}" for r, n in self.failure_reasons.most_common(3))
+            text += f" (failures: {reasons})"
+        return text
+
+
+def producer_config(
+    overrides: Mapping[str, Any] | None = None, *, bootstrap_servers: str | None = None
+) -> dict[str, Any]:
+    """The librdkafka configuration: runfold's defaults, the settings, then ``overrides``.
+
+    ``runfold.settings`` (when installed) supplies the connection (bootstrap servers,
+    security); ``overrides`` wins over both. Settings that would weaken delivery
+    (``enable.idempotence=false``, ``acks`` other than ``all``) are refused.
+    """
+    conf: dict[str, Any] = dict(DEFAULT_PRODUCER_CONFIG)
+    conf.update(_settings_config())
+    if overrides:
+        conf.update(overrides)
+    if bootstrap_servers:
+        conf["bootstrap.servers"] = bootstrap_servers
+    for key, bad in _FORBIDDEN.items():
+        if str(conf.get(key)) in bad:
+            raise ConfigError(
+                f"producer setting {key}={conf[key]!r} would give up idempotent delivery; "
+                f"runfold requires enable.idempotence=true and acks=all"
+            )
+    if not conf.get("bootstrap.servers"):
+        raise ConfigError(
+            "no Kafka bootstrap servers: pass --bootstrap / bootstrap_servers= or set "
+            "RUNFOLD_KAFKA__BOOTSTRAP_SERVERS"
+        )
+    return conf
+
+
+def _settings_config() -> dict[str, Any]:
+    """Connection settings from ``runfold.settings`` if that module is present."""
+    try:
+        from runfold import settings as settings_module
+    except ImportError:
+        return {}
+    loader = getattr(settings_module, "producer_config", None)
+    if callable(loader):
+        return dict(loader())
+    get_settings = getattr(settings_module, "get_settings", None)
+    if callable(get_settings):
+        settings = get_settings()
+        for name in ("producer_config", "librdkafka_config", "client_config"):
+            method = getattr(settings, name, None)
+            if callable(method):
+                return dict(method())
+    return {}
+
+
+class EventProducer:
+    """Publishes events (or ready key/value bytes) to one topic, accounting every delivery.
+
+    Not thread-safe for sends; :class:`~producers.recorder.AsyncRunRecorder` serves
+    delivery reports from one background thread while the loop sends, which is safe
+    because each counter has a single writer.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        *,
+        bootstrap_servers: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        framing: str = "single-object",
+        startup_timeout: float = 10.0,
+    ) -> None:
+        self.topic = topic
+        self.framing = framing
+        self.startup_timeout = startup_timeout
+        self._conf = producer_config(config, bootstrap_servers=bootstrap_servers)
+        self._producer: Producer | None = None
+        self._report = DeliveryReport()
+        self._encode: Callable[[Event], bytes] | None = None
+        self._since_poll = 0
+        self._lock = threading.Lock()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The librdkafka configuration this producer uses (a copy)."""
+        return dict(self._conf)
+
+    @property
+    def report(self) -> DeliveryReport:
+        """A snapshot of the counts so far (serve callbacks with :meth:`poll` first)."""
+        return self._report.copy()
+
+    def _client(self) -> Producer:
+        with self._lock:
+            if self._producer is None:
+                self._producer = self._build()
+            return self._producer
+
+    def _build(self) -> Producer:
+        conf = dict(self._conf)
+        conf["on_delivery"] = self._on_delivery
+        # librdkafka otherwise logs connection refusals to stderr every second while we
+        # are already going to raise a clear error below.
+        conf.setdefault("log_level", 3)
+        try:
+            producer = Producer(conf)
+        except KafkaException as exc:
+            raise ConfigError(f"librdkafka rejected the producer configuration: {exc}") from exc
+        try:
+            metadata = producer.list_topics(self.topic, timeout=self.startup_timeout)
+        except KafkaException as exc:
+            raise KafkaSetupError(
+                f"no Kafka broker answered at {conf['bootstrap.servers']} within "
+                f"{self.startup_timeout:g}s ({exc.args[0].str() if exc.args else exc}); "
+                f"is the broker running? (`runfold kafka up` starts a local one)"
+            ) from exc
+        topic_meta = metadata.topics.get(self.topic)
+        if topic_meta is not None and topic_meta.error is not None:
+            code = topic_meta.error.code()
+            if code != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise KafkaSetupError(
+                    f"topic {self.topic!r} is not usable: {topic_meta.error.str()}"
+                )
+        return producer
+
+    def connect(self) -> None:
+        """Build the client and check the broker answers now (otherwise on the first send)."""
+        self._client()
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        # Runs inside poll()/flush(); one thread at a time serves callbacks.
+        report = self._report
+        if err is None:
+            report.delivered += 1
+        elif err.code() == KafkaError._MSG_TIMED_OUT:
+            report.indeterminate += 1
+        else:
+            report.failed += 1
+            if len(report.failure_reasons) < _MAX_FAILURE_SAMPLES or (
+                err.str() in report.failure_reasons
+            ):
+                report.failure_reasons[err.str()] += 1
+
+    def produce(self, key: bytes | str, value: bytes) -> None:
+        """Queue one record; waits (serving delivery reports) while the local queue is full."""
+        producer = self._producer or self._client()
+        while True:
+            try:
+                producer.produce(self.topic, value, key)
+                break
+            except BufferError:
+                # Queue full: back-pressure. Serving callbacks frees room; never drop.
+                producer.poll(0.05)
+        self._report.produced += 1
+        self._since_poll += 1
+        if self._since_poll >= 1000:
+            self._since_poll = 0
+            producer.poll(0)
+
+    def send(self, event: Event) -> None:
+        """Encode ``event`` with the codec and queue it under its run_id."""
+        encode = self._encode
+        if encode is None:
+            encode = self._encode = _encoder(self.framing)
+        self.produce(str(event.run_id), encode(event))
+
+    def poll(self, timeout: float = 0.0) -> int:
+        """Serve delivery callbacks; returns how many were served."""
+        if self._producer is None:
+            return 0
+        return int(self._producer.poll(timeout))
+
+    def in_flight(self) -> int:
+        """Records queued or in flight in librdkafka."""
+        return 0 if self._producer is None else len(self._producer)
+
+    def flush(self, timeout: float = 30.0) -> DeliveryReport:
+        """Wait up to ``timeout`` seconds for in-flight records; returns the counts so far."""
+        if self._producer is not None:
+            self._producer.flush(timeout)
+        return self.report
+
+    def close(self, timeout: float = 30.0) -> DeliveryReport:
+        """Flush (bounded by ``timeout``) and return the final :class:`DeliveryReport`."""
+        report = self.flush(timeout)
+        self._producer = None
+        return report
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _encoder(framing: str) -> Callable[[Event], bytes]:
+    """The codec's encoder for ``framing``, bound once."""
+    from schemas.codec import encode_event
+
+    def encode(event: Event) -> bytes:
+        return encode_event(event, framing=framing)
+
+    return encode
+

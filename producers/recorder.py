@@ -1,0 +1,364 @@
+"""What an agent embeds to publish its run: :class:`RunRecorder` and :class:`AsyncRunRecorder`.
+
+::
+
+    recorder = RunRecorder(EventProducer("agent-run-events", bootstrap_servers="..."))
+    with recorder.run(spec_digest, git_sha, {"question": q}, graph_name="qa") as run:
+        run.emit(NodeEntered(node_id="plan", iteration=1), payload={"prompt_tokens": 812})
+        ...
+        run.complete(outputs={"answer": a}, final_state_digest=digest)
+    report = recorder.close()          # flushes; DeliveryReport
+
+Entering the block emits ``graph_started`` (seq 1) with the run's identity in its
+payload, as the origin does: ``agent_spec_digest``, ``git_sha``, ``inputs``,
+``graph_name``, ``entry_point``. Each :meth:`RunHandle.emit` takes the next seq.
+Leaving the block ends the run:
+
+- normally: ``graph_completed{iterations, duration_ms}`` with payload
+  ``{"outputs", "final_state_digest"}``;
+- on an ``Exception``: ``graph_failed{error}`` (``"TypeName: message"``), then the
+  exception propagates;
+- on ``KeyboardInterrupt`` or ``asyncio.CancelledError``: the run is cancelled
+  (``graph_interrupted{reason="cancelled"}``), then it propagates;
+- after :meth:`RunHandle.cancel` (or an ending event passed to ``emit``): nothing more.
+
+After the end, ``emit`` raises :class:`RunClosedError`.
+
+The sink is any object with ``send(event)`` (:class:`EventSink`): an
+:class:`~producers.kafka.EventProducer`, or :class:`ListSink` in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import JsonValue
+
+from schemas import (
+    Event,
+    GraphCompleted,
+    GraphFailed,
+    GraphInterrupted,
+    GraphStarted,
+    NodeEntered,
+    Timestamp,
+)
+from schemas.errors import RunfoldError
+
+__all__ = [
+    "AsyncRunHandle",
+    "AsyncRunRecorder",
+    "EventSink",
+    "ListSink",
+    "RunClosedError",
+    "RunHandle",
+    "RunRecorder",
+]
+
+CANCELLED = "cancelled"
+"""The ``graph_interrupted`` reason that ends a run as CANCELLED (DESIGN.md §1)."""
+
+
+class RunClosedError(RunfoldError):
+    """An event was emitted into a run that has already ended."""
+
+
+@runtime_checkable
+class EventSink(Protocol):
+    """Where a recorder sends events: anything with ``send(event)``."""
+
+    def send(self, event: Event) -> None:
+        """Publish one event (may queue it)."""
+
+
+class ListSink:
+    """An in-memory sink: keeps every event sent, in order (tests, demos, dry runs)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def send(self, event: Event) -> None:
+        """Append ``event``."""
+        self.events.append(event)
+
+
+class RunHandle:
+    """One run being recorded: numbers its events and ends it exactly once."""
+
+    def __init__(
+        self,
+        send: Callable[[Event], None],
+        run_id: uuid.UUID,
+        clock: Callable[[], Timestamp],
+    ) -> None:
+        self.run_id = run_id
+        self.outputs: JsonValue = None
+        """Set before leaving the block (or via :meth:`complete`): ``graph_completed``'s outputs."""
+        self.final_state_digest: str | None = None
+        """Set before leaving the block (or via :meth:`complete`)."""
+        self.iterations: int | None = None
+        """``graph_completed.iterations``; by default the number of ``node_entered`` events."""
+        self._send = send
+        self._clock = clock
+        self._seq = 0
+        self._nodes_entered = 0
+        self._last_node = ""
+        self._started_at: Timestamp | None = None
+        self._ended = False
+
+    @property
+    def seq(self) -> int:
+        """The seq of the last event emitted (0 before ``graph_started``)."""
+        return self._seq
+
+    @property
+    def ended(self) -> bool:
+        """True once an ending event was emitted."""
+        return self._ended
+
+    def emit(self, kind: Any, payload: JsonValue = None) -> Event:
+        """Emit one event of ``kind`` (e.g. ``NodeEntered(node_id="plan", iteration=1)``).
+
+        ``payload`` defaults to ``{}``. Emitting ``graph_completed``, ``graph_failed`` or a
+        ``graph_interrupted`` with reason ``"cancelled"`` ends the run.
+        """
+        return self._emit(kind, payload, None)
+
+    def _emit(self, kind: Any, payload: JsonValue, timestamp: Timestamp | None) -> Event:
+        if self._ended:
+            raise RunClosedError(
+                f"run {self.run_id} has ended (last seq {self._seq}); "
+                f"cannot emit {getattr(kind, 'type', kind)!r} after its end"
+            )
+        if isinstance(kind, GraphStarted) and self._seq > 0:
+            raise RunClosedError(f"run {self.run_id} has already started; graph_started is seq 1")
+        event = Event(
+            run_id=self.run_id,
+            seq=self._seq + 1,
+            timestamp=self._clock() if timestamp is None else timestamp,
+            kind=kind,
+            payload={} if payload is None else payload,
+        )
+        # Count only once the sink took it, so a failed send can be retried with the same seq.
+        self._send(event)
+        self._seq = event.seq
+        if self._started_at is None:
+            self._started_at = event.timestamp
+        if isinstance(kind, NodeEntered):
+            self._nodes_entered += 1
+            self._last_node = kind.node_id
+        if isinstance(kind, GraphCompleted | GraphFailed) or (
+            isinstance(kind, GraphInterrupted) and kind.reason == CANCELLED
+        ):
+            self._ended = True
+        return event
+
+    def complete(self, outputs: JsonValue = None, final_state_digest: str | None = None) -> None:
+        """Set what ``graph_completed`` will carry when the block ends normally."""
+        self.outputs = outputs
+        self.final_state_digest = final_state_digest
+
+    def interrupt(self, reason: str, node_id: str | None = None) -> Event:
+        """A pause (human in the loop): ``graph_interrupted``; the run stays RUNNING."""
+        if reason == CANCELLED:
+            return self.cancel(node_id=node_id)
+        return self.emit(GraphInterrupted(reason=reason, node_id=node_id or self._last_node))
+
+    def cancel(self, reason: str | None = None, node_id: str | None = None) -> Event:
+        """End the run as CANCELLED: ``graph_interrupted{reason="cancelled", node_id}``.
+
+        ``reason`` (free text, e.g. "user pressed stop") goes in the payload as ``detail``;
+        ``node_id`` defaults to the last node entered.
+        """
+        payload: dict[str, JsonValue] = {} if reason is None else {"detail": reason}
+        return self.emit(
+            GraphInterrupted(reason=CANCELLED, node_id=node_id or self._last_node), payload
+        )
+
+    def _start(
+        self, agent_spec_digest: str, git_sha: str, inputs: JsonValue,
+        graph_name: str | None, entry_point: str | None,
+    ) -> Event:
+        return self.emit(
+            GraphStarted(),
+            {
+                "agent_spec_digest": agent_spec_digest,
+                "git_sha": git_sha,
+                "inputs": inputs,
+                "graph_name": graph_name,
+                "entry_point": entry_point,
+            },
+        )
+
+    def _complete_now(self) -> Event:
+        # One clock reading: duration_ms is exactly the distance between the two timestamps.
+        now = self._clock()
+        started = self._started_at if self._started_at is not None else now
+        duration_ms = max(0, (int(now) - int(started)) // 1_000_000)
+        iterations = self._nodes_entered if self.iterations is None else self.iterations
+        return self._emit(
+            GraphCompleted(iterations=iterations, duration_ms=duration_ms),
+            {"outputs": self.outputs, "final_state_digest": self.final_state_digest},
+            now,
+        )
+
+    def _finish(self, exc: BaseException | None) -> None:
+        """End the run according to how the block was left (no-op if it already ended)."""
+        if self._ended:
+            return
+        if exc is None:
+            self._complete_now()
+        elif isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+            self.cancel(reason=type(exc).__name__)
+        else:
+            self.emit(GraphFailed(error=_error_text(exc)))
+
+
+def _error_text(exc: BaseException) -> str:
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+class RunRecorder:
+    """Records runs into a sink; one recorder serves many runs (one at a time or nested)."""
+
+    def __init__(
+        self,
+        sink: EventSink,
+        *,
+        clock: Callable[[], Timestamp] = Timestamp.now,
+        run_id_factory: Callable[[], uuid.UUID] = uuid.uuid4,
+    ) -> None:
+        self.sink = sink
+        self._clock = clock
+        self._new_run_id = run_id_factory
+
+    @contextmanager
+    def run(
+        self,
+        agent_spec_digest: str,
+        git_sha: str,
+        inputs: JsonValue,
+        *,
+        graph_name: str | None = None,
+        entry_point: str | None = None,
+        run_id: uuid.UUID | None = None,
+    ) -> Iterator[RunHandle]:
+        """Open a run (emits ``graph_started``), yield its handle, end it on leaving."""
+        handle = RunHandle(self.sink.send, run_id or self._new_run_id(), self._clock)
+        handle._start(agent_spec_digest, git_sha, inputs, graph_name, entry_point)
+        try:
+            yield handle
+        except BaseException as exc:
+            handle._finish(exc)
+            raise
+        handle._finish(None)
+
+    def close(self, timeout: float = 30.0) -> Any:
+        """Close the sink if it can be closed (a Kafka producer returns its DeliveryReport)."""
+        close = getattr(self.sink, "close", None)
+        return close(timeout) if callable(close) else None
+
+
+class AsyncRunHandle:
+    """The async face of a :class:`RunHandle`: the same rules, awaitable sends."""
+
+    def __init__(self, handle: RunHandle, call: Callable[..., Any]) -> None:
+        self._handle = handle
+        self._call_in_worker = call
+
+    @property
+    def run_id(self) -> uuid.UUID:
+        """The run's id."""
+        return self._handle.run_id
+
+    @property
+    def seq(self) -> int:
+        """The seq of the last event emitted."""
+        return self._handle.seq
+
+    @property
+    def ended(self) -> bool:
+        """True once an ending event was emitted."""
+        return self._handle.ended
+
+    def complete(self, outputs: JsonValue = None, final_state_digest: str | None = None) -> None:
+        """Set what ``graph_completed`` will carry."""
+        self._handle.complete(outputs, final_state_digest)
+
+    async def emit(self, kind: Any, payload: JsonValue = None) -> Event:
+        """Emit one event (see :meth:`RunHandle.emit`)."""
+        return await self._call(self._handle.emit, kind, payload)
+
+    async def interrupt(self, reason: str, node_id: str | None = None) -> Event:
+        """A pause; the run stays RUNNING."""
+        return await self._call(self._handle.interrupt, reason, node_id)
+
+    async def cancel(self, reason: str | None = None, node_id: str | None = None) -> Event:
+        """End the run as CANCELLED."""
+        return await self._call(self._handle.cancel, reason, node_id)
+
+    async def _call(self, fn: Callable[..., Event], *args: Any) -> Event:
+        event: Event = await self._call_in_worker(fn, *args)
+        return event
+
+
+class AsyncRunRecorder:
+    """Records runs from asyncio code without blocking the event loop.
+
+    Every sink call runs on one worker thread owned by the recorder: the loop never
+    waits on a full producer queue, and events keep their order because one thread
+    sends them all.
+    """
+
+    def __init__(
+        self,
+        sink: EventSink,
+        *,
+        clock: Callable[[], Timestamp] = Timestamp.now,
+        run_id_factory: Callable[[], uuid.UUID] = uuid.uuid4,
+    ) -> None:
+        self.sink = sink
+        self._clock = clock
+        self._new_run_id = run_id_factory
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runfold-recorder")
+
+    async def _in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, fn, *args)
+
+    @asynccontextmanager
+    async def run(
+        self,
+        agent_spec_digest: str,
+        git_sha: str,
+        inputs: JsonValue,
+        *,
+        graph_name: str | None = None,
+        entry_point: str | None = None,
+        run_id: uuid.UUID | None = None,
+    ) -> AsyncIterator[AsyncRunHandle]:
+        """``async with recorder.run(...) as run:``; same events as :meth:`RunRecorder.run`."""
+        handle = RunHandle(self.sink.send, run_id or self._new_run_id(), self._clock)
+        await self._in_worker(
+            handle._start, agent_spec_digest, git_sha, inputs, graph_name, entry_point
+        )
+        try:
+            yield AsyncRunHandle(handle, self._in_worker)
+        except BaseException as exc:
+            # Shielded: a cancelled task must still publish that its run was cancelled.
+            await asyncio.shield(self._in_worker(handle._finish, exc))
+            raise
+        await self._in_worker(handle._finish, None)
+
+    async def aclose(self, timeout: float = 30.0) -> Any:
+        """Flush and close the sink on the worker thread; returns its report, if any."""
+        close = getattr(self.sink, "close", None)
+        result = await self._in_worker(close, timeout) if callable(close) else None
+        self._worker.shutdown(wait=True)
+        return result

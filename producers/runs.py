@@ -1,0 +1,288 @@
+"""What one simulated run contains: its agent, its events' kinds and payloads, its faults.
+
+Pure and deterministic: a run's plan depends only on the fleet seed, the run's index
+and its agent, through a private ``random.Random`` (so interleaving with other agents
+never changes what a run contains). Timestamps are not chosen here; the fleet's
+virtual clock stamps events when they are emitted (:mod:`producers.fleet`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import JsonValue
+
+from producers.faults import FaultRates
+from schemas import (
+    CheckpointDeleted,
+    CheckpointRestored,
+    CheckpointSaved,
+    GraphFailed,
+    GraphInterrupted,
+    GraphStarted,
+    MessageAdded,
+    NodeEntered,
+    NodeExited,
+    NodeFailed,
+    NodeRetrying,
+    RunStatus,
+    StateUpdated,
+    ToolCalled,
+    ToolFailed,
+    ToolReturned,
+)
+
+__all__ = ["AgentProfile", "FaultPlan", "RunPlan", "agent_profiles", "plan_run"]
+
+MIN_EVENTS = 5
+MAX_EVENTS = 80
+
+_GRAPHS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("research", ("plan", "search", "read", "synthesize", "cite"),
+     ("web_search", "http_get", "pdf_reader")),
+    ("support-triage", ("classify", "lookup", "draft", "review"),
+     ("crm_lookup", "kb_search", "send_email")),
+    ("code-review", ("fetch_diff", "analyze", "run_tests", "comment"),
+     ("git_diff", "pytest", "lint")),
+    ("sql-analyst", ("understand", "write_sql", "execute", "explain"),
+     ("schema_lookup", "sql_query", "chart")),
+    ("planner", ("decompose", "schedule", "verify"),
+     ("calendar", "python", "vector_lookup")),
+)
+_STATE_KEYS = ("messages", "plan", "context", "scratchpad", "results", "citations", "draft")
+_ERRORS = ("rate limited by upstream", "tool timed out after 30s", "invalid JSON from model",
+           "context window exceeded", "permission denied")
+
+
+@dataclass(frozen=True)
+class AgentProfile:
+    """One simulated agent: its identity and the graph it runs."""
+
+    name: str
+    agent_spec_digest: str
+    git_sha: str
+    graph_name: str
+    nodes: tuple[str, ...]
+    tools: tuple[str, ...]
+
+
+def agent_profiles(seed: int, count: int) -> list[AgentProfile]:
+    """``count`` agents, the same for the same seed."""
+    profiles = []
+    for index in range(count):
+        rng = random.Random(f"runfold-agent:{seed}:{index}")
+        graph_name, nodes, tools = _GRAPHS[index % len(_GRAPHS)]
+        profiles.append(
+            AgentProfile(
+                name=f"agent-{index:03d}",
+                agent_spec_digest=hashlib.sha256(f"spec:{seed}:{index}".encode()).hexdigest(),
+                git_sha=f"{rng.getrandbits(160):040x}",
+                graph_name=graph_name,
+                nodes=nodes,
+                tools=tools,
+            )
+        )
+    return profiles
+
+
+@dataclass
+class FaultPlan:
+    """Where a run's faults go (seqs; ``None`` = that fault is not injected).
+
+    - ``reorder``: seqs ``r, r+1, r+2`` are sent as ``r, r+2, r+1`` back to back;
+    - ``dup``: seq ``d`` is sent again, identical, right after seq ``d+1``;
+    - ``conflict``: seq ``c`` is sent again with other content right after seq ``c+1``;
+    - ``gap``: seq ``g`` is never sent; seqs ``g+1`` and ``g+2`` are each stamped at least
+      ``gap_delay`` after the event sent before them;
+    - ``after_end``: one more event, seq ``n+1``, after the terminal event;
+    - ``corrupt``: garbled records with the run's key (``corrupt`` of them), at the
+      positions (indexes into the run's emission units) in ``corrupt_at``.
+    """
+
+    reorder: int | None = None
+    dup: int | None = None
+    conflict: int | None = None
+    gap: int | None = None
+    after_end: bool = False
+    corrupt_at: list[int] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        """The faults injected, by name."""
+        names = [n for n in ("reorder", "dup", "conflict", "gap") if getattr(self, n) is not None]
+        if self.after_end:
+            names.append("after_end")
+        if self.corrupt_at:
+            names.append("corrupt")
+        return names
+
+
+@dataclass
+class RunPlan:
+    """Everything about one run but its timestamps.
+
+    ``steps[i]`` is ``(kind, payload)`` for seq ``i + 1``; the terminal step's
+    ``graph_completed`` is a placeholder (``None`` kind) because its ``duration_ms``
+    depends on the timestamps: the fleet builds it when stamping.
+    """
+
+    index: int
+    run_id: uuid.UUID
+    agent: AgentProfile
+    status: RunStatus
+    inputs: JsonValue
+    outputs: JsonValue
+    final_state_digest: str | None
+    iterations: int
+    steps: list[tuple[Any, JsonValue]]
+    faults: FaultPlan
+    rng: random.Random
+
+    @property
+    def length(self) -> int:
+        """n: the number of distinct seqs (graph_started .. terminal)."""
+        return len(self.steps)
+
+
+_WIDTH = {"reorder": 3, "dup": 2, "conflict": 2, "gap": 3}
+
+
+def plan_run(seed: int, index: int, agent: AgentProfile, rates: FaultRates,
+             *, fail_rate: float = 0.1, cancel_rate: float = 0.05,
+             interrupt_rate: float = 0.15) -> RunPlan:
+    """Plan run number ``index`` of the fleet (deterministic in its arguments)."""
+    rng = random.Random(f"runfold-run:{seed}:{index}")
+    run_id = uuid.UUID(int=rng.getrandbits(128), version=4)
+    chosen = [name for name in ("reorder", "dup", "conflict", "gap")
+              if getattr(rates, name) and rng.random() < getattr(rates, name)]
+    after_end = bool(rates.after_end) and rng.random() < rates.after_end
+    corrupt = bool(rates.corrupt) and rng.random() < rates.corrupt
+    # Fault windows sit between graph_started and the terminal event without overlapping.
+    needed = 2 + sum(_WIDTH[name] for name in chosen)
+    length = max(rng.randint(MIN_EVENTS, MAX_EVENTS), needed)
+
+    roll = rng.random()
+    status = (RunStatus.FAILED if roll < fail_rate
+              else RunStatus.CANCELLED if roll < fail_rate + cancel_rate
+              else RunStatus.COMPLETED)
+    inputs: JsonValue = {"task": f"{agent.graph_name} task #{index}",
+                         "ticket": rng.randint(1000, 99999),
+                         "priority": rng.choice(["low", "normal", "high"])}
+    body, last_node, iterations = _body(rng, agent, length - 2,
+                                        interrupted=length >= 10 and rng.random() < interrupt_rate)
+    steps: list[tuple[Any, JsonValue]] = [(GraphStarted(), {
+        "agent_spec_digest": agent.agent_spec_digest,
+        "git_sha": agent.git_sha,
+        "inputs": inputs,
+        "graph_name": agent.graph_name,
+        "entry_point": agent.nodes[0],
+    })]
+    steps.extend(body)
+    outputs: JsonValue = None
+    digest: str | None = None
+    if status is RunStatus.COMPLETED:
+        outputs = {"answer": f"result of {agent.graph_name} task #{index}",
+                   "tokens": rng.randint(200, 20000)}
+        digest = hashlib.sha256(f"state:{seed}:{index}".encode()).hexdigest()
+        steps.append((None, {"outputs": outputs, "final_state_digest": digest}))
+    elif status is RunStatus.FAILED:
+        steps.append((GraphFailed(error=f"node {last_node} failed: {rng.choice(_ERRORS)}"), {}))
+    else:
+        steps.append((GraphInterrupted(reason="cancelled", node_id=last_node),
+                      {"detail": "cancelled by operator"}))
+
+    faults = _layout(rng, chosen, length)
+    faults.after_end = after_end
+    if corrupt:
+        faults.corrupt_at = [rng.randint(0, length)]
+    return RunPlan(index, run_id, agent, status, inputs, outputs, digest, iterations,
+                   steps, faults, rng)
+
+
+def _layout(rng: random.Random, chosen: list[str], length: int) -> FaultPlan:
+    """Place the chosen fault windows in seqs 2..n-1, in random order but the gap last.
+
+    The gap goes last so that the run has moved past it (the consumer declared it)
+    before any other window starts.
+    """
+    order = [name for name in chosen if name != "gap"]
+    rng.shuffle(order)
+    if "gap" in chosen:
+        order.append("gap")
+    slack = (length - 2) - sum(_WIDTH[name] for name in order)
+    plan = FaultPlan()
+    cursor = 2
+    for name in order:
+        skip = rng.randint(0, slack) if slack else 0
+        slack -= skip
+        cursor += skip
+        setattr(plan, name, cursor)
+        cursor += _WIDTH[name]
+    return plan
+
+
+def _body(rng: random.Random, agent: AgentProfile, count: int, *,
+          interrupted: bool) -> tuple[list[tuple[Any, JsonValue]], str, int]:
+    """``count`` middle events: nodes with tools, messages, state, checkpoints, retries."""
+    events: list[tuple[Any, JsonValue]] = []
+    iteration = 0
+    node = agent.nodes[0]
+    checkpoints: list[tuple[str, str]] = []
+    interrupt_at = rng.randint(count // 3, max(count // 3, 2 * count // 3)) if interrupted else -1
+    while len(events) < count:
+        iteration += 1
+        for position, node in enumerate(agent.nodes):
+            if len(events) >= count:
+                break
+            if len(events) >= interrupt_at >= 0 and checkpoints:
+                checkpoint_id, at_node = checkpoints[-1]
+                events.append((GraphInterrupted(reason="human_review", node_id=at_node),
+                               {"question": "approve the plan?"}))
+                events.append((CheckpointRestored(checkpoint_id=checkpoint_id, node_id=at_node),
+                               {"approved": True}))
+                interrupt_at = -1
+            events.append((NodeEntered(node_id=node, iteration=iteration),
+                           {"input_tokens": rng.randint(50, 4000)}))
+            events.extend(_node_actions(rng, agent, node, iteration, checkpoints))
+            following = agent.nodes[position + 1] if position + 1 < len(agent.nodes) else None
+            events.append((NodeExited(node_id=node, next_node=following,
+                                      duration_ms=rng.randint(5, 30000)), {}))
+    return events[:count], node, iteration
+
+
+def _node_actions(rng: random.Random, agent: AgentProfile, node: str, iteration: int,
+                  checkpoints: list[tuple[str, str]]) -> list[tuple[Any, JsonValue]]:
+    actions: list[tuple[Any, JsonValue]] = []
+    for _ in range(rng.randint(1, 3)):
+        pick = rng.random()
+        if pick < 0.35:
+            tool = rng.choice(agent.tools)
+            actions.append((ToolCalled(tool_name=tool), {"args": {"query": f"{node}-{iteration}"}}))
+            if rng.random() < 0.1:
+                actions.append((ToolFailed(tool_name=tool), {"error": rng.choice(_ERRORS)}))
+                actions.append((NodeRetrying(node_id=node, attempt=1,
+                                             delay_ms=rng.choice([100, 250, 500, 1000])), {}))
+                actions.append((ToolCalled(tool_name=tool), {"args": {"query": f"{node}-retry"}}))
+            actions.append((ToolReturned(tool_name=tool), {"bytes": rng.randint(10, 50000)}))
+        elif pick < 0.65:
+            role = rng.choice(["user", "assistant", "tool", "system"])
+            actions.append((MessageAdded(role=role, content_length=rng.randint(1, 20000)), {}))
+        elif pick < 0.85:
+            keys = tuple(sorted(rng.sample(_STATE_KEYS, rng.randint(1, 3))))
+            actions.append((StateUpdated(node_id=node, keys_changed=keys), {}))
+        elif pick < 0.95:
+            checkpoint_id = f"cp-{iteration}-{node}-{rng.getrandbits(32):08x}"
+            checkpoints.append((checkpoint_id, node))
+            actions.append((CheckpointSaved(checkpoint_id=checkpoint_id, node_id=node), {}))
+            if len(checkpoints) > 3:
+                old, _ = checkpoints.pop(0)
+                actions.append((CheckpointDeleted(checkpoint_id=old), {}))
+        else:
+            actions.append((NodeFailed(node_id=node, error=rng.choice(_ERRORS)), {}))
+            actions.append((NodeRetrying(node_id=node, attempt=rng.randint(1, 3),
+                                         delay_ms=rng.choice([250, 1000, 5000])), {}))
+    return actions
