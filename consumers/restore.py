@@ -40,6 +40,7 @@ __all__ = [
     "RestoredPartition",
     "high_watermarks",
     "iter_partition",
+    "position",
     "read_latest_by_key",
 ]
 
@@ -56,6 +57,14 @@ class RestoredPartition:
     latest: dict[bytes, bytes] = field(default_factory=dict)
     records: int = 0
     end_offset: int = 0
+
+
+def position(msg: Message) -> tuple[int, int]:
+    """``(partition, offset)`` of a consumed record (always set for a fetched one)."""
+    partition, offset = msg.partition(), msg.offset()
+    if partition is None or offset is None:
+        raise RestoreError(f"record of {msg.topic()} has no partition/offset")
+    return partition, offset
 
 
 def high_watermarks(
@@ -131,11 +140,11 @@ def read_latest_by_key(
                     f"{pending} within {timeout:.0f}s; is a transaction stuck open?"
                 )
             for msg in consumer.consume(num_messages=10_000, timeout=0.5):
-                p = msg.partition()
                 err = msg.error()
+                p, offset = position(msg)
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        if p in pending and msg.offset() >= pending[p]:
+                        if p in pending and offset >= pending[p]:
                             del pending[p]
                         continue
                     if err.fatal():
@@ -143,7 +152,6 @@ def read_latest_by_key(
                     continue  # transient: librdkafka retries the fetch itself
                 if p not in pending:
                     continue
-                offset = msg.offset()
                 if offset >= pending[p]:
                     del pending[p]
                     continue
@@ -200,18 +208,19 @@ def iter_partition(
                 )
             for msg in consumer.consume(num_messages=10_000, timeout=0.5):
                 err = msg.error()
+                offset = position(msg)[1]
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        if msg.offset() >= target:
+                        if offset >= target:
                             return
                         continue
                     if err.fatal():
                         raise KafkaException(err)
                     continue
-                if msg.offset() >= target:
+                if offset >= target:
                     return
                 yield msg
-                if msg.offset() + 1 >= target:
+                if offset + 1 >= target:
                     return
     finally:
         consumer.close()

@@ -1,0 +1,89 @@
+"""The seam between the folding service and the pure parts it drives.
+
+:class:`FoldEdge` bundles what the service needs from the codec and the fold:
+decode an input record, fold an event into a run, and turn a run's state and a
+violation into bytes (and back, for restore). The service only talks to this
+object, so the Kafka edge can be tested with another fold, and the codec or the
+fold can change their signatures in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from consumers.state import DEFAULT_CONFIG, FoldConfig, Outcome, RunState
+from schemas import Event, Violation
+
+__all__ = ["FoldEdge", "RunStateT"]
+
+RunStateT = TypeVar("RunStateT")
+
+
+@dataclass(frozen=True)
+class FoldEdge(Generic[RunStateT]):
+    """The codec and fold functions one service instance uses."""
+
+    decode_event: Callable[[bytes, str | None, int | None, int | None], Event]
+    """Bytes → Event; raises :class:`~schemas.errors.DecodeError` (with ``reason``)."""
+    apply: Callable[[RunStateT | None, Event], tuple[RunStateT, Sequence[Outcome]]]
+    """Fold one event into its run's state (``None``: a run not seen yet)."""
+    encode_state: Callable[[RunStateT], bytes]
+    decode_state: Callable[[bytes], RunStateT]
+    encode_violation: Callable[[Violation], bytes]
+    source_offset: Callable[[RunStateT], int]
+    """Input offset of the last event folded into the state (-1: unknown)."""
+    set_source_offset: Callable[[RunStateT, int], None]
+
+    @staticmethod
+    def default(config: FoldConfig = DEFAULT_CONFIG) -> FoldEdge[RunState]:
+        """runfold's codec and fold (:mod:`schemas.codec`, :mod:`consumers.fold`)."""
+        from schemas.codec import decode_event, encode_violation
+
+        from consumers.fold import apply_event
+
+        state_codec = _run_state_codec()
+
+        def decode(
+            value: bytes, topic: str | None, partition: int | None, offset: int | None
+        ) -> Event:
+            try:
+                return decode_event(value)
+            except Exception as exc:
+                at = getattr(exc, "at", None)
+                if callable(at):
+                    at(topic, partition, offset)
+                raise
+
+        def apply(state: RunState | None, event: Event) -> tuple[RunState, Sequence[Outcome]]:
+            return apply_event(state, event, config)
+
+        def set_offset(state: RunState, offset: int) -> None:
+            state.source_offset = offset
+
+        return FoldEdge(
+            decode_event=decode,
+            apply=apply,
+            encode_state=state_codec[0],
+            decode_state=state_codec[1],
+            encode_violation=encode_violation,
+            source_offset=lambda state: state.source_offset,
+            set_source_offset=set_offset,
+        )
+
+
+def _run_state_codec() -> tuple[Callable[[RunState], bytes], Callable[[bytes], RunState]]:
+    """Encode/decode a RunState as Avro single-object bytes of ``RunState.v1.avsc``."""
+    from schemas import codec
+
+    encode_record: Callable[..., bytes] = codec.encode_record
+    decode_record: Callable[..., Any] = codec.decode_record
+
+    def encode(state: RunState) -> bytes:
+        return encode_record("RunState", state.to_record())
+
+    def decode(value: bytes) -> RunState:
+        return RunState.from_record(decode_record("RunState", value))
+
+    return encode, decode

@@ -1,0 +1,644 @@
+"""The folding service: consume ``agent-run-events``, fold, produce, exactly once.
+
+One :class:`FoldService` is one consumer-group member. Its loop::
+
+    consume a batch ──▶ for each record: decode ─(bad)─▶ DLQ record
+                                           └──▶ fold ──▶ violations (produced as they come)
+    every batch_size events or txn_interval_ms:
+        produce the latest RunState of each run changed ──▶ agent-runs (same partition)
+        send_offsets_to_transaction(next offsets, group metadata)
+        commit_transaction()
+
+Everything produced between ``begin_transaction()`` and ``commit_transaction()``
+(states, violations, DLQ records) and the consumed offsets commit together; a
+``read_committed`` reader sees all of it or none of it. The pure fold lives in
+:mod:`consumers.fold`; this module is the Kafka edge around it.
+
+Failure handling, by the class of the error (``KafkaException.args[0]``):
+
+- retriable → retry the call, a bounded number of times;
+- ``txn_requires_abort()`` → abort, drop the in-memory state of every owned
+  partition, restore it from ``agent-runs`` and seek back to the committed offsets;
+- fatal (fenced by a newer instance with the same ``transactional.id``, or any
+  error of unknown class) → :class:`ServiceStopped`: stop, commit nothing.
+
+Rebalances (eager assignment): on revoke the in-flight transaction is committed
+(or aborted if that fails) and the state dropped; on lost it is aborted; on
+assign the partitions' runs are restored before any of their records is folded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from consumers.dlq import DeadLetter, dead_letter_headers
+from consumers.edge import FoldEdge
+from consumers.restore import iter_partition, position, read_latest_by_key
+from consumers.stats import ServiceStats
+from schemas.errors import RunfoldError
+
+__all__ = [
+    "FoldService",
+    "ServiceConfig",
+    "ServiceStopped",
+    "Guarantee",
+]
+
+log = logging.getLogger("runfold.consume")
+
+Guarantee = Literal["exactly-once", "at-least-once"]
+
+T = TypeVar("T")
+
+_RETRIES = 10
+_FENCED_CODES = {
+    KafkaError._FENCED,
+    KafkaError.PRODUCER_FENCED,
+    KafkaError.INVALID_PRODUCER_EPOCH,
+    KafkaError.FENCED_INSTANCE_ID,
+}
+
+
+class ServiceStopped(RunfoldError):
+    """The service stopped on an error it must not work around (fenced, fatal)."""
+
+    def __init__(self, message: str, *, fenced: bool = False) -> None:
+        super().__init__(message)
+        self.fenced = fenced
+
+
+class _Abort(Exception):
+    """Internal: the transaction must be aborted and the partitions rewound."""
+
+
+@dataclass
+class ServiceConfig:
+    """What one folding-service instance needs; Kafka settings as librdkafka keys."""
+
+    kafka: dict[str, Any]
+    """Connection settings shared by every client (``bootstrap.servers``, security)."""
+    group: str = "runfold"
+    instance_id: str = "0"
+    guarantee: Guarantee = "exactly-once"
+    batch_size: int = 2000
+    txn_interval_ms: int = 500
+    until_idle: float | None = None
+    events_topic: str = "agent-run-events"
+    runs_topic: str = "agent-runs"
+    violations_topic: str = "agent-run-violations"
+    dlq_topic: str = "agent-run-events-dlq"
+    transaction_timeout_ms: int = 15_000
+    session_timeout_ms: int = 10_000
+    max_poll_interval_ms: int = 120_000
+    consumer_overrides: dict[str, Any] = field(default_factory=dict)
+    producer_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def transactional_id(self) -> str:
+        """Stable per instance, so a restarted instance fences its own zombie."""
+        return f"runfold-{self.group}-{self.instance_id}"
+
+
+def _is_fenced(err: KafkaError) -> bool:
+    return err.code() in _FENCED_CODES
+
+
+class FoldService:
+    """One member of the folding consumer group (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        *,
+        edge: FoldEdge[Any] | None = None,
+        stats: ServiceStats | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.edge: FoldEdge[Any] = edge if edge is not None else FoldEdge.default()
+        self.stats = stats if stats is not None else ServiceStats()
+        self._clock = clock
+        self._eos = config.guarantee == "exactly-once"
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        # State of the owned partitions: partition -> run_id text -> RunState.
+        self._runs: dict[int, dict[str, Any]] = {}
+        # The open transaction (or, at-least-once, the uncommitted batch).
+        self._in_txn = False
+        self._txn_started = 0.0
+        self._txn_events = 0
+        self._txn_stats = ServiceStats()
+        self._dirty: dict[int, set[str]] = {}
+        self._next_offsets: dict[int, int] = {}
+        self._delivery_failures: list[str] = []
+        self._stopping = False
+        self._assigned_at = 0.0
+
+    # ------------------------------------------------------------------ clients
+
+    def _consumer_config(self) -> dict[str, Any]:
+        cfg = {
+            **self.config.kafka,
+            "group.id": self.config.group,
+            # Static membership: a restarted instance takes its place back without a
+            # rebalance; and a second process with the same id is fenced (fatal).
+            "group.instance.id": f"{self.config.group}-{self.config.instance_id}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "range",
+            "session.timeout.ms": self.config.session_timeout_ms,
+            "max.poll.interval.ms": self.config.max_poll_interval_ms,
+        }
+        cfg.update(self.config.consumer_overrides)
+        return cfg
+
+    def _producer_config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {
+            **self.config.kafka,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 500_000,
+        }
+        if self._eos:
+            cfg["transactional.id"] = self.config.transactional_id
+            cfg["transaction.timeout.ms"] = self.config.transaction_timeout_ms
+        cfg.update(self.config.producer_overrides)
+        return cfg
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._delivery_failures.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
+
+    # ------------------------------------------------------------------ errors
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run a client call; retry retriable errors (bounded), classify the others."""
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except KafkaException as exc:
+                attempt += 1
+                self._classify(what, exc, last=attempt >= _RETRIES)
+                time.sleep(min(0.1 * 2**attempt, 2.0))
+
+    def _classify(self, what: str, exc: KafkaException, *, last: bool) -> None:
+        """Raise what ``exc`` calls for; return only when the call may be retried."""
+        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if err is None:
+            raise ServiceStopped(f"{what} failed: {exc}") from exc
+        if _is_fenced(err) or err.fatal():
+            raise self._stopped(what, err) from exc
+        if err.txn_requires_abort():
+            log.warning("%s failed, aborting the transaction: %s", what, err.str())
+            raise _Abort(err.str()) from exc
+        if err.retriable() and not last:
+            log.info("%s: retriable error, retrying: %s", what, err.str())
+            return
+        # Neither retriable nor abortable: unknown territory, stop rather than guess.
+        raise ServiceStopped(f"{what} failed: {err.str()}") from exc
+
+    def _stopped(self, what: str, err: KafkaError) -> ServiceStopped:
+        if _is_fenced(err):
+            return ServiceStopped(
+                f"{what}: this instance was fenced ({err.str()}); another instance with "
+                f"transactional.id {self.config.transactional_id!r} or group instance id "
+                f"{self.config.instance_id!r} took over. Stopping without committing.",
+                fenced=True,
+            )
+        return ServiceStopped(f"{what}: fatal Kafka error, stopping: {err.str()}")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def run(self) -> ServiceStats:
+        """Consume until stopped (:meth:`stop`), idle for ``until_idle`` or an error.
+
+        Returns the stats; raises :class:`ServiceStopped` on a fatal or fenced error,
+        after closing the clients without committing anything more.
+        """
+        cfg = self.config
+        self._producer = Producer(self._producer_config(), on_delivery=self._on_delivery)
+        if self._eos:
+            self._call("init_transactions", lambda: self._producer_or_fail().init_transactions(30))
+        self._consumer = Consumer(self._consumer_config())
+        clean = False
+        try:
+            self._consumer.subscribe(
+                [cfg.events_topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            self._loop()
+            clean = True
+        finally:
+            self._close(clean)
+        return self.stats
+
+    def stop(self) -> None:
+        """Ask the loop to finish: the open transaction is committed, then it returns."""
+        self._stopping = True
+
+    def _producer_or_fail(self) -> Producer:
+        if self._producer is None:
+            raise ServiceStopped("the producer is not started")
+        return self._producer
+
+    def _consumer_or_fail(self) -> Consumer:
+        if self._consumer is None:
+            raise ServiceStopped("the consumer is not started")
+        return self._consumer
+
+    def _close(self, clean: bool) -> None:
+        consumer, producer = self._consumer, self._producer
+        self._consumer = self._producer = None
+        if consumer is not None:
+            try:
+                # No commit happens here: auto-commit is off and a fenced or failed
+                # instance must leave its offsets where the last good commit put them.
+                consumer.close()
+            except KafkaException as exc:
+                log.warning("closing the consumer: %s", exc)
+        if producer is not None and clean:
+            producer.flush(10)
+
+    def _loop(self) -> None:
+        cfg = self.config
+        consumer = self._consumer_or_fail()
+        last_record = self._clock()
+        while not self._stopping:
+            timeout = 0.2
+            try:
+                msgs = consumer.consume(num_messages=cfg.batch_size, timeout=timeout)
+                got = 0
+                for msg in msgs:
+                    err = msg.error()
+                    if err is not None:
+                        self._consumer_error(err)
+                        continue
+                    got += 1
+                    self._ensure_txn()
+                    self._fold_record(msg)
+                now = self._clock()
+                if got:
+                    last_record = now
+                if self._in_txn and (
+                    self._txn_events >= cfg.batch_size
+                    or (now - self._txn_started) * 1000 >= cfg.txn_interval_ms
+                ):
+                    self._commit()
+            except _Abort:
+                self._abort_and_rewind()
+                last_record = self._clock()
+                continue
+            if self._assigned_at > last_record:
+                last_record = self._assigned_at
+            if cfg.until_idle is not None and self._clock() - last_record >= cfg.until_idle:
+                log.info("idle for %.1fs, finishing", cfg.until_idle)
+                break
+        try:
+            if self._in_txn:
+                self._commit()
+        except _Abort:
+            self._abort_and_rewind()
+
+    def _consumer_error(self, err: KafkaError) -> None:
+        if _is_fenced(err) or err.fatal():
+            raise self._stopped("consume", err)
+        # Transport errors and the like: librdkafka reconnects and refetches by itself.
+        log.warning("consumer error (will retry): %s", err.str())
+
+    # ------------------------------------------------------------------ folding
+
+    def _ensure_txn(self) -> None:
+        if self._in_txn:
+            return
+        if self._eos:
+            self._call("begin_transaction", self._producer_or_fail().begin_transaction)
+        self._in_txn = True
+        self._txn_started = self._clock()
+        self._txn_events = 0
+        self._txn_stats = ServiceStats()
+        self._delivery_failures.clear()
+
+    def _fold_record(self, msg: Message) -> None:
+        partition, offset = position(msg)
+        stats = self._txn_stats
+        stats.consumed += 1
+        self._txn_events += 1
+        # The next offset to read is tracked here, not asked of position(): after a
+        # seek position() can be invalid, and transaction markers take offsets.
+        self._next_offsets[partition] = offset + 1
+        runs = self._runs.setdefault(partition, {})
+        key = msg.key()
+        value = msg.value()
+        try:
+            event = self.edge.decode_event(value or b"", msg.topic(), partition, offset)
+        except RunfoldError as exc:
+            self._dead_letter(msg, getattr(exc, "reason", "invalid-value"), exc)
+            return
+        run_id = str(event.run_id)
+        if key is None:
+            self._dead_letter(
+                msg, "missing-key", _KeyError("record has no key; expected the run_id")
+            )
+            return
+        if key != run_id.encode():
+            text = key.decode("utf-8", "replace")
+            self._dead_letter(
+                msg, "key-mismatch", _KeyError(f"key {text!r} is not the event's run_id {run_id}")
+            )
+            return
+        state = runs.get(run_id)
+        if state is not None and self.edge.source_offset(state) >= offset:
+            # At-least-once replay after a crash: this event is already in the state.
+            stats.replayed += 1
+            return
+        try:
+            state, outcomes = self.edge.apply(state, event)
+        except RunfoldError as exc:
+            self._dead_letter(msg, "fold-rejected", exc)
+            return
+        self.edge.set_source_offset(state, offset)
+        runs[run_id] = state
+        self._dirty.setdefault(partition, set()).add(run_id)
+        producer = self._producer_or_fail()
+        for outcome in outcomes:
+            if outcome.released:
+                stats.released += 1
+            else:
+                setattr(stats, outcome.kind.value, getattr(stats, outcome.kind.value) + 1)
+            for violation in outcome.violations:
+                self._produce(
+                    producer,
+                    self.config.violations_topic,
+                    key=key,
+                    value=self.edge.encode_violation(violation),
+                )
+                stats.violations_emitted += 1
+
+    def _dead_letter(self, msg: Message, reason: str, exc: BaseException) -> None:
+        letter = DeadLetter(
+            reason=reason,
+            error=str(exc),
+            source_topic=msg.topic() or "",
+            source_partition=msg.partition() or 0,
+            source_offset=msg.offset() or 0,
+            exception=type(exc).__name__,
+        )
+        self._produce(
+            self._producer_or_fail(),
+            self.config.dlq_topic,
+            key=msg.key(),
+            value=msg.value(),
+            headers=dead_letter_headers(letter),
+        )
+        self._txn_stats.dlq += 1
+        self._txn_stats.dlq_reasons[reason] += 1
+
+    def _produce(
+        self,
+        producer: Producer,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        kwargs: dict[str, Any] = {"key": key, "value": value}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers:
+            kwargs["headers"] = headers
+        while True:
+            try:
+                producer.produce(topic, **kwargs)
+                return
+            except BufferError:
+                # Local queue full: serve delivery reports until there is room.
+                producer.poll(0.05)
+            except KafkaException as exc:
+                self._classify("produce", exc, last=False)
+                producer.poll(0.1)
+
+    # ------------------------------------------------------------------ commit / abort
+
+    def _commit(self) -> None:
+        """Produce the changed runs, commit them with the offsets, count the work."""
+        producer = self._producer_or_fail()
+        consumer = self._consumer_or_fail()
+        written = 0
+        for partition, run_ids in self._dirty.items():
+            runs = self._runs.get(partition, {})
+            for run_id in run_ids:
+                state = runs.get(run_id)
+                if state is None:
+                    continue
+                # Same partition number as the input: agent-runs is co-partitioned,
+                # so the restore of input partition p reads agent-runs partition p.
+                self._produce(
+                    producer,
+                    self.config.runs_topic,
+                    key=run_id.encode(),
+                    value=self.edge.encode_state(state),
+                    partition=partition,
+                )
+                written += 1
+        offsets = [
+            TopicPartition(self.config.events_topic, p, off)
+            for p, off in self._next_offsets.items()
+        ]
+        if self._eos:
+            if offsets:
+                self._call(
+                    "send_offsets_to_transaction",
+                    lambda: producer.send_offsets_to_transaction(
+                        offsets, consumer.consumer_group_metadata(), 30
+                    ),
+                )
+            self._call("commit_transaction", lambda: producer.commit_transaction(60))
+        else:
+            remaining = producer.flush(60)
+            if remaining or self._delivery_failures:
+                failures = "; ".join(self._delivery_failures[:5])
+                log.warning("at-least-once batch not fully delivered (%s): %s", remaining, failures)
+                raise _Abort("delivery failed")
+            if offsets:
+                self._call("commit", lambda: consumer.commit(offsets=offsets, asynchronous=False))
+        self._txn_stats.runs_written += written
+        self._txn_stats.transactions += 1
+        self.stats.merge(self._txn_stats)
+        self._reset_txn()
+
+    def _reset_txn(self) -> None:
+        self._in_txn = False
+        self._txn_events = 0
+        self._txn_stats = ServiceStats()
+        self._dirty = {}
+        self._next_offsets = {}
+
+    def _abort_and_rewind(self) -> None:
+        """Abort, forget the owned state, restore it and seek back to the committed offsets."""
+        if self._eos and self._in_txn:
+            try:
+                self._call(
+                    "abort_transaction", lambda: self._producer_or_fail().abort_transaction(30)
+                )
+            except _Abort as exc:
+                raise ServiceStopped(f"abort_transaction failed: {exc}") from exc
+        self._reset_txn()
+        self.stats.aborts += 1
+        consumer = self._consumer_or_fail()
+        partitions = sorted(self._runs)
+        self._runs = {}
+        if not partitions:
+            return
+        self._restore(partitions)
+        tps = [TopicPartition(self.config.events_topic, p) for p in partitions]
+        committed = self._call("committed", lambda: consumer.committed(tps, timeout=30))
+        for tp in committed:
+            if tp.offset < 0:
+                tp.offset = OFFSET_BEGINNING
+            self._seek(consumer, tp)
+        log.info("rewound partitions %s to their committed offsets", partitions)
+
+    def _seek(self, consumer: Consumer, tp: TopicPartition) -> None:
+        self._call("seek", lambda: consumer.seek(tp))
+
+    # ------------------------------------------------------------------ rebalance
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.stats.rebalances += 1
+        owned = sorted(tp.partition for tp in partitions)
+        log.info("assigned %s partitions %s", self.config.events_topic, owned)
+        self._runs = {}
+        self._restore(owned)
+        self._assigned_at = self._clock()
+        # Returning without assign(): the client assigns and starts each partition at
+        # its committed offset (or earliest), which matches the state just restored.
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions revoked: %s", sorted(tp.partition for tp in partitions))
+        if self._in_txn:
+            try:
+                self._commit()
+            except _Abort:
+                if self._eos:
+                    self._call(
+                        "abort_transaction", lambda: self._producer_or_fail().abort_transaction(30)
+                    )
+                self._reset_txn()
+                self.stats.aborts += 1
+        self._runs = {}
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another member may already own these partitions: nothing of the open
+        # transaction may commit.
+        log.warning("partitions lost: %s", sorted(tp.partition for tp in partitions))
+        if self._in_txn:
+            if self._eos:
+                try:
+                    self._call(
+                        "abort_transaction", lambda: self._producer_or_fail().abort_transaction(30)
+                    )
+                except _Abort as exc:
+                    raise ServiceStopped(f"abort_transaction failed: {exc}") from exc
+            self._reset_txn()
+            self.stats.aborts += 1
+        self._runs = {}
+
+    def _restore(self, partitions: list[int]) -> None:
+        """Rebuild the runs of ``partitions`` from ``agent-runs`` (see :mod:`consumers.restore`)."""
+        if not partitions:
+            return
+        started = self._clock()
+        restored = read_latest_by_key(
+            self.config.kafka,
+            self.config.runs_topic,
+            partitions,
+            timeout=self.config.transaction_timeout_ms / 1000 + 60,
+        )
+        total = 0
+        empty: list[int] = []
+        for p in partitions:
+            part = restored[p]
+            runs: dict[str, Any] = {}
+            for key, value in part.latest.items():
+                runs[key.decode()] = self.edge.decode_state(value)
+            self._runs[p] = runs
+            total += len(runs)
+            if not runs:
+                empty.append(p)
+        if empty:
+            self._rebuild_from_events(empty)
+        self.stats.restores += 1
+        self.stats.restored_runs += total
+        log.info(
+            "restored %d runs of partitions %s in %.2fs",
+            total,
+            partitions,
+            self._clock() - started,
+        )
+
+    def _rebuild_from_events(self, partitions: list[int]) -> None:
+        """``agent-runs`` has nothing for these partitions: if offsets were committed,
+        fold the events before the committed offset again (outputs are not re-emitted)
+        and write the rebuilt runs in the next transaction, so the changelog heals."""
+        consumer = self._consumer_or_fail()
+        tps = [TopicPartition(self.config.events_topic, p) for p in partitions]
+        committed = self._call("committed", lambda: consumer.committed(tps, timeout=30))
+        for tp in committed:
+            if tp.offset <= 0:
+                continue
+            log.warning(
+                "%s[%d] is empty but offsets up to %d are committed: rebuilding its runs from %s",
+                self.config.runs_topic,
+                tp.partition,
+                tp.offset,
+                self.config.events_topic,
+            )
+            runs = self._runs.setdefault(tp.partition, {})
+            for msg in iter_partition(
+                self.config.kafka, self.config.events_topic, tp.partition, stop=tp.offset
+            ):
+                try:
+                    event = self.edge.decode_event(
+                        msg.value() or b"", msg.topic(), tp.partition, position(msg)[1]
+                    )
+                except RunfoldError:
+                    continue  # went to the DLQ the first time
+                run_id = str(event.run_id)
+                if msg.key() != run_id.encode():
+                    continue
+                try:
+                    state, _ = self.edge.apply(runs.get(run_id), event)
+                except RunfoldError:
+                    continue
+                self.edge.set_source_offset(state, position(msg)[1])
+                runs[run_id] = state
+            if runs:
+                self._ensure_txn()
+                self._dirty.setdefault(tp.partition, set()).update(runs)
+
+
+class _KeyError(RunfoldError):
+    """The record's key does not name the run its event belongs to."""

@@ -1,0 +1,150 @@
+"""``runfold consume``: run one member of the folding consumer group.
+
+Exit status: 0 after a clean stop (``--until-idle``, SIGINT/SIGTERM: the open
+transaction is committed first); 3 when this instance was fenced by another one
+with the same ``--instance-id`` (it committed nothing after that); 1 on any other
+error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from types import FrameType
+
+import click
+
+from runfold.settings import RunfoldSettings
+
+__all__ = ["EXIT_FENCED", "consume"]
+
+EXIT_FENCED = 3
+"""Exit status of an instance that another instance fenced."""
+
+
+@click.command()
+@click.option("--group", default="runfold", show_default=True, help="Consumer group id.")
+@click.option(
+    "--instance-id",
+    default="0",
+    show_default=True,
+    help="This instance's id, unique within the group: transactional.id is "
+    "runfold-<group>-<instance-id> and the static group membership uses it too. "
+    "A restart with the same id fences the old process.",
+)
+@click.option(
+    "--guarantee",
+    type=click.Choice(["exactly-once", "at-least-once"]),
+    default="exactly-once",
+    show_default=True,
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=2000,
+    show_default=True,
+    help="Events per transaction (and per consume call) before committing.",
+)
+@click.option(
+    "--txn-interval-ms",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Commit an open transaction at least this often.",
+)
+@click.option(
+    "--until-idle",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Exit cleanly after this many seconds without new records.",
+)
+@click.option(
+    "--transaction-timeout-ms",
+    type=click.IntRange(min=1000),
+    default=15_000,
+    show_default=True,
+    help="Bounds how long a killed instance's open transaction blocks its successor.",
+)
+@click.option(
+    "--session-timeout-ms",
+    type=click.IntRange(min=1000),
+    default=10_000,
+    show_default=True,
+)
+@click.option("--bootstrap-servers", default=None, help="Kafka to use [default: settings].")
+@click.option("--prefix", default=None, help="Prefix of every topic name.")
+@click.option("--stats-json", is_flag=True, help="Print the final counters as JSON on stdout.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every rebalance and restore.")
+def consume(
+    group: str,
+    instance_id: str,
+    guarantee: str,
+    batch_size: int,
+    txn_interval_ms: int,
+    until_idle: float | None,
+    transaction_timeout_ms: int,
+    session_timeout_ms: int,
+    bootstrap_servers: str | None,
+    prefix: str | None,
+    stats_json: bool,
+    verbose: bool,
+) -> None:
+    """Fold agent-run-events into agent-runs, exactly once by default."""
+    from consumers.service import FoldService, ServiceConfig, ServiceStopped
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    overrides: dict[str, str] = {}
+    if bootstrap_servers:
+        overrides["bootstrap_servers"] = bootstrap_servers
+    if prefix is not None:
+        overrides["topic_prefix"] = prefix
+    settings = RunfoldSettings.load(**overrides)
+    topics = settings.topic_names
+    config = ServiceConfig(
+        kafka=dict(settings.client_config()),
+        group=group,
+        instance_id=instance_id,
+        guarantee="exactly-once" if guarantee == "exactly-once" else "at-least-once",
+        batch_size=batch_size,
+        txn_interval_ms=txn_interval_ms,
+        until_idle=until_idle,
+        events_topic=topics.events,
+        runs_topic=topics.runs,
+        violations_topic=topics.violations,
+        dlq_topic=topics.dlq,
+        transaction_timeout_ms=transaction_timeout_ms,
+        session_timeout_ms=session_timeout_ms,
+    )
+    service = FoldService(config)
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        service.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    started = time.monotonic()
+    try:
+        stats = service.run()
+    except ServiceStopped as exc:
+        click.echo(f"runfold consume: {exc}", err=True)
+        if stats_json:
+            click.echo(json.dumps({"stopped": str(exc), "fenced": exc.fenced}))
+        raise click.exceptions.Exit(EXIT_FENCED if exc.fenced else 1) from exc
+    seconds = time.monotonic() - started
+    if stats_json:
+        click.echo(json.dumps({**stats.as_dict(), "seconds": round(seconds, 3)}))
+    else:
+        click.echo(
+            f"consumed {stats.consumed} records in {seconds:.1f}s: applied {stats.applied}, "
+            f"duplicate {stats.duplicate}, violation {stats.violation}, "
+            f"buffered {stats.buffered}, dlq {stats.dlq}, replayed {stats.replayed}; "
+            f"{stats.transactions} commits, {stats.aborts} aborts",
+            err=True,
+        )
