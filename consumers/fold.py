@@ -48,6 +48,7 @@ __all__ = [
     "Tally",
     "apply_event",
     "content_digest",
+    "digest_bytes",
     "flush",
     "fold",
 ]
@@ -60,27 +61,36 @@ _BUFFERED = OutcomeKind.BUFFERED
 _new_outcome = tuple.__new__  # Outcome(...) without the NamedTuple's Python-level __new__
 _marshal = marshal.dumps
 _crc32 = zlib.crc32
-_adler32 = zlib.adler32
 
 
 def content_digest(event: Event) -> int:
     """A 64-bit digest of the event's content: timestamp, kind (tag and fields), payload.
 
-    Stable across processes and restarts (unlike ``hash()``): marshal format 2 of
-    plain values, then CRC-32 and Adler-32 side by side. Not cryptographic, and it
-    needs not be: a forged collision only turns a conflict into a duplicate, and
-    neither is applied. Never 0 (0 marks an unknown slot).
+    Stable across processes and restarts (unlike ``hash()``), since digests are
+    persisted with the state: marshal format 2 of the plain values, digested by
+    :func:`digest_bytes`. Not cryptographic, and it needs not be: a collision only
+    turns a conflict into a duplicate, and neither is applied. Never 0.
     """
     try:
-        data = _marshal(
-            (int(event.timestamp), tuple(event.kind.__dict__.values()), event.payload), 2
-        )
+        data = _marshal((event.timestamp.real, *event.kind.__dict__.values(), event.payload), 2)
     except ValueError:
         # marshal refuses subclasses of int/str/...; repr of plain JSON values is stable too.
-        data = repr((int(event.timestamp), event.kind.__dict__, event.payload)).encode(
+        data = repr((event.timestamp.real, event.kind.__dict__, event.payload)).encode(
             "utf-8", "surrogatepass"
         )
-    return ((_crc32(data) << 32) | _adler32(data)) or 1
+    return (len(data) << 32) | _crc32(data)
+
+
+def digest_bytes(data: bytes) -> int:
+    """The fold's digest of some bytes: CRC-32 in the low half, the length above it.
+
+    A decoder that has an event's encoded body at hand can pass
+    ``digest_bytes(body)`` to :func:`apply_event` instead of letting the fold compute
+    :func:`content_digest` (about 1 µs saved per event). Whichever is chosen must be
+    used for every event a state ever sees, across restarts, or duplicates will be
+    told as conflicts. Never 0 for non-empty bytes.
+    """
+    return (len(data) << 32) | _crc32(data)
 
 
 # --- one small function per event kind -------------------------------------------------
@@ -398,38 +408,50 @@ def _step(state: RunState, event: Event, config: FoldConfig, digest: int | None)
         state.stream_time = timestamp
     if digest is None:
         digest = content_digest(event)
-    last = state.last_seq
-    if seq == last + 1 and state.status is _RUNNING:
-        outcomes = [
-            _new_outcome(
-                Outcome, (_APPLIED, state.run_id, seq, _apply(state, event, digest, ()), False)
-            )
-        ]
+    if seq == state.last_seq + 1 and state.status is _RUNNING and state.events_applied:
+        # The common case, _apply inlined: the next event of a run under way.
+        state.last_seq = seq
+        digests = state.digests
+        digests[seq % len(digests)] = digest
+        state.events_applied += 1
+        _PROJECTORS[event.kind.type](state, event)
+        outcomes = [_new_outcome(Outcome, (_APPLIED, state.run_id, seq, (), False))]
         if state.pending_events:
             _drain(state, outcomes)
-    elif seq > last:
-        if state.status is not _RUNNING:
-            return [
-                _new_outcome(
-                    Outcome,
-                    (_VIOLATION, state.run_id, seq, (_after_terminal(state, seq),), False),
-                )
-            ]
-        pending = state.pending_events
-        held = pending.get(seq)
-        if held is not None:
-            outcomes = [_compare(state, event, seq, digest, held[1], "buffered")]
-        else:
-            if not pending or timestamp < state.pending_oldest_ts:
-                state.pending_oldest_ts = int(timestamp)
-            pending[seq] = (event, digest)
-            state.events_buffered += 1
-            outcomes = [_new_outcome(Outcome, (_BUFFERED, state.run_id, seq, (), False))]
-    else:
-        outcomes = [_seen_before(state, event, digest, seq)]
+            if state.pending_events:
+                _enforce_bounds(state, config, outcomes)
+        return outcomes
+    outcomes = [_step_aside(state, event, seq, digest)]
+    if outcomes[0].kind is _APPLIED and state.pending_events:
+        _drain(state, outcomes)
     if state.pending_events:
         _enforce_bounds(state, config, outcomes)
     return outcomes
+
+
+def _step_aside(state: RunState, event: Event, seq: int, digest: int) -> Outcome:
+    """The outcome of any event but the next one of a run under way."""
+    last = state.last_seq
+    run_id = state.run_id
+    if seq == last + 1 and state.status is _RUNNING:  # the run's first applied event
+        return _new_outcome(
+            Outcome, (_APPLIED, run_id, seq, _apply(state, event, digest, ()), False)
+        )
+    if seq <= last:
+        return _seen_before(state, event, digest, seq)
+    if state.status is not _RUNNING:
+        return _new_outcome(
+            Outcome, (_VIOLATION, run_id, seq, (_after_terminal(state, seq),), False)
+        )
+    pending = state.pending_events
+    held = pending.get(seq)
+    if held is not None:
+        return _compare(state, event, seq, digest, held[1], "buffered")
+    if not pending or event.timestamp < state.pending_oldest_ts:
+        state.pending_oldest_ts = event.timestamp.real
+    pending[seq] = (event, digest)
+    state.events_buffered += 1
+    return _new_outcome(Outcome, (_BUFFERED, run_id, seq, (), False))
 
 
 def apply_event(
@@ -451,7 +473,7 @@ def apply_event(
     """
     if state is None:
         state = RunState.new(event.run_id, event.timestamp, config)
-    elif event.run_id != state.run_id:
+    elif event.run_id.int != state.run_id.int:
         raise FoldError(
             f"event seq {event.seq} of run {event.run_id} was given to the state of run "
             f"{state.run_id}; route events by run_id (FoldResult does)"
