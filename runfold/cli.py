@@ -1,0 +1,79 @@
+"""The ``runfold`` command line.
+
+Adding a subcommand (one module, one line here)
+-----------------------------------------------
+1. Write a click command or group in your own module, e.g. ``consumers/cli.py``::
+
+       import click
+
+       @click.command()
+       def fold() -> None:
+           "Fold agent-run-events into agent-runs."
+
+2. Register it below with ONE line, naming it by ``"module:attribute"``::
+
+       main.add_lazy_command("fold", "consumers.cli:fold")
+
+The module is imported only when the command runs (or ``--help`` lists it), so a slow import
+or a half-finished module of one command never breaks the others. Raise
+:class:`schemas.errors.RunfoldError` (or a subclass) for a failure the user can act on: the
+group prints it as one ``Error: ...`` line and exits 1, no traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+from schemas.errors import RunfoldError
+
+__all__ = ["RunfoldGroup", "main"]
+
+
+class RunfoldGroup(click.Group):
+    """A click group whose subcommands are imported lazily and whose errors are one line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lazy: dict[str, str] = {}
+
+    def add_lazy_command(self, name: str, target: str) -> None:
+        """Register ``target`` (``"package.module:attribute"``) as subcommand ``name``."""
+        if ":" not in target:
+            raise ValueError(f"lazy command target must be 'module:attribute', not {target!r}")
+        self._lazy[name] = target
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self._lazy and cmd_name not in self.commands:
+            module_name, attribute = self._lazy[cmd_name].split(":", 1)
+            command = getattr(importlib.import_module(module_name), attribute)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{self._lazy[cmd_name]} is not a click command")
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RunfoldError as exc:
+            # One sentence the user can act on; the cause is kept for --debug-style tools.
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=RunfoldGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="runfold")
+def main() -> None:
+    """runfold: fold AI-agent run events from Kafka into trusted Run state, exactly once."""
+
+
+assert isinstance(main, RunfoldGroup)
+# -- subcommands: one line each ----------------------------------------------------------
+main.add_lazy_command("kafka", "runfold.commands.kafka:kafka")
+main.add_lazy_command("topics", "runfold.commands.topics:topics")
+main.add_lazy_command("consume", "runfold.cmd_consume:consume")
+main.add_lazy_command("runs", "runfold.cmd_runs:runs")
