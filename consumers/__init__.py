@@ -1,0 +1,44 @@
+"""The folding side: the pure fold of run events into ``Run`` state, and its Kafka edges."""
+
+from __future__ import annotations
+
+from consumers.fold import (
+    FoldResult,
+    FoldStats,
+    Tally,
+    apply_event,
+    content_digest,
+    digest_bytes,
+    flush,
+    fold,
+)
+from consumers.state import (
+    COUNTER_NAMES,
+    DEFAULT_CONFIG,
+    FoldConfig,
+    FoldError,
+    Outcome,
+    OutcomeKind,
+    RunState,
+)
+from consumers.state_codec import from_record, to_record
+
+__all__ = [
+    "COUNTER_NAMES",
+    "DEFAULT_CONFIG",
+    "FoldConfig",
+    "FoldError",
+    "FoldResult",
+    "FoldStats",
+    "Outcome",
+    "OutcomeKind",
+    "RunState",
+    "Tally",
+    "apply_event",
+    "content_digest",
+    "digest_bytes",
+    "flush",
+    "fold",
+    "from_record",
+    "to_record",
+]

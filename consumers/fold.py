@@ -61,6 +61,7 @@ _BUFFERED = OutcomeKind.BUFFERED
 _new_outcome = tuple.__new__  # Outcome(...) without the NamedTuple's Python-level __new__
 _marshal = marshal.dumps
 _crc32 = zlib.crc32
+_U64_MAX = 2**64 - 1
 
 
 def content_digest(event: Event) -> int:
@@ -78,7 +79,7 @@ def content_digest(event: Event) -> int:
         data = repr((event.timestamp.real, event.kind.__dict__, event.payload)).encode(
             "utf-8", "surrogatepass"
         )
-    return (len(data) << 32) | _crc32(data)
+    return ((len(data) & 0xFFFFFFFF) << 32) | _crc32(data) or 1
 
 
 def digest_bytes(data: bytes) -> int:
@@ -88,9 +89,9 @@ def digest_bytes(data: bytes) -> int:
     ``digest_bytes(body)`` to :func:`apply_event` instead of letting the fold compute
     :func:`content_digest` (about 1 µs saved per event). Whichever is chosen must be
     used for every event a state ever sees, across restarts, or duplicates will be
-    told as conflicts. Never 0 for non-empty bytes.
+    told as conflicts. Never 0.
     """
-    return (len(data) << 32) | _crc32(data)
+    return ((len(data) & 0xFFFFFFFF) << 32) | _crc32(data) or 1
 
 
 # --- one small function per event kind -------------------------------------------------
@@ -412,7 +413,10 @@ def _step(state: RunState, event: Event, config: FoldConfig, digest: int | None)
         # The common case, _apply inlined: the next event of a run under way.
         state.last_seq = seq
         digests = state.digests
-        digests[seq % len(digests)] = digest
+        try:
+            digests[seq % len(digests)] = digest
+        except (OverflowError, TypeError):
+            raise _bad_digest(state, seq, digest) from None
         state.events_applied += 1
         _PROJECTORS[event.kind.type](state, event)
         outcomes = [_new_outcome(Outcome, (_APPLIED, state.run_id, seq, (), False))]
@@ -429,8 +433,17 @@ def _step(state: RunState, event: Event, config: FoldConfig, digest: int | None)
     return outcomes
 
 
+def _bad_digest(state: RunState, seq: int, digest: object) -> FoldError:
+    return FoldError(
+        f"run {state.run_id} seq {seq}: digest {digest!r} is not an integer in 1..2**64-1; "
+        "pass content_digest(event) or digest_bytes(body), or None"
+    )
+
+
 def _step_aside(state: RunState, event: Event, seq: int, digest: int) -> Outcome:
     """The outcome of any event but the next one of a run under way."""
+    if not isinstance(digest, int) or not 0 < digest <= _U64_MAX:
+        raise _bad_digest(state, seq, digest)
     last = state.last_seq
     run_id = state.run_id
     if seq == last + 1 and state.status is _RUNNING:  # the run's first applied event

@@ -16,7 +16,7 @@ import enum
 from array import array
 from collections import deque
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from pydantic import JsonValue
@@ -302,6 +302,21 @@ class RunState:
     def counters(self) -> dict[str, int]:
         """The integer counters by name (:data:`COUNTER_NAMES`)."""
         return {name: getattr(self, name) for name in COUNTER_NAMES}
+
+    def to_record(self) -> dict[str, Any]:
+        """The ``runfold.RunState`` Avro record (see :mod:`consumers.state_codec`)."""
+        from consumers.state_codec import to_record
+
+        return to_record(self)
+
+    @classmethod
+    def from_record(
+        cls, record: dict[str, Any], config: FoldConfig = DEFAULT_CONFIG
+    ) -> RunState:
+        """The state in a ``runfold.RunState`` record (see :mod:`consumers.state_codec`)."""
+        from consumers.state_codec import from_record
+
+        return from_record(record, config)
 
     def copy(self) -> RunState:
         """An independent copy (events and violations are immutable and shared)."""
