@@ -50,10 +50,14 @@ class RunfoldGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self._lazy and cmd_name not in self.commands:
-            module_name, attribute = self._lazy[cmd_name].split(":", 1)
-            command = getattr(importlib.import_module(module_name), attribute)
-            if not isinstance(command, click.Command):
-                raise TypeError(f"{self._lazy[cmd_name]} is not a click command")
+            target = self._lazy[cmd_name]
+            module_name, attribute = target.split(":", 1)
+            try:
+                command = getattr(importlib.import_module(module_name), attribute)
+                if not isinstance(command, click.Command):
+                    raise TypeError(f"{target} is not a click command")
+            except Exception as exc:  # one broken module must not break every other command
+                return _unavailable(cmd_name, target, exc)
             self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
 
@@ -63,6 +67,16 @@ class RunfoldGroup(click.Group):
         except RunfoldError as exc:
             # One sentence the user can act on; the cause is kept for --debug-style tools.
             raise click.ClickException(str(exc)) from exc
+
+
+def _unavailable(name: str, target: str, error: Exception) -> click.Command:
+    """A stand-in for a command whose module failed to import: listed, and explains on use."""
+    reason = f"{type(error).__name__}: {error}"
+
+    def fail() -> None:
+        raise click.ClickException(f"`runfold {name}` is unavailable ({target}): {reason}")
+
+    return click.Command(name, callback=fail, short_help=f"(unavailable: {reason})"[:80])
 
 
 @click.group(cls=RunfoldGroup, context_settings={"help_option_names": ["-h", "--help"]})
