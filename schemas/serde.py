@@ -11,9 +11,9 @@ outside ``i64``/``u64`` as the ``f64`` serde would hold.
 ``u64`` (or ``i64`` when negative) stay integers, others and ``-0`` become
 floats; ``NaN``/``Infinity``, out-of-range floats and lone surrogates are rejected.
 
-Both take a fast path through the C ``json`` module and fall back to a careful
-pure-Python path only when the text or value holds something the fast path
-would get wrong (detected by a cheap scan), so the common case costs what
+Both go through the C ``json`` module; :func:`dumps` falls back to a careful
+pure-Python writer only when the C output holds something serde writes
+differently (found by cheap substring tests), so the common case costs what
 ``json.dumps``/``json.loads`` cost.
 """
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable
 from json.encoder import encode_basestring as _c_encode_str  # same escapes as serde_json
 from typing import Any
@@ -41,8 +40,20 @@ _c_dumps = json.JSONEncoder(
 # What the C encoder writes differently from serde_json: exponent floats (Python
 # writes ``1e+16``/``1e-05``), NaN/Infinity, and integers of 19+ digits that
 # may lie outside i64/u64. A hit may be a false alarm inside a string; the slow
-# path is right either way.
-_DUMPS_SUSPECT = re.compile(r"e[+-]|NaN|Infinity|\d{19}")
+# path is right either way. Substring tests are C-fast where a regex scan is not:
+# digits are mapped to "0" so a run of 19 digits is a run of 19 zeros.
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_NINETEEN_DIGITS = b"0" * 19
+
+
+def _dumps_suspect(text: str) -> bool:
+    return (
+        "e+" in text
+        or "e-" in text
+        or "NaN" in text
+        or "Infinity" in text
+        or _NINETEEN_DIGITS in text.encode().translate(_DIGITS_TO_ZERO)
+    )
 
 
 def format_float(value: float) -> str:
@@ -129,9 +140,9 @@ def dumps(value: Any) -> str:
         text: str = _c_dumps(value)
     except (TypeError, ValueError):
         return _dumps_slow(value)  # raises the precise error
-    if _DUMPS_SUSPECT.search(text) is None:
-        return text
-    return _dumps_slow(value)
+    if _dumps_suspect(text):
+        return _dumps_slow(value)
+    return text
 
 
 def _reject_constant(name: str) -> Any:
@@ -154,15 +165,11 @@ def _serde_float(text: str) -> float:
     return value
 
 
-_fast_loads = json.JSONDecoder(parse_constant=_reject_constant).decode
-_careful_loads = json.JSONDecoder(
+# serde_json's number rules cost little as hooks: the C scanner calls them only
+# for numbers, and a scan of the text for the rare cases would cost more.
+_loads = json.JSONDecoder(
     parse_constant=_reject_constant, parse_int=_serde_int, parse_float=_serde_float
 ).decode
-
-# Text the fast decoder may read differently from serde_json: long integers
-# (outside i64/u64?), "-0", exponents of 3+ digits (overflow to inf), escaped
-# surrogates (maybe lone). False alarms only cost the careful path.
-_LOADS_SUSPECT = re.compile(r"\d{19}|-0(?![.\deE])|[eE][+-]?\d{3}|\\u[dD][89a-fA-F]")
 
 
 def _check_surrogates(value: Any) -> None:
@@ -186,9 +193,7 @@ def loads(text: str | bytes) -> Any:
     """Parse JSON text as ``serde_json::from_str::<Value>`` would (ValueError if it would fail)."""
     if isinstance(text, bytes | bytearray):
         text = text.decode("utf-8")
-    if _LOADS_SUSPECT.search(text) is None:
-        return _fast_loads(text)
-    value = _careful_loads(text)
-    if "\\u" in text:
+    value = _loads(text)
+    if "\\u" in text:  # only an escape can make a lone surrogate
         _check_surrogates(value)
     return value

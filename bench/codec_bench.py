@@ -1,0 +1,105 @@
+"""Codec cost per event against bare fastavro on the same record (a script, not a test).
+
+    .venv/bin/python bench/codec_bench.py [--number 20000] [--repeat 7]
+
+Prints µs per event (best of ``--repeat`` runs, which is the least disturbed
+by other processes on a shared machine) for:
+
+- codec: ``EventCodec.encode(event)`` / ``EventCodec.decode(data)``: model in,
+  framed bytes out and back to a model, payload JSON and validation included;
+- bare fastavro: ``schemaless_writer`` / ``schemaless_reader`` of the record dict
+  the event becomes, with the same parsed ``Event.v1`` schema and a reused buffer;
+
+and their ratio (the goal is at most 1.2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import timeit
+import uuid
+
+import fastavro
+
+from schemas import Event, NodeEntered, NodeExited, Timestamp
+from schemas.catalog import default_catalog
+from schemas.codec import EventCodec
+from schemas.records import model_to_record
+
+
+def sample_events() -> list[Event]:
+    """A small mix of typical events: ids, nanosecond timestamps, nested payloads."""
+    run_id = uuid.UUID("6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b")
+    base = 1_714_564_800_123_456_789
+    return [
+        Event(
+            run_id=run_id,
+            seq=42,
+            timestamp=Timestamp(base),
+            kind=NodeEntered(node_id="planner", iteration=3),
+            payload={"entry_time_ms": 100, "note": "hello"},
+        ),
+        Event(
+            run_id=run_id,
+            seq=43,
+            timestamp=Timestamp(base + 1_500_000),
+            kind=NodeExited(node_id="planner", next_node="executor", duration_ms=1500),
+            payload={"tokens": {"in": 812, "out": 96}, "score": 0.87, "tags": ["a", "b"]},
+        ),
+    ]
+
+
+def per_call_us(func: object, number: int, repeat: int) -> float:
+    """Best-of-``repeat`` µs per call of ``func`` over ``number`` calls."""
+    timer = timeit.Timer(func)  # type: ignore[arg-type]
+    return min(timer.repeat(repeat=repeat, number=number)) / number * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--number", type=int, default=20_000, help="calls per timing run")
+    parser.add_argument("--repeat", type=int, default=7, help="timing runs; the best is kept")
+    args = parser.parse_args()
+
+    codec = EventCodec()
+    schema = default_catalog().current("Event").parsed
+    print(
+        f"{'event':<14} {'codec enc':>10} {'bare enc':>10} {'ratio':>6}   "
+        f"{'codec dec':>10} {'bare dec':>10} {'ratio':>6}   (µs per event)"
+    )
+    for event in sample_events():
+        data = codec.encode(event)
+        record = model_to_record(event, schema)
+        buffer = io.BytesIO()
+
+        def bare_encode(record: dict[str, object] = record, buffer: io.BytesIO = buffer) -> bytes:
+            buffer.seek(0)
+            buffer.truncate()
+            fastavro.schemaless_writer(buffer, schema, record)
+            return buffer.getvalue()
+
+        body = bare_encode()
+        assert body == data[10:], "codec and fastavro bytes differ"
+
+        def bare_decode(body: bytes = body) -> object:
+            return fastavro.schemaless_reader(io.BytesIO(body), schema, None)
+
+        def codec_encode(event: Event = event) -> bytes:
+            return codec.encode(event)
+
+        def codec_decode(data: bytes = data) -> Event:
+            return codec.decode(data)
+
+        enc = per_call_us(codec_encode, args.number, args.repeat)
+        bare_enc = per_call_us(bare_encode, args.number, args.repeat)
+        dec = per_call_us(codec_decode, args.number, args.repeat)
+        bare_dec = per_call_us(bare_decode, args.number, args.repeat)
+        print(
+            f"{event.kind.type:<14} {enc:>10.2f} {bare_enc:>10.2f} {enc / bare_enc:>6.2f}   "
+            f"{dec:>10.2f} {bare_dec:>10.2f} {dec / bare_dec:>6.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
