@@ -190,6 +190,11 @@ class Fleet:
         self._totals: Counter[str] = Counter()
         self._finished = False
 
+    @property
+    def runs_finished(self) -> int:
+        """Runs whose every record has been generated so far."""
+        return len(self._runs)
+
     def records(self) -> Iterator[tuple[bytes, bytes, RecordMeta]]:
         """Yield every record ``(key, value, meta)``; the manifest is complete at the end."""
         config = self.config
@@ -441,12 +446,20 @@ def _run_json(run: Run) -> str:
 
 
 def _codec_encoder(framing: str) -> Callable[[Event], bytes]:
-    from schemas.codec import encode_event
+    """The codec's event encoder for ``framing``, built once."""
+    from schemas.codec import EventCodec, encode_event
 
-    def encode(event: Event) -> bytes:
-        return encode_event(event, framing=framing)
+    if framing == "single-object":
+        # A codec of our own: its schemas are parsed once, and no registry is involved.
+        encode: Callable[[Event], bytes] = EventCodec().encode
+        return encode
+    if framing != "confluent":
+        raise ConfigError(f"framing {framing!r} is unknown; use 'single-object' or 'confluent'")
 
-    return encode
+    def encode_confluent(event: Event) -> bytes:
+        return encode_event(event, framing="confluent")
+
+    return encode_confluent
 
 
 @dataclass

@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_PRODUCER_CONFIG",
     "DeliveryReport",
     "EventProducer",
+    "load_settings",
     "producer_config",
 ]
 
@@ -107,16 +108,21 @@ class DeliveryReport:
 
 
 def producer_config(
-    overrides: Mapping[str, Any] | None = None, *, bootstrap_servers: str | None = None
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    bootstrap_servers: str | None = None,
+    settings: Any | None = None,
 ) -> dict[str, Any]:
     """The librdkafka configuration: runfold's defaults, the settings, then ``overrides``.
 
-    ``runfold.settings`` (when installed) supplies the connection (bootstrap servers,
-    security); ``overrides`` wins over both. Settings that would weaken delivery
+    ``settings`` (a :class:`runfold.settings.RunfoldSettings`; loaded from the environment
+    and ``$RUNFOLD_CONFIG`` when not given) supplies the connection (bootstrap servers,
+    security); ``overrides`` (librdkafka dotted keys) wins over both, and an explicit
+    ``bootstrap_servers`` over everything. Settings that would weaken delivery
     (``enable.idempotence=false``, ``acks`` other than ``all``) are refused.
     """
     conf: dict[str, Any] = dict(DEFAULT_PRODUCER_CONFIG)
-    conf.update(_settings_config())
+    conf.update(_settings_config(settings))
     if overrides:
         conf.update(overrides)
     if bootstrap_servers:
@@ -130,28 +136,26 @@ def producer_config(
     if not conf.get("bootstrap.servers"):
         raise ConfigError(
             "no Kafka bootstrap servers: pass --bootstrap / bootstrap_servers= or set "
-            "RUNFOLD_KAFKA__BOOTSTRAP_SERVERS"
+            "RUNFOLD_BOOTSTRAP_SERVERS"
         )
     return conf
 
 
-def _settings_config() -> dict[str, Any]:
-    """Connection settings from ``runfold.settings`` if that module is present."""
+def load_settings() -> Any | None:
+    """``RunfoldSettings.load()`` when the ``runfold`` package is installed, else ``None``."""
     try:
-        from runfold import settings as settings_module
+        from runfold.settings import RunfoldSettings
     except ImportError:
+        return None
+    return RunfoldSettings.load()
+
+
+def _settings_config(settings: Any | None) -> dict[str, Any]:
+    """Connection settings (librdkafka keys) from the runfold settings object."""
+    settings = settings if settings is not None else load_settings()
+    if settings is None:
         return {}
-    loader = getattr(settings_module, "producer_config", None)
-    if callable(loader):
-        return dict(loader())
-    get_settings = getattr(settings_module, "get_settings", None)
-    if callable(get_settings):
-        settings = get_settings()
-        for name in ("producer_config", "librdkafka_config", "client_config"):
-            method = getattr(settings, name, None)
-            if callable(method):
-                return dict(method())
-    return {}
+    return dict(settings.producer_config())
 
 
 class EventProducer:
@@ -164,17 +168,27 @@ class EventProducer:
 
     def __init__(
         self,
-        topic: str,
+        topic: str | None = None,
         *,
         bootstrap_servers: str | None = None,
         config: Mapping[str, Any] | None = None,
+        settings: Any | None = None,
         framing: str = "single-object",
         startup_timeout: float = 10.0,
     ) -> None:
-        self.topic = topic
+        """Prepare (not connect) a producer for ``topic`` (default: the settings' events topic).
+
+        ``config`` holds librdkafka overrides; ``startup_timeout`` bounds the wait for the
+        broker's first answer.
+        """
+        settings = settings if settings is not None else load_settings()
+        if topic is None:
+            topic = settings.topic_names.events if settings is not None else "agent-run-events"
+        self.topic: str = topic
         self.framing = framing
         self.startup_timeout = startup_timeout
-        self._conf = producer_config(config, bootstrap_servers=bootstrap_servers)
+        self._conf = producer_config(config, bootstrap_servers=bootstrap_servers,
+                                     settings=settings)
         self._producer: Producer | None = None
         self._report = DeliveryReport()
         self._encode: Callable[[Event], bytes] | None = None
@@ -295,11 +309,18 @@ class EventProducer:
 
 
 def _encoder(framing: str) -> Callable[[Event], bytes]:
-    """The codec's encoder for ``framing``, bound once."""
-    from schemas.codec import encode_event
+    """The codec's event encoder for ``framing``, built once."""
+    from schemas.codec import EventCodec, encode_event
 
-    def encode(event: Event) -> bytes:
-        return encode_event(event, framing=framing)
+    if framing == "single-object":
+        # A codec of our own: its schemas are parsed once, and no registry is involved.
+        encode: Callable[[Event], bytes] = EventCodec().encode
+        return encode
+    if framing != "confluent":
+        raise ConfigError(f"framing {framing!r} is unknown; use 'single-object' or 'confluent'")
 
-    return encode
+    def encode_confluent(event: Event) -> bytes:
+        return encode_event(event, framing="confluent")
+
+    return encode_confluent
 

@@ -88,10 +88,9 @@ def test_completed_run_numbers_events_and_carries_identity_and_outputs(
 
 def test_exception_ends_the_run_failed_and_propagates(recorder: RunRecorder,
                                                       sink: ListSink) -> None:
-    with pytest.raises(ValueError, match="model said no"):
-        with recorder.run("s", "g", None) as run:
-            run.emit(NodeEntered(node_id="n", iteration=1))
-            raise ValueError("model said no")
+    with pytest.raises(ValueError, match="model said no"), recorder.run("s", "g", None) as run:
+        run.emit(NodeEntered(node_id="n", iteration=1))
+        raise ValueError("model said no")
     assert tags(sink.events) == ["graph_started", "node_entered", "graph_failed"]
     assert sink.events[-1].kind.error == "ValueError: model said no"  # type: ignore[union-attr]
     assert sink.events[-1].seq == 3
@@ -127,9 +126,8 @@ def test_emitting_an_ending_event_ends_the_run(recorder: RunRecorder, sink: List
 
 
 def test_keyboard_interrupt_cancels_the_run(recorder: RunRecorder, sink: ListSink) -> None:
-    with pytest.raises(KeyboardInterrupt):
-        with recorder.run("s", "g", {}):
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), recorder.run("s", "g", {}):
+        raise KeyboardInterrupt
     assert sink.events[-1].kind == GraphInterrupted(reason="cancelled", node_id="")
 
 

@@ -1,0 +1,208 @@
+"""EventProducer and RunRecorder against a real broker: order, partitioning, back-pressure,
+delivery accounting and a broker that is not there."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from producers import EventProducer, RunRecorder
+from schemas import Event, MessageAdded, NodeEntered, NodeExited, ToolCalled, ToolReturned
+from schemas.errors import KafkaSetupError
+
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "murmur2_partitions.json"
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's ``Utils.murmur2`` (Java), as an unsigned 32-bit value."""
+    length = len(data)
+    m = 0x5BD1E995
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    for i in range(0, length - length % 4, 4):
+        k = data[i] | data[i + 1] << 8 | data[i + 2] << 16 | data[i + 3] << 24
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = (h * m) & 0xFFFFFFFF
+        h ^= k
+    tail, rest = length & ~3, length % 4
+    if rest == 3:
+        h ^= data[tail + 2] << 16
+    if rest >= 2:
+        h ^= data[tail + 1] << 8
+    if rest >= 1:
+        h ^= data[tail]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
+
+
+def java_partition(key: bytes, partitions: int) -> int:
+    """The Java client's default partition for a keyed record."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("text", "java_value"),
+    # Kafka's own UtilsTest.testMurmur2 vectors (signed Java ints).
+    [("21", -973932308), ("foobar", -790332482), ("a-little-bit-long-string", -985981536),
+     ("a-little-bit-longer-string", -1486304829),
+     ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971), ("abc", 479470107)],
+)
+def test_python_murmur2_matches_kafkas_own_vectors(text: str, java_value: int) -> None:
+    assert murmur2(text.encode()) == java_value & 0xFFFFFFFF
+
+
+def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list[
+        tuple[int, bytes, bytes]]:
+    """Every record of ``topic`` as (partition, key, value), polling until ``expected``."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4()}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = sorted(metadata.topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        records: list[tuple[int, bytes, bytes]] = []
+        deadline = time.monotonic() + timeout
+        while len(records) < expected and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, timeout=0.5):
+                assert msg.error() is None, msg.error()
+                records.append((msg.partition(), msg.key(), msg.value()))
+        # A short extra poll: anything beyond ``expected`` would be a duplicate write.
+        for msg in consumer.consume(1000, timeout=1.0):
+            records.append((msg.partition(), msg.key(), msg.value()))
+        return records
+    finally:
+        consumer.close()
+
+
+@pytest.mark.integration
+def test_thousand_recorded_runs_read_back_in_order_on_murmur2_partitions(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    from schemas.codec import decode_event
+
+    partitions = 6
+    topic = topic_factory(partitions=partitions)
+    producer = EventProducer(topic, bootstrap_servers=kafka_bootstrap)
+    recorder = RunRecorder(producer)
+    lengths: dict[str, int] = {}
+    for index in range(1000):
+        with recorder.run("spec", "0" * 40, {"i": index}, graph_name="g",
+                          entry_point="a") as run:
+            for iteration in range(1, 1 + index % 3):
+                run.emit(NodeEntered(node_id="a", iteration=iteration), {"i": iteration})
+                run.emit(ToolCalled(tool_name="search"))
+                run.emit(ToolReturned(tool_name="search"), {"bytes": index})
+                run.emit(MessageAdded(role="assistant", content_length=index))
+                run.emit(NodeExited(node_id="a", next_node=None, duration_ms=iteration))
+            run.complete(outputs={"i": index})
+        lengths[str(run.run_id)] = run.seq
+    report = recorder.close(timeout=60)
+    total = sum(lengths.values())
+    assert report.produced == total
+    assert report.delivered == total, report.summary()
+    assert report.failed == report.indeterminate == report.pending == 0
+
+    records = read_all(kafka_bootstrap, topic, total)
+    assert len(records) == report.delivered
+    seqs: dict[str, list[int]] = defaultdict(list)
+    partition_of: dict[str, set[int]] = defaultdict(set)
+    for partition, key, value in records:
+        event: Event = decode_event(value)
+        assert key == str(event.run_id).encode()
+        seqs[key.decode()].append(event.seq)
+        partition_of[key.decode()].add(partition)
+    assert seqs.keys() == lengths.keys()
+    for run_id, n in lengths.items():
+        assert seqs[run_id] == list(range(1, n + 1)), run_id
+        assert partition_of[run_id] == {java_partition(run_id.encode(), partitions)}
+    assert len({p for ps in partition_of.values() for p in ps}) == partitions
+
+
+@pytest.mark.unit
+def test_python_murmur2_matches_the_java_table() -> None:
+    table = json.loads(VECTORS.read_text())
+    for row in table["vectors"]:
+        key = row["key"].encode()
+        assert murmur2(key) == row["murmur2"] & 0xFFFFFFFF, row["key"]
+        for count, partition in row["partitions"].items():
+            assert java_partition(key, int(count)) == partition, (row["key"], count)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("partitions", [3, 12, 64])
+def test_partitions_match_the_java_clients_table(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], partitions: int
+) -> None:
+    """Keys land where Java's ``Utils.murmur2`` puts them (tests/vectors, from the jars)."""
+    rows = json.loads(VECTORS.read_text())["vectors"]
+    topic = topic_factory(partitions=partitions)
+    producer = EventProducer(topic, bootstrap_servers=kafka_bootstrap)
+    for row in rows:
+        producer.produce(row["key"], row["key"].encode() or b"-")
+    assert producer.close(timeout=30).delivered == len(rows)
+    placed = {value: p for p, _, value in read_all(kafka_bootstrap, topic, len(rows))}
+    for row in rows:
+        expected = row["partitions"][str(partitions)]
+        assert placed[row["key"].encode() or b"-"] == expected, row["key"]
+
+
+@pytest.mark.integration
+def test_a_tiny_queue_applies_back_pressure_and_drops_nothing(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    topic = topic_factory(partitions=3)
+    producer = EventProducer(topic, bootstrap_servers=kafka_bootstrap,
+                             config={"queue.buffering.max.messages": 10, "linger.ms": 5})
+    count = 5000
+    for i in range(count):
+        producer.produce(f"run-{i % 50}", i.to_bytes(4, "big"))
+    report = producer.close(timeout=60)
+    assert report.produced == report.delivered == count, report.summary()
+    records = read_all(kafka_bootstrap, topic, count)
+    assert sorted(int.from_bytes(v, "big") for _, _, v in records) == list(range(count))
+
+
+@pytest.mark.integration
+def test_broker_rejections_are_counted_with_the_reason(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    topic = topic_factory(partitions=1, config={"max.message.bytes": "2000"})
+    producer = EventProducer(topic, bootstrap_servers=kafka_bootstrap,
+                             config={"compression.type": "none"})
+    producer.produce("k", b"small")
+    producer.flush(30)  # in its own batch: the broker rejects a whole batch at once
+    producer.produce("k", bytes(50_000))
+    report = producer.close(timeout=30)
+    assert (report.produced, report.delivered, report.failed) == (2, 1, 1)
+    assert any("too large" in reason.lower() for reason in report.failure_reasons)
+    assert "failures:" in report.summary()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.unit
+def test_a_broker_that_is_not_there_gives_a_clear_error_in_bounded_time() -> None:
+    address = f"127.0.0.1:{closed_port()}"
+    producer = EventProducer("t", bootstrap_servers=address, startup_timeout=2.0)
+    started = time.monotonic()
+    with pytest.raises(KafkaSetupError, match=f"no Kafka broker answered at {address} within 2s"):
+        producer.produce("k", b"v")
+    assert time.monotonic() - started < 10
+    assert producer.close(timeout=1).produced == 0
