@@ -3,9 +3,11 @@
 :func:`dumps` writes a JSON value the way ``serde_json::to_string`` writes a
 ``serde_json::Value``: compact, object keys in insertion order, non-ASCII raw,
 ``"``/``\\``/``\\n``/``\\t``/``\\r``/``\\b``/``\\f`` escaped and the other
-control characters as ``\\u00xx``; floats in ryu's shortest form (``1e16``,
-``1e-7``, ``0.00001``, ``1.0``); NaN and infinities as ``null``; integers
-outside ``i64``/``u64`` as the ``f64`` serde would hold.
+control characters as ``\\u00xx``; floats as serde_json 1.0.147+ writes them
+(its ``zmij`` writer: shortest round-trip digits, fixed notation for decimal
+exponents -5..=15, else ``1e+16``, ``1.5e-7``); NaN and infinities as ``null``;
+integers outside ``i64``/``u64`` as the ``f64`` serde would hold. (serde_json up
+to 1.0.146 used ryu, which wrote ``1e16``; the interop vectors pin 1.0.154.)
 
 :func:`loads` reads JSON text with serde_json's number rules: integers that fit
 ``u64`` (or ``i64`` when negative) stay integers, others and ``-0`` become
@@ -37,8 +39,8 @@ _c_dumps = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), allow_nan=True, check_circular=False
 ).encode
 
-# What the C encoder writes differently from serde_json: exponent floats (Python
-# writes ``1e+16``/``1e-05``), NaN/Infinity, and integers of 19+ digits that
+# What the C encoder writes differently from serde_json: small exponent floats
+# (Python writes ``1e-05``, ``1e-07``), NaN/Infinity, and integers of 19+ digits that
 # may lie outside i64/u64. A hit may be a false alarm inside a string; the slow
 # path is right either way. Substring tests are C-fast where a regex scan is not:
 # digits are mapped to "0" so a run of 19 digits is a run of 19 zeros.
@@ -48,8 +50,7 @@ _NINETEEN_DIGITS = b"0" * 19
 
 def _dumps_suspect(text: str) -> bool:
     return (
-        "e+" in text
-        or "e-" in text
+        "e-0" in text
         or "NaN" in text
         or "Infinity" in text
         or _NINETEEN_DIGITS in text.encode().translate(_DIGITS_TO_ZERO)
@@ -57,7 +58,7 @@ def _dumps_suspect(text: str) -> bool:
 
 
 def format_float(value: float) -> str:
-    """``value`` as serde_json writes an ``f64`` (ryu's shortest round-trip digits).
+    """``value`` as serde_json writes an ``f64`` (``zmij``: shortest round-trip digits).
 
     NaN and the infinities have no JSON form; serde_json's ``Value`` holds them
     as ``null``, so that is what is written.
@@ -66,17 +67,17 @@ def format_float(value: float) -> str:
     if "e" not in text:
         if text[-1] in "nf":  # 'nan', 'inf', '-inf'
             return "null"
-        # repr uses fixed notation exactly where ryu does, except 1e-5 ..< 1e-4 (below).
+        # repr uses fixed notation exactly where zmij does, except 1e-5 ..< 1e-4 (below).
         return text
     mantissa, _, exp_text = text.partition("e")
     exponent = int(exp_text)
     if exponent == -5:
-        # ryu writes 0.0000ddd for exponents down to -5; repr switched at -4.
+        # zmij writes 0.0000ddd for exponents down to -5; repr switched at -4.
         sign = ""
         if mantissa[0] == "-":
             sign, mantissa = "-", mantissa[1:]
         return f"{sign}0.0000{mantissa.replace('.', '')}"
-    return f"{mantissa}e{exponent}"
+    return f"{mantissa}e{exponent:+d}"  # e+16, e-7: signed, not zero-padded
 
 
 def _int_text(value: int) -> str:
