@@ -6,6 +6,7 @@ topic configs: the CLI (``runfold topics create``), the tests and the demo call 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,14 +134,30 @@ def ensure_topics(
         operation_timeout=timeout,
         request_timeout=timeout,
     )
+    wanted = {spec.name: spec.partitions for spec in missing}
     for name, future in futures.items():
         try:
             future.result()
             report.created.append(name)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
-            if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:  # created concurrently
-                report.existing.append(name)
-                continue
-            raise KafkaSetupError(f"could not create topic {name}: {error.str()}") from exc
+            if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise KafkaSetupError(f"could not create topic {name}: {error.str()}") from exc
+            # Created concurrently, or our metadata was older than the broker's: check it now.
+            report.existing.append(name)
+            actual = _partition_count(admin, name, timeout)
+            if actual is not None and actual != wanted[name]:
+                report.mismatches.append(f"{name} has {actual} partitions, expected {wanted[name]}")
     return report
+
+
+def _partition_count(admin: AdminClient, name: str, timeout: float) -> int | None:
+    """Partitions of an existing topic, polling briefly while its metadata propagates."""
+    deadline = time.monotonic() + min(timeout, 10.0)
+    while True:
+        topic = admin.list_topics(topic=name, timeout=timeout).topics.get(name)
+        if topic is not None and topic.error is None and topic.partitions:
+            return len(topic.partitions)
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)

@@ -83,7 +83,9 @@ def _slug(text: str) -> str:
 
 
 @pytest.fixture
-def topic_factory(kafka_admin: AdminClient, request: pytest.FixtureRequest) -> Iterator[TopicFactory]:
+def topic_factory(
+    kafka_admin: AdminClient, request: pytest.FixtureRequest
+) -> Iterator[TopicFactory]:
     """``make(partitions=1, *, config=None, replication=1) -> name`` creating a unique topic.
 
     Names are ``test-<test name>-<random>``; the topics are deleted after the test.
@@ -95,7 +97,10 @@ def topic_factory(kafka_admin: AdminClient, request: pytest.FixtureRequest) -> I
     ) -> str:
         name = f"test-{_slug(request.node.name)}-{uuid.uuid4().hex[:8]}"
         new = NewTopic(
-            name, num_partitions=partitions, replication_factor=replication, config=dict(config or {})
+            name,
+            num_partitions=partitions,
+            replication_factor=replication,
+            config=dict(config or {}),
         )
         kafka_admin.create_topics([new], operation_timeout=30)[name].result(timeout=30)
         created.append(name)
@@ -119,5 +124,6 @@ def unique_topics(kafka_admin: AdminClient) -> Iterator[TopicNames]:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Say up front which Kafka the integration tests will use."""
     source = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    return [f"kafka: {source}" if source else "kafka: testcontainers if Docker answers, else local JVM"]
-
+    return [
+        f"kafka: {source}" if source else "kafka: testcontainers if Docker answers, else local JVM"
+    ]

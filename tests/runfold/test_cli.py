@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 import pytest
 from click.testing import CliRunner
-from schemas.errors import KafkaSetupError
 
 from runfold.cli import RunfoldGroup, main
+from schemas.errors import KafkaSetupError
 
 pytestmark = pytest.mark.unit
 

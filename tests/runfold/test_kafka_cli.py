@@ -16,13 +16,18 @@ from runfold.kafka.process import is_alive
 pytestmark = pytest.mark.integration
 
 
-def _runfold(*args: str, home: Path, env: dict[str, str] | None = None,
-             timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def _runfold(
+    *args: str, home: Path, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "RUNFOLD_HOME": str(home), **(env or {})}
     environment.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     return subprocess.run(
-        [sys.executable, "-m", "runfold", *args], capture_output=True, text=True,
-        env=environment, timeout=timeout, check=False,
+        [sys.executable, "-m", "runfold", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -81,8 +86,9 @@ def test_up_twice_status_down_leaves_no_process_then_corrupt_data_is_one_line(
         assert f"alive  pid={pids[0]}" in status.stdout
         assert status.stdout.strip().splitlines()[-1] == f"running  bootstrap=127.0.0.1:{port}"
 
-        busy = _runfold("kafka", "up", "--backend", "jvm", "--port", str(port),
-                        home=tmp_path / "other")
+        busy = _runfold(
+            "kafka", "up", "--backend", "jvm", "--port", str(port), home=tmp_path / "other"
+        )
         _assert_one_line_error(busy, f"port {port}", "busy", "--port")
     finally:
         down = _runfold("kafka", "down", home=tmp_path)
@@ -121,8 +127,14 @@ def test_busy_default_port_suggests_port_option(tmp_path: Path) -> None:
 
 
 def test_missing_java_is_one_clear_line(tmp_path: Path) -> None:
-    result = _runfold("kafka", "up", "--backend", "jvm", home=tmp_path,
-                      env={"PATH": str(tmp_path / "empty-bin"), "JAVA_HOME": ""})
+    result = _runfold(
+        "kafka",
+        "up",
+        "--backend",
+        "jvm",
+        home=tmp_path,
+        env={"PATH": str(tmp_path / "empty-bin"), "JAVA_HOME": ""},
+    )
     _assert_one_line_error(result, "Java not found")
     assert len(result.stderr.strip().splitlines()) == 1
 

@@ -24,8 +24,9 @@ def _consumer(bootstrap: str, isolation: str, group: str | None = None) -> Consu
     )
 
 
-def _poll_until(consumer: Consumer, done: Callable[[list[Message]], bool], timeout: float = 30.0
-                ) -> list[Message]:
+def _poll_until(
+    consumer: Consumer, done: Callable[[list[Message]], bool], timeout: float = 30.0
+) -> list[Message]:
     """Poll with a deadline until ``done(messages)``; fails the test when the deadline passes."""
     messages: list[Message] = []
     deadline = time.monotonic() + timeout
@@ -112,6 +113,7 @@ def test_transaction_commits_output_and_offsets_together_and_abort_is_invisible(
     uncommitted_reader = _consumer(kafka_bootstrap, "read_uncommitted")
     uncommitted_reader.assign([TopicPartition(sink, 0, 0)])
     try:
+
         def saw_after(ms: list[Message]) -> bool:
             return any(m.value() == b"after" for m in ms)
 

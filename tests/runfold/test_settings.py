@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from schemas.errors import ConfigError
 
 from runfold.cli import main
 from runfold.settings import RunfoldSettings, TopicNames
+from schemas.errors import ConfigError
 
 pytestmark = pytest.mark.unit
 
@@ -27,8 +27,12 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_secrets_are_not_in_repr_str_or_dump() -> None:
     settings = RunfoldSettings.load(
-        bootstrap_servers="b:9092", security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
-        sasl_username="alice", sasl_password=SECRET, ssl_key_password=SECRET,
+        bootstrap_servers="b:9092",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="alice",
+        sasl_password=SECRET,
+        ssl_key_password=SECRET,
     )
     for text in (repr(settings), str(settings), settings.model_dump_json()):
         assert SECRET not in text
@@ -45,14 +49,21 @@ def test_secret_in_a_bad_value_is_not_echoed_in_the_error(monkeypatch: pytest.Mo
 
 def test_maps_once_to_librdkafka_dotted_keys() -> None:
     settings = RunfoldSettings.load(
-        bootstrap_servers="b1:9092,b2:9092", security_protocol="SASL_PLAINTEXT",
-        sasl_mechanism="SCRAM-SHA-256", sasl_username="alice", sasl_password=SECRET,
+        bootstrap_servers="b1:9092,b2:9092",
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-256",
+        sasl_username="alice",
+        sasl_password=SECRET,
         ssl_ca_location="/ca.pem",
     )
     assert settings.admin_config() == {
-        "bootstrap.servers": "b1:9092,b2:9092", "client.id": "runfold",
-        "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-256",
-        "sasl.username": "alice", "sasl.password": SECRET, "ssl.ca.location": "/ca.pem",
+        "bootstrap.servers": "b1:9092,b2:9092",
+        "client.id": "runfold",
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "SCRAM-SHA-256",
+        "sasl.username": "alice",
+        "sasl.password": SECRET,
+        "ssl.ca.location": "/ca.pem",
     }
     consumer = settings.consumer_config("folders", {"isolation.level": "read_committed"})
     assert consumer["group.id"] == "folders"
@@ -84,11 +95,13 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
         RunfoldSettings.load(tmp_path / "nope.toml")
 
 
-def test_precedence_keyword_over_env_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                               ) -> None:
+def test_precedence_keyword_over_env_over_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = tmp_path / "runfold.toml"
-    config.write_text('bootstrap_servers = "file:1"\nclient_id = "from-file"\n'
-                      '[topics]\nevents = "file-events"\n')
+    config.write_text(
+        'bootstrap_servers = "file:1"\nclient_id = "from-file"\n[topics]\nevents = "file-events"\n'
+    )
     monkeypatch.setenv("RUNFOLD_CONFIG", str(config))
     monkeypatch.setenv("RUNFOLD_BOOTSTRAP_SERVERS", "env:2")
     monkeypatch.setenv("RUNFOLD_TOPICS__RUNS", "env-runs")
@@ -105,8 +118,12 @@ def test_kafka_bootstrap_servers_is_the_default(monkeypatch: pytest.MonkeyPatch)
 
 def test_topic_prefix_applies_to_every_topic() -> None:
     names = RunfoldSettings.load(topic_prefix="t1-").topic_names
-    assert names == TopicNames(events="t1-agent-run-events", runs="t1-agent-runs",
-                               violations="t1-agent-run-violations", dlq="t1-agent-run-events-dlq")
+    assert names == TopicNames(
+        events="t1-agent-run-events",
+        runs="t1-agent-runs",
+        violations="t1-agent-run-violations",
+        dlq="t1-agent-run-events-dlq",
+    )
 
 
 def test_cli_help_shows_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
