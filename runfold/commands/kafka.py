@@ -98,6 +98,7 @@ def up(
         else:
             _note(f"starting Kafka with docker compose ({compose_file})")
             bootstrap = compose.up(ready_timeout=timeout)
+            _note("schema registry: http://127.0.0.1:8081")
             _note(f"ready in {time.monotonic() - started:.1f}s")
     else:
         local = LocalKafka(root)

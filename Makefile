@@ -1,0 +1,65 @@
+# The two commands: `make demo` and `make test`. Each sets everything up from a fresh clone:
+# a .venv with Python 3.11+, the package installed editable with its test extras (redone only
+# when pyproject.toml changes), and a real Kafka broker (see README.md).
+SHELL := bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The first Python 3.11+ on PATH (override: make test PYTHON=/path/to/python3.12).
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	2>/dev/null && { echo $$p; break; }; done)
+# Extra options for `runfold kafka up` in `make demo`, e.g. KAFKA_UP_ARGS="--port 19092".
+KAFKA_UP_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help install demo test test-unit test-reliability kafka-up kafka-down vectors
+
+help:
+	@echo "make demo               start Kafka, create the topics, run the demo"
+	@echo "make test               unit + integration tests (starts its own broker)"
+	@echo "make test-unit          tests that need no broker"
+	@echo "make test-reliability   the slow 3-broker reliability scenarios"
+	@echo "make kafka-up | kafka-down   the local broker alone"
+
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "error: Python 3.11+ not found on PATH (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/runfold kafka up $(KAFKA_UP_ARGS)
+	$(BIN)/runfold topics create
+	@if $(BIN)/runfold demo --help >/dev/null 2>&1; then \
+		$(BIN)/runfold demo; \
+	else \
+		echo "note: \`runfold demo\` is not there yet; Kafka is running with the topics created."; \
+		echo "      Stop it with: $(BIN)/runfold kafka down"; \
+	fi
+
+test: $(STAMP)
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+test-reliability: $(STAMP)
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+kafka-up: $(STAMP)
+	$(BIN)/runfold kafka up $(KAFKA_UP_ARGS)
+
+kafka-down: $(STAMP)
+	$(BIN)/runfold kafka down
+
+# Regenerate tests/vectors/murmur2_partitions.json with the Java client's own murmur2.
+vectors: $(STAMP)
+	lib="$$($(BIN)/python -c 'from runfold.kafka.jars import kafka_lib; print(kafka_lib())')" && \
+	java -cp "$$lib/*" tests/vectors/Murmur2Vectors.java > tests/vectors/murmur2_partitions.json
