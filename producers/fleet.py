@@ -275,7 +275,11 @@ class Fleet:
         if kind is None:
             duration_ms = (int(stamp) - int(run.stamps[1])) // 1_000_000
             kind = GraphCompleted(iterations=plan.iterations, duration_ms=duration_ms)
-        return Event(run_id=plan.run_id, seq=seq, timestamp=stamp, kind=kind, payload=payload)
+        # Every field is already a validated value of the right type (the kind is a model,
+        # the payload plain JSON built here), so skip re-validation: it was a third of
+        # the simulator's time per event.
+        return Event.model_construct(run_id=plan.run_id, seq=seq, timestamp=stamp, kind=kind,
+                                     payload=payload)
 
     def _garble(self, run: _RunInFlight) -> bytes:
         """Bytes no reader can decode, with a reason the DLQ header will name."""

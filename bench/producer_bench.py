@@ -1,0 +1,109 @@
+"""Producer throughput: the simulator alone, and producing to a real broker.
+
+    python bench/producer_bench.py                        # simulator + encode only
+    python bench/producer_bench.py --bootstrap 127.0.0.1:9092 --runs 5000
+    python bench/producer_bench.py --bootstrap ... --matrix   # compression x linger
+
+Three numbers, each in events (records) per second, best of ``--repeat``:
+
+- ``simulate+encode``: ``Fleet.records()`` with the Avro codec, no Kafka;
+- ``produce``: pre-generated records through :class:`producers.EventProducer`
+  (``produce()`` + final ``flush()``, i.e. until every record is acknowledged);
+- ``end-to-end``: ``produce_fleet`` (simulate, encode and produce together), the
+  path ``runfold produce`` takes.
+
+``--matrix`` repeats ``produce`` over compression (none, lz4, zstd) and linger.ms,
+which chose runfold's defaults (producers/kafka.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from producers import EventProducer, FaultRates, Fleet, FleetConfig, produce_fleet
+
+
+def simulate(runs: int, agents: int, seed: int) -> tuple[float, list[tuple[bytes, bytes]]]:
+    """Seconds to generate and encode the fleet, and its records."""
+    fleet = Fleet(FleetConfig(runs=runs, agents=agents, seed=seed, faults=FaultRates()))
+    started = time.perf_counter()
+    records = [(key, value) for key, value, _ in fleet.records()]
+    return time.perf_counter() - started, records
+
+
+def new_topic(admin: AdminClient, partitions: int) -> str:
+    name = f"bench-producer-{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[
+        name
+    ].result(timeout=30)
+    return name
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]],
+            config: dict[str, Any]) -> float:
+    """Seconds to produce ``records`` and have every one acknowledged."""
+    producer = EventProducer(topic, bootstrap_servers=bootstrap, config=config)
+    producer.connect()
+    started = time.perf_counter()
+    for key, value in records:
+        producer.produce(key, value)
+    report = producer.close(timeout=120)
+    seconds = time.perf_counter() - started
+    if not report.ok:
+        raise SystemExit(f"not every record was delivered: {report.summary()}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5000)
+    parser.add_argument("--agents", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--bootstrap", default=None)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--matrix", action="store_true")
+    args = parser.parse_args()
+
+    best_sim = float("inf")
+    records: list[tuple[bytes, bytes]] = []
+    for _ in range(args.repeat):
+        seconds, records = simulate(args.runs, args.agents, args.seed)
+        best_sim = min(best_sim, seconds)
+    size = sum(len(v) for _, v in records) / len(records)
+    print(f"records: {len(records):,} from {args.runs:,} runs, {size:.0f} value bytes on average")
+    print(f"simulate+encode: {len(records) / best_sim:,.0f} events/s")
+    if not args.bootstrap:
+        return
+
+    admin = AdminClient({"bootstrap.servers": args.bootstrap})
+    configs: list[dict[str, Any]] = [{}]
+    if args.matrix:
+        configs = [{"compression.type": c, "linger.ms": linger}
+                   for c in ("none", "lz4", "zstd") for linger in (5, 20, 100)]
+    for config in configs:
+        best = float("inf")
+        for _ in range(args.repeat):
+            topic = new_topic(admin, args.partitions)
+            best = min(best, produce(args.bootstrap, topic, records, config))
+            admin.delete_topics([topic])
+        label = ", ".join(f"{k}={v}" for k, v in config.items()) or "runfold defaults"
+        print(f"produce ({label}): {len(records) / best:,.0f} events/s")
+
+    topic = new_topic(admin, args.partitions)
+    fleet = Fleet(FleetConfig(runs=args.runs, agents=args.agents, seed=args.seed + 1))
+    producer = EventProducer(topic, bootstrap_servers=args.bootstrap)
+    producer.connect()
+    result = produce_fleet(fleet, producer)
+    admin.delete_topics([topic])
+    print(f"end-to-end (simulate+encode+produce): {result.records_per_second:,.0f} events/s "
+          f"({result.report.summary()})")
+
+
+if __name__ == "__main__":
+    main()
