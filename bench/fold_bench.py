@@ -118,7 +118,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     kinds: dict[str, int] = {}
     for event in stream:
         kinds[event.kind.type] = kinds.get(event.kind.type, 0) + 1
-    mix = ", ".join(f"{k} {v / len(stream):.0%}" for k, v in sorted(kinds.items(), key=lambda i: -i[1]))
+    mix = ", ".join(
+        f"{k} {v / len(stream):.0%}" for k, v in sorted(kinds.items(), key=lambda i: -i[1])
+    )
     print(f"python {sys.version.split()[0]}; {args.runs} runs, {len(stream)} events; mix: {mix}")
 
     n = len(stream)
@@ -146,8 +148,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             apply(event)
         return result
 
-    _best(f"FoldResult.apply with faults ({len(faulty) - n:+d} events)", args.repeat, len(faulty),
-          faulty_result)
+    _best(
+        f"FoldResult.apply with faults ({len(faulty) - n:+d} events)",
+        args.repeat,
+        len(faulty),
+        faulty_result,
+    )
     result = faulty_result()
     assert isinstance(result, FoldResult)
     counts: dict[str, int] = {}

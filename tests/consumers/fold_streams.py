@@ -49,7 +49,9 @@ class GeneratedRun:
     counters: dict[str, int] = field(default_factory=dict)
 
 
-def generate_run(rng: random.Random, *, max_steps: int = 12, start: int = BASE_TIME) -> GeneratedRun:
+def generate_run(
+    rng: random.Random, *, max_steps: int = 12, start: int = BASE_TIME
+) -> GeneratedRun:
     """A plausible agent run: started, a few node visits with tools and messages, an end."""
     run_id = UUID(int=rng.getrandbits(128), version=4)
     now = start + rng.randrange(10**9)
@@ -107,19 +109,32 @@ def generate_run(rng: random.Random, *, max_steps: int = 12, start: int = BASE_T
         emit(NodeEntered(node_id=node, iteration=step), {}, "nodes_entered")
         for _ in range(rng.randrange(0, 3)):
             tool = rng.choice(TOOLS)
-            emit(ToolCalled(tool_name=tool), {"args": {"q": f"item {rng.randrange(1000)}"}}, "tool_calls")
+            emit(
+                ToolCalled(tool_name=tool),
+                {"args": {"q": f"item {rng.randrange(1000)}"}},
+                "tool_calls",
+            )
             if rng.random() < 0.9:
                 emit(ToolReturned(tool_name=tool), {"bytes": rng.randrange(10_000)}, "tool_returns")
             else:
                 emit(ToolFailed(tool_name=tool), {"error": "timeout"}, "tool_failures")
-        emit(MessageAdded(role=rng.choice(["user", "assistant", "tool"]), content_length=rng.randrange(5000)),
-             {}, "messages")
+        emit(
+            MessageAdded(
+                role=rng.choice(["user", "assistant", "tool"]), content_length=rng.randrange(5000)
+            ),
+            {},
+            "messages",
+        )
         if rng.random() < 0.3:
             emit(StateUpdated(node_id=node, keys_changed=("plan", "notes")), {}, "state_updates")
         if rng.random() < 0.2:
             emit(CheckpointSaved(checkpoint_id=f"ck-{step}", node_id=node), {}, "checkpoints_saved")
         if rng.random() < 0.05:
-            emit(CheckpointRestored(checkpoint_id=f"ck-{step}", node_id=node), {}, "checkpoints_restored")
+            emit(
+                CheckpointRestored(checkpoint_id=f"ck-{step}", node_id=node),
+                {},
+                "checkpoints_restored",
+            )
         if rng.random() < 0.05:
             emit(CheckpointDeleted(checkpoint_id=f"ck-{step}"), {}, "checkpoints_deleted")
         if rng.random() < 0.08:
@@ -128,8 +143,13 @@ def generate_run(rng: random.Random, *, max_steps: int = 12, start: int = BASE_T
             emit(NodeFailed(node_id=node, error="boom"), {"trace": "..."}, "node_failures")
         if rng.random() < 0.05:
             emit(GraphInterrupted(reason="human_review", node_id=node), {}, "interrupts")
-        emit(NodeExited(node_id=node, next_node=rng.choice([*NODES, None]), duration_ms=rng.randrange(2000)),
-             {}, "nodes_exited")
+        emit(
+            NodeExited(
+                node_id=node, next_node=rng.choice([*NODES, None]), duration_ms=rng.randrange(2000)
+            ),
+            {},
+            "nodes_exited",
+        )
     ending = rng.random()
     status, finished_at, outputs, final_digest = RunStatus.RUNNING, None, None, None
     if ending < 0.8:
