@@ -147,7 +147,8 @@ class RecordCodec:
             version = split_single_object(data, self.catalog)
             if version.name != self.name:
                 raise DecodeError(
-                    f"the message holds a {version.name}.v{version.version}, not a {self.name}",
+                    f"the message holds a {version.name}.v{version.version}; "
+                    f"this codec reads {self.name}",
                     reason="unknown-fingerprint",
                 )
             return version.parsed, version, SINGLE_OBJECT_HEADER_SIZE
@@ -161,7 +162,8 @@ class RecordCodec:
             writer = self._registry.writer(data)
             if writer.kept is not None and writer.kept.name != self.name:
                 raise DecodeError(
-                    f"schema id {writer.schema_id} is a {writer.kept.name}, not a {self.name}",
+                    f"schema id {writer.schema_id} is a {writer.kept.name}; "
+                    f"this codec reads {self.name}",
                     reason="unknown-schema-id",
                 )
             return writer.parsed, writer.kept, CONFLUENT_HEADER_SIZE

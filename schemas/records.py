@@ -19,13 +19,16 @@ from schemas.model import EVENT_KINDS, Event, Run, Violation
 __all__ = ["model_from_record", "model_to_record", "overflowing_fields"]
 
 _JSON_FIELDS = frozenset({"payload", "inputs", "outputs"})
+_OPTIONAL_JSON_FIELDS = frozenset({"outputs"})  # Option<Value>: None is Avro null, not "null"
 _TAG_BY_CLASS_NAME = {cls.__name__: tag for tag, cls in EVENT_KINDS.items()}
 _LONG_MAX = 2**63 - 1
 
 
 def _value_to_avro(name: str, value: Any, namespace: str) -> Any:
     if name in _JSON_FIELDS:
-        return None if value is None else serde.dumps(value)
+        if value is None and name in _OPTIONAL_JSON_FIELDS:
+            return None
+        return serde.dumps(value)
     if isinstance(value, pydantic.BaseModel):  # an EventKind variant: a union branch
         fields = {k: _value_to_avro(k, v, namespace) for k, v in value.__dict__.items()}
         fields.pop("type", None)
