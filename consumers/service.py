@@ -147,6 +147,7 @@ class FoldService:
         self._delivery_failures: list[str] = []
         self._stopping = False
         self._assigned_at = 0.0
+        self._fatal: KafkaError | None = None
 
     # ------------------------------------------------------------------ clients
 
@@ -164,6 +165,7 @@ class FoldService:
             "partition.assignment.strategy": "range",
             "session.timeout.ms": self.config.session_timeout_ms,
             "max.poll.interval.ms": self.config.max_poll_interval_ms,
+            "error_cb": self._on_error,
         }
         cfg.update(self.config.consumer_overrides)
         return cfg
@@ -176,6 +178,7 @@ class FoldService:
             "linger.ms": 5,
             "compression.type": "lz4",
             "queue.buffering.max.messages": 500_000,
+            "error_cb": self._on_error,
         }
         if self._eos:
             cfg["transactional.id"] = self.config.transactional_id
@@ -213,8 +216,39 @@ class FoldService:
         if err.retriable() and not last:
             log.info("%s: retriable error, retrying: %s", what, err.str())
             return
+        # The call's own error may not say why (produce() in a failed transaction says
+        # only "Erroneous state"): the client's fatal error, if any, does.
+        fatal = self._fatal_error()
+        if fatal is not None:
+            raise self._stopped(what, fatal) from exc
+        if err.code() == KafkaError._STATE and self._eos and self._in_txn:
+            log.warning("%s failed in a failed transaction, aborting: %s", what, err.str())
+            raise _Abort(err.str()) from exc
         # Neither retriable nor abortable: unknown territory, stop rather than guess.
         raise ServiceStopped(f"{what} failed: {err.str()}") from exc
+
+    def _on_error(self, err: KafkaError) -> None:
+        # librdkafka's error callback: most errors are informational (it reconnects by
+        # itself); a fatal one is kept so that the next failing call names it.
+        if err.fatal() and self._fatal is None:
+            self._fatal = err
+        log.info("kafka: %s", err.str())
+
+    def _fatal_error(self) -> KafkaError | None:
+        if self._fatal is None and self._producer is not None:
+            try:
+                self._producer.poll(0)  # serves the error callback
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.fatal():
+                    self._fatal = err
+        return self._fatal
+
+    def _poll_producer(self, producer: Producer, timeout: float) -> None:
+        try:
+            producer.poll(timeout)
+        except KafkaException as exc:
+            self._classify("poll", exc, last=False)
 
     def _stopped(self, what: str, err: KafkaError) -> ServiceStopped:
         if _is_fenced(err):
@@ -269,14 +303,24 @@ class FoldService:
 
     def _close(self, clean: bool) -> None:
         consumer, producer = self._consumer, self._producer
-        self._consumer = self._producer = None
+        if not clean and self._in_txn:
+            # Failing: never commit. Try to abort (best effort: a fenced producer cannot,
+            # and then the broker aborts it on timeout or when the successor starts).
+            self._in_txn = False
+            if producer is not None and self._eos:
+                try:
+                    producer.abort_transaction(5)
+                except KafkaException as exc:
+                    log.info("abort on the way out: %s", exc)
         if consumer is not None:
             try:
                 # No commit happens here: auto-commit is off and a fenced or failed
                 # instance must leave its offsets where the last good commit put them.
+                # The revoke/lost callbacks this triggers find no open transaction.
                 consumer.close()
-            except KafkaException as exc:
+            except (KafkaException, RunfoldError) as exc:
                 log.warning("closing the consumer: %s", exc)
+        self._consumer = self._producer = None
         if producer is not None and clean:
             producer.flush(10)
 
@@ -285,9 +329,8 @@ class FoldService:
         consumer = self._consumer_or_fail()
         last_record = self._clock()
         while not self._stopping:
-            timeout = 0.2
             try:
-                msgs = consumer.consume(num_messages=cfg.batch_size, timeout=timeout)
+                msgs = self._call("consume", lambda: consumer.consume(cfg.batch_size, 0.2))
                 got = 0
                 for msg in msgs:
                     err = msg.error()
@@ -435,10 +478,10 @@ class FoldService:
                 return
             except BufferError:
                 # Local queue full: serve delivery reports until there is room.
-                producer.poll(0.05)
+                self._poll_producer(producer, 0.05)
             except KafkaException as exc:
                 self._classify("produce", exc, last=False)
-                producer.poll(0.1)
+                self._poll_producer(producer, 0.1)
 
     # ------------------------------------------------------------------ commit / abort
 
@@ -477,7 +520,7 @@ class FoldService:
                 )
             self._call("commit_transaction", lambda: producer.commit_transaction(60))
         else:
-            remaining = producer.flush(60)
+            remaining = self._call("flush", lambda: producer.flush(60))
             if remaining or self._delivery_failures:
                 failures = "; ".join(self._delivery_failures[:5])
                 log.warning("at-least-once batch not fully delivered (%s): %s", remaining, failures)

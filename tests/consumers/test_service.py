@@ -1,0 +1,266 @@
+"""The folding service against a real broker: results equal the fleet's manifest, whatever happens.
+
+Each test loads a simulated fleet (with faults) into unique topics, runs
+``runfold consume`` as a subprocess (so kill -9 and SIGSTOP hit a real process),
+and compares ``agent-runs``, ``agent-run-violations`` and the DLQ with the
+simulator's ground truth.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from service_fixtures import (
+    header_map,
+    load_fleet,
+    mismatches,
+    read_output,
+    run_consume,
+    start_consume,
+    total_records,
+)
+
+from consumers.dlq import DLQ_HEADERS, parse_dead_letter_headers
+from runfold.cmd_consume import EXIT_FENCED
+from runfold.settings import TopicNames
+
+pytestmark = pytest.mark.integration
+
+
+def _wait_for(log: Path, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and text in log.read_text(errors="replace"):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not in {log} after {timeout}s:\n{log.read_text()[-2000:]}")
+
+
+def _kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    proc.wait(timeout=30)
+
+
+def test_fleet_with_faults_folds_to_the_manifest(
+    kafka_bootstrap: str, unique_topics: TopicNames
+) -> None:
+    manifest = load_fleet(kafka_bootstrap, unique_topics, runs=120, seed=11)
+
+    status, stats, stderr = run_consume(kafka_bootstrap, unique_topics, "--until-idle", "2")
+
+    assert status == 0, stderr
+    folded = read_output(kafka_bootstrap, unique_topics)
+    assert mismatches(folded, manifest) == []
+    # Accounting: every record consumed ends in exactly one place.
+    assert stats["consumed"] == total_records(manifest)
+    placed = sum(stats[k] for k in ("applied", "duplicate", "violation", "buffered", "dlq"))
+    assert stats["consumed"] == placed + stats["replayed"]
+    assert stats["replayed"] == 0
+    assert stats["applied"] + stats["released"] - stats["violation"] >= 0
+    assert stats["dlq"] == manifest["totals"]["dlq"] == len(folded.dlq)
+    assert stats["duplicate"] == manifest["totals"]["duplicates"]
+    assert stats["violations_emitted"] == manifest["totals"]["violations"]
+    # DLQ records keep the original key and bytes, with headers saying why and where.
+    assert folded.dlq, "the fleet was asked for corrupt records"
+    for msg in folded.dlq:
+        headers = header_map(msg.headers())
+        assert set(DLQ_HEADERS) <= set(headers)
+        letter = parse_dead_letter_headers(msg.headers())
+        assert letter.source_topic == unique_topics.events
+        assert letter.reason in {"wrong-magic", "unknown-fingerprint", "truncated", "invalid-body"}
+        assert letter.exception == "DecodeError"
+        assert (msg.key() or b"").decode() in folded.runs
+        original = _read_at(
+            kafka_bootstrap, letter.source_topic, letter.source_partition, letter.source_offset
+        )
+        assert original == (msg.key(), msg.value())
+
+
+def _read_at(
+    bootstrap: str, topic: str, partition: int, offset: int
+) -> tuple[bytes | None, bytes | None]:
+    from consumers.restore import iter_partition
+
+    for msg in iter_partition({"bootstrap.servers": bootstrap}, topic, partition, stop=offset + 1):
+        if msg.offset() == offset:
+            return msg.key(), msg.value()
+    raise AssertionError(f"no record at {topic}[{partition}]@{offset}")
+
+
+def _kill_during_stream(
+    bootstrap: str,
+    topics: TopicNames,
+    tmp_path: Path,
+    *,
+    kills: int,
+    guarantee: str = "exactly-once",
+    seed: int = 0,
+) -> None:
+    """Start, let it fold for a random while after its restore, kill -9; ``kills`` times."""
+    rng = random.Random(seed)
+    for attempt in range(kills):
+        log = tmp_path / f"consume-{attempt}.log"
+        proc = start_consume(
+            bootstrap,
+            topics,
+            "-v",
+            "--guarantee",
+            guarantee,
+            "--batch-size",
+            "1000",
+            "--session-timeout-ms",
+            "6000",
+            log=log,
+        )
+        try:
+            _wait_for(log, "restored", timeout=60)
+            time.sleep(rng.uniform(0.1, 1.2))
+            assert proc.poll() is None, log.read_text()
+        finally:
+            _kill(proc)
+
+
+def test_kill_9_at_random_points_loses_and_repeats_nothing(
+    kafka_bootstrap: str, unique_topics: TopicNames, tmp_path: Path
+) -> None:
+    manifest = load_fleet(kafka_bootstrap, unique_topics, runs=500, seed=21)
+    assert manifest["totals"]["events"] >= 20_000
+
+    _kill_during_stream(kafka_bootstrap, unique_topics, tmp_path, kills=3, seed=21)
+    status, stats, stderr = run_consume(kafka_bootstrap, unique_topics, "--until-idle", "2")
+
+    assert status == 0, stderr
+    assert stats["consumed"] < total_records(manifest), "the killed instances folded nothing"
+    assert mismatches(read_output(kafka_bootstrap, unique_topics), manifest) == []
+
+
+@pytest.mark.slow
+def test_kill_9_five_times_during_100k_events(
+    kafka_bootstrap: str, unique_topics: TopicNames, tmp_path: Path
+) -> None:
+    manifest = load_fleet(kafka_bootstrap, unique_topics, runs=2500, seed=31)
+    assert manifest["totals"]["events"] >= 100_000
+
+    _kill_during_stream(kafka_bootstrap, unique_topics, tmp_path, kills=6, seed=31)
+    status, stats, stderr = run_consume(
+        kafka_bootstrap, unique_topics, "--until-idle", "2", timeout=300
+    )
+
+    assert status == 0, stderr
+    assert mismatches(read_output(kafka_bootstrap, unique_topics), manifest) == []
+
+
+def test_at_least_once_kill_keeps_state_exact_and_may_repeat_outputs(
+    kafka_bootstrap: str, unique_topics: TopicNames, tmp_path: Path
+) -> None:
+    manifest = load_fleet(kafka_bootstrap, unique_topics, runs=400, seed=41)
+
+    _kill_during_stream(
+        kafka_bootstrap, unique_topics, tmp_path, kills=2, guarantee="at-least-once", seed=41
+    )
+    status, stats, stderr = run_consume(
+        kafka_bootstrap, unique_topics, "--until-idle", "2", "--guarantee", "at-least-once"
+    )
+
+    assert status == 0, stderr
+    folded = read_output(kafka_bootstrap, unique_topics)
+    # Violations and DLQ records may repeat in at-least-once mode (docs/guarantees.md);
+    # the runs themselves must still be exact: replayed events are skipped, not refolded.
+    unique_violations = {(v.run_id, v.kind, v.first_seq): v for v in folded.violations}
+    folded.violations = list(unique_violations.values())
+    letters = {}
+    for msg in folded.dlq:
+        letter = parse_dead_letter_headers(msg.headers())
+        letters[(letter.source_partition, letter.source_offset)] = msg
+    folded.dlq = list(letters.values())
+    assert mismatches(folded, manifest) == []
+
+
+def test_two_consumers_one_killed_the_other_takes_over(
+    kafka_bootstrap: str, unique_topics: TopicNames, tmp_path: Path
+) -> None:
+    manifest = load_fleet(kafka_bootstrap, unique_topics, runs=500, seed=51)
+    common = (
+        "-v",
+        "--group",
+        "pair",
+        "--session-timeout-ms",
+        "6000",
+        "--transaction-timeout-ms",
+        "10000",
+        "--batch-size",
+        "500",
+    )
+    a_log, b_log = tmp_path / "a.log", tmp_path / "b.log"
+    a = start_consume(kafka_bootstrap, unique_topics, *common, "--instance-id", "a", log=a_log)
+    b = start_consume(
+        kafka_bootstrap,
+        unique_topics,
+        *common,
+        "--instance-id",
+        "b",
+        "--until-idle",
+        "12",
+        "--stats-json",
+        log=b_log,
+    )
+    try:
+        _wait_for(a_log, "restored", timeout=60)
+        _wait_for(b_log, "restored", timeout=60)
+        _kill(a)
+        out, _ = b.communicate(timeout=120)
+    finally:
+        _kill(a)
+        _kill(b)
+    b_text = b_log.read_text()
+    assert b.returncode == 0, b_text
+    assert b_text.count("assigned") >= 2, "b never took over a's partitions"
+    assert "partitions [0, 1, 2]" in b_text
+    assert mismatches(read_output(kafka_bootstrap, unique_topics), manifest) == []
+
+
+def test_stopped_instance_is_fenced_by_its_replacement_and_commits_nothing(
+    kafka_bootstrap: str, unique_topics: TopicNames, tmp_path: Path
+) -> None:
+    manifest = load_fleet(kafka_bootstrap, unique_topics, runs=500, seed=61)
+    common = (
+        "-v",
+        "--group",
+        "zombie",
+        "--instance-id",
+        "0",
+        "--batch-size",
+        "300",
+        "--session-timeout-ms",
+        "6000",
+    )
+    old_log = tmp_path / "old.log"
+    old = start_consume(kafka_bootstrap, unique_topics, *common, log=old_log)
+    try:
+        _wait_for(old_log, "restored", timeout=60)
+        time.sleep(0.5)
+        old.send_signal(signal.SIGSTOP)  # mid-stream, most likely inside a transaction
+        status, _, stderr = run_consume(
+            kafka_bootstrap, unique_topics, *common, "--until-idle", "3"
+        )
+        assert status == 0, stderr
+        after_replacement = read_output(kafka_bootstrap, unique_topics)
+        old.send_signal(signal.SIGCONT)
+        old.wait(timeout=60)
+    finally:
+        _kill(old, signal.SIGCONT)
+        _kill(old)
+    text = old_log.read_text()
+    assert old.returncode == EXIT_FENCED, text
+    assert "fenced" in text
+    # Nothing the zombie did after its replacement started is visible downstream.
+    final = read_output(kafka_bootstrap, unique_topics)
+    assert final.runs_records == after_replacement.runs_records
+    assert len(final.violations) == len(after_replacement.violations)
+    assert mismatches(final, manifest) == []
