@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 from uuid import UUID
 
+from hypothesis import strategies as st
+
 from schemas import EVENT_KINDS, Event, Timestamp
 
 T0 = Timestamp.parse("2024-05-01T12:00:00Z")
@@ -68,4 +70,46 @@ def make_event(
         timestamp=Timestamp(T0 + seq * MS if at is None else at),
         kind=EVENT_KINDS[kind](**kind_fields),  # type: ignore[arg-type]
         payload=payload,
+    )
+
+
+# JSON values serde_json (and so the wire) can carry exactly: integers of i64/u64, finite floats.
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+STRATEGY_RUN_IDS = [UUID(int=n, version=4) for n in range(1, 6)]
+
+
+@st.composite
+def event_strategy(draw: st.DrawFn) -> Event:
+    """Any valid Event: any kind, any seq (huge ones too), 5 runs, JSON payloads."""
+    tag = draw(st.sampled_from(sorted(EVENT_KINDS)))
+    fields = {}
+    for name, info in EVENT_KINDS[tag].model_fields.items():
+        if name == "type":
+            continue
+        annotation = str(info.annotation)
+        if "int" in annotation:
+            fields[name] = draw(st.integers(0, 2**32 - 1))
+        elif "tuple" in annotation:
+            fields[name] = draw(st.lists(st.text(max_size=3), max_size=2))
+        elif name == "reason":
+            fields[name] = draw(st.sampled_from(["cancelled", "human_review"]))
+        else:
+            fields[name] = draw(st.text(max_size=4))
+    seq = draw(st.integers(0, 12) | st.integers(0, 2**64 - 1) | st.just(10**18))
+    return Event(
+        run_id=draw(st.sampled_from(STRATEGY_RUN_IDS)),
+        seq=seq,
+        timestamp=Timestamp(T0 + draw(st.integers(-(10**6), 10**6)) * MS),
+        kind=EVENT_KINDS[tag](**fields),  # type: ignore[arg-type]
+        payload=draw(_json),
     )
