@@ -245,7 +245,9 @@ class _ModelCodec(RecordCodec, Generic[M]):
                 f"cannot encode {self.schema_name}: {fields} is 2**63 or more, beyond an Avro "
                 "long (runfold carries Rust u64 values in a signed long)"
             ) from exc
-        except (TypeError, KeyError, AttributeError) as exc:
+        except EncodeError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise EncodeError(f"cannot encode {value!r} as a {self.schema_name}: {exc}") from exc
 
     def decode(self, data: bytes) -> M:  # type: ignore[override]

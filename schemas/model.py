@@ -9,12 +9,13 @@ Rust agents stamp nanoseconds and a ``datetime`` keeps only microseconds.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 from uuid import UUID
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 from schemas import serde
 from schemas.errors import ValidationError
@@ -27,6 +28,49 @@ U32 = Annotated[int, Field(ge=0, le=U32_MAX, strict=True)]
 """Rust ``u32``: 0 ..= 4294967295."""
 U64 = Annotated[int, Field(ge=0, le=U64_MAX, strict=True)]
 """Rust ``u64`` (and ``usize`` on the 64-bit targets agents run on)."""
+
+_I64_MIN = -(2**63)
+
+
+def _serde_number(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if _I64_MIN <= value <= U64_MAX:
+            return value
+        try:
+            return float(value)  # serde_json's Value holds such an integer as an f64
+        except OverflowError:
+            raise ValueError(
+                f"integer of {len(str(abs(value)))} digits is beyond an f64; "
+                "serde_json's Value cannot hold it"
+            ) from None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # serde_json's Value::from(f64) makes NaN and infinities null
+    return value
+
+
+def _as_serde_value(value: Any) -> Any:
+    """``value`` as serde_json's ``Value`` would hold it; the same object when nothing changes."""
+    if isinstance(value, dict):
+        changed = False
+        items = {}
+        for key, item in value.items():
+            new = _as_serde_value(item)
+            changed = changed or new is not item
+            items[key] = new
+        return items if changed else value
+    if isinstance(value, list):
+        new_items = [_as_serde_value(item) for item in value]
+        changed = any(new is not old for new, old in zip(new_items, value, strict=True))
+        return new_items if changed else value
+    if isinstance(value, int | float):
+        return _serde_number(value)
+    return value
+
+
+SerdeJson = Annotated[JsonValue, AfterValidator(_as_serde_value)]
+"""A ``serde_json::Value``: integers outside i64/u64 become f64, NaN and infinities null."""
 
 
 class RunStatus(enum.StrEnum):
@@ -261,7 +305,7 @@ class Event(_Model):
     seq: U64
     timestamp: Timestamp
     kind: EventKind
-    payload: JsonValue
+    payload: SerdeJson
 
     def to_json(self) -> str:
         """Compact JSON, byte-identical to ``serde_json::to_string`` of the Rust value."""
@@ -282,8 +326,8 @@ class Run(_Model):
     started_at: Timestamp
     finished_at: Timestamp | None = None
     status: RunStatus
-    inputs: JsonValue
-    outputs: JsonValue | None = None
+    inputs: SerdeJson
+    outputs: SerdeJson | None = None
     final_state_digest: str | None = None
 
     def to_json(self) -> str:

@@ -344,3 +344,30 @@ def test_every_rust_serde_vector_round_trips(
     assert lines
     mismatches = [line for line in lines if model.from_json(line).to_json() != line]
     assert mismatches == []
+
+
+@pytest.mark.parametrize(
+    ("given_payload", "held", "text"),
+    [
+        ([2**64], [float(2**64)], "[1.8446744073709552e+19]"),
+        ({"n": -(2**63) - 1}, {"n": -9.223372036854776e18}, '{"n":-9.223372036854776e+18}'),
+        ([float("nan"), float("inf")], [None, None], "[null,null]"),
+        ({"ok": [1, 2.5, True]}, {"ok": [1, 2.5, True]}, '{"ok":[1,2.5,true]}'),
+    ],
+)
+def test_models_hold_payloads_as_serde_json_value_does(
+    given_payload: object, held: object, text: str
+) -> None:
+    event = Event.from_json(event_json('{"type":"graph_started"}')).model_copy(
+        update={"payload": None}
+    )
+    built = Event(**{**dict(event), "payload": given_payload})
+    assert built.payload == held
+    assert built.to_json() == event_json('{"type":"graph_started"}', payload=text)
+    assert Event.from_json(built.to_json()) == built  # so the round trip is exact
+
+
+def test_an_integer_beyond_f64_is_rejected() -> None:
+    event = Event.from_json(event_json('{"type":"graph_started"}'))
+    with pytest.raises(ValidationError, match="beyond an f64"):
+        Event(**{**dict(event), "payload": 10**400})
