@@ -78,6 +78,8 @@ EXIT_FENCED = 3
 @click.option("--prefix", default=None, help="Prefix of every topic name.")
 @click.option("--stats-json", is_flag=True, help="Print the final counters as JSON on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every rebalance and restore.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus metrics on this port (0: any free port).")
 def consume(
     group: str,
     instance_id: str,
@@ -91,6 +93,7 @@ def consume(
     prefix: str | None,
     stats_json: bool,
     verbose: bool,
+    metrics_port: int | None,
 ) -> None:
     """Fold agent-run-events into agent-runs, exactly once by default."""
     from consumers.service import FoldService, ServiceConfig, ServiceStopped
@@ -123,6 +126,11 @@ def consume(
         session_timeout_ms=session_timeout_ms,
     )
     service = FoldService(config)
+    if metrics_port is not None:
+        from runfold.metrics import start_service_metrics
+
+        bound, _ = start_service_metrics(service, metrics_port)
+        click.echo(f"metrics: http://127.0.0.1:{bound}/metrics", err=True)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         service.stop()

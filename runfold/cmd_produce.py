@@ -57,9 +57,11 @@ def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> Fa
 @click.option("--topic", default=None, help="Events topic (default: the settings' events topic).")
 @click.option("--ensure-topics/--no-ensure-topics", default=True, show_default=True,
               help="Create runfold's topics first if they are missing.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus metrics on this port (0: any free port).")
 def produce(runs: int, agents: int, rate: float | None, faults: FaultRates, seed: int,
             manifest: Path | None, bootstrap: str | None, topic: str | None,
-            ensure_topics: bool) -> None:
+            ensure_topics: bool, metrics_port: int | None) -> None:
     """Send a simulated fleet of agent runs (with optional faults) to Kafka."""
     from runfold.settings import RunfoldSettings
 
@@ -76,6 +78,11 @@ def produce(runs: int, agents: int, rate: float | None, faults: FaultRates, seed
     fleet = Fleet(FleetConfig(runs=runs, agents=agents, seed=seed, faults=faults))
     producer = EventProducer(names.events, settings=settings)
     producer.connect()
+    if metrics_port is not None:
+        from runfold.metrics import start_producer_metrics
+
+        bound, _ = start_producer_metrics(producer, metrics_port)
+        console.print(f"metrics: http://127.0.0.1:{bound}/metrics")
     with Progress(
         TextColumn("[bold]producing"), BarColumn(), MofNCompleteColumn(),
         TextColumn("runs · {task.fields[records]:,} records"), TimeElapsedColumn(),
