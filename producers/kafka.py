@@ -42,8 +42,11 @@ DEFAULT_PRODUCER_CONFIG: dict[str, str | int | float | bool] = {
     "acks": "all",
     # The Java client's hash: a key lands where a Java, Go or Rust agent would put it.
     "partitioner": "murmur2_random",
-    # Chosen by bench/producer_bench.py on this machine (see its docstring): lz4 gave the
-    # best events/s; zstd compresses ~25% smaller at a higher CPU cost per batch.
+    # Chosen with bench/producer_bench.py --matrix (2 shared cores, 127k simulated events of
+    # ~94 bytes): lz4 sends 40 bytes/event instead of 140 uncompressed at the same CPU
+    # (~3-4 us/event with librdkafka's threads) and throughput; zstd sends 25 bytes but
+    # costs ~40% more CPU and was slower. linger.ms 5/20/100 made no difference beyond
+    # noise at full speed (batches fill first); 20 ms bounds what a slow agent waits.
     "compression.type": "lz4",
     "linger.ms": 20,
     "batch.size": 1_000_000,
