@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -33,6 +34,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from consumers.edge import FoldEdge
 from schemas.errors import RunfoldError
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "iter_partition",
     "position",
     "read_latest_by_key",
+    "rebuild_partition",
 ]
 
 
@@ -224,3 +227,35 @@ def iter_partition(
                     return
     finally:
         consumer.close()
+
+
+def rebuild_partition(
+    config: Mapping[str, object],
+    events_topic: str,
+    partition: int,
+    stop: int,
+    edge: FoldEdge[Any],
+) -> dict[str, Any]:
+    """Fold one events partition again from its beginning up to ``stop`` (exclusive).
+
+    For a state topic that lost a partition's data: the runs are rebuilt from their
+    events. Records that cannot be decoded, have the wrong key or are rejected by
+    the fold are skipped (they went to the DLQ the first time); nothing is emitted.
+    """
+    runs: dict[str, Any] = {}
+    for msg in iter_partition(config, events_topic, partition, stop=stop):
+        offset = position(msg)[1]
+        try:
+            event = edge.decode_event(msg.value() or b"", events_topic, partition, offset)
+        except RunfoldError:
+            continue
+        run_id = str(event.run_id)
+        if msg.key() != run_id.encode():
+            continue
+        try:
+            state, _ = edge.apply(runs.get(run_id), event)
+        except RunfoldError:
+            continue
+        edge.set_source_offset(state, offset)
+        runs[run_id] = state
+    return runs

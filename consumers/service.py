@@ -32,8 +32,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -47,7 +46,8 @@ from confluent_kafka import (
 
 from consumers.dlq import DeadLetter, dead_letter_headers
 from consumers.edge import FoldEdge
-from consumers.restore import iter_partition, position, read_latest_by_key
+from consumers.restore import position, read_latest_by_key, rebuild_partition
+from consumers.service_config import Guarantee, ServiceConfig, consumer_config, producer_config
 from consumers.stats import ServiceStats
 from schemas.errors import RunfoldError
 
@@ -59,8 +59,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("runfold.consume")
-
-Guarantee = Literal["exactly-once", "at-least-once"]
 
 T = TypeVar("T")
 
@@ -83,34 +81,6 @@ class ServiceStopped(RunfoldError):
 
 class _Abort(Exception):
     """Internal: the transaction must be aborted and the partitions rewound."""
-
-
-@dataclass
-class ServiceConfig:
-    """What one folding-service instance needs; Kafka settings as librdkafka keys."""
-
-    kafka: dict[str, Any]
-    """Connection settings shared by every client (``bootstrap.servers``, security)."""
-    group: str = "runfold"
-    instance_id: str = "0"
-    guarantee: Guarantee = "exactly-once"
-    batch_size: int = 2000
-    txn_interval_ms: int = 500
-    until_idle: float | None = None
-    events_topic: str = "agent-run-events"
-    runs_topic: str = "agent-runs"
-    violations_topic: str = "agent-run-violations"
-    dlq_topic: str = "agent-run-events-dlq"
-    transaction_timeout_ms: int = 15_000
-    session_timeout_ms: int = 10_000
-    max_poll_interval_ms: int = 120_000
-    consumer_overrides: dict[str, Any] = field(default_factory=dict)
-    producer_overrides: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def transactional_id(self) -> str:
-        """Stable per instance, so a restarted instance fences its own zombie."""
-        return f"runfold-{self.group}-{self.instance_id}"
 
 
 def _is_fenced(err: KafkaError) -> bool:
@@ -152,39 +122,10 @@ class FoldService:
     # ------------------------------------------------------------------ clients
 
     def _consumer_config(self) -> dict[str, Any]:
-        cfg = {
-            **self.config.kafka,
-            "group.id": self.config.group,
-            # Static membership: a restarted instance takes its place back without a
-            # rebalance; and a second process with the same id is fenced (fatal).
-            "group.instance.id": f"{self.config.group}-{self.config.instance_id}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "range",
-            "session.timeout.ms": self.config.session_timeout_ms,
-            "max.poll.interval.ms": self.config.max_poll_interval_ms,
-            "error_cb": self._on_error,
-        }
-        cfg.update(self.config.consumer_overrides)
-        return cfg
+        return consumer_config(self.config, error_cb=self._on_error)
 
     def _producer_config(self) -> dict[str, Any]:
-        cfg: dict[str, Any] = {
-            **self.config.kafka,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "compression.type": "lz4",
-            "queue.buffering.max.messages": 500_000,
-            "error_cb": self._on_error,
-        }
-        if self._eos:
-            cfg["transactional.id"] = self.config.transactional_id
-            cfg["transaction.timeout.ms"] = self.config.transaction_timeout_ms
-        cfg.update(self.config.producer_overrides)
-        return cfg
+        return producer_config(self.config, error_cb=self._on_error)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -659,25 +600,10 @@ class FoldService:
                 tp.offset,
                 self.config.events_topic,
             )
-            runs = self._runs.setdefault(tp.partition, {})
-            for msg in iter_partition(
-                self.config.kafka, self.config.events_topic, tp.partition, stop=tp.offset
-            ):
-                try:
-                    event = self.edge.decode_event(
-                        msg.value() or b"", msg.topic(), tp.partition, position(msg)[1]
-                    )
-                except RunfoldError:
-                    continue  # went to the DLQ the first time
-                run_id = str(event.run_id)
-                if msg.key() != run_id.encode():
-                    continue
-                try:
-                    state, _ = self.edge.apply(runs.get(run_id), event)
-                except RunfoldError:
-                    continue
-                self.edge.set_source_offset(state, position(msg)[1])
-                runs[run_id] = state
+            runs = rebuild_partition(
+                self.config.kafka, self.config.events_topic, tp.partition, tp.offset, self.edge
+            )
+            self._runs[tp.partition] = runs
             if runs:
                 self._ensure_txn()
                 self._dirty.setdefault(tp.partition, set()).update(runs)
