@@ -13,6 +13,7 @@ clock, I/O or logging in them, and :attr:`RunState.run` builds the immutable
 from __future__ import annotations
 
 import enum
+import functools
 from array import array
 from collections import deque
 from dataclasses import dataclass
@@ -175,6 +176,14 @@ _SEQUENCE_FIELDS = (
 )
 
 
+_NO_VIOLATIONS = dict.fromkeys(ViolationKind, 0)
+
+
+@functools.lru_cache(maxsize=8)
+def _zeros(window: int) -> bytes:
+    return bytes(8 * window)
+
+
 class RunState:
     """Everything the fold knows about one run: its ``Run`` fields, sequence position,
     counters, reorder buffer, digest window and violations.
@@ -261,12 +270,18 @@ class RunState:
         state.source_offset = -1
         state.pending_events = {}
         state.pending_oldest_ts = 0
-        state.digests = array("Q", bytes(8 * config.digest_window))
+        state.digests = array("Q", _zeros(config.digest_window))
         state.missing = []
-        state.violation_counts = dict.fromkeys(ViolationKind, 0)
+        state.violation_counts = _NO_VIOLATIONS.copy()
         state.recent_violations = deque(maxlen=config.max_recent_violations)
-        for name in COUNTER_NAMES:
-            setattr(state, name, 0)
+        # One statement for all COUNTER_NAMES: a new run is made once per run, but a
+        # setattr loop would cost as much as folding a few of its events.
+        state.events_applied = state.nodes_entered = state.nodes_exited = 0
+        state.node_failures = state.tool_calls = state.tool_returns = state.tool_failures = 0
+        state.retries = state.checkpoints_saved = state.checkpoints_restored = 0
+        state.checkpoints_deleted = state.state_updates = state.messages = state.interrupts = 0
+        state.duplicates = state.unverified_duplicates = state.events_buffered = 0
+        state.violations_dropped = state.missing_ranges_dropped = 0
         return state
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import marshal
 import random
 from typing import Any
 
@@ -14,7 +15,15 @@ from fold_streams import generate_fleet, interleave, shuffle_within
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers import FoldConfig, FoldResult, RunState, apply_event, content_digest, fold
+from consumers import (
+    FoldConfig,
+    FoldResult,
+    RunState,
+    apply_event,
+    content_digest,
+    digest_bytes,
+    fold,
+)
 from schemas import Event, Timestamp
 from schemas.catalog import AVRO_DIR
 from schemas.errors import EncodeError, SchemaError
@@ -135,4 +144,10 @@ def test_content_digest_is_pinned(event_factory: EventFactory) -> None:
         kind=event_factory(1, "state_updated", keys_changed=["a", "b"]).kind,
         payload={"k": [1, 2.5, None, True, "é"]},
     )
-    assert content_digest(event) == 0x64_DC92D246  # length 0x64 of the encoding, CRC-32
+    assert content_digest(event) == 0x69_F7EF8044  # length 0x69 of the encoding, CRC-32
+    assert content_digest(event) == 0x69_F7EF8044  # memoised kind: same digest
+    kind_values = tuple(event.kind.__dict__.values())
+    encoding = marshal.dumps(kind_values, 2) + marshal.dumps(
+        (int(event.timestamp), event.payload), 2
+    )
+    assert content_digest(event) == digest_bytes(encoding)
