@@ -10,7 +10,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Random;
+import java.util.SplittableRandom;
 import java.util.UUID;
 import org.apache.avro.Schema;
 import org.apache.avro.generic.GenericData;
@@ -38,7 +38,7 @@ final class EventFactory {
     int count = 0;
     try (BufferedWriter writer = Files.newBufferedWriter(outFile, StandardCharsets.UTF_8)) {
       for (int r = 0; r < runs; r++) {
-        for (GenericRecord record : run(event, r, new Random(seed * 1_000_003L + r))) {
+        for (GenericRecord record : run(event, r, new SplittableRandom(seed * 1_000_003L + r))) {
           writer.write(AvroSchemas.hex(AvroSchemas.bytes(encoder.encode(record))));
           writer.write('\t');
           writer.write(AvroSchemas.JSON.writeValueAsString(schemas.avroJson(event, record)));
@@ -52,7 +52,7 @@ final class EventFactory {
     out.println(AvroSchemas.JSON.writeValueAsString(summary));
   }
 
-  private static List<GenericRecord> run(Schema event, int index, Random rnd) {
+  private static List<GenericRecord> run(Schema event, int index, SplittableRandom rnd) {
     UUID runId = new UUID((rnd.nextLong() & ~0xF000L) | 0x4000L,
         (rnd.nextLong() & 0x3FFF_FFFF_FFFF_FFFFL) | 0x8000_0000_0000_0000L);
     // Run 1 starts in 1969: a negative timestamp-nanos must survive the zig-zag varint.
@@ -122,10 +122,10 @@ final class EventFactory {
     private final Schema event;
     private final UUID runId;
     private final long[] clock;
-    private final Random rnd;
+    private final SplittableRandom rnd;
     private final List<GenericRecord> events;
 
-    Builder(Schema event, UUID runId, long[] clock, Random rnd, List<GenericRecord> events) {
+    Builder(Schema event, UUID runId, long[] clock, SplittableRandom rnd, List<GenericRecord> events) {
       this.event = event;
       this.runId = runId;
       this.clock = clock;
