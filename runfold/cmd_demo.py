@@ -1,0 +1,469 @@
+"""``runfold demo``: the whole pipeline on one machine, in a couple of minutes.
+
+1. Kafka: the cluster the settings name when one is configured (``--bootstrap-servers``,
+   ``KAFKA_BOOTSTRAP_SERVERS``, ``RUNFOLD_BOOTSTRAP_SERVERS``, ``$RUNFOLD_CONFIG``);
+   otherwise the local broker of ``runfold kafka up``, started if it is not running.
+   A broker the demo started is stopped at the end unless ``--keep``.
+2. The four topics (created if missing).
+3. The folding service, in a thread of this process (group ``runfold``).
+4. The fleet simulator: a few hundred runs from a dozen agents, with faults of every
+   kind injected, rate-limited so that the live view has something to show.
+5. The live view of ``runfold top`` while it runs, then a summary that sets what the
+   output topics say next to the simulator's manifest (the ground truth).
+
+The seed is random unless ``--seed`` is given, so a second demo on the same topics sends
+new runs; the summary counts only this demo's runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from producers.faults import FaultRates, FaultSpecError
+from runfold.settings import RunfoldSettings
+from schemas.errors import RunfoldError
+
+__all__ = ["DEFAULT_FAULTS", "DemoOptions", "DemoSummary", "demo", "run_demo"]
+
+DEFAULT_FAULTS = "gap=0.02,dup=0.02,reorder=0.02,after_end=0.02,conflict=0.02,corrupt=0.02"
+"""About six runs of 300 get each fault."""
+
+_STATUSES = ("RUNNING", "COMPLETED", "FAILED", "CANCELLED")
+_KINDS = ("gap", "duplicate", "conflict", "after_terminal", "missing_start")
+
+
+class DemoError(RunfoldError):
+    """The demo could not finish (the consumer failed or did not catch up in time)."""
+
+
+@dataclass
+class DemoOptions:
+    """What ``runfold demo`` does; the defaults are the README's demo."""
+
+    runs: int = 300
+    agents: int = 12
+    seed: int | None = None
+    faults: str = DEFAULT_FAULTS
+    rate: float | None = 600.0
+    """Records per second sent by the fleet; ``None``: as fast as the broker takes them."""
+    live: bool = True
+    keep: bool = False
+    port: int | None = None
+    bootstrap_servers: str | None = None
+    prefix: str | None = None
+    group: str = "runfold"
+    partitions: int = 6
+    catch_up_timeout: float = 180.0
+    manifest_path: Path | None = None
+    """Where to write the simulator's manifest (the ground truth), if anywhere."""
+
+
+@dataclass
+class DemoSummary:
+    """What the demo observed next to what the simulator says must happen."""
+
+    bootstrap: str
+    topics: dict[str, str]
+    seed: int
+    runs: int
+    agents: int
+    faults: str
+    records_produced: int
+    produce_seconds: float
+    fold_seconds: float
+    consumer: dict[str, Any]
+    runs_by_status: dict[str, int]
+    expected_runs_by_status: dict[str, int]
+    violations: dict[str, int]
+    expected_violations: dict[str, int]
+    example_runs: dict[str, str]
+    dlq: int
+    expected_dlq: int
+    events_applied: int
+    expected_events_applied: int
+    broker: str = "external"
+    """``external`` (configured), ``local`` (already running) or ``started`` (by the demo)."""
+    broker_stopped: bool = False
+    mismatches: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+def _check(summary: DemoSummary) -> list[str]:
+    """Where the output topics disagree with the manifest."""
+    problems = []
+    for label, seen, wanted in (
+        ("runs by status", summary.runs_by_status, summary.expected_runs_by_status),
+        ("violations", summary.violations, summary.expected_violations),
+        ("dead letters", summary.dlq, summary.expected_dlq),
+        ("events applied", summary.events_applied, summary.expected_events_applied),
+    ):
+        if seen != wanted:
+            problems.append(f"{label}: folded {seen}, manifest {wanted}")
+    return problems
+
+
+def _kafka(options: DemoOptions, say: Callable[[str], None]) -> tuple[str | None, str, Any]:
+    """``(bootstrap or None for the settings', how, local cluster to stop or None)``."""
+    configured = options.bootstrap_servers or any(
+        os.environ.get(name)
+        for name in ("KAFKA_BOOTSTRAP_SERVERS", "RUNFOLD_BOOTSTRAP_SERVERS", "RUNFOLD_CONFIG")
+    )
+    if configured:
+        return options.bootstrap_servers, "external", None
+    from runfold.kafka.compose import ComposeKafka, docker_available, find_compose_file
+    from runfold.kafka.local import LocalKafka
+    from runfold.kafka.state import default_home
+
+    home = default_home()
+    compose_file = find_compose_file()
+    if options.port is None and compose_file is not None and docker_available():
+        compose = ComposeKafka(home, compose_file)
+        if compose.is_running():
+            return "127.0.0.1:9092", "local", None
+        say(f"starting Kafka with docker compose ({compose_file})")
+        return compose.up(), "started", compose
+    local = LocalKafka(home)
+    if local.is_running() and local.bootstrap:
+        return local.bootstrap, "local", None
+    say(f"starting a local Kafka broker (data in {local.root})")
+    started = time.monotonic()
+    bootstrap = local.up(nodes=1, port=options.port, echo=say)
+    say(f"Kafka ready at {bootstrap} in {time.monotonic() - started:.0f}s")
+    return bootstrap, "started", local
+
+
+def run_demo(options: DemoOptions, console: Console | None = None) -> DemoSummary:
+    """Run the demo end to end and return its summary (see the module docstring)."""
+    console = console or Console()
+    say = console.print
+    try:
+        rates = FaultRates.parse(options.faults)
+    except FaultSpecError as exc:
+        raise DemoError(f"--faults: {exc}") from exc
+    bootstrap, broker, cluster = _kafka(options, say)
+    stopped = False
+    try:
+        summary = _run(options, rates, bootstrap, broker, console)
+    finally:
+        if cluster is not None and not options.keep:
+            say("stopping the Kafka broker the demo started (--keep leaves it running)")
+            cluster.down()
+            stopped = True
+    summary.broker_stopped = stopped
+    return summary
+
+
+def _run(options: DemoOptions, rates: FaultRates, bootstrap: str | None, broker: str,
+         console: Console) -> DemoSummary:
+    from consumers.service import FoldService, ServiceConfig
+    from producers import EventProducer, Fleet, FleetConfig, produce_fleet
+    from runfold.live import FleetReader, render_snapshot
+    from runfold.topics import ensure_topics
+
+    overrides: dict[str, str] = {}
+    if bootstrap:
+        overrides["bootstrap_servers"] = bootstrap
+    if options.prefix is not None:
+        overrides["topic_prefix"] = options.prefix
+    settings = RunfoldSettings.load(**overrides)
+    names = settings.topic_names
+    report = ensure_topics(settings.admin_config(), names, partitions=options.partitions)
+    for problem in report.mismatches:
+        console.print(f"[yellow]warning:[/] {problem}")
+    if report.created:
+        _await_leaders(settings, report.created)
+    seed = options.seed if options.seed is not None else random.SystemRandom().randrange(10**6)
+    fleet = Fleet(FleetConfig(runs=options.runs, agents=options.agents, seed=seed, faults=rates))
+    console.print(
+        f"[bold]runfold demo[/]: {options.runs} runs from {options.agents} agents "
+        f"(seed {seed}, faults {rates.as_text() or 'none'}) → {names.events} on "
+        f"{settings.bootstrap_servers}"
+    )
+
+    service = FoldService(ServiceConfig(
+        kafka=dict(settings.client_config()), group=options.group, instance_id="demo",
+        txn_interval_ms=250, events_topic=names.events, runs_topic=names.runs,
+        violations_topic=names.violations, dlq_topic=names.dlq,
+    ))
+    failure: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            service.run()
+        except BaseException as exc:  # reported by the main thread
+            failure.append(exc)
+
+    producer = EventProducer(names.events, settings=settings)
+    producer.connect()
+    sent = [0]
+    produced: list[Any] = []
+
+    def produce() -> None:
+        try:
+            produced.append(produce_fleet(fleet, producer, rate=options.rate,
+                                          on_record=lambda n: sent.__setitem__(0, n)))
+        except BaseException as exc:
+            failure.append(exc)
+
+    started = time.monotonic()
+    consumer_thread = threading.Thread(target=consume, name="runfold-demo-fold", daemon=True)
+    producer_thread = threading.Thread(target=produce, name="runfold-demo-fleet", daemon=True)
+    consumer_thread.start()
+    producer_thread.start()
+    reader = FleetReader(settings, options.group)
+
+    def footer() -> RenderableType:
+        done = not producer_thread.is_alive()
+        return Text.assemble(
+            ("fleet ", "bold"), f"{fleet.runs_finished}/{options.runs} runs, {sent[0]:,} records",
+            (" (all sent, folding the rest)" if done else ""), style="dim")
+
+    deadline: float | None = None
+    try:
+        with _Frames(console, options.live) as frames:
+            while True:
+                if failure:
+                    raise DemoError(f"the demo stopped: {failure[0]}") from failure[0]
+                snapshot = reader.refresh(budget=0.4)
+                frames.show(render_snapshot(snapshot, footer()), snapshot.total_lag, sent[0])
+                if not producer_thread.is_alive():
+                    deadline = deadline or time.monotonic() + options.catch_up_timeout
+                    if snapshot.total_lag == 0 and snapshot.lag:
+                        break
+                    if time.monotonic() > deadline:
+                        raise DemoError(
+                            f"the folding consumer did not catch up within "
+                            f"{options.catch_up_timeout:.0f}s ({snapshot.total_lag} records behind)"
+                        )
+                time.sleep(0.5)
+            fold_seconds = time.monotonic() - started
+            final = reader.refresh(budget=5.0, until_caught_up=True)
+            frames.show(render_snapshot(final, footer()), 0, sent[0])
+    finally:
+        service.stop()
+        consumer_thread.join(timeout=60)
+        producer_thread.join(timeout=60)
+        reader.close()
+    if failure:
+        raise DemoError(f"the demo stopped: {failure[0]}") from failure[0]
+    return _summarize(options, settings, fleet, produced[0], service.stats, fold_seconds,
+                      seed, broker)
+
+
+def _await_leaders(settings: RunfoldSettings, topics: list[str], timeout: float = 30.0) -> None:
+    """Wait until every partition of new ``topics`` answers an offsets request.
+
+    Metadata names a leader a moment before that leader serves the partition; the
+    folding service's first restore would otherwise meet NOT_LEADER on a fresh topic.
+    """
+    from confluent_kafka import KafkaException, TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+
+    admin = AdminClient(settings.admin_config())
+    meta = admin.list_topics(timeout=10)
+    tps = [TopicPartition(t, p) for t in topics for p in meta.topics[t].partitions]
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            for future in admin.list_offsets(dict.fromkeys(tps, latest)).values():
+                future.result()
+            return
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+class _Frames:
+    """The live view on a terminal; a progress line every few seconds otherwise."""
+
+    def __init__(self, console: Console, live: bool) -> None:
+        self.console = console
+        self.live_enabled = live and console.is_terminal
+        self._live: Any = None
+        self._last_line = 0.0
+
+    def __enter__(self) -> _Frames:
+        if self.live_enabled:
+            from rich.live import Live
+
+            self._live = Live(console=self.console, auto_refresh=False)
+            self._live.__enter__()
+        return self
+
+    def show(self, frame: RenderableType, lag: int, sent: int) -> None:
+        if self._live is not None:
+            self._live.update(frame, refresh=True)
+        elif time.monotonic() - self._last_line >= 5:
+            self._last_line = time.monotonic()
+            self.console.print(f"sent {sent:,} records, consumer lag {lag:,}")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+
+
+def _summarize(options: DemoOptions, settings: RunfoldSettings, fleet: Any, produced: Any,
+               stats: Any, fold_seconds: float, seed: int, broker: str) -> DemoSummary:
+    """Read this demo's runs back from agent-runs and set them against the manifest."""
+    from consumers.edge import FoldEdge
+    from consumers.queries import list_runs
+
+    manifest = fleet.manifest()
+    if options.manifest_path is not None:
+        fleet.write_manifest(options.manifest_path)
+    totals = manifest["totals"]
+    ours = {entry["run_id"] for entry in manifest["runs"]}
+    states = [s for s in list_runs(settings.client_config(), settings.topic_names.runs,
+                                   FoldEdge.default().decode_state) if str(s.run_id) in ours]
+    by_status = Counter(s.status.value for s in states)
+    violations: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for state in states:
+        for kind, count in state.violation_counts.items():
+            if count:
+                violations[kind.value] += count
+                examples.setdefault(kind.value, str(state.run_id))
+    summary = DemoSummary(
+        bootstrap=settings.bootstrap_servers,
+        topics=settings.topic_names.model_dump(),
+        seed=seed,
+        runs=options.runs,
+        agents=options.agents,
+        faults=FaultRates.parse(options.faults).as_text(),
+        records_produced=produced.records,
+        produce_seconds=round(produced.seconds, 3),
+        fold_seconds=round(fold_seconds, 3),
+        consumer=stats.as_dict(),
+        runs_by_status={s: by_status.get(s, 0) for s in _STATUSES},
+        expected_runs_by_status={s: totals.get(f"status.{s}", 0) for s in _STATUSES},
+        violations={k: violations.get(k, 0) for k in _KINDS},
+        expected_violations={k: totals.get(f"violations.{k}", 0) for k in _KINDS},
+        example_runs=examples,
+        dlq=stats.dlq,
+        expected_dlq=totals.get("dlq", 0),
+        events_applied=sum(s.events_applied for s in states),
+        expected_events_applied=totals.get("applied", 0),
+        broker=broker,
+    )
+    summary.mismatches = _check(summary)
+    return summary
+
+
+def render_summary(summary: DemoSummary, options: DemoOptions) -> RenderableType:
+    """The summary for people: numbers next to the manifest's, and what to try next."""
+    def mark(seen: int, wanted: int) -> Text:
+        return Text(f"{seen:,}", style="green" if seen == wanted else "bold red")
+
+    runs = Table(title="runs by status", title_justify="left")
+    for column in ("status", "folded", "expected"):
+        runs.add_column(column, justify="left" if column == "status" else "right")
+    for status in _STATUSES:
+        seen, wanted = summary.runs_by_status[status], summary.expected_runs_by_status[status]
+        runs.add_row(status, mark(seen, wanted), f"{wanted:,}")
+    violations = Table(title="violations", title_justify="left")
+    for column in ("kind", "folded", "expected", "example run"):
+        right = column in ("folded", "expected")
+        violations.add_column(column, justify="right" if right else "left")
+    for kind in _KINDS:
+        seen, wanted = summary.violations[kind], summary.expected_violations[kind]
+        if seen or wanted:
+            violations.add_row(kind, mark(seen, wanted), f"{wanted:,}",
+                               summary.example_runs.get(kind, "—"))
+    consumer = summary.consumer
+    produce_rate = summary.records_produced / max(summary.produce_seconds, 1e-9)
+    fold_rate = consumer["consumed"] / max(summary.fold_seconds, 1e-9)
+    facts = Text.assemble(
+        (f"{summary.records_produced:,}", "bold"), " records produced in "
+        f"{summary.produce_seconds:.1f}s ({produce_rate:,.0f}/s",
+        ", rate-limited for the show" if options.rate else "", "); ",
+        (f"{consumer['consumed']:,}", "bold"), " folded in "
+        f"{summary.fold_seconds:.1f}s ({fold_rate:,.0f}/s) in ",
+        f"{consumer['transactions']:,} transactions: applied ",
+        mark(summary.events_applied, summary.expected_events_applied),
+        f", duplicates {consumer['duplicate']:,}, rejected {consumer['violation']:,}, "
+        f"reordered and released {consumer['released']:,}, dead letters ",
+        mark(summary.dlq, summary.expected_dlq), f" (expected {summary.expected_dlq})",
+    )
+    verdict = (
+        Text("✓ every number matches the simulator's manifest", style="bold green")
+        if not summary.mismatches
+        else Text("✗ " + "; ".join(summary.mismatches), style="bold red")
+    )
+    example = next(iter(summary.example_runs.values()), None)
+    prefix = f" --prefix {options.prefix}" if options.prefix else ""
+    hints = [f"runfold runs show {example}{prefix}", f"runfold runs replay {example}{prefix}"] \
+        if example else []
+    hints += [
+        f"runfold sql{prefix} \"SELECT status, count(*) FROM runs GROUP BY 1\"",
+        f"runfold sql{prefix} \"SELECT kind, count(*) FROM violations GROUP BY 1\"",
+        f"runfold export{prefix} --format parquet --out runs-export/",
+        f"runfold top{prefix}",
+    ]
+    if summary.broker == "started" and summary.broker_stopped:
+        hints.insert(0, "runfold kafka up   # the demo stopped its broker; this starts it again")
+    elif summary.broker in ("started", "local"):
+        hints.append("runfold kafka down   # stop the local broker when done")
+    binary = Path(".venv/bin/runfold")
+    runner = ".venv/bin/" if binary.exists() else ""
+    # Commands must stay copy-pasteable: never wrapped, whatever the terminal width.
+    next_steps = [Text(f"  {runner}{hint}", style="cyan", no_wrap=True, overflow="ignore")
+                  for hint in hints]
+    return Group(Text(""), verdict, runs, violations, facts, Text(""),
+                 Text("query further:", style="bold"), *next_steps)
+
+
+@click.command()
+@click.option("--runs", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--agents", type=click.IntRange(min=1), default=12, show_default=True)
+@click.option("--seed", type=int, default=None, help="Fleet seed [default: random, printed].")
+@click.option("--faults", default=DEFAULT_FAULTS, show_default=True, metavar="NAME=P,...",
+              help="Per-run fault probabilities (see `runfold produce --help`).")
+@click.option("--rate", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="Records per second the fleet sends (0: as fast as possible).")
+@click.option("--live/--no-live", default=True, show_default=True,
+              help="Show the live view while it runs (only on a terminal).")
+@click.option("--keep", is_flag=True,
+              help="Leave a broker the demo started running afterwards.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port for a local broker the demo starts (default 9092).")
+@click.option("--bootstrap-servers", default=None, help="Use this Kafka instead of a local one.")
+@click.option("--prefix", default=None, help="Prefix of every topic name.")
+@click.option("--group", default="runfold", show_default=True, help="Folding consumer group.")
+@click.option("--summary-json", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the summary as JSON here.")
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the simulator's manifest (the ground truth) here.")
+def demo(runs: int, agents: int, seed: int | None, faults: str, rate: float, live: bool,
+         keep: bool, port: int | None, bootstrap_servers: str | None, prefix: str | None,
+         group: str, summary_json: Path | None, manifest: Path | None) -> None:
+    """Start Kafka, fold a simulated fleet with injected faults live, and summarize."""
+    options = DemoOptions(runs=runs, agents=agents, seed=seed, faults=faults,
+                          rate=rate or None, live=live, keep=keep, port=port,
+                          bootstrap_servers=bootstrap_servers, prefix=prefix, group=group,
+                          manifest_path=manifest)
+    console = Console()
+    summary = run_demo(options, console)
+    console.print(render_summary(summary, options))
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(summary.as_dict(), indent=1) + "\n")
+    if summary.mismatches:
+        raise click.exceptions.Exit(2)
