@@ -11,8 +11,10 @@ STAMP := $(VENV)/.installed
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	2>/dev/null && { echo $$p; break; }; done)
-# Extra options for `runfold kafka up` in `make demo`, e.g. KAFKA_UP_ARGS="--port 19092".
+# Extra options for `runfold kafka up` in `make kafka-up`, e.g. KAFKA_UP_ARGS="--port 19092".
 KAFKA_UP_ARGS ?=
+# Extra options for `runfold demo` in `make demo`, e.g. DEMO_ARGS="--port 19092 --runs 1000".
+DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: help install demo test test-unit test-reliability kafka-up kafka-down vectors
@@ -34,15 +36,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# `runfold demo` starts the local broker and creates the topics itself; --keep leaves the
+# broker running so that the queries the summary suggests work right away
+# (`make kafka-down` stops it).
 demo: $(STAMP)
-	$(BIN)/runfold kafka up $(KAFKA_UP_ARGS)
-	$(BIN)/runfold topics create
-	@if $(BIN)/runfold demo --help >/dev/null 2>&1; then \
-		$(BIN)/runfold demo; \
-	else \
-		echo "note: \`runfold demo\` is not there yet; Kafka is running with the topics created."; \
-		echo "      Stop it with: $(BIN)/runfold kafka down"; \
-	fi
+	$(BIN)/runfold demo --keep $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)

@@ -37,7 +37,15 @@ from producers.faults import FaultRates, FaultSpecError
 from runfold.settings import RunfoldSettings
 from schemas.errors import RunfoldError
 
-__all__ = ["DEFAULT_FAULTS", "DemoOptions", "DemoSummary", "demo", "run_demo"]
+__all__ = [
+    "DEFAULT_FAULTS",
+    "DemoOptions",
+    "DemoSummary",
+    "demo",
+    "next_steps",
+    "render_summary",
+    "run_demo",
+]
 
 DEFAULT_FAULTS = "gap=0.02,dup=0.02,reorder=0.02,after_end=0.02,conflict=0.02,corrupt=0.02"
 """About six runs of 300 get each fault."""
@@ -408,6 +416,11 @@ def render_summary(summary: DemoSummary, options: DemoOptions) -> RenderableType
         if not summary.mismatches
         else Text("✗ " + "; ".join(summary.mismatches), style="bold red")
     )
+    return Group(Text(""), verdict, runs, violations, facts, Text(""))
+
+
+def next_steps(summary: DemoSummary, options: DemoOptions) -> list[str]:
+    """Commands to try after the demo, ready to paste."""
     example = next(iter(summary.example_runs.values()), None)
     prefix = f" --prefix {options.prefix}" if options.prefix else ""
     hints = [f"runfold runs show {example}{prefix}", f"runfold runs replay {example}{prefix}"] \
@@ -422,13 +435,8 @@ def render_summary(summary: DemoSummary, options: DemoOptions) -> RenderableType
         hints.insert(0, "runfold kafka up   # the demo stopped its broker; this starts it again")
     elif summary.broker in ("started", "local"):
         hints.append("runfold kafka down   # stop the local broker when done")
-    binary = Path(".venv/bin/runfold")
-    runner = ".venv/bin/" if binary.exists() else ""
-    # Commands must stay copy-pasteable: never wrapped, whatever the terminal width.
-    next_steps = [Text(f"  {runner}{hint}", style="cyan", no_wrap=True, overflow="ignore")
-                  for hint in hints]
-    return Group(Text(""), verdict, runs, violations, facts, Text(""),
-                 Text("query further:", style="bold"), *next_steps)
+    runner = ".venv/bin/" if Path(".venv/bin/runfold").exists() else ""
+    return [runner + hint for hint in hints]
 
 
 @click.command()
@@ -463,6 +471,10 @@ def demo(runs: int, agents: int, seed: int | None, faults: str, rate: float, liv
     console = Console()
     summary = run_demo(options, console)
     console.print(render_summary(summary, options))
+    # Plain lines, never wrapped or cropped: they are meant to be pasted.
+    click.echo("query further:")
+    for hint in next_steps(summary, options):
+        click.echo(f"  {hint}")
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary.as_dict(), indent=1) + "\n")
     if summary.mismatches:
