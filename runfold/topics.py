@@ -148,7 +148,36 @@ def ensure_topics(
             actual = _partition_count(admin, name, timeout)
             if actual is not None and actual != wanted[name]:
                 report.mismatches.append(f"{name} has {actual} partitions, expected {wanted[name]}")
+    _await_visible(admin, report.created, timeout)
     return report
+
+
+def _await_visible(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """Return once every topic in ``names`` shows all partitions with a leader.
+
+    CreateTopics answers before every broker's metadata has the topic; waiting here lets a
+    caller produce, or list the topics, the moment ``ensure_topics`` returns.
+    """
+    deadline = time.monotonic() + timeout
+    pending = set(names)
+    while pending:
+        topics = admin.list_topics(timeout=timeout).topics
+        for name in list(pending):
+            topic = topics.get(name)
+            if (
+                topic is not None
+                and topic.error is None
+                and topic.partitions
+                and all(p.leader >= 0 for p in topic.partitions.values())
+            ):
+                pending.discard(name)
+        if pending:
+            if time.monotonic() > deadline:
+                raise KafkaSetupError(
+                    f"topics {', '.join(sorted(pending))} were created but have no leader "
+                    f"after {timeout:.0f}s; check the brokers' logs"
+                )
+            time.sleep(0.1)
 
 
 def _partition_count(admin: AdminClient, name: str, timeout: float) -> int | None:

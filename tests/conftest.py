@@ -61,7 +61,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # Registered before starting: if start-up itself is interrupted, nothing is left behind.
     atexit.register(local.down, timeout=10.0)
     try:
-        yield local.up(nodes=1, port=0, tie_to_parent=True)
+        # Patient: CI machines are small and shared; a healthy start takes 5-15 s.
+        yield local.up(nodes=1, port=0, tie_to_parent=True, ready_timeout=300.0)
     finally:
         local.down(timeout=10.0)
 

@@ -17,18 +17,23 @@ pytestmark = pytest.mark.integration
 
 
 def _runfold(
-    *args: str, home: Path, env: dict[str, str] | None = None, timeout: float = 180
+    *args: str, home: Path, env: dict[str, str] | None = None, timeout: float = 400
 ) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "RUNFOLD_HOME": str(home), **(env or {})}
     environment.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     return subprocess.run(
-        [sys.executable, "-m", "runfold", *args],
+        [sys.executable, "-m", "runfold", *args, *_patience(args)],
         capture_output=True,
         text=True,
         env=environment,
         timeout=timeout,
         check=False,
     )
+
+
+def _patience(args: tuple[str, ...]) -> list[str]:
+    # `up` waits up to 120 s by default; a loaded CI machine may need longer.
+    return ["--timeout", "300"] if args[:2] == ("kafka", "up") else []
 
 
 def _free_port() -> int:
