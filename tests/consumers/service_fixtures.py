@@ -158,6 +158,21 @@ def mismatches(folded: Folded, manifest: dict[str, Any]) -> list[str]:
     return problems
 
 
+def committed_total(bootstrap: str, topics: TopicNames, group: str, partitions: int = 3) -> int:
+    """Sum of the group's committed offsets on the events topic (0 where none)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    # read_uncommitted: do not wait for a pending transactional commit (require_stable).
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "isolation.level": "read_uncommitted"}
+    )
+    try:
+        tps = [TopicPartition(topics.events, p) for p in range(partitions)]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=30))
+    finally:
+        consumer.close()
+
+
 def total_records(manifest: dict[str, Any]) -> int:
     """Records the fleet sent (events, duplicates, conflicts, late and corrupt ones)."""
     return int(manifest["totals"]["records"])
