@@ -392,7 +392,8 @@ def render_summary(summary: DemoSummary, options: DemoOptions) -> RenderableType
         right = column in ("folded", "expected")
         violations.add_column(column, justify="right" if right else "left")
     for kind in _KINDS:
-        seen, wanted = summary.violations[kind], summary.expected_violations[kind]
+        seen = summary.violations.get(kind, 0)
+        wanted = summary.expected_violations.get(kind, 0)
         if seen or wanted:
             violations.add_row(kind, mark(seen, wanted), f"{wanted:,}",
                                summary.example_runs.get(kind, "—"))
