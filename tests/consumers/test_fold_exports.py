@@ -10,7 +10,8 @@ import consumers
 
 # ``consumers.fold`` the attribute is the function fold(); the module is in sys.modules.
 MODULES = [
-    importlib.import_module(f"consumers.{name}") for name in ("fold", "state", "state_codec")
+    importlib.import_module(f"consumers.{name}")
+    for name in ("fold", "sequence", "state", "state_codec")
 ]
 
 pytestmark = pytest.mark.unit

@@ -1,0 +1,486 @@
+"""One run's fold: sequence rules, reorder buffer, content digests, one function per kind.
+
+:func:`apply_event` is the pure step; :mod:`consumers.fold` documents the rules and
+adds the many-run layer (:class:`~consumers.fold.FoldResult`, :func:`~consumers.fold.fold`).
+"""
+
+from __future__ import annotations
+
+import marshal
+import zlib
+from collections.abc import Callable
+
+from consumers.state import DEFAULT_CONFIG, FoldConfig, FoldError, Outcome, OutcomeKind, RunState
+from schemas import Event, RunStatus, Violation, ViolationKind
+
+__all__ = ["apply_event", "content_digest", "digest_bytes", "flush"]
+
+_RUNNING = RunStatus.RUNNING
+_APPLIED = OutcomeKind.APPLIED
+_DUPLICATE = OutcomeKind.DUPLICATE
+_VIOLATION = OutcomeKind.VIOLATION
+_BUFFERED = OutcomeKind.BUFFERED
+_new_outcome = tuple.__new__  # Outcome(...) without the NamedTuple's Python-level __new__
+_marshal = marshal.dumps
+_crc32 = zlib.crc32
+_U64_MAX = 2**64 - 1
+
+
+def content_digest(event: Event) -> int:
+    """A 64-bit digest of the event's content: timestamp, kind (tag and fields), payload.
+
+    Stable across processes and restarts (unlike ``hash()``), since digests are
+    persisted with the state: the CRC-32 of the marshal (format 2) encodings of the
+    kind's field values and of ``(timestamp, payload)``, one after the other, with
+    their total length above it. Not cryptographic, and it needs not be: a
+    collision only turns a conflict into a duplicate, and neither is applied.
+    Never 0.
+    """
+    try:
+        kind_values = tuple(event.kind.__dict__.values())
+        known = _KIND_CRC.get(kind_values)
+        if known is None:
+            encoded = _marshal(kind_values, 2)
+            known = (len(encoded), _crc32(encoded))
+            if len(_KIND_CRC) >= _KIND_CRC_SIZE:
+                _KIND_CRC.clear()
+            _KIND_CRC[kind_values] = known
+        rest = _marshal((event.timestamp.real, event.payload), 2)
+    except (ValueError, TypeError):
+        # marshal refuses subclasses of int/str/...; repr of plain JSON values is stable too.
+        return digest_bytes(
+            repr((event.timestamp.real, event.kind.__dict__, event.payload)).encode(
+                "utf-8", "surrogatepass"
+            )
+        )
+    return (((known[0] + len(rest)) & 0xFFFFFFFF) << 32) | _crc32(rest, known[1]) or 1
+
+
+# Kinds repeat (the same tool, the same node): their CRC is memoised by value. A pure
+# function's cache, bounded; it changes no result, only the cost (~0.5 µs of marshal).
+_KIND_CRC: dict[tuple[object, ...], tuple[int, int]] = {}
+_KIND_CRC_SIZE = 4096
+
+
+def digest_bytes(data: bytes) -> int:
+    """The fold's digest of some bytes: CRC-32 in the low half, the length above it.
+
+    A decoder that has an event's encoded body at hand can pass
+    ``digest_bytes(body)`` to :func:`apply_event` instead of letting the fold compute
+    :func:`content_digest` (about 1 µs saved per event). Whichever is chosen must be
+    used for every event a state ever sees, across restarts, or duplicates will be
+    told as conflicts. Never 0.
+    """
+    return ((len(data) & 0xFFFFFFFF) << 32) | _crc32(data) or 1
+
+
+# --- one small function per event kind -------------------------------------------------
+
+
+def _graph_started(state: RunState, event: Event) -> None:
+    if state.has_identity:
+        return  # the first graph_started names the run; a repeat changes nothing
+    state.has_identity = True
+    state.started_at = event.timestamp
+    payload = event.payload
+    if isinstance(payload, dict):
+        digest = payload.get("agent_spec_digest")
+        sha = payload.get("git_sha")
+        state.agent_spec_digest = digest if isinstance(digest, str) else ""
+        state.git_sha = sha if isinstance(sha, str) else ""
+        state.inputs = payload.get("inputs")
+
+
+def _graph_completed(state: RunState, event: Event) -> None:
+    state.status = RunStatus.COMPLETED
+    state.finished_at = event.timestamp
+    payload = event.payload
+    if isinstance(payload, dict):
+        state.outputs = payload.get("outputs")
+        digest = payload.get("final_state_digest")
+        state.final_state_digest = digest if isinstance(digest, str) else None
+
+
+def _graph_failed(state: RunState, event: Event) -> None:
+    state.status = RunStatus.FAILED
+    state.finished_at = event.timestamp
+
+
+def _graph_interrupted(state: RunState, event: Event) -> None:
+    state.interrupts += 1
+    if event.kind.reason == "cancelled":  # type: ignore[union-attr]
+        state.status = RunStatus.CANCELLED
+        state.finished_at = event.timestamp
+
+
+def _node_entered(state: RunState, event: Event) -> None:
+    state.nodes_entered += 1
+
+
+def _node_exited(state: RunState, event: Event) -> None:
+    state.nodes_exited += 1
+
+
+def _node_failed(state: RunState, event: Event) -> None:
+    state.node_failures += 1
+
+
+def _node_retrying(state: RunState, event: Event) -> None:
+    state.retries += 1
+
+
+def _tool_called(state: RunState, event: Event) -> None:
+    state.tool_calls += 1
+
+
+def _tool_returned(state: RunState, event: Event) -> None:
+    state.tool_returns += 1
+
+
+def _tool_failed(state: RunState, event: Event) -> None:
+    state.tool_failures += 1
+
+
+def _checkpoint_saved(state: RunState, event: Event) -> None:
+    state.checkpoints_saved += 1
+
+
+def _checkpoint_restored(state: RunState, event: Event) -> None:
+    state.checkpoints_restored += 1
+
+
+def _checkpoint_deleted(state: RunState, event: Event) -> None:
+    state.checkpoints_deleted += 1
+
+
+def _state_updated(state: RunState, event: Event) -> None:
+    state.state_updates += 1
+
+
+def _message_added(state: RunState, event: Event) -> None:
+    state.messages += 1
+
+
+_PROJECTORS: dict[str, Callable[[RunState, Event], None]] = {
+    "graph_started": _graph_started,
+    "graph_completed": _graph_completed,
+    "graph_failed": _graph_failed,
+    "node_entered": _node_entered,
+    "node_exited": _node_exited,
+    "node_failed": _node_failed,
+    "tool_called": _tool_called,
+    "tool_returned": _tool_returned,
+    "tool_failed": _tool_failed,
+    "checkpoint_saved": _checkpoint_saved,
+    "checkpoint_restored": _checkpoint_restored,
+    "checkpoint_deleted": _checkpoint_deleted,
+    "state_updated": _state_updated,
+    "message_added": _message_added,
+    "graph_interrupted": _graph_interrupted,
+    "node_retrying": _node_retrying,
+}
+
+
+# --- sequence handling -----------------------------------------------------------------
+
+
+def _violation(
+    state: RunState, kind: ViolationKind, first: int, last: int, message: str
+) -> Violation:
+    """Record a violation in the run's summary and return it."""
+    violation = Violation(
+        run_id=state.run_id, kind=kind, first_seq=first, last_seq=last, message=message
+    )
+    state.violation_counts[kind] += 1
+    recent = state.recent_violations
+    if len(recent) == recent.maxlen:
+        state.violations_dropped += 1
+    recent.append(violation)
+    return violation
+
+
+def _apply(
+    state: RunState, event: Event, digest: int, carried: tuple[Violation, ...]
+) -> tuple[Violation, ...]:
+    """Fold an event whose seq is ``last_seq + 1`` into a RUNNING run.
+
+    Returns ``carried`` plus the violation noticed on the way, if any.
+    """
+    seq = event.seq
+    state.last_seq = seq
+    digests = state.digests
+    digests[seq % len(digests)] = digest
+    tag = event.kind.type
+    if state.events_applied == 0 and not state.has_identity:
+        state.started_at = event.timestamp
+        if tag != "graph_started":
+            carried += (
+                _violation(
+                    state,
+                    ViolationKind.MISSING_START,
+                    seq,
+                    seq,
+                    f"run {state.run_id}: first event applied is {tag} at seq {seq}, "
+                    "not graph_started; identity fields stay empty until one arrives",
+                ),
+            )
+    state.events_applied += 1
+    _PROJECTORS[tag](state, event)
+    return carried
+
+
+def _drain(state: RunState, outcomes: list[Outcome]) -> None:
+    """Apply buffered successors of ``last_seq`` in order; end the buffer if the run ended."""
+    pending = state.pending_events
+    run_id = state.run_id
+    released = False
+    while state.status is _RUNNING:
+        entry = pending.pop(state.last_seq + 1, None)
+        if entry is None:
+            break
+        released = True
+        event, digest = entry
+        carried = _apply(state, event, digest, ())
+        outcomes.append(_new_outcome(Outcome, (_APPLIED, run_id, event.seq, carried, True)))
+    if pending and state.status is not _RUNNING:
+        for seq in sorted(pending):
+            outcomes.append(
+                _new_outcome(
+                    Outcome, (_VIOLATION, run_id, seq, (_after_terminal(state, seq),), True)
+                )
+            )
+        pending.clear()
+    if released and pending:
+        state.pending_oldest_ts = min(int(event.timestamp) for event, _ in pending.values())
+
+
+def _after_terminal(state: RunState, seq: int) -> Violation:
+    return _violation(
+        state,
+        ViolationKind.AFTER_TERMINAL,
+        seq,
+        seq,
+        f"run {state.run_id} is {state.status.value} since seq {state.last_seq}; "
+        f"event at seq {seq} ignored",
+    )
+
+
+def _declare_first_gap(state: RunState, config: FoldConfig, outcomes: list[Outcome]) -> None:
+    """Give up on the seqs before the first buffered one; apply what follows."""
+    pending = state.pending_events
+    first = state.last_seq + 1
+    next_seq = min(pending)
+    last = next_seq - 1
+    gap = _violation(
+        state,
+        ViolationKind.GAP,
+        first,
+        last,
+        f"run {state.run_id}: seq {first}..{last} never arrived within the reorder bound; "
+        f"moved on to seq {next_seq}",
+    )
+    missing = state.missing
+    missing.append((first, last))
+    if len(missing) > config.max_missing_ranges:
+        del missing[0]
+        state.missing_ranges_dropped += 1
+    digests = state.digests
+    window = len(digests)
+    for seq in range(max(first, next_seq - window), next_seq):
+        digests[seq % window] = 0  # those slots describe older seqs now: unknown
+    state.last_seq = last
+    event, digest = pending.pop(next_seq)
+    carried = _apply(state, event, digest, (gap,))
+    outcomes.append(_new_outcome(Outcome, (_APPLIED, state.run_id, next_seq, carried, True)))
+    _drain(state, outcomes)
+
+
+def _enforce_bounds(state: RunState, config: FoldConfig, outcomes: list[Outcome]) -> None:
+    pending = state.pending_events
+    while pending and (
+        len(pending) > config.max_pending_per_run
+        or state.stream_time - state.pending_oldest_ts > config.max_delay_ns
+    ):
+        _declare_first_gap(state, config, outcomes)
+
+
+def _seen_before(state: RunState, event: Event, digest: int, seq: int) -> Outcome:
+    """The outcome of an event at a seq at or below ``last_seq``."""
+    run_id = state.run_id
+    if seq == 0:
+        return _new_outcome(
+            Outcome,
+            (
+                _VIOLATION,
+                run_id,
+                0,
+                (
+                    _violation(
+                        state,
+                        ViolationKind.CONFLICT,
+                        0,
+                        0,
+                        f"run {run_id}: an event at seq 0 ({event.kind.type}) was ignored; "
+                        "seqs start at 1",
+                    ),
+                ),
+                False,
+            ),
+        )
+    for first, last in state.missing:
+        if first <= seq <= last:
+            late = _violation(
+                state,
+                ViolationKind.GAP,
+                seq,
+                seq,
+                f"run {run_id}: late event for seq {seq} declared missing "
+                f"(gap {first}..{last}); not applied",
+            )
+            return _new_outcome(Outcome, (_VIOLATION, run_id, seq, (late,), False))
+    digests = state.digests
+    window = len(digests)
+    known = digests[seq % window] if seq > state.last_seq - window else 0
+    if known == 0:
+        state.duplicates += 1
+        state.unverified_duplicates += 1
+        dup = _violation(
+            state,
+            ViolationKind.DUPLICATE,
+            seq,
+            seq,
+            f"run {run_id}: event at seq {seq} dropped as a duplicate; it is older than "
+            f"the last {window} applied, so its content could not be compared",
+        )
+        return _new_outcome(Outcome, (_DUPLICATE, run_id, seq, (dup,), False))
+    return _compare(state, event, seq, digest, known, "applied")
+
+
+def _compare(
+    state: RunState, event: Event, seq: int, digest: int, known: int, where: str
+) -> Outcome:
+    run_id = state.run_id
+    if digest == known:
+        state.duplicates += 1
+        dup = _violation(
+            state,
+            ViolationKind.DUPLICATE,
+            seq,
+            seq,
+            f"run {run_id}: event at seq {seq} dropped, same content as the one {where}",
+        )
+        return _new_outcome(Outcome, (_DUPLICATE, run_id, seq, (dup,), False))
+    conflict = _violation(
+        state,
+        ViolationKind.CONFLICT,
+        seq,
+        seq,
+        f"run {run_id}: event at seq {seq} ({event.kind.type}) differs from the one {where} "
+        "at that seq; not applied",
+    )
+    return _new_outcome(Outcome, (_VIOLATION, run_id, seq, (conflict,), False))
+
+
+def _step(state: RunState, event: Event, config: FoldConfig, digest: int | None) -> list[Outcome]:
+    """Fold one event of ``state``'s run; the heart of :func:`apply_event`."""
+    seq = event.seq
+    timestamp = event.timestamp
+    if timestamp > state.stream_time:
+        state.stream_time = timestamp
+    if digest is None:
+        digest = content_digest(event)
+    if seq == state.last_seq + 1 and state.status is _RUNNING and state.events_applied:
+        # The common case, _apply inlined: the next event of a run under way.
+        state.last_seq = seq
+        digests = state.digests
+        try:
+            digests[seq % len(digests)] = digest
+        except (OverflowError, TypeError):
+            raise _bad_digest(state, seq, digest) from None
+        state.events_applied += 1
+        _PROJECTORS[event.kind.type](state, event)
+        outcomes = [_new_outcome(Outcome, (_APPLIED, state.run_id, seq, (), False))]
+        if state.pending_events:
+            _drain(state, outcomes)
+            if state.pending_events:
+                _enforce_bounds(state, config, outcomes)
+        return outcomes
+    outcomes = [_step_aside(state, event, seq, digest)]
+    if outcomes[0].kind is _APPLIED and state.pending_events:
+        _drain(state, outcomes)
+    if state.pending_events:
+        _enforce_bounds(state, config, outcomes)
+    return outcomes
+
+
+def _bad_digest(state: RunState, seq: int, digest: object) -> FoldError:
+    return FoldError(
+        f"run {state.run_id} seq {seq}: digest {digest!r} is not an integer in 1..2**64-1; "
+        "pass content_digest(event) or digest_bytes(body), or None"
+    )
+
+
+def _step_aside(state: RunState, event: Event, seq: int, digest: int) -> Outcome:
+    """The outcome of any event but the next one of a run under way."""
+    if not isinstance(digest, int) or not 0 < digest <= _U64_MAX:
+        raise _bad_digest(state, seq, digest)
+    last = state.last_seq
+    run_id = state.run_id
+    if seq == last + 1 and state.status is _RUNNING:  # the run's first applied event
+        return _new_outcome(
+            Outcome, (_APPLIED, run_id, seq, _apply(state, event, digest, ()), False)
+        )
+    if seq <= last:
+        return _seen_before(state, event, digest, seq)
+    if state.status is not _RUNNING:
+        return _new_outcome(
+            Outcome, (_VIOLATION, run_id, seq, (_after_terminal(state, seq),), False)
+        )
+    pending = state.pending_events
+    held = pending.get(seq)
+    if held is not None:
+        return _compare(state, event, seq, digest, held[1], "buffered")
+    if not pending or event.timestamp < state.pending_oldest_ts:
+        state.pending_oldest_ts = event.timestamp.real
+    pending[seq] = (event, digest)
+    state.events_buffered += 1
+    return _new_outcome(Outcome, (_BUFFERED, run_id, seq, (), False))
+
+
+def apply_event(
+    state: RunState | None,
+    event: Event,
+    config: FoldConfig = DEFAULT_CONFIG,
+    digest: int | None = None,
+) -> tuple[RunState, list[Outcome]]:
+    """Fold ``event`` into its run's state (a new one when ``state`` is None).
+
+    Returns the state (the same object, updated in place) and the outcomes: first
+    the event's own, then those of buffered events it released (see
+    :class:`~consumers.state.Outcome` for the accounting). ``digest`` is
+    :func:`content_digest` of the event when the caller has it already; it must
+    come from that function, or the digests kept in the state will not compare.
+
+    Raises :class:`~consumers.state.FoldError` when ``event`` belongs to another
+    run than ``state``; nothing else for any valid :class:`~schemas.Event`.
+    """
+    if state is None:
+        state = RunState.new(event.run_id, event.timestamp, config)
+    elif event.run_id.int != state.run_id.int:
+        raise FoldError(
+            f"event seq {event.seq} of run {event.run_id} was given to the state of run "
+            f"{state.run_id}; route events by run_id (FoldResult does)"
+        )
+    return state, _step(state, event, config, digest)
+
+
+def flush(state: RunState, config: FoldConfig = DEFAULT_CONFIG) -> list[Outcome]:
+    """Give up waiting: declare every gap before buffered events and apply them all.
+
+    For a run about to be evicted, or when the buffers of all runs are over
+    ``max_pending_total``. The outcomes are all ``released``.
+    """
+    outcomes: list[Outcome] = []
+    while state.pending_events:
+        _declare_first_gap(state, config, outcomes)
+    return outcomes
