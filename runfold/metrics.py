@@ -14,8 +14,9 @@ What the stats do not hold is measured around the service, without changing it:
 - restore time: the instance's restore step is wrapped the same way;
 - violations by kind: the service's :class:`~consumers.edge.FoldEdge` is replaced by one
   whose ``encode_violation`` counts; counts of an aborted transaction are discarded;
-- consumer lag per partition: librdkafka's statistics (``consumer_lag``), requested
-  through the service's ``consumer_overrides``.
+- consumer lag per partition: from librdkafka's statistics (last stable offset minus
+  the next offset the fold will get), requested through the service's
+  ``consumer_overrides``. The group's *committed* lag is what ``runfold top`` shows.
 
 Metric names (all prefixed ``runfold_``) are listed in :data:`METRIC_NAMES`; the
 Grafana dashboard ``dashboards/grafana-runfold.json`` plots them.
@@ -116,8 +117,8 @@ class ServiceCollector(Collector):
         ):
             yield _counter(name, text, getattr(stats, attr))
         gauge = GaugeMetricFamily(
-            "runfold_consumer_lag_records", "Records of the input partition not yet consumed "
-            "(librdkafka consumer_lag).", labels=["topic", "partition"])
+            "runfold_consumer_lag_records", "Records of the input partition this instance has "
+            "not read yet (last stable offset - next offset).", labels=["topic", "partition"])
         for (topic, partition), value in sorted(lag.items()):
             gauge.add_metric([topic, str(partition)], value)
         yield gauge
@@ -144,9 +145,17 @@ class ServiceCollector(Collector):
         for topic, info in (data.get("topics") or {}).items():
             for key, part in (info.get("partitions") or {}).items():
                 partition = int(key)
-                value = part.get("consumer_lag", -1)
-                if partition >= 0 and value >= 0 and part.get("fetch_state") != "none":
-                    lag[(topic, partition)] = value
+                if partition < 0 or part.get("fetch_state") == "none":
+                    continue
+                # librdkafka's consumer_lag needs offsets committed through the consumer;
+                # the service commits them in its transactions, so that stays -1. The
+                # distance from the last stable offset to the next record handed to the
+                # fold is what this instance still has to read.
+                end, position = part.get("ls_offset", -1), part.get("app_offset", -1)
+                if end >= 0 and position >= 0:
+                    lag[(topic, partition)] = max(0, end - position)
+                elif part.get("consumer_lag", -1) >= 0:
+                    lag[(topic, partition)] = part["consumer_lag"]
         with self._lock:
             self.lag = lag
 
