@@ -206,13 +206,13 @@ def test_manifest_without_faults(make_fleet: MakeFleet, tmp_path: Path) -> None:
 def test_manifest_matches_what_the_fold_computes(make_fleet: MakeFleet, codec: Codec) -> None:
     """The manifest is the simulator's own prediction; the pure fold must agree with it."""
     fleet, records = make_fleet(
-        runs=300, agents=7, seed=21,
-        faults="gap=0.3,dup=0.3,reorder=0.3,after_end=0.3,conflict=0.3,corrupt=0.3")
+        runs=150, agents=7, seed=21,
+        faults="gap=0.4,dup=0.4,reorder=0.4,after_end=0.4,conflict=0.4,corrupt=0.4")
     manifest = fleet.manifest()
     decoded = [codec.decode(v) for _, v, m in records if m.fault != "corrupt"]
     result = fold(decoded)
     assert result.pending_total == 0
-    assert len(result.runs) == manifest["totals"]["runs"] == 300
+    assert len(result.runs) == manifest["totals"]["runs"] == 150
     assert manifest["totals"]["dlq"] == len(records) - len(decoded) > 0
     for entry in manifest["runs"]:
         state = next(s for s in result.runs.values() if str(s.run_id) == entry["run_id"])
@@ -222,7 +222,7 @@ def test_manifest_matches_what_the_fold_computes(make_fleet: MakeFleet, codec: C
         assert sorted(reported, key=lambda v: (v["first_seq"], v["kind"])) == entry["violations"]
         counters = state.counters()
         assert {name: counters[name] for name in entry["counters"]} == entry["counters"]
-    assert sum(len(e["faults"]) for e in manifest["runs"]) > 300
+    assert sum(len(e["faults"]) for e in manifest["runs"]) > 250
 
 
 def test_the_manifest_needs_every_record_generated(codec: Codec) -> None:
@@ -242,10 +242,10 @@ def test_fleet_config_is_checked(options: dict[str, int], message: str) -> None:
 
 
 def test_statuses_follow_the_rates(make_fleet: MakeFleet) -> None:
-    fleet, _ = make_fleet(runs=400, seed=13)
+    fleet, _ = make_fleet(runs=250, seed=13)
     totals = fleet.manifest()["totals"]
-    assert 20 <= totals["status.FAILED"] <= 65
-    assert 5 <= totals["status.CANCELLED"] <= 40
+    assert 10 <= totals["status.FAILED"] <= 45  # rate 0.1
+    assert 3 <= totals["status.CANCELLED"] <= 28  # rate 0.05
     assert totals["status.COMPLETED"] + totals["status.FAILED"] + totals[
-        "status.CANCELLED"] == 400
+        "status.CANCELLED"] == 250
     assert RunStatus.CANCELLED.is_terminal

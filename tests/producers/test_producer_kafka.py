@@ -166,7 +166,7 @@ def test_a_tiny_queue_applies_back_pressure_and_drops_nothing(
     topic = topic_factory(partitions=3)
     producer = EventProducer(topic, bootstrap_servers=kafka_bootstrap,
                              config={"queue.buffering.max.messages": 10, "linger.ms": 5})
-    count = 5000
+    count = 2000
     for i in range(count):
         producer.produce(f"run-{i % 50}", i.to_bytes(4, "big"))
     report = producer.close(timeout=60)
