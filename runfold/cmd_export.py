@@ -170,6 +170,8 @@ def write_tables(runs: Any, violations: Any, out: Path, fmt: str) -> list[Path]:
 @_common
 def export(fmt: str, out: Path, bootstrap_servers: str | None, prefix: str | None) -> None:
     """Export the folded runs (and their violations) from agent-runs to Parquet or CSV."""
+    if out.exists() and not out.is_dir():  # say so before reading the whole topic
+        raise ConfigError(f"--out {out} is a file; give a directory (it is created if missing)")
     settings = _settings(bootstrap_servers, prefix)
     runs, violations = read_tables(settings)
     for path in write_tables(runs, violations, out, fmt):
