@@ -229,11 +229,13 @@ def _apply(
     return carried
 
 
-def _drain(state: RunState, outcomes: list[Outcome]) -> None:
-    """Apply buffered successors of ``last_seq`` in order; end the buffer if the run ended."""
+def _drain(state: RunState, outcomes: list[Outcome], released: bool = False) -> None:
+    """Apply buffered successors of ``last_seq`` in order; end the buffer if the run ended.
+
+    ``released``: an event already left the buffer, its oldest timestamp is to be redone.
+    """
     pending = state.pending_events
     run_id = state.run_id
-    released = False
     while state.status is _RUNNING:
         entry = pending.pop(state.last_seq + 1, None)
         if entry is None:
@@ -292,7 +294,7 @@ def _declare_first_gap(state: RunState, config: FoldConfig, outcomes: list[Outco
     event, digest = pending.pop(next_seq)
     carried = _apply(state, event, digest, (gap,))
     outcomes.append(_new_outcome(Outcome, (_APPLIED, state.run_id, next_seq, carried, True)))
-    _drain(state, outcomes)
+    _drain(state, outcomes, released=True)
 
 
 def _enforce_bounds(state: RunState, config: FoldConfig, outcomes: list[Outcome]) -> None:

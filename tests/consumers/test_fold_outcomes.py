@@ -128,6 +128,25 @@ CASES = [
         config=FoldConfig(max_delay_ns=1_000 * MS),
     ),
     Case(
+        "time bound: only the gap before events too long buffered is declared",
+        lambda ev: [
+            ev(1, "graph_started"),
+            ev(3),
+            ev(5, at=T0 + 903 * MS),
+            ev(6, at=T0 + 1_003 * MS + 1),
+        ],
+        [
+            "applied 1",
+            "buffered 3",
+            "buffered 5",
+            "buffered 6",
+            "applied 3 released +gap(2..2)",
+        ],
+        RUNNING_RUN,
+        3,
+        config=FoldConfig(max_delay_ns=1_000 * MS),
+    ),
+    Case(
         "time bound reached by an in-order event of the run",
         lambda ev: [ev(1, "graph_started"), ev(3), ev(2, at=T0 + 3 * MS + 1_000 * MS + 1)],
         ["applied 1", "buffered 3", "applied 2", "applied 3 released"],
