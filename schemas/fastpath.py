@@ -297,13 +297,26 @@ def _u32(value: int, field: str) -> int:
 
 def decode_event(buf: bytes, pos: int) -> tuple[Event, int]:
     """An Event from its Avro body (Event.v1) at ``buf[pos:]``; returns it and the end."""
-    run_id, pos = _read_string(buf, pos)
-    seq, pos = _read_long(buf, pos)
+    # Inlined common cases (a 36-character run_id, one-byte seq and union branch)
+    # save a call each; anything else takes the general readers.
+    if buf[pos] == 0x48 and pos + 37 <= len(buf):
+        run_id = buf[pos + 1 : pos + 37].decode()
+        pos += 37
+    else:
+        run_id, pos = _read_string(buf, pos)
+    byte = buf[pos]
+    if byte < 0x80:
+        seq = (byte >> 1) ^ -(byte & 1)
+        pos += 1
+    else:
+        seq, pos = _read_long(buf, pos)
     timestamp, pos = _read_long(buf, pos)
-    branch, pos = _read_long(buf, pos)
-    if not 0 <= branch < len(_KIND_READERS):
+    byte = buf[pos]
+    if byte < 0x80 and not byte & 1 and byte >> 1 < len(_KIND_READERS):
+        kind, pos = _KIND_READERS[byte >> 1](buf, pos + 1)
+    else:
+        branch, pos = _read_long(buf, pos)
         raise ValueError(f"kind union branch {branch} is not one of the {len(_KIND_READERS)}")
-    kind, pos = _KIND_READERS[branch](buf, pos)
     payload, pos = _read_string(buf, pos)
     event: Event = trusted(
         Event,

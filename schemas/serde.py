@@ -22,6 +22,7 @@ differently (found by cheap substring tests), so the common case costs what
 from __future__ import annotations
 
 import json
+import json.scanner
 import math
 from collections.abc import Callable
 from json.encoder import encode_basestring as _c_encode_str  # same escapes as serde_json
@@ -168,9 +169,14 @@ def _serde_float(text: str) -> float:
 
 # serde_json's number rules cost little as hooks: the C scanner calls them only
 # for numbers, and a scan of the text for the rare cases would cost more.
-_loads = json.JSONDecoder(
+_decoder = json.JSONDecoder(
     parse_constant=_reject_constant, parse_int=_serde_int, parse_float=_serde_float
-).decode
+)
+_loads = _decoder.decode
+# The C scanner itself, without JSONDecoder.decode's two whitespace regex matches:
+# compact text (what serde and runfold write) starts and ends with a value.
+_scan_once = json.scanner.make_scanner(_decoder)
+_JSON_WHITESPACE = " \t\n\r"
 
 
 def _check_surrogates(value: Any) -> None:
@@ -194,7 +200,15 @@ def loads(text: str | bytes) -> Any:
     """Parse JSON text as ``serde_json::from_str::<Value>`` would (ValueError if it would fail)."""
     if isinstance(text, bytes | bytearray):
         text = text.decode("utf-8")
-    value = _loads(text)
+    if text and text[0] not in _JSON_WHITESPACE:
+        try:
+            value, end = _scan_once(text, 0)
+        except StopIteration:
+            value, end = _loads(text), len(text)  # raises JSONDecodeError saying where
+        if end != len(text):
+            value = _loads(text)  # trailing whitespace is fine, anything else is an error
+    else:
+        value = _loads(text)
     if "\\u" in text:  # only an escape can make a lone surrogate
         _check_surrogates(value)
     return value
