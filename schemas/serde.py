@@ -175,7 +175,7 @@ _decoder = json.JSONDecoder(
 _loads = _decoder.decode
 # The C scanner itself, without JSONDecoder.decode's two whitespace regex matches:
 # compact text (what serde and runfold write) starts and ends with a value.
-_scan_once = json.scanner.make_scanner(_decoder)
+_scan_once = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]  # typeshed: a context
 _JSON_WHITESPACE = " \t\n\r"
 
 
