@@ -425,7 +425,7 @@ def _lag_panel(snap: FleetSnapshot) -> Panel:
         committed = "—" if p.committed is None else f"{p.committed:,}"
         style = "red" if p.lag > 1000 else ("yellow" if p.lag else "green")
         table.add_row(str(p.partition), committed, f"{p.end:,}", Text(f"{p.lag:,}", style=style))
-    table.add_row("total", "", "", Text(f"{snap.total_lag:,}", style="bold"))
+    table.add_row("all", "", "", Text(f"{snap.total_lag:,}", style="bold"))
     return Panel(table, title=f"consumer lag (group {snap.group})", border_style="blue")
 
 
