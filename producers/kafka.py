@@ -18,7 +18,10 @@ One :class:`EventProducer` wraps one ``confluent_kafka.Producer``:
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +34,7 @@ from schemas.errors import ConfigError, KafkaSetupError
 
 __all__ = [
     "DEFAULT_PRODUCER_CONFIG",
+    "PRODUCER_LOG",
     "DeliveryReport",
     "EventProducer",
     "load_settings",
@@ -64,6 +68,36 @@ _FORBIDDEN = {
 }
 
 _MAX_FAILURE_SAMPLES = 20
+
+PRODUCER_LOG = logging.getLogger("runfold.producer")
+"""Where librdkafka's logs go (repeated lines filtered out); usable by other clients."""
+_log = PRODUCER_LOG
+
+
+class _RepeatFilter(logging.Filter):
+    """Let each distinct librdkafka message through once per ``interval`` seconds.
+
+    A broker that refuses connections makes librdkafka log the same failure about
+    twenty times a second; one line says it, and our own error follows.
+    """
+
+    _DIGITS = re.compile(r"\d+")
+
+    def __init__(self, interval: float = 30.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = self._DIGITS.sub("#", record.getMessage())
+        now = time.monotonic()
+        if now - self._last.get(key, -self.interval) < self.interval:
+            return False
+        self._last[key] = now
+        return True
+
+
+_log.addFilter(_RepeatFilter())
 
 
 @dataclass
@@ -217,9 +251,8 @@ class EventProducer:
     def _build(self) -> Producer:
         conf = dict(self._conf)
         conf["on_delivery"] = self._on_delivery
-        # librdkafka otherwise logs connection refusals to stderr every second while we
-        # are already going to raise a clear error below.
-        conf.setdefault("log_level", 3)
+        # Through Python logging (served by poll), so repeats can be filtered.
+        conf.setdefault("logger", _log)
         try:
             producer = Producer(conf)
         except KafkaException as exc:

@@ -26,7 +26,7 @@ from rich.progress import (
 )
 
 from producers import EventProducer, FaultRates, FaultSpecError, Fleet, FleetConfig, produce_fleet
-from producers.kafka import DeliveryReport
+from producers.kafka import PRODUCER_LOG, DeliveryReport
 
 __all__ = ["produce"]
 
@@ -73,7 +73,8 @@ def produce(runs: int, agents: int, rate: float | None, faults: FaultRates, seed
     if ensure_topics:
         from runfold.topics import ensure_topics as create_missing
 
-        create_missing(settings.admin_config(), names)
+        # The filtered logger: a refused connection is one line, not twenty a second.
+        create_missing(settings.admin_config({"logger": PRODUCER_LOG}), names, timeout=10.0)
     console = Console(stderr=True)
     fleet = Fleet(FleetConfig(runs=runs, agents=agents, seed=seed, faults=faults))
     producer = EventProducer(names.events, settings=settings)
