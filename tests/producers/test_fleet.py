@@ -249,3 +249,40 @@ def test_statuses_follow_the_rates(make_fleet: MakeFleet) -> None:
     assert totals["status.COMPLETED"] + totals["status.FAILED"] + totals[
         "status.CANCELLED"] == 250
     assert RunStatus.CANCELLED.is_terminal
+
+
+class CountingSink:
+    """The producer seam ``produce_fleet`` needs: ``produce(key, value)`` and ``flush()``."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes, bytes]] = []
+
+    def produce(self, key: bytes, value: bytes) -> None:
+        self.records.append((key, value))
+
+    def flush(self, timeout: float) -> str:
+        return f"flushed {len(self.records)}"
+
+
+def test_produce_fleet_sends_everything_reports_progress_and_keeps_the_rate(
+    codec: Codec, tmp_path: Path
+) -> None:
+    import time
+
+    from producers import produce_fleet
+
+    fleet = Fleet(FleetConfig(runs=30, seed=3), encode=codec.encode)
+    sink = CountingSink()
+    progress: list[int] = []
+    started = time.monotonic()
+    result = produce_fleet(fleet, sink, rate=4000, on_record=progress.append,
+                           manifest_path=tmp_path / "m.json")
+    elapsed = time.monotonic() - started
+    records = fleet.manifest()["totals"]["records"]
+    assert result.records == len(sink.records) == records
+    assert result.report == f"flushed {records}"
+    assert elapsed >= (records - 100) / 4000  # paced, give or take one pacing step
+    assert progress[-1] == records and progress == sorted(progress)
+    assert json.loads((tmp_path / "m.json").read_text())["totals"]["records"] == records
+    with pytest.raises(ConfigError, match="rate=0"):
+        produce_fleet(Fleet(FleetConfig(runs=1), encode=codec.encode), sink, rate=0)
