@@ -26,7 +26,16 @@ from java_support import (
 
 from consumers.fold import fold
 from producers.fleet import DEFAULT_START, Fleet, FleetConfig
-from schemas import Event, RunStatus, Timestamp, ViolationKind, default_catalog, serde
+from schemas import (
+    DecodeError,
+    Event,
+    NodeEntered,
+    RunStatus,
+    Timestamp,
+    ViolationKind,
+    default_catalog,
+    serde,
+)
 from schemas.codec import decode_event, encode_event
 
 pytestmark = pytest.mark.interop
@@ -162,3 +171,75 @@ def test_events_built_in_java_decode_and_fold_in_runfold(
     # Payloads came as Jackson text; runfold keeps the value, not the spelling.
     tiny = by_run[list(by_run)[0]][0].payload["inputs"]["tiny"]  # type: ignore[index]
     assert tiny == 1e-7 and serde.dumps(tiny) == "1e-7"
+
+
+# Avro's Java library checks only Avro types: a ``uuid`` string, a Rust u32 in a ``long`` or
+# the payload's JSON text are not its business. What it lets through, runfold must refuse
+# with a reason (the DLQ names it), or accept as the Rust twin would.
+_REFUSED = {
+    "braced uuid": ({"run_id": "{0198c0de-7a1b-7c3d-8e4f-a1b2c3d4e5f6}"}, "invalid-value"),
+    "uuid without hyphens": ({"run_id": "0198c0de7a1b7c3d8e4fa1b2c3d4e5f6"}, "invalid-value"),
+    "not a uuid": ({"run_id": "not-a-uuid"}, "invalid-value"),
+    "negative seq": ({"seq": -1}, "invalid-value"),
+    "u32 above range": ({"iteration": 2**32}, "invalid-value"),
+    "u32 negative": ({"iteration": -1}, "invalid-value"),
+    "payload not JSON": ({"payload": "{"}, "invalid-json"),
+    "payload NaN": ({"payload": '{"x":NaN}'}, "invalid-json"),
+    "payload lone surrogate": ({"payload": '{"a":"\\ud800"}'}, "invalid-json"),
+}
+_NORMALISED = {
+    "upper-case uuid": {"run_id": "0198C0DE-7A1B-7C3D-8E4F-A1B2C3D4E5F6"},
+    "payload with spaces": {"payload": '{ "a" : 1 }'},
+    "payload in Jackson's float style": {"payload": '{"a":1.0E-7}'},
+}
+
+
+def _node_entered_avro_json(change: dict[str, Any]) -> dict[str, Any]:
+    base = event_avro_json(edge_events()[0].model_copy(
+        update={"kind": NodeEntered(node_id="n", iteration=1)}))
+    for name, value in change.items():
+        if name == "iteration":
+            base["kind"]["runfold.NodeEntered"]["iteration"] = value
+        else:
+            base[name] = value
+    return base
+
+
+@pytest.fixture(scope="module")
+def java_written_oddities(java_interop: JavaInterop, tmp_path_factory: pytest.TempPathFactory
+                          ) -> dict[str, bytes]:
+    """Every case of the two tables above, written by Avro's Java encoder in one JVM run."""
+    cases = {**{name: change for name, (change, _) in _REFUSED.items()}, **_NORMALISED}
+    folder = tmp_path_factory.mktemp("oddities")
+    source = folder / "in.jsonl"
+    source.write_text("".join(json.dumps(_node_entered_avro_json(c)) + "\n"
+                              for c in cases.values()))
+    java_interop.run("encode-json", str(source), str(folder / "out.hex"))
+    messages = [bytes.fromhex(h) for h in (folder / "out.hex").read_text().split()]
+    return dict(zip(cases, messages, strict=True))
+
+
+@pytest.mark.parametrize("case", sorted(_REFUSED))
+def test_runfold_refuses_what_avro_java_lets_through(
+    java_written_oddities: dict[str, bytes], case: str
+) -> None:
+    """Java wrote it without complaint; runfold's decoder names what is wrong."""
+    with pytest.raises(DecodeError) as caught:
+        decode_event(java_written_oddities[case])
+    assert caught.value.reason == _REFUSED[case][1]
+
+
+@pytest.mark.parametrize("case", sorted(_NORMALISED))
+def test_runfold_normalises_what_the_rust_twin_accepts(
+    java_written_oddities: dict[str, bytes], case: str
+) -> None:
+    """Decoded to the same value; runfold writes it back in canonical text (other bytes)."""
+    message = java_written_oddities[case]
+    event = decode_event(message)
+    change = _NORMALISED[case]
+    if "run_id" in change:
+        assert str(event.run_id) == change["run_id"].lower()
+    else:
+        assert event.payload == json.loads(change["payload"])
+    assert encode_event(event) != message
+    assert decode_event(encode_event(event)) == event
