@@ -432,8 +432,9 @@ def _lag_panel(snap: FleetSnapshot) -> Panel:
 def _violations_panel(snap: FleetSnapshot) -> Panel:
     kinds = "  ".join(f"{kind} {count:,}" for kind, count in snap.violations_by_kind.items())
     table = Table(box=None, padding=(0, 1), show_edge=False)
-    for column in ("run", "kind", "seq", "message"):
-        table.add_column(column, no_wrap=True, overflow="ellipsis")
+    # Fixed widths for the short columns: the message takes (and is cut to) the rest.
+    for column, width in (("run", 8), ("kind", 14), ("seq", 9), ("message", None)):
+        table.add_column(column, no_wrap=True, overflow="ellipsis", min_width=width)
     for v in snap.recent_violations:
         seqs = str(v.first_seq) if v.first_seq == v.last_seq else f"{v.first_seq}..{v.last_seq}"
         table.add_row(_short(v.run_id), Text(v.kind, style="magenta"), seqs, v.message)
