@@ -115,13 +115,21 @@ class _Model(BaseModel):
     @classmethod
     def _from_serde(cls, text: str | bytes) -> Self:
         try:
-            value = serde.loads(text)
+            value, repeated = serde.loads_noting_duplicates(text)
         except ValueError as exc:  # json.JSONDecodeError included
             raise ValidationError(f"invalid {cls.__name__} JSON: {exc}") from exc
         if not isinstance(value, dict):
             raise ValidationError(
                 f"invalid {cls.__name__} JSON: expected an object, got {type(value).__name__}"
             )
+        # serde's derived structs (the model and an event's kind) refuse a repeated
+        # field; JSON values inside (payload, inputs, outputs) take the last one.
+        structs = {id(value): cls.__name__, id(value.get("kind")): "kind"}
+        for obj, key in repeated:
+            if id(obj) in structs:
+                raise ValidationError(
+                    f"invalid {cls.__name__} JSON: duplicate field {key!r} in {structs[id(obj)]}"
+                )
         try:
             return cls.model_validate(value, context={"serde": True})
         except pydantic.ValidationError as exc:

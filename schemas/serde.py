@@ -24,11 +24,12 @@ from __future__ import annotations
 import json
 import json.scanner
 import math
+import threading
 from collections.abc import Callable
 from json.encoder import encode_basestring as _c_encode_str  # same escapes as serde_json
 from typing import Any
 
-__all__ = ["dumps", "format_float", "loads", "quote"]
+__all__ = ["dumps", "format_float", "loads", "loads_noting_duplicates", "quote"]
 
 _I64_MIN = -(2**63)
 _U64_MAX = 2**64 - 1
@@ -212,3 +213,45 @@ def loads(text: str | bytes) -> Any:
     if "\\u" in text:  # only an escape can make a lone surrogate
         _check_surrogates(value)
     return value
+
+
+_duplicates = threading.local()
+
+
+def _pairs_to_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # serde_json's map keeps a repeated key's first position and last value; so does dict.
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        _duplicates.seen.append((value, [key for key, _ in pairs]))
+    return value
+
+
+_noting_decoder = json.JSONDecoder(
+    parse_constant=_reject_constant,
+    parse_int=_serde_int,
+    parse_float=_serde_float,
+    object_pairs_hook=_pairs_to_dict,
+)
+
+
+def loads_noting_duplicates(text: str | bytes) -> tuple[Any, list[tuple[dict[str, Any], str]]]:
+    """:func:`loads`, and the objects that repeated a key, with the first repeated key.
+
+    A ``serde_json::Value`` map takes a repeated key (last value wins), but a
+    derived struct refuses it; the caller decides which objects were structs.
+    """
+    if isinstance(text, bytes | bytearray):
+        text = text.decode("utf-8")
+    _duplicates.seen = []
+    try:
+        value = _noting_decoder.decode(text)
+        seen = _duplicates.seen
+    finally:
+        del _duplicates.seen
+    if "\\u" in text:
+        _check_surrogates(value)
+    repeated = []
+    for obj, keys in seen:
+        first = next(key for index, key in enumerate(keys) if key in keys[:index])
+        repeated.append((obj, first))
+    return value, repeated

@@ -25,7 +25,7 @@ _NS_PER_SECOND = 1_000_000_000
 _NS_PER_DAY = 86_400 * _NS_PER_SECOND
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RFC3339 = re.compile(
-    r"(?P<year>[+-]\d{4,6}|\d{4})-(?P<month>\d{2})-(?P<day>\d{2})[Tt ]"
+    r"(?P<year>[+-]\d{4,6}|\d{4})-(?P<month>\d{1,2})-(?P<day>\d{1,2})[Tt ]"  # chrono: 1-2 digits
     r"(?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})(?:\.(?P<fraction>\d+))?"
     r"(?P<offset>[Zz]|[+-]\d{2}:?\d{2})\Z"
 )

@@ -371,3 +371,32 @@ def test_an_integer_beyond_f64_is_rejected() -> None:
     event = Event.from_json(event_json('{"type":"graph_started"}'))
     with pytest.raises(ValidationError, match="beyond an f64"):
         Event(**{**dict(event), "payload": 10**400})
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            event_json('{"type":"graph_started"}')[:-1] + ',"seq":2}',
+            "duplicate field 'seq' in Event",
+        ),
+        (
+            event_json('{"type":"tool_called","tool_name":"a","tool_name":"b"}'),
+            "'tool_name' in kind",
+        ),
+    ],
+)
+def test_a_repeated_struct_field_is_refused_like_serde(text: str, says: str) -> None:
+    with pytest.raises(ValidationError, match=says):
+        Event.from_json(text)
+
+
+def test_a_repeated_payload_key_keeps_its_place_and_last_value_like_serde() -> None:
+    text = event_json('{"type":"graph_started"}', payload='{"a":1,"b":2,"a":3}')
+    assert Event.from_json(text).to_json() == event_json(
+        '{"type":"graph_started"}', payload='{"a":3,"b":2}'
+    )
+
+
+def test_one_digit_month_and_day_read_as_chrono_does() -> None:
+    assert Timestamp.parse("2024-5-1T12:00:00Z").isoformat() == "2024-05-01T12:00:00Z"
