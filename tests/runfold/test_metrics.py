@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from collections import Counter
 
@@ -133,3 +134,18 @@ def test_every_documented_metric_is_exported() -> None:
     families = {metric.name for metric in registry.collect()}
     # prometheus_client strips _total from counter family names.
     assert {name.removesuffix("_total") for name in METRIC_NAMES} <= families
+
+
+@pytest.mark.unit
+def test_grafana_dashboard_plots_only_exported_metrics_and_all_of_them() -> None:
+    from pathlib import Path
+
+    dashboard = json.loads(
+        (Path(__file__).parents[2] / "dashboards" / "grafana-runfold.json").read_text()
+    )
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {m for expr in exprs for m in re.findall(r"runfold_[a-z_]+", expr)}
+    families = {re.sub(r"_(bucket|sum|count)$", "", m) for m in used}
+    assert families == set(METRIC_NAMES)
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
