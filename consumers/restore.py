@@ -235,27 +235,27 @@ def rebuild_partition(
     partition: int,
     stop: int,
     edge: FoldEdge[Any],
-) -> dict[str, Any]:
+) -> dict[bytes, Any]:
     """Fold one events partition again from its beginning up to ``stop`` (exclusive).
 
     For a state topic that lost a partition's data: the runs are rebuilt from their
     events. Records that cannot be decoded, have the wrong key or are rejected by
     the fold are skipped (they went to the DLQ the first time); nothing is emitted.
     """
-    runs: dict[str, Any] = {}
+    runs: dict[bytes, Any] = {}
     for msg in iter_partition(config, events_topic, partition, stop=stop):
         offset = position(msg)[1]
         try:
             event = edge.decode_event(msg.value() or b"", events_topic, partition, offset)
         except RunfoldError:
             continue
-        run_id = str(event.run_id)
-        if msg.key() != run_id.encode():
+        key = str(event.run_id).encode()
+        if msg.key() != key:
             continue
         try:
-            state, _ = edge.apply(runs.get(run_id), event)
+            state, _ = edge.apply(runs.get(key), event)
         except RunfoldError:
             continue
         edge.set_source_offset(state, offset)
-        runs[run_id] = state
+        runs[key] = state
     return runs

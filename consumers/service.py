@@ -48,6 +48,7 @@ from consumers.dlq import DeadLetter, dead_letter_headers
 from consumers.edge import FoldEdge
 from consumers.restore import position, read_latest_by_key, rebuild_partition
 from consumers.service_config import Guarantee, ServiceConfig, consumer_config, producer_config
+from consumers.state import OutcomeKind
 from consumers.stats import ServiceStats
 from schemas.errors import RunfoldError
 
@@ -59,6 +60,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("runfold.consume")
+
+_APPLIED = OutcomeKind.APPLIED
+_BUFFERED = OutcomeKind.BUFFERED
+_DUPLICATE = OutcomeKind.DUPLICATE
 
 T = TypeVar("T")
 
@@ -106,13 +111,13 @@ class FoldService:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         # State of the owned partitions: partition -> run_id text -> RunState.
-        self._runs: dict[int, dict[str, Any]] = {}
+        self._runs: dict[int, dict[bytes, Any]] = {}
         # The open transaction (or, at-least-once, the uncommitted batch).
         self._in_txn = False
         self._txn_started = 0.0
         self._txn_events = 0
         self._txn_stats = ServiceStats()
-        self._dirty: dict[int, set[str]] = {}
+        self._dirty: dict[int, set[bytes]] = {}
         self._next_offsets: dict[int, int] = {}
         self._delivery_failures: list[str] = []
         self._stopping = False
@@ -339,19 +344,20 @@ class FoldService:
         except RunfoldError as exc:
             self._dead_letter(msg, getattr(exc, "reason", "invalid-value"), exc)
             return
-        run_id = str(event.run_id)
         if key is None:
-            self._dead_letter(
-                msg, "missing-key", _KeyError("record has no key; expected the run_id")
-            )
+            missing = _KeyError("record has no key; expected the run_id")
+            self._dead_letter(msg, "missing-key", missing)
             return
-        if key != run_id.encode():
-            text = key.decode("utf-8", "replace")
-            self._dead_letter(
-                msg, "key-mismatch", _KeyError(f"key {text!r} is not the event's run_id {run_id}")
-            )
-            return
-        state = runs.get(run_id)
+        # Runs are kept by their key bytes. A key seen before was checked against its
+        # run's id when the run was created; comparing the ids (ints) is enough then.
+        state = runs.get(key)
+        if state is None or state.run_id != event.run_id:
+            run_id = str(event.run_id)
+            if key != run_id.encode():
+                text = key.decode("utf-8", "replace")
+                mismatch = _KeyError(f"key {text!r} is not the event's run_id {run_id}")
+                self._dead_letter(msg, "key-mismatch", mismatch)
+                return
         if state is not None and self.edge.source_offset(state) >= offset:
             # At-least-once replay after a crash: this event is already in the state.
             stats.replayed += 1
@@ -362,22 +368,33 @@ class FoldService:
             self._dead_letter(msg, "fold-rejected", exc)
             return
         self.edge.set_source_offset(state, offset)
-        runs[run_id] = state
-        self._dirty.setdefault(partition, set()).add(run_id)
-        producer = self._producer_or_fail()
+        runs[key] = state
+        dirty = self._dirty.get(partition)
+        if dirty is None:
+            dirty = self._dirty[partition] = set()
+        dirty.add(key)
         for outcome in outcomes:
+            kind = outcome.kind
             if outcome.released:
                 stats.released += 1
+            elif kind is _APPLIED:
+                stats.applied += 1
+            elif kind is _BUFFERED:
+                stats.buffered += 1
+            elif kind is _DUPLICATE:
+                stats.duplicate += 1
             else:
-                setattr(stats, outcome.kind.value, getattr(stats, outcome.kind.value) + 1)
-            for violation in outcome.violations:
-                self._produce(
-                    producer,
-                    self.config.violations_topic,
-                    key=key,
-                    value=self.edge.encode_violation(violation),
-                )
-                stats.violations_emitted += 1
+                stats.violation += 1
+            if outcome.violations:
+                producer = self._producer_or_fail()
+                for violation in outcome.violations:
+                    self._produce(
+                        producer,
+                        self.config.violations_topic,
+                        key=key,
+                        value=self.edge.encode_violation(violation),
+                    )
+                    stats.violations_emitted += 1
 
     def _dead_letter(self, msg: Message, reason: str, exc: BaseException) -> None:
         letter = DeadLetter(
@@ -431,10 +448,10 @@ class FoldService:
         producer = self._producer_or_fail()
         consumer = self._consumer_or_fail()
         written = 0
-        for partition, run_ids in self._dirty.items():
+        for partition, keys in self._dirty.items():
             runs = self._runs.get(partition, {})
-            for run_id in run_ids:
-                state = runs.get(run_id)
+            for key in keys:
+                state = runs.get(key)
                 if state is None:
                     continue
                 # Same partition number as the input: agent-runs is co-partitioned,
@@ -442,7 +459,7 @@ class FoldService:
                 self._produce(
                     producer,
                     self.config.runs_topic,
-                    key=run_id.encode(),
+                    key=key,
                     value=self.edge.encode_state(state),
                     partition=partition,
                 )
@@ -565,9 +582,7 @@ class FoldService:
         empty: list[int] = []
         for p in partitions:
             part = restored[p]
-            runs: dict[str, Any] = {}
-            for key, value in part.latest.items():
-                runs[key.decode()] = self.edge.decode_state(value)
+            runs = {key: self.edge.decode_state(value) for key, value in part.latest.items()}
             self._runs[p] = runs
             total += len(runs)
             if not runs:
