@@ -51,7 +51,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from producers.faults import FaultRates
-from producers.runs import AgentProfile, FaultPlan, RunPlan, agent_profiles, plan_run
+from producers.manifest import SEMANTICS, expected_counters, violation
+from producers.runs import AgentProfile, RunPlan, agent_profiles, plan_run
 from schemas import (
     Event,
     GraphCompleted,
@@ -314,13 +315,13 @@ class Fleet:
         )
         violations: list[dict[str, Any]] = []
         if faults.dup is not None:
-            violations.append(_violation("duplicate", faults.dup))
+            violations.append(violation("duplicate", faults.dup))
         if faults.conflict is not None:
-            violations.append(_violation("conflict", faults.conflict))
+            violations.append(violation("conflict", faults.conflict))
         if faults.gap is not None:
-            violations.append(_violation("gap", faults.gap))
+            violations.append(violation("gap", faults.gap))
         if faults.after_end:
-            violations.append(_violation("after_terminal", n + 1))
+            violations.append(violation("after_terminal", n + 1))
         violations.sort(key=lambda v: (v["first_seq"], v["kind"]))
         applied_kinds: Counter[str] = Counter()
         for seq, (kind, _) in enumerate(plan.steps, start=1):
@@ -340,7 +341,7 @@ class Fleet:
             "dlq": run.corrupt,
             "violations": violations,
             "applied_kinds": dict(sorted(applied_kinds.items())),
-            "counters": _counters(applied_kinds, applied, duplicates, faults),
+            "counters": expected_counters(applied_kinds, applied, duplicates, faults),
             "run": json.loads(_run_json(expected)),
         })
         totals = self._totals
@@ -351,8 +352,8 @@ class Fleet:
         totals["duplicates"] += duplicates
         totals["dlq"] += run.corrupt
         totals["violations"] += len(violations)
-        for violation in violations:
-            totals[f"violations.{violation['kind']}"] += 1
+        for reported in violations:
+            totals[f"violations.{reported['kind']}"] += 1
         totals[f"status.{plan.status.value}"] += 1
 
     def manifest(self) -> dict[str, Any]:
@@ -373,7 +374,7 @@ class Fleet:
                 "gap_delay_ms": config.gap_delay_ms,
                 "start": config.start.isoformat(),
             },
-            "semantics": _SEMANTICS,
+            "semantics": SEMANTICS,
             "totals": dict(sorted(self._totals.items())),
             "runs": sorted(self._runs, key=lambda entry: entry["index"]),
         }
@@ -383,65 +384,6 @@ class Fleet:
         target = Path(path)
         target.write_text(json.dumps(self.manifest(), indent=1) + "\n")
         return target
-
-
-_SEMANTICS = (
-    "Per run: 'events' = n distinct seqs sent (1..n, graph_started to terminal); 'records' = "
-    "every record sent with the run's key (events, duplicates, conflicts, late and corrupt "
-    "records); 'applied' = events the fold applies (all but a gap's missing seq); "
-    "'duplicates' = records with the 'duplicate' outcome (each also reported as a "
-    "'duplicate' violation, as consumers/fold.py documents); 'dlq' = corrupt "
-    "records; 'violations' = exactly what the consumer reports, as (kind, first_seq, last_seq); "
-    "'run' = the final Run as serde JSON (started_at = graph_started's timestamp, finished_at = "
-    "the terminal event's, outputs and final_state_digest from graph_completed's payload, "
-    "null for failed and cancelled runs); 'counters' = the fold's counters "
-    "(consumers.state.COUNTER_NAMES) that the simulator can predict; 'applied_kinds' = applied "
-    "events by type tag. A reordered pair produces no violation. A gap's following events "
-    "are stamped more than FoldConfig.max_delay_ns apart, so the gap is declared on event "
-    "time alone."
-)
-
-
-# Which fold counter (consumers.state.COUNTER_NAMES) each applied event kind bumps.
-_COUNTER_OF_KIND = {
-    "node_entered": "nodes_entered",
-    "node_exited": "nodes_exited",
-    "node_failed": "node_failures",
-    "tool_called": "tool_calls",
-    "tool_returned": "tool_returns",
-    "tool_failed": "tool_failures",
-    "node_retrying": "retries",
-    "checkpoint_saved": "checkpoints_saved",
-    "checkpoint_restored": "checkpoints_restored",
-    "checkpoint_deleted": "checkpoints_deleted",
-    "state_updated": "state_updates",
-    "message_added": "messages",
-    "graph_interrupted": "interrupts",
-}
-
-
-def _counters(applied_kinds: Counter[str], applied: int, duplicates: int,
-              faults: FaultPlan) -> dict[str, int]:
-    """The fold's counters for the run, predicted from what was applied and sent."""
-    counters = dict.fromkeys(
-        ["events_applied", *_COUNTER_OF_KIND.values(), "duplicates", "unverified_duplicates",
-         "events_buffered"], 0)
-    counters["events_applied"] = applied
-    for kind, count in applied_kinds.items():
-        name = _COUNTER_OF_KIND.get(kind)
-        if name is not None:
-            counters[name] += count
-    counters["duplicates"] = duplicates
-    # A reorder holds seq r+2 until r+1 arrives; a gap holds g+1 and g+2 until the
-    # event-time bound declares g missing.
-    counters["events_buffered"] = (
-        (1 if faults.reorder is not None else 0) + (2 if faults.gap is not None else 0)
-    )
-    return counters
-
-
-def _violation(kind: str, seq: int) -> dict[str, Any]:
-    return {"kind": kind, "first_seq": seq, "last_seq": seq}
 
 
 def _run_json(run: Run) -> str:
