@@ -26,9 +26,11 @@ __all__ = ["top"]
                    "print one frame and exit.")
 @click.option("--width", type=click.IntRange(min=60), default=None,
               help="Render this many columns wide (default: the terminal's width).")
+@click.option("--timeout", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
+              help="Seconds to wait for the cluster's first answer.")
 @click.option("--bootstrap-servers", default=None, help="Kafka to use [default: settings].")
 @click.option("--prefix", default=None, help="Prefix of every topic name.")
-def top(group: str, interval: float, once: bool, width: int | None,
+def top(group: str, interval: float, once: bool, width: int | None, timeout: float,
         bootstrap_servers: str | None, prefix: str | None) -> None:
     """Live view: runs by status, events/s, lag per partition, violations, slow/failing runs."""
     from rich.console import Console
@@ -43,7 +45,7 @@ def top(group: str, interval: float, once: bool, width: int | None,
         overrides["topic_prefix"] = prefix
     settings = RunfoldSettings.load(**overrides)
     console = Console(width=width)
-    with FleetReader(settings, group) as reader:
+    with FleetReader(settings, group, timeout=timeout) as reader:
         if once:
             reader.refresh(budget=30.0, until_caught_up=True)
             time.sleep(interval)

@@ -142,12 +142,14 @@ class FleetReader:
         *,
         recent: int = 8,
         top: int = 5,
+        timeout: float = 10.0,
     ) -> None:
         """Prepare (no network yet) a reader of the cluster and topics in ``settings``."""
         self.settings = settings
         self.group = group
         self.topics = settings.topic_names
         self._recent_size = recent
+        self._timeout = timeout
         self._top = top
         self._runs: dict[bytes, RunSummary] = {}
         self._violations: Counter[str] = Counter()
@@ -187,7 +189,7 @@ class FleetReader:
         topics = self.topics
         wanted = [topics.events, topics.runs, topics.violations, topics.dlq]
         try:
-            meta = consumer.list_topics(timeout=10)
+            meta = consumer.list_topics(timeout=self._timeout)
         except KafkaException as exc:
             consumer.close()
             raise KafkaSetupError(

@@ -27,7 +27,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import (
     BaseSettings,
@@ -44,6 +44,21 @@ __all__ = ["ENV_PREFIX", "RunfoldSettings", "TopicNames"]
 ENV_PREFIX = "RUNFOLD_"
 # Variables read by other parts of runfold rather than by this object.
 _OTHER_ENV = frozenset({"RUNFOLD_CONFIG", "RUNFOLD_CACHE"})
+# librdkafka keys that have a field of their own (see RunfoldSettings.client_config).
+_FIELD_OF_KEY = {
+    "bootstrap.servers": "bootstrap_servers",
+    "client.id": "client_id",
+    "security.protocol": "security_protocol",
+    "sasl.mechanism": "sasl_mechanism",
+    "sasl.mechanisms": "sasl_mechanism",
+    "sasl.username": "sasl_username",
+    "sasl.password": "sasl_password",
+    "ssl.ca.location": "ssl_ca_location",
+    "ssl.certificate.location": "ssl_certificate_location",
+    "ssl.key.location": "ssl_key_location",
+    "ssl.key.password": "ssl_key_password",
+    "ssl.endpoint.identification.algorithm": "ssl_endpoint_identification_algorithm",
+}
 _config_file: ContextVar[Path | None] = ContextVar("runfold_config_file", default=None)
 
 
@@ -104,6 +119,21 @@ class RunfoldSettings(BaseSettings):
     ssl_key_location: str | None = None
     ssl_key_password: SecretStr | None = None
     ssl_endpoint_identification_algorithm: Literal["https", "none"] | None = None
+    librdkafka: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="other librdkafka keys for every client (e.g. sasl.oauthbearer.*, "
+        "socket.keepalive.enable); values are never printed, as they may hold credentials",
+    )
+
+    @field_validator("librdkafka")
+    @classmethod
+    def _no_shadowed_keys(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        """A key with its own field must be set through that field, so it has one source."""
+        for key in value:
+            field_name = _FIELD_OF_KEY.get(key)
+            if field_name is not None:
+                raise ValueError(f"librdkafka key {key!r} is set with the {field_name!r} setting")
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -192,6 +222,8 @@ class RunfoldSettings(BaseSettings):
                 config[key] = value.get_secret_value()
             elif value is not None:
                 config[key] = value
+        for key, secret in self.librdkafka.items():
+            config[key] = secret.get_secret_value()
         return config
 
     def producer_config(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:

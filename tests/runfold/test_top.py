@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -22,7 +24,7 @@ from user_day_fixtures import (
 )
 
 from runfold.live import FleetSnapshot, PartitionLag, RunSummary, ViolationRow, render_snapshot
-from runfold.settings import TopicNames
+from runfold.settings import RunfoldSettings, TopicNames
 
 RUN_A = "aaaaaaaa-0000-4000-8000-000000000001"
 RUN_B = "bbbbbbbb-0000-4000-8000-000000000002"
@@ -120,3 +122,43 @@ def test_top_in_a_real_terminal(
     _, second = send_fleet(settings, runs=4, seed=10)
     text = _pane(tmux, rf"│\s+all\s+{second.records:,}\s+│")
     assert "runfold top" in text
+
+
+SECRET = "hunter2-never-print-me"
+
+
+@pytest.mark.unit
+def test_settings_reach_top_and_no_command_prints_a_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from runfold.cli import main
+
+    config = tmp_path / "runfold.toml"
+    config.write_text(
+        'bootstrap_servers = "127.0.0.1:1"\nsecurity_protocol = "SASL_SSL"\n'
+        'sasl_mechanism = "SCRAM-SHA-512"\nsasl_username = "alice"\n'
+        f'sasl_password = "{SECRET}"\n'
+        f'[librdkafka]\n"sasl.oauthbearer.client.secret" = "{SECRET}"\n'
+        '"socket.connection.setup.timeout.ms" = "1000"\n'
+    )
+    for key in [k for k in os.environ if k.startswith("RUNFOLD_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("RUNFOLD_CONFIG", str(config))
+    settings = RunfoldSettings.load()
+    assert settings.client_config()["sasl.oauthbearer.client.secret"] == SECRET
+    assert SECRET not in repr(settings)
+    runner = CliRunner()
+    for command in ("top", "demo", "export", "sql", "consume", "produce"):
+        result = runner.invoke(main, [command, "--help"])
+        assert result.exit_code == 0 and SECRET not in result.output, command
+    failed = runner.invoke(main, ["top", "--once", "--timeout", "1"])
+    assert failed.exit_code == 1
+    assert "127.0.0.1:1" in failed.output and SECRET not in failed.output
+    shadowed = runner.invoke(main, ["top", "--once"], env={
+        "RUNFOLD_LIBRDKAFKA": f'{{"sasl.password": "{SECRET}"}}'})
+    assert shadowed.exit_code == 1
+    assert "'sasl.password' is set with the 'sasl_password' setting" in shadowed.output
+    assert SECRET not in shadowed.output
