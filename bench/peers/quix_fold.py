@@ -1,0 +1,96 @@
+"""The benchmark's fold written for Quix Streams: per-run state, last-seq check, status.
+
+Runs inside its own virtual environment (Quix Streams pins an older confluent-kafka than
+runfold), so it imports nothing from runfold: the Event schema comes from the ``.avsc``
+file given with ``--schema`` and records are read with fastavro, as Quix's own Avro
+deserializer does. Exactly-once (``processing_guarantee="exactly-once"``), state in
+RocksDB with its changelog topic; commits every ``--commit-every`` records or
+``--commit-interval`` seconds, like runfold's transactions.
+
+The fold itself is :func:`peer_fold.fold_run`, shared with the other peers.
+
+Lines printed for the benchmark: ``PEER first`` when the first record is processed,
+``PEER changelog <json names>`` and ``PEER done <json counters>`` at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from typing import Any
+
+import fastavro
+from peer_fold import fold_run  # the script's own directory is on sys.path
+from quixstreams import Application
+from quixstreams.models.serializers import Deserializer
+
+_STATE_KEY = "run"
+
+
+class EventDeserializer(Deserializer):
+    """Single-object framed Avro (10-byte header) to a dict, with fastavro."""
+
+    def __init__(self, schema_path: str) -> None:
+        super().__init__()
+        with open(schema_path, encoding="utf-8") as handle:
+            self._schema = fastavro.parse_schema(json.load(handle))
+
+    def __call__(self, value: bytes, ctx: Any) -> Any:
+        return fastavro.schemaless_reader(
+            io.BytesIO(value[10:]), self._schema, None, return_record_name=True
+        )
+
+
+def fold(event: dict[str, Any], state: Any) -> None:
+    """Fold one event into the run's state kept by Quix (RocksDB, changelogged)."""
+    state.set(_STATE_KEY, fold_run(state.get(_STATE_KEY), event))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Quix Streams peer of runfold's fold")
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--schema", required=True)
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--guarantee", default="exactly-once")
+    parser.add_argument("--commit-every", type=int, default=2000)
+    parser.add_argument("--commit-interval", type=float, default=0.5)
+    parser.add_argument("--idle", type=float, default=3.0)
+    args = parser.parse_args()
+
+    app = Application(
+        broker_address=args.bootstrap,
+        consumer_group=args.group,
+        auto_offset_reset="earliest",
+        processing_guarantee=args.guarantee,
+        commit_every=args.commit_every,
+        commit_interval=args.commit_interval,
+        state_dir=args.state_dir,
+        loglevel="WARNING",
+    )
+    topic = app.topic(
+        args.topic, key_deserializer="str", value_deserializer=EventDeserializer(args.schema)
+    )
+    processed = 0
+
+    def counted_fold(event: dict[str, Any], state: Any) -> None:
+        nonlocal processed
+        if not processed:
+            print("PEER first", flush=True)
+        processed += 1
+        fold(event, state)
+
+    sdf = app.dataframe(topic)
+    sdf.update(counted_fold, stateful=True)
+    app.run(timeout=args.idle, collect=False)
+    changelogs = [t.name for t in app._topic_manager.changelog_topics_list]  # noqa: SLF001
+    print("PEER changelog " + json.dumps(changelogs), flush=True)
+    print("PEER done " + json.dumps({"processed": processed}), flush=True)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

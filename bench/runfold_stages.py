@@ -1,0 +1,241 @@
+"""runfold's own numbers: producer, folding service (both guarantees) and its final state.
+
+The folding service runs as a child process (``python -m runfold consume``), as a user
+would run it, with its topics named through ``RUNFOLD_TOPICS__*`` so several services read
+the same pre-loaded events topic and each writes its own state topic. Its rate is the
+events of the topic divided by the time from its "restored" log line (assignment done,
+consumption starts) to the moment the group's committed offsets reach the end of the topic,
+as seen by a separate consumer.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bench.kafka_env import BenchError, Watched, create_topic, end_offsets, wait_committed
+from bench.results import Measurement
+from consumers.edge import FoldEdge
+from consumers.restore import read_latest_by_key
+from producers import EventProducer, Fleet, FleetConfig, produce_fleet
+
+__all__ = [
+    "FinalState",
+    "ServiceTopics",
+    "Workload",
+    "expected_state",
+    "fold_service",
+    "read_run_states",
+    "runfold_produce",
+    "service_env",
+    "start_service",
+]
+
+STAGE = "runfold"
+FinalState = dict[str, tuple[str, int, int]]
+"""run_id -> (status, last_seq, events applied): what every fold must agree on."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The simulated fleet every stage uses (no faults: every fold must agree exactly)."""
+
+    runs: int
+    agents: int = 16
+    seed: int = 2026
+
+    def config(self) -> FleetConfig:
+        """The fleet configuration."""
+        return FleetConfig(runs=self.runs, agents=self.agents, seed=self.seed)
+
+    @classmethod
+    def for_events(cls, events: int) -> Workload:
+        """About ``events`` records: the run count from a sample's average run length."""
+        sample = Fleet(FleetConfig(runs=200, agents=16, seed=2026))
+        per_run = sum(1 for _ in sample.records()) / 200
+        return cls(runs=max(1, round(events / per_run)))
+
+    def records(self) -> list[tuple[bytes, bytes]]:
+        """Every record (key, value), encoded, before any clock starts."""
+        return [(key, value) for key, value, _ in Fleet(self.config()).records()]
+
+
+@dataclass(frozen=True)
+class ServiceTopics:
+    """The topics of one folding service (events shared, the rest its own)."""
+
+    events: str
+    runs: str
+    violations: str
+    dlq: str
+
+    @classmethod
+    def own(cls, events: str, prefix: str) -> ServiceTopics:
+        """Shared ``events``; state, violations and DLQ topics named ``<prefix>...``."""
+        return cls(events, f"{prefix}runs", f"{prefix}violations", f"{prefix}dlq")
+
+    def create(self, admin: Any, partitions: int) -> None:
+        """Create the service's own topics (the events topic exists already)."""
+        create_topic(admin, self.runs, partitions, {"cleanup.policy": "compact"})
+        create_topic(admin, self.violations, partitions)
+        create_topic(admin, self.dlq, partitions)
+
+
+def service_env(topics: ServiceTopics) -> dict[str, str]:
+    """Environment naming the service's topics (runfold settings' nested variables)."""
+    return {
+        "RUNFOLD_TOPICS__EVENTS": topics.events,
+        "RUNFOLD_TOPICS__RUNS": topics.runs,
+        "RUNFOLD_TOPICS__VIOLATIONS": topics.violations,
+        "RUNFOLD_TOPICS__DLQ": topics.dlq,
+        "RUNFOLD_TOPIC_PREFIX": "",
+    }
+
+
+def start_service(
+    bootstrap: str, topics: ServiceTopics, group: str, guarantee: str, *,
+    until_idle: float, extra: list[str] | None = None,
+) -> Watched:
+    """``runfold consume`` as a child process, its log lines watched."""
+    cmd = [
+        sys.executable, "-m", "runfold", "consume",
+        "--bootstrap-servers", bootstrap,
+        "--group", group,
+        "--instance-id", "0",
+        "--guarantee", guarantee,
+        "--until-idle", str(until_idle),
+        "--stats-json",
+        "-v",
+        *(extra or []),
+    ]
+    return Watched(
+        cmd,
+        marks={
+            "assigned": r"assigned .* partitions",
+            "restored": r"restored (\d+) runs of partitions .* in ([\d.]+)s",
+        },
+        env=service_env(topics),
+    )
+
+
+def _stats_line(service: Watched) -> dict[str, Any]:
+    for line in reversed(service.lines):
+        if line.startswith("{") and '"consumed"' in line:
+            parsed: dict[str, Any] = json.loads(line)
+            return parsed
+    return {}
+
+
+def runfold_produce(bootstrap: str, topic: str, workload: Workload) -> tuple[Measurement, Fleet]:
+    """Simulator + codec + ``EventProducer`` into ``topic``, flush included."""
+    fleet = Fleet(workload.config())
+    producer = EventProducer(topic, bootstrap_servers=bootstrap)
+    producer.connect()
+    result = produce_fleet(fleet, producer, flush_timeout=120)
+    producer.close()
+    report = result.report
+    if not report.ok:
+        raise BenchError(f"runfold producer did not deliver every record: {report.summary()}")
+    measurement = Measurement(
+        "runfold.produce", STAGE, "runfold producer (simulate+encode+produce)",
+        result.records_per_second, "ev/s",
+        detail=f"{result.records:,} events of {workload.runs:,} runs from {workload.agents} "
+        "agents; Fleet -> Avro -> EventProducer, acks=all idempotent, flush included",
+    )
+    return measurement, fleet
+
+
+def expected_state(fleet: Fleet) -> FinalState:
+    """The simulator's ground truth for a fault-free fleet."""
+    manifest = fleet.manifest()
+    return {
+        entry["run_id"]: (entry["run"]["status"], entry["events"], entry["applied"])
+        for entry in manifest["runs"]
+    }
+
+
+def read_run_states(bootstrap: str, topic: str, partitions: int) -> FinalState:
+    """runfold's committed final state per run, read back from its state topic."""
+    edge = FoldEdge.default()
+    latest = read_latest_by_key(
+        {"bootstrap.servers": bootstrap}, topic, list(range(partitions)), timeout=120
+    )
+    states: FinalState = {}
+    for part in latest.values():
+        for key, value in part.latest.items():
+            state = edge.decode_state(value)
+            states[key.decode()] = (state.status.value, state.last_seq, state.events_applied)
+    return states
+
+
+def compare_states(name: str, got: Mapping[str, tuple[str, int, int]],
+                   want: Mapping[str, tuple[str, int, int]]) -> str:
+    """An empty string when equal, else a sentence naming the first differences."""
+    if got == want:
+        return ""
+    missing = [k for k in want if k not in got]
+    extra = [k for k in got if k not in want]
+    differ = [k for k in want if k in got and got[k] != want[k]]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} runs missing")
+    if extra:
+        parts.append(f"{len(extra)} unexpected runs")
+    if differ:
+        k = differ[0]
+        parts.append(
+            f"{len(differ)} runs differ, e.g. {k}: {got[k]} instead of {want[k]} "
+            "(status, last_seq, events)"
+        )
+    return f"{name}: " + "; ".join(parts)
+
+
+def fold_service(
+    bootstrap: str, admin: Any, events_topic: str, partitions: int, total: int,
+    guarantee: str, prefix: str, expected: FinalState, *, timeout: float,
+) -> Measurement:
+    """The folding service over the pre-loaded topic; its final state checked."""
+    tag = "eos" if guarantee == "exactly-once" else "alo"
+    key, label = f"runfold.fold.{tag}", f"runfold fold, {guarantee}"
+    topics = ServiceTopics.own(events_topic, f"{prefix}{tag}-")
+    topics.create(admin, partitions)
+    group = f"{prefix}{tag}"
+    targets = end_offsets(bootstrap, events_topic, partitions)
+    # Stopped by SIGTERM once everything is committed (it commits its open transaction and
+    # exits 0); --until-idle is only a safety net should the benchmark die first.
+    service = start_service(bootstrap, topics, group, guarantee, until_idle=120.0)
+    try:
+        started = service.wait_mark("restored", 90)
+        try:
+            done = wait_committed(
+                bootstrap, group, events_topic, targets, timeout=timeout, alive=service.alive
+            )
+        except BenchError as exc:
+            raise BenchError(f"{exc}; its output: {service.tail(8)}") from exc
+        service.proc.terminate()
+        code = service.finish(timeout=60)
+    finally:
+        service.stop()
+    stats = _stats_line(service)
+    if code != 0:
+        raise BenchError(f"runfold consume exited with {code}: {service.tail()}")
+    seconds = done - started
+    states = read_run_states(bootstrap, topics.runs, partitions)
+    problem = compare_states("runfold", states, expected)
+    return Measurement(
+        key, STAGE, label, total / seconds, "ev/s",
+        detail=f"{total:,} events in {seconds:.2f}s, subprocess `runfold consume`, "
+        f"batch 2000 / 500 ms; {stats.get('transactions', '?')} commits",
+        valid=not problem,
+        note=problem or "final state = simulator manifest",
+        extra={"seconds": seconds, "stats": stats, "runs": len(states)},
+    )
+
+
+def wait_idle(seconds: float) -> None:
+    """Let the broker settle between stages (log flushes, group coordinator work)."""
+    time.sleep(seconds)

@@ -1,0 +1,266 @@
+"""One benchmark run: every stage, in order, against one broker; the report with ratios and goals.
+
+Order matters on a 2-core machine: each stage runs alone. The events topic is loaded once
+by runfold's producer and then read by the client ceiling, both folding-service modes and
+the peers, so every fold sees the same records.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from confluent_kafka import KafkaException
+
+from bench import ceilings, live_stages, runfold_stages
+from bench.kafka_env import BenchBroker, create_topic, warm_up
+from bench.peers.runner import FAUST, QUIX, run_peer
+from bench.results import Goal, Measurement, Ratio, Report, machine_notes
+from schemas.errors import RunfoldError
+
+__all__ = ["STAGES", "SuiteOptions", "run_suite"]
+
+STAGES = ("anchors", "producer", "fold", "peers", "latency", "restore")
+Echo = Callable[[str], None]
+
+
+@dataclass
+class SuiteOptions:
+    """What to measure and how much."""
+
+    events: int = 200_000
+    quick: bool = False
+    bootstrap: str | None = None
+    partitions: int = 6
+    latency_rate: float = 10_000.0
+    latency_seconds: float = 30.0
+    restore_runs: int = 1_000_000
+    peers: bool | None = None
+    """Build missing peer environments: ``None`` means yes unless ``quick``."""
+    stages: tuple[str, ...] = STAGES
+
+    @classmethod
+    def quick_defaults(cls, **overrides: Any) -> SuiteOptions:
+        """The short run CI can afford (well under two minutes with a broker start)."""
+        values: dict[str, Any] = {
+            "events": 20_000, "quick": True, "latency_seconds": 5.0, "restore_runs": 20_000,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+RATIOS = [
+    Ratio("of client ceiling", "runfold.produce", "client.produce"),
+    Ratio("of broker ceiling", "client.produce", "broker.produce"),
+    Ratio("of client ceiling", "runfold.fold.eos", "client.consume"),
+    Ratio("of client ceiling", "runfold.fold.alo", "client.consume"),
+    Ratio("of broker ceiling", "client.consume", "broker.consume"),
+    Ratio("× Quix EOS", "runfold.fold.eos", "peer.quix.eos"),
+    Ratio("× faust EOS", "runfold.fold.eos", "peer.faust.eos"),
+]
+
+
+def _value(found: dict[str, Measurement], key: str) -> float | None:
+    m = found.get(key)
+    return m.value if m is not None and m.usable else None
+
+
+def _goal_producer(found: dict[str, Measurement]) -> tuple[bool | None, str]:
+    rate, ceiling = _value(found, "runfold.produce"), _value(found, "client.produce")
+    if rate is None or ceiling is None:
+        return None, "not measured"
+    ratio = rate / ceiling
+    return rate >= 150_000 and ratio >= 0.5, f"{rate:,.0f} ev/s, {ratio:.2f}× client ceiling"
+
+
+def _goal_fold(found: dict[str, Measurement]) -> tuple[bool | None, str]:
+    rate, quix = _value(found, "runfold.fold.eos"), _value(found, "peer.quix.eos")
+    if rate is None:
+        return None, "not measured"
+    if quix is None:
+        return None, f"{rate:,.0f} ev/s; Quix not measured"
+    return rate >= 100_000 and rate >= 3 * quix, f"{rate:,.0f} ev/s, {rate / quix:.2f}× Quix EOS"
+
+
+def _goal_latency(found: dict[str, Measurement]) -> tuple[bool | None, str]:
+    p99 = _value(found, "latency.p99")
+    m = found.get("latency.p99")
+    if p99 is None or m is None:
+        return None, "not measured"
+    return p99 <= 250, f"p99 {p99:,.0f} ms ({m.detail.split(';')[0]})"
+
+
+def _goal_restore(found: dict[str, Measurement]) -> tuple[bool | None, str]:
+    seconds, per_run = _value(found, "restore.seconds"), _value(found, "restore.rss_per_run")
+    m = found.get("restore.seconds")
+    if seconds is None or m is None:
+        return None, "not measured"
+    runs = int(m.extra.get("runs", 0))
+    per_million = seconds * 1_000_000 / runs if runs else seconds
+    text = f"{runs:,} runs in {seconds:.1f}s"
+    if runs != 1_000_000:
+        text += f" (≈{per_million:.1f}s per 1M, extrapolated)"
+    met: bool | None = per_million <= 10
+    if per_run is None:
+        return None, text + "; RSS not measured"
+    text += f"; {per_run:,.0f} B RSS per run"
+    return bool(met) and per_run <= 1024, text
+
+
+GOALS = [
+    Goal("producer ≥ 150,000 ev/s and ≥ 0.5× client ceiling", _goal_producer),
+    Goal("exactly-once fold ≥ 100,000 ev/s and ≥ 3× Quix EOS", _goal_fold),
+    Goal("p99 end-to-end ≤ 250 ms at 10,000 ev/s", _goal_latency),
+    Goal("restore 1M runs ≤ 10 s, ≤ 1 KiB RSS per run", _goal_restore),
+]
+
+
+def _guard(report: Report, echo: Echo, key: str, stage: str, label: str, unit: str,
+           action: Callable[[], Measurement | list[Measurement]]) -> None:
+    """Run one stage; a failure becomes a missing number with its reason, not a crash."""
+    echo(f"measuring: {label}")
+    started = time.monotonic()
+    try:
+        result = action()
+    except (RunfoldError, KafkaException, OSError) as exc:
+        echo(f"  {label} failed: {exc}")
+        report.add(Measurement.missing(key, stage, label, unit, f"failed: {exc}"))
+        return
+    for m in result if isinstance(result, list) else [result]:
+        report.add(m)
+        shown = f"{m.value:,.1f} {m.unit}" if m.value is not None else "n/a"
+        echo(f"  {m.label}: {shown}{'' if m.valid else ' (INVALID: ' + m.note + ')'}")
+    echo(f"  ({time.monotonic() - started:.1f}s)")
+
+
+def run_suite(options: SuiteOptions, *, echo: Echo) -> Report:
+    """Run the benchmark and return its report (a stage that fails is reported, not raised)."""
+    from runfold.kafka.jars import kafka_lib
+
+    began = time.monotonic()
+    java: str | None = None
+    report = Report(
+        ratios=list(RATIOS), goals=list(GOALS),
+        options={k: v for k, v in asdict(options).items() if k != "bootstrap"},
+        started=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    java = _find_java()
+    report.machine = machine_notes(java)
+    wanted = set(options.stages)
+    prefix = f"bench-{uuid.uuid4().hex[:6]}-"
+    workload = runfold_stages.Workload.for_events(options.events)
+    echo(f"workload: {workload.runs:,} runs (≈{options.events:,} events), "
+         f"{options.partitions} partitions; topics {prefix}*")
+    records = workload.records()
+    total = len(records)
+    size = round(sum(len(v) for _, v in records) / total)
+    report.options["records"] = total
+    report.options["record_bytes"] = size
+
+    with BenchBroker(options.bootstrap, echo=echo) as broker:
+        bootstrap, admin = broker.bootstrap, broker.admin
+        report.machine["broker"] = (
+            "local KRaft broker started by the bench (1 node, same machine)"
+            if broker.started_here else "given with --bootstrap"
+        )
+        echo("warming up the broker's coordinators")
+        warm_up(bootstrap, admin(), f"{prefix}warmup")
+        events_topic = create_topic(admin(), f"{prefix}events", options.partitions)
+        expected: runfold_stages.FinalState = {}
+        timeout = 120 + total / 2_000
+
+        if "anchors" in wanted:
+            client_topic = create_topic(admin(), f"{prefix}client", options.partitions)
+            _guard(report, echo, "client.produce", ceilings.STAGE,
+                   "client ceiling: confluent-kafka produce", "ev/s",
+                   lambda: ceilings.client_produce(bootstrap, client_topic, records))
+        if wanted & {"producer", "anchors", "fold", "peers"}:
+            holder: dict[str, Any] = {}
+
+            def produce() -> Measurement:
+                measurement, fleet = runfold_stages.runfold_produce(
+                    bootstrap, events_topic, workload)
+                holder["expected"] = runfold_stages.expected_state(fleet)
+                return measurement
+
+            _guard(report, echo, "runfold.produce", runfold_stages.STAGE,
+                   "runfold producer", "ev/s", produce)
+            expected = holder.get("expected", {})
+        if "anchors" in wanted:
+            _guard(report, echo, "client.consume", ceilings.STAGE,
+                   "client ceiling: confluent-kafka consume", "ev/s",
+                   lambda: ceilings.client_consume(bootstrap, events_topic, total, timeout))
+            if java is None:
+                for key, label in (("broker.produce", "ProducerPerformance"),
+                                   ("broker.consume", "ConsumerPerformance")):
+                    report.add(Measurement.missing(key, ceilings.STAGE, f"broker ceiling: {label}",
+                                                   "ev/s", "skipped: no Java 17+ found"))
+            else:
+                lib = str(kafka_lib(echo=echo))
+                perf_topic = create_topic(admin(), f"{prefix}perf", options.partitions)
+                _guard(report, echo, "broker.produce", ceilings.STAGE,
+                       "broker ceiling: ProducerPerformance", "ev/s",
+                       lambda: ceilings.broker_produce(java or "java", lib, bootstrap, perf_topic,
+                                                       total, size, timeout))
+                _guard(report, echo, "broker.consume", ceilings.STAGE,
+                       "broker ceiling: ConsumerPerformance", "ev/s",
+                       lambda: ceilings.broker_consume(java or "java", lib, bootstrap,
+                                                       perf_topic, total, timeout))
+        if "fold" in wanted and expected:
+            for guarantee in ("exactly-once", "at-least-once"):
+                tag = "eos" if guarantee == "exactly-once" else "alo"
+                _guard(report, echo, f"runfold.fold.{tag}", runfold_stages.STAGE,
+                       f"runfold fold, {guarantee}", "ev/s",
+                       lambda g=guarantee: runfold_stages.fold_service(  # type: ignore[misc]
+                           bootstrap, admin(), events_topic, options.partitions, total, g,
+                           prefix, expected, timeout=timeout))
+        if "peers" in wanted and expected:
+            build = options.peers if options.peers is not None else not options.quick
+            # faust is ~20x slower than Quix here: only in full runs, within its budget.
+            for peer in (QUIX,) if options.quick else (QUIX, FAUST):
+                _guard(report, echo, peer.key, "peers", peer.label, "ev/s",
+                       lambda p=peer: run_peer(  # type: ignore[misc]
+                           p, bootstrap, events_topic, options.partitions, total, expected,
+                           create_venv=build, timeout=timeout, echo=echo,
+                           group=f"{prefix}{p.venv}"))
+        if "latency" in wanted:
+            _guard(report, echo, "latency.p99", live_stages.STAGE_LATENCY,
+                   "end-to-end latency", "ms",
+                   lambda: live_stages.measure_latency(
+                       bootstrap, admin(), options.partitions, prefix,
+                       rate=options.latency_rate, seconds=options.latency_seconds))
+        if "restore" in wanted:
+            _guard(report, echo, "restore.seconds", live_stages.STAGE_RESTORE,
+                   "restore on assignment", "s",
+                   lambda: live_stages.measure_restore(
+                       bootstrap, admin(), options.partitions, prefix,
+                       runs=options.restore_runs, timeout=300))
+        if not broker.started_here:
+            _delete_prefixed(admin(), prefix)
+    report.seconds = time.monotonic() - began
+    return report
+
+
+def _find_java() -> str | None:
+    """Java 17+'s path, or ``None`` (the broker-ceiling stage is then skipped)."""
+    from runfold.kafka.jars import find_java
+
+    try:
+        return find_java()
+    except RunfoldError:
+        return None
+
+
+def _delete_prefixed(admin: Any, prefix: str) -> None:
+    """Delete this run's topics from a broker we did not start (best effort)."""
+    try:
+        # Peers' internal topics (Quix changelogs) carry the prefix inside their names.
+        names = [t for t in admin.list_topics(timeout=30).topics if prefix in t]
+        if names:
+            admin.delete_topics(names, operation_timeout=30)
+    except KafkaException:
+        pass

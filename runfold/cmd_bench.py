@@ -1,0 +1,113 @@
+"""``runfold bench``: runfold against its anchors (client, broker, Quix Streams), one broker.
+
+Examples::
+
+    runfold bench --quick                        # under two minutes, for CI
+    runfold bench --json bench.json --doc docs/benchmarks.md
+    runfold bench --bootstrap 127.0.0.1:9092 --stages fold,peers
+
+The stages live in the ``bench`` package of the source tree (not installed with the
+wheel): the command runs from a checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+__all__ = ["bench"]
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _import_bench() -> None:
+    """Make the source tree's ``bench`` package importable (it is not part of the wheel)."""
+    if not (_ROOT / "bench" / "suite.py").is_file():
+        raise click.ClickException(
+            f"`runfold bench` runs from a source checkout; {_ROOT / 'bench'} was not found"
+        )
+    if str(_ROOT) not in sys.path:
+        sys.path.insert(0, str(_ROOT))
+
+
+def _stages(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
+    _import_bench()
+    from bench.suite import STAGES
+
+    if not value:
+        return STAGES
+    chosen = tuple(s.strip() for s in value.split(",") if s.strip())
+    unknown = [s for s in chosen if s not in STAGES]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}",
+            ctx=ctx, param=param,
+        )
+    return chosen
+
+
+@click.command()
+@click.option("--events", type=click.IntRange(min=1000), default=None,
+              help="Events in the pre-loaded topic [default: 200,000; 20,000 with --quick].")
+@click.option("--quick", is_flag=True,
+              help="A short run for CI (<2 min): fewer events, 5 s of latency, 20k runs to "
+                   "restore; peers only if their environment is already built.")
+@click.option("--bootstrap", default=None, metavar="HOST:PORT",
+              help="Use this broker (its topics are deleted after) instead of starting one.")
+@click.option("--partitions", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option("--rate", type=click.FloatRange(min=100), default=10_000.0, show_default=True,
+              help="Offered events/s for the latency stage.")
+@click.option("--latency-seconds", type=click.FloatRange(min=1), default=None,
+              help="How long to offer load for latency [default: 30; 5 with --quick].")
+@click.option("--restore-runs", type=click.IntRange(min=100), default=None,
+              help="Runs to restore [default: 1,000,000; 20,000 with --quick].")
+@click.option("--peers/--no-peer-setup", "peers", default=None,
+              help="Build the peers' environments (bench/.work) when missing "
+                   "[default: yes, except with --quick].")
+@click.option("--stages", callback=_stages, default=None, metavar="A,B,...",
+              help="Only these stages: anchors, producer, fold, peers, latency, restore.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write the full report as JSON here.")
+@click.option("--doc", "doc_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None,
+              help="Replace the generated section of this Markdown file (e.g. "
+                   "docs/benchmarks.md) with the tables.")
+def bench(events: int | None, quick: bool, bootstrap: str | None, partitions: int, rate: float,
+          latency_seconds: float | None, restore_runs: int | None, peers: bool | None,
+          stages: tuple[str, ...], json_path: Path | None, doc_path: Path | None) -> None:
+    """Measure runfold beside the client, the broker and Quix Streams, on one broker."""
+    _import_bench()
+    from rich.console import Console
+
+    from bench.render import markdown, print_report, update_doc
+    from bench.suite import SuiteOptions, run_suite
+
+    overrides = {
+        key: value
+        for key, value in {
+            "events": events, "bootstrap": bootstrap, "partitions": partitions,
+            "latency_rate": rate, "latency_seconds": latency_seconds,
+            "restore_runs": restore_runs, "peers": peers, "stages": stages,
+        }.items()
+        if value is not None
+    }
+    options = SuiteOptions.quick_defaults(**overrides) if quick else SuiteOptions(**overrides)
+    console = Console(stderr=True)
+
+    def echo(message: str) -> None:
+        console.print(f"[dim]{message}[/]", highlight=False)
+
+    report = run_suite(options, echo=echo)
+    # Piped or captured output gets a wide table: a log line beats a folded cell.
+    print_report(report, Console(width=None if sys.stdout.isatty() else 180))
+    if json_path is not None:
+        json_path.write_text(json.dumps(report.to_json(), indent=1) + "\n")
+        echo(f"wrote {json_path}")
+    if doc_path is not None:
+        command = "runfold " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        update_doc(doc_path, markdown(report, command))
+        echo(f"updated {doc_path}")
