@@ -18,44 +18,64 @@ new runs; the summary counts only this demo's runs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console, Group, RenderableType
-from rich.table import Table
+from rich.console import Console, RenderableType
 from rich.text import Text
 
 from producers.faults import FaultRates, FaultSpecError
+from runfold.demo_summary import KINDS, STATUSES, DemoSummary, check, next_steps, render_summary
 from runfold.settings import RunfoldSettings
 from schemas.errors import RunfoldError
 
-__all__ = [
-    "DEFAULT_FAULTS",
-    "DemoOptions",
-    "DemoSummary",
-    "demo",
-    "next_steps",
-    "render_summary",
-    "run_demo",
-]
+__all__ = ["DEFAULT_FAULTS", "DemoError", "DemoOptions", "demo", "run_demo"]
 
 DEFAULT_FAULTS = "gap=0.02,dup=0.02,reorder=0.02,after_end=0.02,conflict=0.02,corrupt=0.02"
 """About six runs of 300 get each fault."""
 
-_STATUSES = ("RUNNING", "COMPLETED", "FAILED", "CANCELLED")
-_KINDS = ("gap", "duplicate", "conflict", "after_terminal", "missing_start")
 
 
 class DemoError(RunfoldError):
     """The demo could not finish (the consumer failed or did not catch up in time)."""
+
+
+class _KafkaLog(logging.Handler):
+    """Keeps the demo's librdkafka log lines instead of printing them over the live view.
+
+    A fresh broker makes the clients log retries (coordinator loading, not yet leader)
+    that are normal; the last lines are shown only if the demo fails.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: deque[str] = deque(maxlen=10)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+_KAFKA_LOG = _KafkaLog()
+_KAFKA_LOGGER = logging.getLogger("runfold.demo.librdkafka")
+_KAFKA_LOGGER.addHandler(_KAFKA_LOG)
+_KAFKA_LOGGER.propagate = False
+_QUIET = {"logger": _KAFKA_LOGGER}
+"""librdkafka settings that route a client's log to :data:`_KAFKA_LOG`."""
+
+
+def _failed(cause: BaseException) -> DemoError:
+    recent = "; ".join(_KAFKA_LOG.lines)
+    tail = f" (last Kafka client messages: {recent})" if recent else ""
+    return DemoError(f"the demo stopped: {cause}{tail}")
 
 
 @dataclass
@@ -78,53 +98,6 @@ class DemoOptions:
     catch_up_timeout: float = 180.0
     manifest_path: Path | None = None
     """Where to write the simulator's manifest (the ground truth), if anywhere."""
-
-
-@dataclass
-class DemoSummary:
-    """What the demo observed next to what the simulator says must happen."""
-
-    bootstrap: str
-    topics: dict[str, str]
-    seed: int
-    runs: int
-    agents: int
-    faults: str
-    records_produced: int
-    produce_seconds: float
-    fold_seconds: float
-    consumer: dict[str, Any]
-    runs_by_status: dict[str, int]
-    expected_runs_by_status: dict[str, int]
-    violations: dict[str, int]
-    expected_violations: dict[str, int]
-    example_runs: dict[str, str]
-    dlq: int
-    expected_dlq: int
-    events_applied: int
-    expected_events_applied: int
-    broker: str = "external"
-    """``external`` (configured), ``local`` (already running) or ``started`` (by the demo)."""
-    broker_stopped: bool = False
-    mismatches: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
-        return asdict(self)
-
-
-def _check(summary: DemoSummary) -> list[str]:
-    """Where the output topics disagree with the manifest."""
-    problems = []
-    for label, seen, wanted in (
-        ("runs by status", summary.runs_by_status, summary.expected_runs_by_status),
-        ("violations", summary.violations, summary.expected_violations),
-        ("dead letters", summary.dlq, summary.expected_dlq),
-        ("events applied", summary.events_applied, summary.expected_events_applied),
-    ):
-        if seen != wanted:
-            problems.append(f"{label}: folded {seen}, manifest {wanted}")
-    return problems
 
 
 def _kafka(options: DemoOptions, say: Callable[[str], None]) -> tuple[str | None, str, Any]:
@@ -192,7 +165,7 @@ def _run(options: DemoOptions, rates: FaultRates, bootstrap: str | None, broker:
         overrides["topic_prefix"] = options.prefix
     settings = RunfoldSettings.load(**overrides)
     names = settings.topic_names
-    report = ensure_topics(settings.admin_config(), names, partitions=options.partitions)
+    report = ensure_topics(settings.admin_config(_QUIET), names, partitions=options.partitions)
     for problem in report.mismatches:
         console.print(f"[yellow]warning:[/] {problem}")
     if report.created:
@@ -209,6 +182,7 @@ def _run(options: DemoOptions, rates: FaultRates, bootstrap: str | None, broker:
         kafka=dict(settings.client_config()), group=options.group, instance_id="demo",
         txn_interval_ms=250, events_topic=names.events, runs_topic=names.runs,
         violations_topic=names.violations, dlq_topic=names.dlq,
+        consumer_overrides=dict(_QUIET), producer_overrides=dict(_QUIET),
     ))
     failure: list[BaseException] = []
 
@@ -218,7 +192,7 @@ def _run(options: DemoOptions, rates: FaultRates, bootstrap: str | None, broker:
         except BaseException as exc:  # reported by the main thread
             failure.append(exc)
 
-    producer = EventProducer(names.events, settings=settings)
+    producer = EventProducer(names.events, settings=settings, config=_QUIET)
     producer.connect()
     sent = [0]
     produced: list[Any] = []
@@ -248,7 +222,7 @@ def _run(options: DemoOptions, rates: FaultRates, bootstrap: str | None, broker:
         with _Frames(console, options.live) as frames:
             while True:
                 if failure:
-                    raise DemoError(f"the demo stopped: {failure[0]}") from failure[0]
+                    raise _failed(failure[0]) from failure[0]
                 snapshot = reader.refresh(budget=0.4)
                 frames.show(render_snapshot(snapshot, footer()), snapshot.total_lag, sent[0])
                 if not producer_thread.is_alive():
@@ -270,7 +244,7 @@ def _run(options: DemoOptions, rates: FaultRates, bootstrap: str | None, broker:
         producer_thread.join(timeout=60)
         reader.close()
     if failure:
-        raise DemoError(f"the demo stopped: {failure[0]}") from failure[0]
+        raise _failed(failure[0]) from failure[0]
     return _summarize(options, settings, fleet, produced[0], service.stats, fold_seconds,
                       seed, broker)
 
@@ -284,7 +258,7 @@ def _await_leaders(settings: RunfoldSettings, topics: list[str], timeout: float 
     from confluent_kafka import KafkaException, TopicPartition
     from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
-    admin = AdminClient(settings.admin_config())
+    admin = AdminClient(settings.admin_config(_QUIET))
     meta = admin.list_topics(timeout=10)
     tps = [TopicPartition(t, p) for t in topics for p in meta.topics[t].partitions]
     latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
@@ -361,10 +335,10 @@ def _summarize(options: DemoOptions, settings: RunfoldSettings, fleet: Any, prod
         produce_seconds=round(produced.seconds, 3),
         fold_seconds=round(fold_seconds, 3),
         consumer=stats.as_dict(),
-        runs_by_status={s: by_status.get(s, 0) for s in _STATUSES},
-        expected_runs_by_status={s: totals.get(f"status.{s}", 0) for s in _STATUSES},
-        violations={k: violations.get(k, 0) for k in _KINDS},
-        expected_violations={k: totals.get(f"violations.{k}", 0) for k in _KINDS},
+        runs_by_status={s: by_status.get(s, 0) for s in STATUSES},
+        expected_runs_by_status={s: totals.get(f"status.{s}", 0) for s in STATUSES},
+        violations={k: violations.get(k, 0) for k in KINDS},
+        expected_violations={k: totals.get(f"violations.{k}", 0) for k in KINDS},
         example_runs=examples,
         dlq=stats.dlq,
         expected_dlq=totals.get("dlq", 0),
@@ -372,72 +346,8 @@ def _summarize(options: DemoOptions, settings: RunfoldSettings, fleet: Any, prod
         expected_events_applied=totals.get("applied", 0),
         broker=broker,
     )
-    summary.mismatches = _check(summary)
+    summary.mismatches = check(summary)
     return summary
-
-
-def render_summary(summary: DemoSummary, options: DemoOptions) -> RenderableType:
-    """The summary for people: numbers next to the manifest's, and what to try next."""
-    def mark(seen: int, wanted: int) -> Text:
-        return Text(f"{seen:,}", style="green" if seen == wanted else "bold red")
-
-    runs = Table(title="runs by status", title_justify="left")
-    for column in ("status", "folded", "expected"):
-        runs.add_column(column, justify="left" if column == "status" else "right")
-    for status in _STATUSES:
-        seen, wanted = summary.runs_by_status[status], summary.expected_runs_by_status[status]
-        runs.add_row(status, mark(seen, wanted), f"{wanted:,}")
-    violations = Table(title="violations", title_justify="left")
-    for column in ("kind", "folded", "expected", "example run"):
-        right = column in ("folded", "expected")
-        violations.add_column(column, justify="right" if right else "left")
-    for kind in _KINDS:
-        seen = summary.violations.get(kind, 0)
-        wanted = summary.expected_violations.get(kind, 0)
-        if seen or wanted:
-            violations.add_row(kind, mark(seen, wanted), f"{wanted:,}",
-                               summary.example_runs.get(kind, "—"))
-    consumer = summary.consumer
-    produce_rate = summary.records_produced / max(summary.produce_seconds, 1e-9)
-    fold_rate = consumer["consumed"] / max(summary.fold_seconds, 1e-9)
-    facts = Text.assemble(
-        (f"{summary.records_produced:,}", "bold"), " records produced in "
-        f"{summary.produce_seconds:.1f}s ({produce_rate:,.0f}/s",
-        ", rate-limited for the show" if options.rate else "", "); ",
-        (f"{consumer['consumed']:,}", "bold"), " folded in "
-        f"{summary.fold_seconds:.1f}s ({fold_rate:,.0f}/s) in ",
-        f"{consumer['transactions']:,} transactions: applied ",
-        mark(summary.events_applied, summary.expected_events_applied),
-        f", duplicates {consumer['duplicate']:,}, rejected {consumer['violation']:,}, "
-        f"reordered and released {consumer['released']:,}, dead letters ",
-        mark(summary.dlq, summary.expected_dlq), f" (expected {summary.expected_dlq})",
-    )
-    verdict = (
-        Text("✓ every number matches the simulator's manifest", style="bold green")
-        if not summary.mismatches
-        else Text("✗ " + "; ".join(summary.mismatches), style="bold red")
-    )
-    return Group(Text(""), verdict, runs, violations, facts, Text(""))
-
-
-def next_steps(summary: DemoSummary, options: DemoOptions) -> list[str]:
-    """Commands to try after the demo, ready to paste."""
-    example = next(iter(summary.example_runs.values()), None)
-    prefix = f" --prefix {options.prefix}" if options.prefix else ""
-    hints = [f"runfold runs show {example}{prefix}", f"runfold runs replay {example}{prefix}"] \
-        if example else []
-    hints += [
-        f"runfold sql{prefix} \"SELECT status, count(*) FROM runs GROUP BY 1\"",
-        f"runfold sql{prefix} \"SELECT kind, count(*) FROM violations GROUP BY 1\"",
-        f"runfold export{prefix} --format parquet --out runs-export/",
-        f"runfold top{prefix}",
-    ]
-    if summary.broker == "started" and summary.broker_stopped:
-        hints.insert(0, "runfold kafka up   # the demo stopped its broker; this starts it again")
-    elif summary.broker in ("started", "local"):
-        hints.append("runfold kafka down   # stop the local broker when done")
-    runner = ".venv/bin/" if Path(".venv/bin/runfold").exists() else ""
-    return [runner + hint for hint in hints]
 
 
 @click.command()
@@ -471,10 +381,10 @@ def demo(runs: int, agents: int, seed: int | None, faults: str, rate: float, liv
                           manifest_path=manifest)
     console = Console()
     summary = run_demo(options, console)
-    console.print(render_summary(summary, options))
+    console.print(render_summary(summary, rate_limited=options.rate is not None))
     # Plain lines, never wrapped or cropped: they are meant to be pasted.
     click.echo("query further:")
-    for hint in next_steps(summary, options):
+    for hint in next_steps(summary, options.prefix):
         click.echo(f"  {hint}")
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary.as_dict(), indent=1) + "\n")

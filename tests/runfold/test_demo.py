@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 from user_day_fixtures import EVERY_FAULT, expected_statuses, expected_violations
 
 from runfold.cli import main
-from runfold.cmd_demo import DemoOptions, DemoSummary, _check, next_steps, render_summary
+from runfold.demo_summary import DemoSummary, check, next_steps, render_summary
 from runfold.settings import TopicNames
 
 
@@ -83,8 +83,8 @@ def _summary(**changes: object) -> DemoSummary:
 
 @pytest.mark.unit
 def test_summary_check_names_every_disagreement() -> None:
-    assert _check(_summary()) == []
-    problems = _check(_summary(dlq=2, violations={"gap": 0}))
+    assert check(_summary()) == []
+    problems = check(_summary(dlq=2, violations={"gap": 0}))
     assert problems == ["violations: folded {'gap': 0}, manifest {'gap': 1}",
                         "dead letters: folded 2, manifest 0"]
 
@@ -95,15 +95,15 @@ def test_summary_render_and_next_steps() -> None:
 
     console = Console(record=True, width=120)
     summary = _summary(broker="started", broker_stopped=True)
-    console.print(render_summary(summary, DemoOptions()))
+    console.print(render_summary(summary))
     text = console.export_text()
     assert "every number matches" in text
     assert "gap" in text and "0f0f0f0f-0000-4000-8000-000000000001" in text
-    steps = next_steps(summary, DemoOptions(prefix="p-"))
+    steps = next_steps(summary, "p-")
     assert "runfold kafka up   # the demo stopped its broker" in steps[0]
     assert any("runs show 0f0f0f0f-0000-4000-8000-000000000001 --prefix p-" in s for s in steps)
     bad = _summary(dlq=5)
-    bad.mismatches = _check(bad)
+    bad.mismatches = check(bad)
     console = Console(record=True, width=120)
-    console.print(render_summary(bad, DemoOptions()))
+    console.print(render_summary(bad))
     assert "dead letters: folded 5, manifest 0" in console.export_text()
