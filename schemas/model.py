@@ -9,6 +9,7 @@ Rust agents stamp nanoseconds and a ``datetime`` keeps only microseconds.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
@@ -390,7 +391,9 @@ def _quote_timestamp(value: Timestamp) -> str:
     return f'"{value.isoformat()}"'
 
 
+@functools.lru_cache(maxsize=16_384)
 def _quote_uuid(value: UUID) -> str:
+    # A run's events share its run_id: formatting it once per run saves most of the cost.
     return f'"{value}"'
 
 

@@ -26,6 +26,7 @@ import json.scanner
 import math
 import threading
 from collections.abc import Callable
+from json.encoder import c_make_encoder  # type: ignore[attr-defined]
 from json.encoder import encode_basestring as _c_encode_str  # same escapes as serde_json
 from typing import Any
 
@@ -37,9 +38,20 @@ _U64_MAX = 2**64 - 1
 quote: Callable[[str], str] = _c_encode_str
 """A JSON string literal with serde_json's escapes (``quote("a\\n") == '"a\\\\n"'``)."""
 
-_c_dumps = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), allow_nan=True, check_circular=False
-).encode
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+# The C encoder built once: JSONEncoder.encode would build it again on every call.
+_c_encoder = c_make_encoder(None, _not_json, _c_encode_str, None, ":", ",", False, False, True)
+
+
+def _c_dumps(value: Any) -> str:
+    if isinstance(value, str):  # the C encoder wants a container or scalar, not a bare str
+        return _c_encode_str(value)
+    return "".join(_c_encoder(value, 0))
 
 # What the C encoder writes differently from serde_json: small exponent floats
 # (Python writes ``1e-05``, ``1e-07``), NaN/Infinity, and integers of 19+ digits that

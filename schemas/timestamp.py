@@ -22,7 +22,6 @@ from pydantic_core import core_schema
 __all__ = ["Timestamp"]
 
 _NS_PER_SECOND = 1_000_000_000
-_NS_PER_DAY = 86_400 * _NS_PER_SECOND
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RFC3339 = re.compile(
     r"(?P<year>[+-]\d{4,6}|\d{4})-(?P<month>\d{1,2})-(?P<day>\d{1,2})[Tt ]"  # chrono: 1-2 digits
@@ -59,6 +58,15 @@ def _date_text(days: int) -> str:
     if 0 <= year <= 9999:
         return f"{year:04d}-{month:02d}-{day:02d}"
     return f"{year:+05d}-{month:02d}-{day:02d}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second_text(seconds: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of a second since the epoch (events share seconds: cached)."""
+    days, second_of_day = divmod(seconds, 86_400)
+    hour, rest = divmod(second_of_day, 3600)
+    minute, second = divmod(rest, 60)
+    return f"{_date_text(days)}T{hour:02d}:{minute:02d}:{second:02d}"
 
 
 class Timestamp(int):
@@ -131,19 +139,14 @@ class Timestamp(int):
 
     def isoformat(self) -> str:
         """chrono's serde text: RFC 3339 with ``Z``; fraction of 0, 3, 6 or 9 digits, the fewest exact."""  # noqa: E501
-        days, nanos_of_day = divmod(int(self), _NS_PER_DAY)
-        seconds_of_day, nanos = divmod(nanos_of_day, _NS_PER_SECOND)
-        hour, rest = divmod(seconds_of_day, 3600)
-        minute, second = divmod(rest, 60)
+        seconds, nanos = divmod(int(self), _NS_PER_SECOND)
         if nanos == 0:
-            return f"{_date_text(days)}T{hour:02d}:{minute:02d}:{second:02d}Z"
+            return _second_text(seconds) + "Z"
         if nanos % 1_000_000 == 0:
-            fraction = f"{nanos // 1_000_000:03d}"
-        elif nanos % 1_000 == 0:
-            fraction = f"{nanos // 1_000:06d}"
-        else:
-            fraction = f"{nanos:09d}"
-        return f"{_date_text(days)}T{hour:02d}:{minute:02d}:{second:02d}.{fraction}Z"
+            return f"{_second_text(seconds)}.{nanos // 1_000_000:03d}Z"
+        if nanos % 1_000 == 0:
+            return f"{_second_text(seconds)}.{nanos // 1_000:06d}Z"
+        return f"{_second_text(seconds)}.{nanos:09d}Z"
 
     def __repr__(self) -> str:
         return f"Timestamp({self.isoformat()!r})"
