@@ -109,6 +109,11 @@ def consume(
     if prefix is not None:
         overrides["topic_prefix"] = prefix
     settings = RunfoldSettings.load(**overrides)
+    # Bounded first contact: bad credentials fail here in one line instead of librdkafka
+    # reconnecting and init_transactions being retried for minutes.
+    from runfold.preflight import check_connection
+
+    check_connection(settings.admin_config())
     topics = settings.topic_names
     config = ServiceConfig(
         kafka=dict(settings.client_config()),

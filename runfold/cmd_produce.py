@@ -68,6 +68,10 @@ def produce(runs: int, agents: int, rate: float | None, faults: FaultRates, seed
     overrides = {"bootstrap_servers": bootstrap} if bootstrap else {}
     settings = RunfoldSettings.load(**overrides)
     names = settings.topic_names
+    # Bounded first contact: bad credentials fail in one line naming the cause.
+    from runfold.preflight import check_connection
+
+    check_connection(settings.admin_config())
     if topic:
         names = names.model_copy(update={"events": topic})
     if ensure_topics:

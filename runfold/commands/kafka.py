@@ -50,7 +50,13 @@ def kafka() -> None:
     type=click.Choice(["none", "scram"]),
     default="none",
     show_default=True,
-    help="Client authentication (scram: SASL/SCRAM, not available yet).",
+    help="Client authentication (scram: SASL/SCRAM-SHA-512 on the client listener; "
+    "the password is $RUNFOLD_SASL_PASSWORD, else generated into <home>/kafka/sasl.password).",
+)
+@click.option(
+    "--user",
+    default=None,
+    help="SASL user created with --auth scram (default: runfold).",
 )
 @click.option(
     "--port",
@@ -74,7 +80,13 @@ def kafka() -> None:
 )
 @_HOME
 def up(
-    nodes: str, auth: str, port: int | None, backend: str, timeout: float, home: Path | None
+    nodes: str,
+    auth: str,
+    user: str | None,
+    port: int | None,
+    backend: str,
+    timeout: float,
+    home: Path | None,
 ) -> None:
     """Start Kafka and print `bootstrap=HOST:PORT[,...]` as the last line."""
     root = _home(home)
@@ -108,8 +120,20 @@ def up(
             )
         bootstrap_before = local.bootstrap
         bootstrap = local.up(
-            nodes=int(nodes), port=port, auth=auth, ready_timeout=timeout, echo=_note
+            nodes=int(nodes),
+            port=port,
+            auth=auth,
+            sasl_username=user,
+            ready_timeout=timeout,
+            echo=_note,
         )
+        if auth == "scram":
+            # The user name only: the password stays in its 0600 file.
+            user_name = (local.root / "sasl.user").read_text().strip()
+            _note(
+                f"sasl: SASL_PLAINTEXT SCRAM-SHA-512 user={user_name} "
+                f"password in {local.root / 'sasl.password'} (mode 0600)"
+            )
         if bootstrap_before is None:
             _note(f"ready in {time.monotonic() - started:.1f}s; logs in {local.root}/node-*/logs")
     click.echo(f"bootstrap={bootstrap}")

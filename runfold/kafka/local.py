@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runfold.kafka import process
+from runfold.kafka import process, scram
 from runfold.kafka.jars import KAFKA_VERSION, RESOURCES, find_java, kafka_lib
 from runfold.kafka.state import ClusterState, NodeState, default_home, read_state, write_state
 from schemas.errors import KafkaSetupError
@@ -76,6 +76,8 @@ class LocalKafka:
         self.kafka_version = kafka_version
         self.host = host
         self.cache = cache
+        # Set by up(auth="scram"): the users created at format time (see scram.py).
+        self._scram: scram.ScramCredentials | None = None
 
     # -- queries -------------------------------------------------------------------------
 
@@ -119,6 +121,8 @@ class LocalKafka:
         port: int | None = None,
         *,
         auth: str = "none",
+        sasl_username: str | None = None,
+        sasl_password: str | None = None,
         ready_timeout: float = 120.0,
         tie_to_parent: bool = False,
         echo: Echo | None = None,
@@ -127,14 +131,29 @@ class LocalKafka:
 
         ``port`` is the first broker port (brokers take ``port``, ``port+1``, ...); ``0`` picks
         free ports. ``tie_to_parent`` stops the brokers when the calling process dies (for
-        test fixtures). Raises :class:`KafkaSetupError` with one actionable sentence.
+        test fixtures). ``auth="scram"`` puts the client listener behind SASL/SCRAM-SHA-512
+        with user ``sasl_username`` (default ``runfold``) and ``sasl_password`` (default
+        ``$RUNFOLD_SASL_PASSWORD``, else generated; see :mod:`runfold.kafka.scram`).
+        Raises :class:`KafkaSetupError` with one actionable sentence.
         """
         say = echo or (lambda _msg: None)
         if nodes not in (1, 3):
             raise KafkaSetupError(f"--nodes must be 1 or 3, not {nodes}")
-        if auth != "none":
-            raise KafkaSetupError(f"--auth {auth} is not supported by the local broker yet")
+        if auth not in ("none", "scram"):
+            raise KafkaSetupError(f"--auth must be none or scram, not {auth}")
         previous = self.state()
+        formatted = any(d.is_dir() and any(d.iterdir()) for d in self.root.glob("node-*/data"))
+        if formatted and previous is not None and previous.auth != auth:
+            raise KafkaSetupError(
+                f"the local cluster in {self.root} was formatted with --auth {previous.auth}, "
+                f"not {auth}: `runfold kafka down --wipe` deletes it, or keep --auth "
+                f"{previous.auth}"
+            )
+        self._scram = (
+            scram.load_or_create(self.root, sasl_username, sasl_password, formatted=formatted)
+            if auth == "scram"
+            else None
+        )
         if previous is not None and previous.backend == "jvm":
             statuses = self.status()
             if statuses and all(node.alive for node in statuses):
@@ -147,6 +166,7 @@ class LocalKafka:
         java = find_java()
         lib = kafka_lib(self.kafka_version, cache=self.cache, echo=say)
         state = self._plan(previous, nodes, port)
+        state.auth = auth
         write_state(self.home, state)
         self._format(java, lib, state)
         started: list[int] = []
@@ -289,6 +309,12 @@ class LocalKafka:
             "num.network.threads": 2,
             "num.io.threads": 4,
         }
+        if state.auth == "scram":
+            if self._scram is None:
+                raise KafkaSetupError("internal: SCRAM credentials were not loaded before start")
+            lines.update(
+                self._scram.broker_properties(host, node.broker_port, node.controller_port)
+            )
         return "".join(f"{key}={value}\n" for key, value in lines.items())
 
     def _format(self, java: str, lib: Path, state: ClusterState) -> None:
@@ -298,7 +324,10 @@ class LocalKafka:
             node_dir = self._node_dir(node.node_id)
             (node_dir / "logs").mkdir(parents=True, exist_ok=True)
             data = node_dir / "data"
-            (node_dir / "server.properties").write_text(self._properties(state, node))
+            properties = node_dir / "server.properties"
+            properties.write_text(self._properties(state, node))
+            if state.auth == "scram":  # it holds the brokers' own password
+                properties.chmod(0o600)
             if data.is_dir() and any(data.iterdir()):
                 self._meta(data)  # raises when corrupt
                 continue
@@ -313,6 +342,7 @@ class LocalKafka:
                 state.cluster_id,
                 "-c",
                 str(node_dir / "server.properties"),
+                *(self._scram.format_args() if self._scram is not None else []),
             ]
             formats.append(
                 (
@@ -330,6 +360,9 @@ class LocalKafka:
             output, _ = proc.communicate(timeout=120)
             if proc.returncode != 0:
                 last = [ln for ln in output.splitlines() if ln.strip()][-1:] or ["no output"]
+                if self._scram is not None:  # the tool may echo its --add-scram arguments
+                    for secret in (self._scram.password, self._scram.broker_password):
+                        last[0] = last[0].replace(secret, "***")
                 raise KafkaSetupError(
                     f"formatting node {node.node_id}'s storage failed: {last[0][:300]}; "
                     "`runfold kafka down --wipe` resets the local data"
@@ -380,6 +413,8 @@ class LocalKafka:
             if admin is None and all(self._accepts(n.broker_port) for n in state.nodes):
                 # librdkafka logs every refused connection; a null logger keeps `up` quiet.
                 conf: dict[str, Any] = {"bootstrap.servers": state.bootstrap, "logger": quiet}
+                if self._scram is not None:
+                    conf.update(self._scram.client_config())
                 admin = AdminClient(conf)
             if admin is not None:
                 with contextlib.suppress(Exception):
