@@ -17,8 +17,11 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -39,7 +42,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap servers of a real Kafka broker for the whole session."""
     explicit = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if explicit:
@@ -57,7 +60,9 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     from runfold.kafka.local import LocalKafka
 
-    local = LocalKafka(tmp_path_factory.mktemp("runfold-home"))
+    # Not under pytest's basetemp: concurrent pytest runs prune each other's old basetemps.
+    home = Path(tempfile.mkdtemp(prefix="runfold-test-kafka-"))
+    local = LocalKafka(home)
     # Registered before starting: if start-up itself is interrupted, nothing is left behind.
     atexit.register(local.down, timeout=10.0)
     try:
@@ -65,6 +70,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield local.up(nodes=1, port=0, tie_to_parent=True, ready_timeout=300.0)
     finally:
         local.down(timeout=10.0)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -28,11 +28,19 @@ __all__ = [
 
 
 def is_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as dead; our own zombie children are reaped)."""
-    with contextlib.suppress(ChildProcessError, OSError):
+    """True while ``pid`` runs; our own children count as running until reaped.
+
+    A JVM's main thread turns zombie while its other threads still exit (and still hold its
+    ports and files); ``waitpid`` only reaps once they are all gone, so for our children the
+    reaping, not the zombie state, is the end. Someone else's zombie counts as dead.
+    """
+    try:
         reaped, _ = os.waitpid(pid, os.WNOHANG)
-        if reaped == pid:
-            return False
+        return reaped != pid
+    except ChildProcessError:
+        pass  # not our child: ask /proc
+    except OSError:
+        return False
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
