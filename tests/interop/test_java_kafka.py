@@ -64,7 +64,7 @@ def test_java_partitioner_agrees_with_runfold_placement(
 ) -> None:
     """Every key of a produced stream sits where the Java producer would put it."""
     topic = topic_factory(partitions)
-    fleet = Fleet(FleetConfig(runs=300, seed=5 + partitions))
+    fleet = Fleet(FleetConfig(runs=150, seed=5 + partitions))
     sent = _produce(kafka_settings, topic, fleet, extra=len(_ODD_KEYS))
 
     [summary] = java_interop.run(
@@ -73,7 +73,7 @@ def test_java_partitioner_agrees_with_runfold_placement(
 
     assert summary["partitions"] == partitions
     assert summary["records"] == sent
-    assert summary["keys"] == 300 + len(_ODD_KEYS)
+    assert summary["keys"] == 150 + len(_ODD_KEYS)
     assert summary["null_keys"] == 0
     assert summary["mismatches"] == []
     assert (summary["placed_as_java"], summary["misplaced"]) == (sent, 0)
