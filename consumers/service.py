@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -46,6 +46,7 @@ from confluent_kafka import (
 
 from consumers.dlq import DeadLetter, dead_letter_headers
 from consumers.edge import FoldEdge
+from consumers.kafka_errors import ErrorPolicy, ServiceStopped, TransactionAbort
 from consumers.restore import position, read_latest_by_key, rebuild_partition
 from consumers.service_config import Guarantee, ServiceConfig, consumer_config, producer_config
 from consumers.state import OutcomeKind
@@ -65,31 +66,7 @@ _APPLIED = OutcomeKind.APPLIED
 _BUFFERED = OutcomeKind.BUFFERED
 _DUPLICATE = OutcomeKind.DUPLICATE
 
-T = TypeVar("T")
-
-_RETRIES = 10
-_FENCED_CODES = {
-    KafkaError._FENCED,
-    KafkaError.PRODUCER_FENCED,
-    KafkaError.INVALID_PRODUCER_EPOCH,
-    KafkaError.FENCED_INSTANCE_ID,
-}
-
-
-class ServiceStopped(RunfoldError):
-    """The service stopped on an error it must not work around (fenced, fatal)."""
-
-    def __init__(self, message: str, *, fenced: bool = False) -> None:
-        super().__init__(message)
-        self.fenced = fenced
-
-
-class _Abort(Exception):
-    """Internal: the transaction must be aborted and the partitions rewound."""
-
-
-def _is_fenced(err: KafkaError) -> bool:
-    return err.code() in _FENCED_CODES
+_Abort = TransactionAbort
 
 
 class FoldService:
@@ -122,89 +99,19 @@ class FoldService:
         self._delivery_failures: list[str] = []
         self._stopping = False
         self._assigned_at = 0.0
-        self._fatal: KafkaError | None = None
+        self._errors = ErrorPolicy(config, in_transaction=lambda: self._eos and self._in_txn)
 
     # ------------------------------------------------------------------ clients
 
     def _consumer_config(self) -> dict[str, Any]:
-        return consumer_config(self.config, error_cb=self._on_error)
+        return consumer_config(self.config, error_cb=self._errors.on_error)
 
     def _producer_config(self) -> dict[str, Any]:
-        return producer_config(self.config, error_cb=self._on_error)
+        return producer_config(self.config, error_cb=self._errors.on_error)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self._delivery_failures.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
-
-    # ------------------------------------------------------------------ errors
-
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run a client call; retry retriable errors (bounded), classify the others."""
-        attempt = 0
-        while True:
-            try:
-                return fn()
-            except KafkaException as exc:
-                attempt += 1
-                self._classify(what, exc, last=attempt >= _RETRIES)
-                time.sleep(min(0.1 * 2**attempt, 2.0))
-
-    def _classify(self, what: str, exc: KafkaException, *, last: bool) -> None:
-        """Raise what ``exc`` calls for; return only when the call may be retried."""
-        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-        if err is None:
-            raise ServiceStopped(f"{what} failed: {exc}") from exc
-        if _is_fenced(err) or err.fatal():
-            raise self._stopped(what, err) from exc
-        if err.txn_requires_abort():
-            log.warning("%s failed, aborting the transaction: %s", what, err.str())
-            raise _Abort(err.str()) from exc
-        if err.retriable() and not last:
-            log.info("%s: retriable error, retrying: %s", what, err.str())
-            return
-        # The call's own error may not say why (produce() in a failed transaction says
-        # only "Erroneous state"): the client's fatal error, if any, does.
-        fatal = self._fatal_error()
-        if fatal is not None:
-            raise self._stopped(what, fatal) from exc
-        if err.code() == KafkaError._STATE and self._eos and self._in_txn:
-            log.warning("%s failed in a failed transaction, aborting: %s", what, err.str())
-            raise _Abort(err.str()) from exc
-        # Neither retriable nor abortable: unknown territory, stop rather than guess.
-        raise ServiceStopped(f"{what} failed: {err.str()}") from exc
-
-    def _on_error(self, err: KafkaError) -> None:
-        # librdkafka's error callback: most errors are informational (it reconnects by
-        # itself); a fatal one is kept so that the next failing call names it.
-        if err.fatal() and self._fatal is None:
-            self._fatal = err
-        log.info("kafka: %s", err.str())
-
-    def _fatal_error(self) -> KafkaError | None:
-        if self._fatal is None and self._producer is not None:
-            try:
-                self._producer.poll(0)  # serves the error callback
-            except KafkaException as exc:
-                err = exc.args[0] if exc.args else None
-                if isinstance(err, KafkaError) and err.fatal():
-                    self._fatal = err
-        return self._fatal
-
-    def _poll_producer(self, producer: Producer, timeout: float) -> None:
-        try:
-            producer.poll(timeout)
-        except KafkaException as exc:
-            self._classify("poll", exc, last=False)
-
-    def _stopped(self, what: str, err: KafkaError) -> ServiceStopped:
-        if _is_fenced(err):
-            return ServiceStopped(
-                f"{what}: this instance was fenced ({err.str()}); another instance with "
-                f"transactional.id {self.config.transactional_id!r} or group instance id "
-                f"{self.config.instance_id!r} took over. Stopping without committing.",
-                fenced=True,
-            )
-        return ServiceStopped(f"{what}: fatal Kafka error, stopping: {err.str()}")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -216,8 +123,11 @@ class FoldService:
         """
         cfg = self.config
         self._producer = Producer(self._producer_config(), on_delivery=self._on_delivery)
+        self._errors.producer = self._producer
         if self._eos:
-            self._call("init_transactions", lambda: self._producer_or_fail().init_transactions(30))
+            self._errors.call(
+                "init_transactions", lambda: self._producer_or_fail().init_transactions(30)
+            )
         self._consumer = Consumer(self._consumer_config())
         clean = False
         try:
@@ -276,12 +186,12 @@ class FoldService:
         last_record = self._clock()
         while not self._stopping:
             try:
-                msgs = self._call("consume", lambda: consumer.consume(cfg.batch_size, 0.2))
+                msgs = self._errors.call("consume", lambda: consumer.consume(cfg.batch_size, 0.2))
                 got = 0
                 for msg in msgs:
                     err = msg.error()
                     if err is not None:
-                        self._consumer_error(err)
+                        self._errors.consumer_error(err)
                         continue
                     got += 1
                     self._ensure_txn()
@@ -309,19 +219,13 @@ class FoldService:
         except _Abort:
             self._abort_and_rewind()
 
-    def _consumer_error(self, err: KafkaError) -> None:
-        if _is_fenced(err) or err.fatal():
-            raise self._stopped("consume", err)
-        # Transport errors and the like: librdkafka reconnects and refetches by itself.
-        log.warning("consumer error (will retry): %s", err.str())
-
     # ------------------------------------------------------------------ folding
 
     def _ensure_txn(self) -> None:
         if self._in_txn:
             return
         if self._eos:
-            self._call("begin_transaction", self._producer_or_fail().begin_transaction)
+            self._errors.call("begin_transaction", self._producer_or_fail().begin_transaction)
         self._in_txn = True
         self._txn_started = self._clock()
         self._txn_events = 0
@@ -436,10 +340,10 @@ class FoldService:
                 return
             except BufferError:
                 # Local queue full: serve delivery reports until there is room.
-                self._poll_producer(producer, 0.05)
+                self._errors.poll_producer(producer, 0.05)
             except KafkaException as exc:
-                self._classify("produce", exc, last=False)
-                self._poll_producer(producer, 0.1)
+                self._errors.classify("produce", exc, last=False)
+                self._errors.poll_producer(producer, 0.1)
 
     # ------------------------------------------------------------------ commit / abort
 
@@ -470,21 +374,23 @@ class FoldService:
         ]
         if self._eos:
             if offsets:
-                self._call(
+                self._errors.call(
                     "send_offsets_to_transaction",
                     lambda: producer.send_offsets_to_transaction(
                         offsets, consumer.consumer_group_metadata(), 30
                     ),
                 )
-            self._call("commit_transaction", lambda: producer.commit_transaction(60))
+            self._errors.call("commit_transaction", lambda: producer.commit_transaction(60))
         else:
-            remaining = self._call("flush", lambda: producer.flush(60))
+            remaining = self._errors.call("flush", lambda: producer.flush(60))
             if remaining or self._delivery_failures:
                 failures = "; ".join(self._delivery_failures[:5])
                 log.warning("at-least-once batch not fully delivered (%s): %s", remaining, failures)
                 raise _Abort("delivery failed")
             if offsets:
-                self._call("commit", lambda: consumer.commit(offsets=offsets, asynchronous=False))
+                self._errors.call(
+                    "commit", lambda: consumer.commit(offsets=offsets, asynchronous=False)
+                )
         self._txn_stats.runs_written += written
         self._txn_stats.transactions += 1
         self.stats.merge(self._txn_stats)
@@ -501,7 +407,7 @@ class FoldService:
         """Abort, forget the owned state, restore it and seek back to the committed offsets."""
         if self._eos and self._in_txn:
             try:
-                self._call(
+                self._errors.call(
                     "abort_transaction", lambda: self._producer_or_fail().abort_transaction(30)
                 )
             except _Abort as exc:
@@ -515,7 +421,7 @@ class FoldService:
             return
         self._restore(partitions)
         tps = [TopicPartition(self.config.events_topic, p) for p in partitions]
-        committed = self._call("committed", lambda: consumer.committed(tps, timeout=30))
+        committed = self._errors.call("committed", lambda: consumer.committed(tps, timeout=30))
         for tp in committed:
             if tp.offset < 0:
                 tp.offset = OFFSET_BEGINNING
@@ -523,7 +429,7 @@ class FoldService:
         log.info("rewound partitions %s to their committed offsets", partitions)
 
     def _seek(self, consumer: Consumer, tp: TopicPartition) -> None:
-        self._call("seek", lambda: consumer.seek(tp))
+        self._errors.call("seek", lambda: consumer.seek(tp))
 
     # ------------------------------------------------------------------ rebalance
 
@@ -544,7 +450,7 @@ class FoldService:
                 self._commit()
             except _Abort:
                 if self._eos:
-                    self._call(
+                    self._errors.call(
                         "abort_transaction", lambda: self._producer_or_fail().abort_transaction(30)
                     )
                 self._reset_txn()
@@ -558,7 +464,7 @@ class FoldService:
         if self._in_txn:
             if self._eos:
                 try:
-                    self._call(
+                    self._errors.call(
                         "abort_transaction", lambda: self._producer_or_fail().abort_transaction(30)
                     )
                 except _Abort as exc:
@@ -604,7 +510,7 @@ class FoldService:
         and write the rebuilt runs in the next transaction, so the changelog heals."""
         consumer = self._consumer_or_fail()
         tps = [TopicPartition(self.config.events_topic, p) for p in partitions]
-        committed = self._call("committed", lambda: consumer.committed(tps, timeout=30))
+        committed = self._errors.call("committed", lambda: consumer.committed(tps, timeout=30))
         for tp in committed:
             if tp.offset <= 0:
                 continue

@@ -1,0 +1,139 @@
+"""How the folding service treats Kafka client errors, by class (docs/guarantees.md).
+
+- retriable → retry the call, a bounded number of times;
+- ``txn_requires_abort()`` → :class:`TransactionAbort` (the service aborts and rewinds);
+- fenced or fatal → :class:`ServiceStopped`: stop, commit nothing;
+- anything else → :class:`ServiceStopped` as well: unknown territory is not guessed at.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from consumers.service_config import ServiceConfig
+from schemas.errors import RunfoldError
+
+__all__ = ["FENCED_CODES", "ErrorPolicy", "ServiceStopped", "TransactionAbort", "is_fenced"]
+
+log = logging.getLogger("runfold.consume")
+
+T = TypeVar("T")
+
+_RETRIES = 10
+FENCED_CODES = frozenset(
+    {
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.FENCED_INSTANCE_ID,
+    }
+)
+"""Error codes meaning another instance took this one's place."""
+
+
+class ServiceStopped(RunfoldError):
+    """The service stopped on an error it must not work around (fenced, fatal)."""
+
+    def __init__(self, message: str, *, fenced: bool = False) -> None:
+        super().__init__(message)
+        self.fenced = fenced
+
+
+class TransactionAbort(Exception):
+    """The open transaction must be aborted and the owned partitions rewound."""
+
+
+def is_fenced(err: KafkaError) -> bool:
+    """True when ``err`` says this instance was fenced by another one."""
+    return err.code() in FENCED_CODES
+
+
+class ErrorPolicy:
+    """Runs client calls for one service instance and turns their errors into actions."""
+
+    def __init__(self, config: ServiceConfig, in_transaction: Callable[[], bool]) -> None:
+        self.config = config
+        self.producer: Producer | None = None
+        """Set by the service once built: its error callback is served from ``poll``."""
+        self._in_transaction = in_transaction
+        self._fatal: KafkaError | None = None
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run a client call; retry retriable errors (bounded), classify the others."""
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except KafkaException as exc:
+                attempt += 1
+                self.classify(what, exc, last=attempt >= _RETRIES)
+                time.sleep(min(0.1 * 2**attempt, 2.0))
+
+    def classify(self, what: str, exc: KafkaException, *, last: bool) -> None:
+        """Raise what ``exc`` calls for; return only when the call may be retried."""
+        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if err is None:
+            raise ServiceStopped(f"{what} failed: {exc}") from exc
+        if is_fenced(err) or err.fatal():
+            raise self.stopped(what, err) from exc
+        if err.txn_requires_abort():
+            log.warning("%s failed, aborting the transaction: %s", what, err.str())
+            raise TransactionAbort(err.str()) from exc
+        if err.retriable() and not last:
+            log.info("%s: retriable error, retrying: %s", what, err.str())
+            return
+        # The call's own error may not say why (produce() in a failed transaction says
+        # only "Erroneous state"): the client's fatal error, if any, does.
+        fatal = self.fatal_error()
+        if fatal is not None:
+            raise self.stopped(what, fatal) from exc
+        if err.code() == KafkaError._STATE and self._in_transaction():
+            log.warning("%s failed in a failed transaction, aborting: %s", what, err.str())
+            raise TransactionAbort(err.str()) from exc
+        # Neither retriable nor abortable: unknown territory, stop rather than guess.
+        raise ServiceStopped(f"{what} failed: {err.str()}") from exc
+
+    def on_error(self, err: KafkaError) -> None:
+        # librdkafka's error callback: most errors are informational (it reconnects by
+        # itself); a fatal one is kept so that the next failing call names it.
+        if err.fatal() and self._fatal is None:
+            self._fatal = err
+        log.info("kafka: %s", err.str())
+
+    def fatal_error(self) -> KafkaError | None:
+        if self._fatal is None and self.producer is not None:
+            try:
+                self.producer.poll(0)  # serves the error callback
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.fatal():
+                    self._fatal = err
+        return self._fatal
+
+    def poll_producer(self, producer: Producer, timeout: float) -> None:
+        try:
+            producer.poll(timeout)
+        except KafkaException as exc:
+            self.classify("poll", exc, last=False)
+
+    def stopped(self, what: str, err: KafkaError) -> ServiceStopped:
+        if is_fenced(err):
+            return ServiceStopped(
+                f"{what}: this instance was fenced ({err.str()}); another instance with "
+                f"transactional.id {self.config.transactional_id!r} or group instance id "
+                f"{self.config.instance_id!r} took over. Stopping without committing.",
+                fenced=True,
+            )
+        return ServiceStopped(f"{what}: fatal Kafka error, stopping: {err.str()}")
+
+    def consumer_error(self, err: KafkaError) -> None:
+        """An error event returned by ``consume()``: stop if fatal, else log it."""
+        if is_fenced(err) or err.fatal():
+            raise self.stopped("consume", err)
+        # Transport errors and the like: librdkafka reconnects and refetches by itself.
+        log.warning("consumer error (will retry): %s", err.str())
