@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from consumers.edge import FoldEdge
 from consumers.fold import (
     FoldResult,
     FoldStats,
@@ -12,6 +13,9 @@ from consumers.fold import (
     flush,
     fold,
 )
+from consumers.kafka_errors import ServiceStopped
+from consumers.service import FoldService
+from consumers.service_config import ServiceConfig
 from consumers.state import (
     COUNTER_NAMES,
     DEFAULT_CONFIG,
@@ -22,6 +26,7 @@ from consumers.state import (
     RunState,
 )
 from consumers.state_codec import from_record, to_record
+from consumers.stats import ServiceStats
 
 __all__ = [
     "COUNTER_NAMES",
@@ -41,4 +46,10 @@ __all__ = [
     "fold",
     "from_record",
     "to_record",
+    # the folding service
+    "FoldEdge",
+    "FoldService",
+    "ServiceConfig",
+    "ServiceStats",
+    "ServiceStopped",
 ]
