@@ -51,8 +51,9 @@ class DemoError(RunfoldError):
 # librdkafka logs normal retries on a fresh broker (coordinator loading, no leader yet)
 # and connection errors while the broker the demo started is stopped; printed over the
 # live view they only alarm. Real failures still reach the demo as exceptions.
-# (A Python `logger` for librdkafka would keep them, but it crashed the interpreter in
-# this multi-threaded setting, confluent-kafka 2.16.)
+# (Routing the logs of all the demo's clients to a Python `logger` instead segfaulted
+# the interpreter twice out of two runs on a fresh broker, confluent-kafka 2.16; the
+# faulting client was not pinned down.)
 _QUIET = {"log_level": 2}
 
 
