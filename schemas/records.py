@@ -14,6 +14,7 @@ from uuid import UUID
 import pydantic
 
 from schemas import serde
+from schemas.fastpath import Invalid
 from schemas.model import EVENT_KINDS, Event, Run, Violation
 
 __all__ = ["model_from_record", "model_to_record", "overflowing_fields"]
@@ -52,7 +53,10 @@ def model_to_record(value: Event | Run | Violation, schema: dict[str, Any]) -> d
 
 def _value_from_avro(name: str, value: Any) -> Any:
     if name in _JSON_FIELDS and isinstance(value, str):
-        return serde.loads(value)
+        try:
+            return serde.loads(value)
+        except ValueError as exc:
+            raise Invalid(name, f"not JSON as serde_json reads it: {exc}") from exc
     if isinstance(value, tuple):  # (record full name, fields) of a union branch
         record_name, fields = value
         short = record_name.rpartition(".")[2]
@@ -65,16 +69,19 @@ def _value_from_avro(name: str, value: Any) -> Any:
 
 
 def model_from_record(model: type[Any], record: dict[str, Any]) -> Any:
-    """A validated ``model`` instance from a fastavro record (ValueError if it cannot be)."""
+    """A validated ``model`` instance from a fastavro record (:class:`Invalid` if it cannot be)."""
     fields = {k: _value_from_avro(k, v) for k, v in record.items()}
     try:
         return model.model_validate(fields)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-            for e in exc.errors(include_url=False)
+        errors = exc.errors(include_url=False)
+        where = ".".join(str(p) for p in errors[0]["loc"]) if errors else "(value)"
+        problems = (
+            errors[0]["msg"]
+            if len(errors) == 1
+            else "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
         )
-        raise ValueError(problems) from exc
+        raise Invalid(where, problems) from exc
 
 
 def overflowing_fields(value: Any, prefix: str = "") -> list[str]:

@@ -39,7 +39,6 @@ quote: Callable[[str], str] = _c_encode_str
 """A JSON string literal with serde_json's escapes (``quote("a\\n") == '"a\\\\n"'``)."""
 
 
-
 def _not_json(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not a JSON value")
 
@@ -52,6 +51,7 @@ def _c_dumps(value: Any) -> str:
     if isinstance(value, str):  # the C encoder wants a container or scalar, not a bare str
         return _c_encode_str(value)
     return "".join(_c_encoder(value, 0))
+
 
 # What the C encoder writes differently from serde_json: small exponent floats
 # (Python writes ``1e-05``, ``1e-07``), NaN/Infinity, and integers of 19+ digits that

@@ -331,3 +331,25 @@ def test_record_codec_handles_schemas_referring_to_others(tmp_path: Path) -> Non
 def test_node_entered_literal_bytes(event_factory: Callable[..., Event]) -> None:
     event = event_factory(kind=NodeEntered(node_id="n", iteration=1), payload={})
     assert encode_event(event) == GOOD  # fastavro's bytes, header included
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason", "says"),
+    [
+        ({"payload": "{oops"}, "invalid-json", "payload: not JSON"),
+        ({"seq": -1}, "invalid-value", "seq: Input should be greater than or equal to 0"),
+        (
+            {"kind": ("runfold.NodeEntered", {"node_id": "n", "iteration": 2**32})},
+            "invalid-value",
+            "kind.node_entered.iteration",
+        ),
+    ],
+)
+def test_the_fastavro_path_names_invalid_values_too(
+    tmp_path: Path, overrides: dict[str, Any], reason: str, says: str
+) -> None:
+    codec = EventCodec(catalog=_evolved_catalog(tmp_path))  # v1 bytes go through fastavro
+    with pytest.raises(DecodeError) as caught:
+        codec.decode(HEADER + body(**overrides))
+    assert caught.value.reason == reason
+    assert says in str(caught.value)
