@@ -34,6 +34,7 @@ __all__ = [
     "BenchError",
     "Watched",
     "committed_offsets",
+    "cpu_seconds",
     "create_topic",
     "end_offsets",
     "rss_bytes",
@@ -197,6 +198,20 @@ def wait_committed(
             time.sleep(interval)
     finally:
         consumer.close()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds ``pid`` has used, all its threads (``None`` when gone).
+
+    On a shared machine a rate per CPU-second says what a dedicated core would do, where
+    the wall-clock rate also says how busy the neighbours were.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the command name: state is field 3, utime 14 and stime 15 (1-based, man 5 proc).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int | None:

@@ -26,6 +26,8 @@ _NAMES = {
     "broker.consume": "broker ceiling",
     "peer.quix.eos": "Quix EOS",
     "peer.faust.eos": "faust EOS",
+    "cpu.client.produce": "client ceiling",
+    "cpu.peer.quix.eos": "Quix EOS",
 }
 
 
@@ -34,6 +36,8 @@ def _number(m: Measurement) -> str:
         return "—"
     if m.unit == "ev/s":
         text = f"{m.value:,.0f} ev/s"
+    elif m.unit == "ev/CPU-s":
+        text = f"{m.value:,.0f} ev/CPU-s"
     elif m.unit == "ms":
         text = f"{m.value:,.1f} ms"
     elif m.unit == "s":

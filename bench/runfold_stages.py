@@ -17,7 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bench.kafka_env import BenchError, Watched, create_topic, end_offsets, wait_committed
+from bench.kafka_env import (
+    BenchError,
+    Watched,
+    cpu_seconds,
+    create_topic,
+    end_offsets,
+    wait_committed,
+)
 from bench.results import Measurement
 from consumers.edge import FoldEdge
 from consumers.restore import read_latest_by_key
@@ -135,7 +142,9 @@ def runfold_produce(bootstrap: str, topic: str, workload: Workload) -> tuple[Mea
     fleet = Fleet(workload.config())
     producer = EventProducer(topic, bootstrap_servers=bootstrap)
     producer.connect()
+    cpu = time.process_time()
     result = produce_fleet(fleet, producer, flush_timeout=120)
+    cpu = time.process_time() - cpu
     producer.close()
     report = result.report
     if not report.ok:
@@ -144,9 +153,18 @@ def runfold_produce(bootstrap: str, topic: str, workload: Workload) -> tuple[Mea
         "runfold.produce", STAGE, "runfold producer (simulate+encode+produce)",
         result.records_per_second, "ev/s",
         detail=f"{result.records:,} events of {workload.runs:,} runs from {workload.agents} "
-        "agents; Fleet -> Avro -> EventProducer, acks=all idempotent, flush included",
+        f"agents{per_cpu(result.records, cpu)}; Fleet -> Avro -> EventProducer, acks=all "
+        "idempotent, flush included",
+        extra={"cpu_seconds": cpu},
     )
     return measurement, fleet
+
+
+def per_cpu(events: int, cpu: float | None) -> str:
+    """``" (N ev per CPU-s)"`` for a detail text, or nothing when CPU was not measured."""
+    if not cpu:
+        return ""
+    return f" ({events / cpu:,.0f} ev per CPU-s)"
 
 
 def expected_state(fleet: Fleet) -> FinalState:
@@ -210,12 +228,14 @@ def fold_service(
     service = start_service(bootstrap, topics, group, guarantee, until_idle=120.0)
     try:
         started = service.wait_mark("restored", 90)
+        cpu_start = cpu_seconds(service.pid)
         try:
             done = wait_committed(
                 bootstrap, group, events_topic, targets, timeout=timeout, alive=service.alive
             )
         except BenchError as exc:
             raise BenchError(f"{exc}; its output: {service.tail(8)}") from exc
+        cpu_end = cpu_seconds(service.pid)
         service.proc.terminate()
         code = service.finish(timeout=60)
     finally:
@@ -226,13 +246,14 @@ def fold_service(
     seconds = done - started
     states = read_run_states(bootstrap, topics.runs, partitions)
     problem = compare_states("runfold", states, expected)
+    cpu = cpu_end - cpu_start if cpu_start is not None and cpu_end is not None else None
     return Measurement(
         key, STAGE, label, total / seconds, "ev/s",
-        detail=f"{total:,} events in {seconds:.2f}s, subprocess `runfold consume`, "
-        f"batch 2000 / 500 ms; {stats.get('transactions', '?')} commits",
+        detail=f"{total:,} events in {seconds:.2f}s{per_cpu(total, cpu)}, subprocess "
+        f"`runfold consume`, batch 2000 / 500 ms; {stats.get('transactions', '?')} commits",
         valid=not problem,
         note=problem or "final state = simulator manifest",
-        extra={"seconds": seconds, "stats": stats, "runs": len(states)},
+        extra={"seconds": seconds, "cpu_seconds": cpu, "stats": stats, "runs": len(states)},
     )
 
 

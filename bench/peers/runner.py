@@ -19,10 +19,17 @@ from typing import Any
 
 from confluent_kafka import Consumer
 
-from bench.kafka_env import BenchError, Watched, committed_offsets, end_offsets, wait_committed
+from bench.kafka_env import (
+    BenchError,
+    Watched,
+    committed_offsets,
+    cpu_seconds,
+    end_offsets,
+    wait_committed,
+)
 from bench.peers.venvs import WORK, ensure_venv
 from bench.results import Measurement
-from bench.runfold_stages import FinalState, compare_states
+from bench.runfold_stages import FinalState, compare_states, per_cpu
 from consumers.restore import read_latest_by_key
 
 __all__ = ["FAUST", "FAUST_REQUIREMENTS", "QUIX", "QUIX_REQUIREMENTS", "Peer", "run_peer"]
@@ -144,6 +151,7 @@ def run_peer(
     )
     try:
         started = process.wait_mark("first", 120)
+        cpu_start = cpu_seconds(process.pid)
         limit = min(timeout, peer.budget) if peer.budget else timeout
         try:
             done = wait_committed(
@@ -153,6 +161,7 @@ def run_peer(
             if not process.alive() or peer.budget is None:
                 raise BenchError(f"{exc}; its output: {process.tail(8)}") from exc
             return _partial(peer, bootstrap, group, events_topic, partitions, total, started)
+        cpu_end = cpu_seconds(process.pid)
         if peer.stops_by_itself:
             code = process.finish(timeout=120)
             if code != 0:
@@ -172,10 +181,11 @@ def run_peer(
         problem = compare_states(
             peer.label, _changelog_state(bootstrap, changelogs, partitions), expected
         )
-    extra: dict[str, Any] = {"seconds": seconds, "changelogs": changelogs}
+    cpu = cpu_end - cpu_start if cpu_start is not None and cpu_end is not None else None
+    extra: dict[str, Any] = {"seconds": seconds, "cpu_seconds": cpu, "changelogs": changelogs}
     return Measurement(
         peer.key, STAGE, peer.label, total / seconds, "ev/s",
-        detail=f"{total:,} events in {seconds:.2f}s, {peer.detail}",
+        detail=f"{total:,} events in {seconds:.2f}s{per_cpu(total, cpu)}, {peer.detail}",
         valid=not problem,
         note=problem or "final state = runfold's (status, last_seq, events per run)",
         extra=extra,
