@@ -17,6 +17,7 @@ from uuid import UUID
 
 import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
+from pydantic_core import core_schema
 
 from schemas import serde
 from schemas.errors import ValidationError
@@ -51,6 +52,12 @@ def _serde_number(value: Any) -> Any:
     return value
 
 
+def _serde_value_validator(value: Any, info: core_schema.ValidationInfo) -> Any:
+    if info.context is not None and info.context.get("serde"):
+        return value  # read by serde.loads, which already applies serde_json's rules
+    return _as_serde_value(value)
+
+
 def _as_serde_value(value: Any) -> Any:
     """``value`` as serde_json's ``Value`` would hold it; the same object when nothing changes."""
     if isinstance(value, dict):
@@ -70,7 +77,7 @@ def _as_serde_value(value: Any) -> Any:
     return value
 
 
-SerdeJson = Annotated[JsonValue, AfterValidator(_as_serde_value)]
+SerdeJson = Annotated[JsonValue, AfterValidator(_serde_value_validator)]
 """A ``serde_json::Value``: integers outside i64/u64 become f64, NaN and infinities null."""
 
 
