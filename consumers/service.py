@@ -99,6 +99,8 @@ class FoldService:
         self._delivery_failures: list[str] = []
         self._stopping = False
         self._assigned_at = 0.0
+        # Partitions assigned and restored (set by on_assign, cleared on revoke/lost).
+        self._assigned = False
         self._errors = ErrorPolicy(config, in_transaction=lambda: self._eos and self._in_txn)
 
     # ------------------------------------------------------------------ clients
@@ -208,9 +210,15 @@ class FoldService:
                 self._abort_and_rewind()
                 last_record = self._clock()
                 continue
-            if self._assigned_at > last_record:
+            now = self._clock()
+            if not self._assigned:
+                # --until-idle counts only while partitions are assigned and restored: on a
+                # fresh broker the first join alone can outlast it, and exiting then folds
+                # nothing.
+                last_record = now
+            elif self._assigned_at > last_record:
                 last_record = self._assigned_at
-            if cfg.until_idle is not None and self._clock() - last_record >= cfg.until_idle:
+            if cfg.until_idle is not None and now - last_record >= cfg.until_idle:
                 log.info("idle for %.1fs, finishing", cfg.until_idle)
                 break
         try:
@@ -440,11 +448,13 @@ class FoldService:
         self._runs = {}
         self._restore(owned)
         self._assigned_at = self._clock()
+        self._assigned = True
         # Returning without assign(): the client assigns and starts each partition at
         # its committed offset (or earliest), which matches the state just restored.
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked: %s", sorted(tp.partition for tp in partitions))
+        self._assigned = False
         if self._in_txn:
             try:
                 self._commit()
@@ -461,6 +471,7 @@ class FoldService:
         # Another member may already own these partitions: nothing of the open
         # transaction may commit.
         log.warning("partitions lost: %s", sorted(tp.partition for tp in partitions))
+        self._assigned = False
         if self._in_txn:
             if self._eos:
                 try:
