@@ -7,6 +7,16 @@ Two halves, so that the picture can be tested without Kafka:
   commits nothing), and asks the cluster for the events topic's end offsets and the
   folding group's committed offsets. Each :meth:`FleetReader.refresh` reads what is new
   and returns a :class:`FleetSnapshot`.
+
+  The committed offsets are read with ``Consumer.committed()`` of a consumer carrying
+  the folding group's id (it never subscribes, so never joins; it never commits), not
+  with ``AdminClient.list_consumer_group_offsets``: librdkafka (2.4 to 2.16 at least)
+  dereferences a NULL consumer-group handle when that admin request meets
+  ``NOT_COORDINATOR``, which is what a fresh broker answers while ``__consumer_offsets``
+  is being created. It killed ``make demo`` with SIGSEGV on a thread of librdkafka
+  (``rd_kafka_cgrp_op`` under ``rd_kafka_handle_OffsetFetch``; librdkafka issue #5040).
+  A consumer has a group handle, so the same answer just makes it look the
+  coordinator up again.
 - :func:`render_snapshot` turns a snapshot into a rich renderable: runs by status,
   throughput, consumer lag per partition, recent violations, slowest and failing runs.
 
@@ -26,7 +36,6 @@ from typing import Any
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     TopicPartition,
@@ -156,6 +165,7 @@ class FleetReader:
         self._recent: deque[ViolationRow] = deque(maxlen=recent)
         self._dlq = 0
         self._consumer: Consumer | None = None
+        self._group_offsets: Consumer | None = None
         self._admin: AdminClient | None = None
         self._event_partitions: list[int] = []
         self._behind: set[tuple[str, int]] = set()
@@ -174,7 +184,8 @@ class FleetReader:
         self._decode_state = FoldEdge.default().decode_state
         self._decode_violation = decode_violation
         config = self.settings.client_config()
-        self._admin = AdminClient(self.settings.admin_config())
+        # log_level 3: librdkafka's retry chatter on a fresh broker stays off the view.
+        self._admin = AdminClient(self.settings.admin_config({"log_level": 3}))
         consumer = Consumer(
             {
                 **config,
@@ -213,14 +224,32 @@ class FleetReader:
         )
         # A partition is behind until it reports its end (again, after new records).
         self._behind = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        # Only for committed() of the folding group (see the module docstring). It never
+        # subscribes, so it never joins the group, and never commits. read_uncommitted:
+        # a read_committed consumer asks for "stable" offsets and would wait out every
+        # open transaction of the service; a transaction's offsets show only once it
+        # commits either way.
+        self._group_offsets = Consumer(
+            {
+                **config,
+                "group.id": self.group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_uncommitted",
+                "log_level": 3,
+            }
+        )
         self._consumer = consumer
         return consumer
 
     def close(self) -> None:
-        """Close the consumer (idempotent)."""
+        """Close the consumers (idempotent; call it on the thread that refreshes)."""
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            consumer.close()
+        group_offsets, self._group_offsets = self._group_offsets, None
+        for client in (consumer, group_offsets):
+            if client is not None:
+                client.close()
+        self._admin = None
 
     def __enter__(self) -> FleetReader:
         return self
@@ -293,14 +322,14 @@ class FleetReader:
         end_by_p = {tp.partition: fut.result().offset for tp, fut in ends.items()}
         low_by_p = {tp.partition: fut.result().offset for tp, fut in lows.items()}
         committed: dict[int, int] = {}
-        request = [ConsumerGroupTopicPartitions(self.group, tps)]
+        group_offsets = self._group_offsets
+        assert group_offsets is not None
         try:
-            found = admin.list_consumer_group_offsets(request, request_timeout=10)[self.group]
-            for tp in found.result().topic_partitions or []:
+            for tp in group_offsets.committed(tps, timeout=10):
                 if tp.offset >= 0 and tp.error is None:
                     committed[tp.partition] = tp.offset
         except KafkaException:
-            pass  # no such group yet: everything is lag
+            pass  # coordinator not there yet: everything is lag until the next refresh
         lag = [
             PartitionLag(p, committed.get(p), low_by_p.get(p, 0), end_by_p.get(p, 0))
             for p in self._event_partitions
