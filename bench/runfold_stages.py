@@ -66,6 +66,18 @@ class Workload:
         per_run = sum(1 for _ in sample.records()) / 200
         return cls(runs=max(1, round(events / per_run)))
 
+    def events(self) -> list[Any]:
+        """The fleet's events as models (no encoding), before any clock starts."""
+        built: list[Any] = []
+
+        def keep(event: Any) -> bytes:
+            built.append(event)
+            return b""
+
+        for _ in Fleet(self.config(), encode=keep).records():
+            pass
+        return built
+
     def records(self) -> list[tuple[bytes, bytes]]:
         """Every record (key, value), encoded, before any clock starts."""
         return [(key, value) for key, value, _ in Fleet(self.config()).records()]
@@ -167,6 +179,34 @@ def per_cpu(events: int, cpu: float | None) -> str:
     return f" ({events / cpu:,.0f} ev per CPU-s)"
 
 
+def runfold_send(bootstrap: str, topic: str, workload: Workload) -> Measurement:
+    """``EventProducer.send`` of pre-built events: encode + produce + delivery accounting.
+
+    The producer without the simulator: what an agent's ``RunRecorder`` pays per event on
+    top of building the event.
+    """
+    events = workload.events()
+    producer = EventProducer(topic, bootstrap_servers=bootstrap)
+    producer.connect()
+    started = time.perf_counter()
+    cpu = time.process_time()
+    send = producer.send
+    for event in events:
+        send(event)
+    report = producer.close(timeout=120)
+    cpu = time.process_time() - cpu
+    seconds = time.perf_counter() - started
+    if not report.ok:
+        raise BenchError(f"EventProducer did not deliver every record: {report.summary()}")
+    return Measurement(
+        "runfold.send", STAGE, "runfold EventProducer.send (pre-built events)",
+        len(events) / seconds, "ev/s",
+        detail=f"{len(events):,} Event models built beforehand{per_cpu(len(events), cpu)}; "
+        "Avro encode + produce + delivery accounting, flush included",
+        extra={"cpu_seconds": cpu},
+    )
+
+
 def expected_state(fleet: Fleet) -> FinalState:
     """The simulator's ground truth for a fault-free fleet."""
     manifest = fleet.manifest()
@@ -215,6 +255,7 @@ def compare_states(name: str, got: Mapping[str, tuple[str, int, int]],
 def fold_service(
     bootstrap: str, admin: Any, events_topic: str, partitions: int, total: int,
     guarantee: str, prefix: str, expected: FinalState, *, timeout: float,
+    consume_args: tuple[str, ...] = (),
 ) -> Measurement:
     """The folding service over the pre-loaded topic; its final state checked."""
     tag = "eos" if guarantee == "exactly-once" else "alo"
@@ -225,7 +266,8 @@ def fold_service(
     targets = end_offsets(bootstrap, events_topic, partitions)
     # Stopped by SIGTERM once everything is committed (it commits its open transaction and
     # exits 0); --until-idle is only a safety net should the benchmark die first.
-    service = start_service(bootstrap, topics, group, guarantee, until_idle=120.0)
+    service = start_service(bootstrap, topics, group, guarantee, until_idle=120.0,
+                            extra=list(consume_args))
     try:
         started = service.wait_mark("restored", 90)
         cpu_start = cpu_seconds(service.pid)
@@ -250,7 +292,8 @@ def fold_service(
     return Measurement(
         key, STAGE, label, total / seconds, "ev/s",
         detail=f"{total:,} events in {seconds:.2f}s{per_cpu(total, cpu)}, subprocess "
-        f"`runfold consume`, batch 2000 / 500 ms; {stats.get('transactions', '?')} commits",
+        f"`runfold consume {' '.join(consume_args) or '(defaults)'}`; "
+        f"{stats.get('transactions', '?')} commits",
         valid=not problem,
         note=problem or "final state = simulator manifest",
         extra={"seconds": seconds, "cpu_seconds": cpu, "stats": stats, "runs": len(states)},

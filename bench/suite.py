@@ -42,6 +42,8 @@ class SuiteOptions:
     peers: bool | None = None
     """Build missing peer environments: ``None`` means yes unless ``quick``."""
     stages: tuple[str, ...] = STAGES
+    consume_args: tuple[str, ...] = ()
+    """Extra ``runfold consume`` options for the fold and latency stages (tuning runs)."""
 
     @classmethod
     def quick_defaults(cls, **overrides: Any) -> SuiteOptions:
@@ -55,6 +57,7 @@ class SuiteOptions:
 
 RATIOS = [
     Ratio("of client ceiling", "runfold.produce", "client.produce"),
+    Ratio("of client ceiling", "runfold.send", "client.produce"),
     Ratio("of broker ceiling", "client.produce", "broker.produce"),
     Ratio("of client ceiling", "runfold.fold.eos", "client.consume"),
     Ratio("of client ceiling", "runfold.fold.alo", "client.consume"),
@@ -62,10 +65,11 @@ RATIOS = [
     Ratio("× Quix EOS", "runfold.fold.eos", "peer.quix.eos"),
     Ratio("× faust EOS", "runfold.fold.eos", "peer.faust.eos"),
     Ratio("of client ceiling", "cpu.runfold.produce", "cpu.client.produce"),
+    Ratio("of client ceiling", "cpu.runfold.send", "cpu.client.produce"),
     Ratio("× Quix EOS", "cpu.runfold.fold.eos", "cpu.peer.quix.eos"),
 ]
-_CPU_RATES = ("client.produce", "runfold.produce", "runfold.fold.eos", "runfold.fold.alo",
-              "peer.quix.eos", "peer.faust.eos")
+_CPU_RATES = ("client.produce", "runfold.produce", "runfold.send", "runfold.fold.eos",
+              "runfold.fold.alo", "peer.quix.eos", "peer.faust.eos")
 
 
 def _derive_cpu_rates(report: Report) -> None:
@@ -80,7 +84,7 @@ def _derive_cpu_rates(report: Report) -> None:
         if m is None or m.value is None or not cpu:
             continue
         events = m.value * float(m.extra.get("seconds", 0) or 0) or None
-        if key.endswith("produce"):
+        if key.endswith(("produce", "send")):
             records = report.options.get("records")
             events = float(records) if isinstance(records, int) else None
         if not events:
@@ -218,6 +222,10 @@ def run_suite(options: SuiteOptions, *, echo: Echo) -> Report:
             _guard(report, echo, "runfold.produce", runfold_stages.STAGE,
                    "runfold producer", "ev/s", produce)
             expected = holder.get("expected", {})
+            send_topic = create_topic(admin(), f"{prefix}send", options.partitions)
+            _guard(report, echo, "runfold.send", runfold_stages.STAGE,
+                   "runfold EventProducer.send", "ev/s",
+                   lambda: runfold_stages.runfold_send(bootstrap, send_topic, workload))
         if "anchors" in wanted:
             _guard(report, echo, "client.consume", ceilings.STAGE,
                    "client ceiling: confluent-kafka consume", "ev/s",
@@ -245,7 +253,8 @@ def run_suite(options: SuiteOptions, *, echo: Echo) -> Report:
                        f"runfold fold, {guarantee}", "ev/s",
                        lambda g=guarantee: runfold_stages.fold_service(  # type: ignore[misc]
                            bootstrap, admin(), events_topic, options.partitions, total, g,
-                           prefix, expected, timeout=timeout))
+                           prefix, expected, timeout=timeout,
+                           consume_args=options.consume_args))
         if "peers" in wanted and expected:
             build = options.peers if options.peers is not None else not options.quick
             # faust is ~20x slower than Quix here: only in full runs, within its budget.
@@ -260,7 +269,8 @@ def run_suite(options: SuiteOptions, *, echo: Echo) -> Report:
                    "end-to-end latency", "ms",
                    lambda: live_stages.measure_latency(
                        bootstrap, admin(), options.partitions, prefix,
-                       rate=options.latency_rate, seconds=options.latency_seconds))
+                       rate=options.latency_rate, seconds=options.latency_seconds,
+                       consume_args=options.consume_args))
         if "restore" in wanted:
             _guard(report, echo, "restore.seconds", live_stages.STAGE_RESTORE,
                    "restore on assignment", "s",

@@ -70,6 +70,9 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
                    "[default: yes, except with --quick].")
 @click.option("--stages", callback=_stages, default=None, metavar="A,B,...",
               help="Only these stages: anchors, producer, fold, peers, latency, restore.")
+@click.option("--consume-arg", "consume_args", multiple=True, metavar="ARG",
+              help="Extra option for every `runfold consume` of the fold and latency stages, "
+                   "e.g. --consume-arg=--txn-interval-ms=100 (repeatable).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Write the full report as JSON here.")
 @click.option("--doc", "doc_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -78,7 +81,8 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
                    "docs/benchmarks.md) with the tables.")
 def bench(events: int | None, quick: bool, bootstrap: str | None, partitions: int, rate: float,
           latency_seconds: float | None, restore_runs: int | None, peers: bool | None,
-          stages: tuple[str, ...], json_path: Path | None, doc_path: Path | None) -> None:
+          stages: tuple[str, ...], consume_args: tuple[str, ...], json_path: Path | None,
+          doc_path: Path | None) -> None:
     """Measure runfold beside the client, the broker and Quix Streams, on one broker."""
     _import_bench()
     from rich.console import Console
@@ -92,6 +96,7 @@ def bench(events: int | None, quick: bool, bootstrap: str | None, partitions: in
             "events": events, "bootstrap": bootstrap, "partitions": partitions,
             "latency_rate": rate, "latency_seconds": latency_seconds,
             "restore_runs": restore_runs, "peers": peers, "stages": stages,
+            "consume_args": consume_args or None,
         }.items()
         if value is not None
     }
