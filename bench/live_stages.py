@@ -137,10 +137,11 @@ def measure_latency(
         try:
             while not stop.is_set():
                 for msg in consumer.consume(num_messages=1000, timeout=0.05):
-                    if msg.error() is not None or msg.value() is None:
+                    value = msg.value()
+                    if msg.error() is not None or value is None:
                         continue
                     now = time.time_ns()
-                    state = edge.decode_state(msg.value())
+                    state = edge.decode_state(value)
                     with sink.lock:
                         waiting = sink.pending.get(str(state.run_id))
                         while waiting and waiting[0][0] <= state.last_seq:

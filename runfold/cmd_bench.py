@@ -16,6 +16,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -90,7 +91,7 @@ def bench(events: int | None, quick: bool, bootstrap: str | None, partitions: in
     from bench.render import markdown, print_report, update_doc
     from bench.suite import SuiteOptions, run_suite
 
-    overrides = {
+    overrides: dict[str, Any] = {
         key: value
         for key, value in {
             "events": events, "bootstrap": bootstrap, "partitions": partitions,
