@@ -12,7 +12,9 @@
    output topics say next to the simulator's manifest (the ground truth).
 
 The seed is random unless ``--seed`` is given, so a second demo on the same topics sends
-new runs; the summary counts only this demo's runs.
+new runs. The demo shares the topics and the group with earlier demos (and folds what a
+crashed one left unfolded); the summary counts only this demo's records, by run id and by
+the offsets captured before it sent anything (see :mod:`runfold.demo_scope`).
 """
 
 from __future__ import annotations
@@ -51,9 +53,9 @@ class DemoError(RunfoldError):
 # librdkafka logs normal retries on a fresh broker (coordinator loading, no leader yet)
 # and connection errors while the broker the demo started is stopped; printed over the
 # live view they only alarm. Real failures still reach the demo as exceptions.
-# (Routing the logs of all the demo's clients to a Python `logger` instead segfaulted
-# the interpreter twice out of two runs on a fresh broker, confluent-kafka 2.16; the
-# faulting client was not pinned down.)
+# (The segfaults once blamed on Python loggers here were librdkafka's admin
+# ListConsumerGroupOffsets on a fresh broker, see runfold/live.py; with that gone, the
+# demo's EventProducer, which logs through a Python logger, ran clean.)
 _QUIET = {"log_level": 2}
 
 
@@ -106,12 +108,34 @@ def _kafka(options: DemoOptions, say: Callable[[str], None]) -> tuple[str | None
     local = LocalKafka(home)
     if local.is_running() and local.bootstrap:
         return local.bootstrap, "local", None
+    if options.port is None:
+        _check_default_port(local)
     say(f"starting a local Kafka broker (data in {local.root})")
     started = time.monotonic()
     # Unless it is to outlive the demo, the broker dies with it even on a kill -9.
     bootstrap = local.up(nodes=1, port=options.port, echo=say, tie_to_parent=not options.keep)
     say(f"Kafka ready at {bootstrap} in {time.monotonic() - started:.0f}s")
     return bootstrap, "started", local
+
+
+def _check_default_port(local: Any) -> None:
+    """Refuse, with what to do instead, when something else listens on the default port.
+
+    This project's own broker was found running above; whatever holds the port now is
+    not it (another checkout's broker, another program), and the demo must not write
+    into someone else's Kafka.
+    """
+    from runfold.kafka import process
+    from runfold.kafka.local import DEFAULT_PORT
+
+    if process.port_is_free(local.host, DEFAULT_PORT):
+        return
+    raise DemoError(
+        f"port {DEFAULT_PORT} on {local.host} is in use, and not by this project's broker "
+        f"(data in {local.root}). Start the demo's broker on any free port with "
+        f"`runfold demo --port 0` (`make demo DEMO_ARGS=\"--port 0\"`), or use the Kafka "
+        f"that is there with `--bootstrap-servers {local.host}:{DEFAULT_PORT}`"
+    )
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoSummary:
@@ -139,6 +163,8 @@ def _run(options: DemoOptions, rates: FaultRates, bootstrap: str | None, broker:
          console: Console) -> DemoSummary:
     from consumers.service import FoldService, ServiceConfig
     from producers import EventProducer, Fleet, FleetConfig, produce_fleet
+    from producers.runs import plan_run
+    from runfold.demo_scope import capture_scope
     from runfold.live import FleetReader, render_snapshot
     from runfold.topics import ensure_topics
 
@@ -156,11 +182,36 @@ def _run(options: DemoOptions, rates: FaultRates, bootstrap: str | None, broker:
         _await_leaders(settings, report.created)
     seed = options.seed if options.seed is not None else random.SystemRandom().randrange(10**6)
     fleet = Fleet(FleetConfig(runs=options.runs, agents=options.agents, seed=seed, faults=rates))
+    reader = FleetReader(settings, options.group)
+    try:
+        # What is there already: the view's starting point, and whether this seed's runs
+        # are among it (run ids come from the seed).
+        reader.refresh(budget=60.0, until_caught_up=True)
+        first_run = str(plan_run(seed, 0, fleet.agents[0], rates).run_id)
+        if reader.has_run(first_run):
+            raise DemoError(
+                f"the runs of seed {seed} are already in {names.runs} (an earlier demo with "
+                f"--seed {seed}); sent again they would fold as duplicates. Use another "
+                "--seed, or fresh topics with --prefix"
+            )
+        scope = capture_scope(settings.client_config(), options.group, names.events,
+                              names.dlq)
+        producer = EventProducer(names.events, settings=settings, config=_QUIET)
+        producer.connect()
+    except BaseException:
+        reader.close()
+        raise
     console.print(
         f"[bold]runfold demo[/]: {options.runs} runs from {options.agents} agents "
         f"(seed {seed}, faults {rates.as_text() or 'none'}) → {names.events} on "
         f"{settings.bootstrap_servers}"
     )
+    if scope.leftover:
+        console.print(
+            f"{scope.leftover:,} records of earlier runs in {names.events} are not folded yet "
+            f"(an interrupted demo?); group {options.group} folds them first, and the "
+            "summary counts only this demo's records"
+        )
 
     service = FoldService(ServiceConfig(
         kafka=dict(settings.client_config()), group=options.group, instance_id="demo",
@@ -176,8 +227,6 @@ def _run(options: DemoOptions, rates: FaultRates, bootstrap: str | None, broker:
         except BaseException as exc:  # reported by the main thread
             failure.append(exc)
 
-    producer = EventProducer(names.events, settings=settings, config=_QUIET)
-    producer.connect()
     sent = [0]
     produced: list[Any] = []
 
@@ -193,7 +242,6 @@ def _run(options: DemoOptions, rates: FaultRates, bootstrap: str | None, broker:
     producer_thread = threading.Thread(target=produce, name="runfold-demo-fleet", daemon=True)
     consumer_thread.start()
     producer_thread.start()
-    reader = FleetReader(settings, options.group)
 
     def footer() -> RenderableType:
         done = not producer_thread.is_alive()
@@ -230,7 +278,7 @@ def _run(options: DemoOptions, rates: FaultRates, bootstrap: str | None, broker:
     if failure:
         raise _failed(failure[0]) from failure[0]
     return _summarize(options, settings, fleet, produced[0], service.stats, fold_seconds,
-                      seed, broker)
+                      seed, broker, scope)
 
 
 def _await_leaders(settings: RunfoldSettings, topics: list[str], timeout: float = 30.0) -> None:
@@ -288,10 +336,12 @@ class _Frames:
 
 
 def _summarize(options: DemoOptions, settings: RunfoldSettings, fleet: Any, produced: Any,
-               stats: Any, fold_seconds: float, seed: int, broker: str) -> DemoSummary:
-    """Read this demo's runs back from agent-runs and set them against the manifest."""
+               stats: Any, fold_seconds: float, seed: int, broker: str,
+               scope: Any) -> DemoSummary:
+    """Read this demo's runs and dead letters back and set them against the manifest."""
     from consumers.edge import FoldEdge
     from consumers.queries import list_runs
+    from runfold.demo_scope import count_dead_letters
 
     manifest = fleet.manifest()
     if options.manifest_path is not None:
@@ -308,6 +358,7 @@ def _summarize(options: DemoOptions, settings: RunfoldSettings, fleet: Any, prod
             if count:
                 violations[kind.value] += count
                 examples.setdefault(kind.value, str(state.run_id))
+    dlq, earlier_dlq = count_dead_letters(settings.client_config(), scope)
     summary = DemoSummary(
         bootstrap=settings.bootstrap_servers,
         topics=settings.topic_names.model_dump(),
@@ -324,11 +375,13 @@ def _summarize(options: DemoOptions, settings: RunfoldSettings, fleet: Any, prod
         violations={k: violations.get(k, 0) for k in KINDS},
         expected_violations={k: totals.get(f"violations.{k}", 0) for k in KINDS},
         example_runs=examples,
-        dlq=stats.dlq,
+        dlq=dlq,
         expected_dlq=totals.get("dlq", 0),
         events_applied=sum(s.events_applied for s in states),
         expected_events_applied=totals.get("applied", 0),
         broker=broker,
+        leftover_records=scope.leftover,
+        earlier_dlq=earlier_dlq,
     )
     summary.mismatches = check(summary)
     return summary

@@ -242,6 +242,10 @@ class FleetReader:
         self._consumer = consumer
         return consumer
 
+    def has_run(self, run_id: str) -> bool:
+        """True when ``agent-runs`` held a state of ``run_id`` at the last refresh."""
+        return run_id.encode() in self._runs
+
     def close(self) -> None:
         """Close the consumers (idempotent; call it on the thread that refreshes)."""
         consumer, self._consumer = self._consumer, None

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
-from user_day_fixtures import EVERY_FAULT, expected_statuses, expected_violations
+from user_day_fixtures import EVERY_FAULT, expected_statuses, expected_violations, send_fleet
 
 from runfold.cli import main
 from runfold.demo_summary import DemoSummary, check, next_steps, render_summary
-from runfold.settings import TopicNames
+from runfold.settings import RunfoldSettings, TopicNames
 
 
 @pytest.fixture
@@ -62,6 +62,43 @@ def test_demo_end_to_end_matches_the_manifest(
     first_example = next(iter(summary["example_runs"].values()))
     assert f"runfold runs show {first_example} --prefix {demo_prefix}" in result.output
     assert f'runfold sql --prefix {demo_prefix} "SELECT status' in result.output
+
+
+def test_demo_again_after_a_crashed_one_counts_only_its_own_records(
+    kafka_bootstrap: str, demo_prefix: str, tmp_path: Path
+) -> None:
+    """Same topics, same group: a second demo, after one that crashed mid-way, still matches."""
+    common = [
+        "demo", "--bootstrap-servers", kafka_bootstrap, "--prefix", demo_prefix,
+        "--group", demo_prefix + "fold", "--runs", "30", "--agents", "4",
+        "--faults", EVERY_FAULT, "--rate", "0", "--no-live",
+    ]
+    first = CliRunner().invoke(main, [*common, "--seed", "21"])
+    assert first.exit_code == 0, first.output
+    # What a demo killed mid-way leaves: records in the events topic the group never
+    # folded, some of them poison (dead letters once folded).
+    settings = RunfoldSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=demo_prefix)
+    leftover, _ = send_fleet(settings, runs=12, seed=22)
+    assert leftover["totals"]["dlq"] > 0
+
+    summary_path = tmp_path / "summary.json"
+    second = CliRunner().invoke(main, [*common, "--seed", "23", "--summary-json",
+                                       str(summary_path)])
+    assert second.exit_code == 0, second.output
+    assert "every number matches the simulator's manifest" in second.output
+    summary = json.loads(summary_path.read_text())
+    assert summary["mismatches"] == []
+    assert summary["leftover_records"] == leftover["totals"]["records"]
+    assert summary["earlier_dlq"] == leftover["totals"]["dlq"]
+    # The service folded the leftovers too: its counters are the sum of both.
+    consumer = summary["consumer"]
+    assert consumer["consumed"] == summary["records_produced"] + leftover["totals"]["records"]
+    assert consumer["dlq"] == summary["dlq"] + summary["earlier_dlq"]
+
+    # The same seed again would send runs agent-runs already holds: refused up front.
+    again = CliRunner().invoke(main, [*common, "--seed", "23"])
+    assert again.exit_code == 1
+    assert "the runs of seed 23 are already in" in again.output
 
 
 def _summary(**changes: object) -> DemoSummary:
