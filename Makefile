@@ -23,7 +23,7 @@ help:
 	@echo "make demo               start Kafka, create the topics, run the demo"
 	@echo "make test               unit + integration tests (starts its own broker)"
 	@echo "make test-unit          tests that need no broker"
-	@echo "make test-reliability   the slow 3-broker reliability scenarios"
+	@echo "make test-reliability   fault scenarios (slow), bad inputs, fuzz, SCRAM; docs/reliability.md"
 	@echo "make kafka-up | kafka-down   the local broker alone"
 
 $(BIN)/python:
@@ -48,8 +48,13 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
 
+# Every slow test (the fault scenarios and the rest), then the reliability and security
+# suites' bounded tests, then docs/reliability.md's tables from the measured rows.
+# Smaller: RELIABILITY_EVENTS=100000 RELIABILITY_KILLS=5 RELIABILITY_RUNS=1000 make ...
 test-reliability: $(STAMP)
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow" tests/reliability tests/security $(PYTEST_ARGS)
+	$(BIN)/python tests/reliability/report.py
 
 kafka-up: $(STAMP)
 	$(BIN)/runfold kafka up $(KAFKA_UP_ARGS)

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from bad_inputs import CATALOGUE, TEN_MB, many_runs_records
 from harness import (
-    RESULTS_DIR,
     consume_proc,
     make_topics,
     read_output,
@@ -26,6 +25,7 @@ from harness import (
     send_records,
     stats_of,
 )
+from truth import RESULTS_DIR
 
 from consumers.dlq import DLQ_HEADERS, parse_dead_letter_headers
 

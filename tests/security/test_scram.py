@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
-from harness import clean_env, fleet_config, fleet_truth, measure, read_events, read_output
+from harness import clean_env, read_events, read_output
 from scram_fixtures import PASSWORD, ScramCluster
+from truth import fleet_config, fleet_truth, measure
 
 from runfold.preflight import check_connection
 from schemas.errors import KafkaSetupError
