@@ -144,3 +144,9 @@ def test_summary_render_and_next_steps() -> None:
     console = Console(record=True, width=120)
     console.print(render_summary(bad))
     assert "dead letters: folded 5, manifest 0" in console.export_text()
+    # Records a crashed demo left, folded by this one, are named and left out.
+    console = Console(record=True, width=200)
+    console.print(render_summary(_summary(leftover_records=1234, earlier_dlq=2)))
+    text = console.export_text()
+    assert "includes 1,234 records an earlier run left unfolded (2 of them dead" in text
+    assert "every number matches" in text
