@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from runfold.settings import RunfoldSettings, TopicNames
@@ -55,7 +56,7 @@ def kafka_bootstrap() -> Iterator[str]:
         from testcontainers.kafka import KafkaContainer
 
         with KafkaContainer().with_kraft() as container:
-            yield container.get_bootstrap_server()
+            yield _warmed_up(container.get_bootstrap_server())
         return
 
     from runfold.kafka.local import LocalKafka
@@ -67,10 +68,28 @@ def kafka_bootstrap() -> Iterator[str]:
     atexit.register(local.down, timeout=10.0)
     try:
         # Patient: CI machines are small and shared; a healthy start takes 5-15 s.
-        yield local.up(nodes=1, port=0, tie_to_parent=True, ready_timeout=300.0)
+        yield _warmed_up(local.up(nodes=1, port=0, tie_to_parent=True, ready_timeout=300.0))
     finally:
         local.down(timeout=10.0)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _warmed_up(bootstrap: str) -> str:
+    """Create and load the group and transaction coordinators once, before any test.
+
+    A fresh broker creates ``__consumer_offsets`` and ``__transaction_state`` on first use and
+    answers "coordinator load in progress" while loading them; on a loaded machine that first
+    use can take many seconds, which would land on whichever test happens to run first.
+    """
+    warm = f"runfold-warm-up-{uuid.uuid4().hex[:8]}"
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": warm})
+    producer.init_transactions(120)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": warm})
+    try:
+        consumer.committed([TopicPartition(warm, 0)], timeout=120)
+    finally:
+        consumer.close()
+    return bootstrap
 
 
 @pytest.fixture(scope="session")
