@@ -133,7 +133,10 @@ class ErrorPolicy:
 
     def consumer_error(self, err: KafkaError) -> None:
         """An error event returned by ``consume()``: stop if fatal, else log it."""
-        if is_fenced(err) or err.fatal():
+        # A fatal consumer error arrives as a message with code _FATAL whose KafkaError
+        # says fatal() == False: the client is dead all the same, so stop (a supervisor
+        # restarts the process; retrying here only keeps a member that folds nothing).
+        if is_fenced(err) or err.fatal() or err.code() == KafkaError._FATAL:
             raise self.stopped("consume", err)
         # Transport errors and the like: librdkafka reconnects and refetches by itself.
         log.warning("consumer error (will retry): %s", err.str())
