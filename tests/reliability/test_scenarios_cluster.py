@@ -74,6 +74,11 @@ class Supervised:
     def stop(self) -> None:
         self.proc.stop()
 
+    def fatal_but_alive(self) -> int:
+        """Times a consumer logged a fatal client error and went on (it then folds nothing)."""
+        logs = [p.read_text(errors="replace") for p in self.proc.log_dir.glob("consume-*.err")]
+        return sum(text.count("consumer error (will retry): Fatal error") for text in logs)
+
 
 def _delivery_line(producer: Proc) -> dict[str, int]:
     """produced/delivered/failed/indeterminate/pending from ``runfold produce``'s output."""
@@ -174,7 +179,10 @@ def test_2_partition_leader_kill_9_five_times_during_production(
 
     conf = {"bootstrap.servers": cluster.bootstrap}
     result = measure(
-        truth, read_events(conf, topics.events, PARTITIONS), read_output(conf, topics, PARTITIONS)
+        truth,
+        read_events(conf, topics.events, PARTITIONS),
+        read_output(conf, topics, PARTITIONS),
+        tails_only=False,
     )
     not_acked = report.get("produced", total) - report.get("delivered", 0)
     write_row(
@@ -192,6 +200,9 @@ def test_2_partition_leader_kill_9_five_times_during_production(
                 "delivery": report,
                 "consumer_restarts": consumer.restarts,
                 "consumer_exits": consumer.exits,
+                "consumer_fatal_but_alive": consumer.fatal_but_alive(),
+                "written_twice_by_producer": result.topic_duplicates,
+                "runs_with_unacked_events": result.partial_runs,
                 "recovery": "kill until the producer gets acks again (max of the kills)",
                 "recoveries_s": [round(r, 2) for r in recoveries],
             },
@@ -232,7 +243,10 @@ def test_3_two_of_three_brokers_down_no_acks_then_nothing_acked_lost(
 
     conf = {"bootstrap.servers": cluster.bootstrap}
     result = measure(
-        truth, read_events(conf, topics.events, PARTITIONS), read_output(conf, topics, PARTITIONS)
+        truth,
+        read_events(conf, topics.events, PARTITIONS),
+        read_output(conf, topics, PARTITIONS),
+        tails_only=False,
     )
     not_acked = report.get("produced", total) - report.get("delivered", 0)
     write_row(
@@ -251,12 +265,15 @@ def test_3_two_of_three_brokers_down_no_acks_then_nothing_acked_lost(
                 "delivery": report,
                 "consumer_restarts": consumer.restarts,
                 "consumer_exits": consumer.exits,
+                "consumer_fatal_but_alive": consumer.fatal_but_alive(),
+                "written_twice_by_producer": result.topic_duplicates,
+                "runs_with_unacked_events": result.partial_runs,
                 "recovery": "restart of the nodes until the producer gets acks again",
             },
         )
     )
     assert during == 0, f"{during} acks while 2 of 3 brokers were down"
     assert result.lost - not_acked <= 0, summary(result)
-    assert (result.duplicated, result.order_violations) == (0, 0), summary(result)
+    assert result.duplicated == 0, summary(result)
     if not_acked == 0:
-        assert result.state_equals_truth, summary(result)
+        assert result.order_violations == 0 and result.state_equals_truth, summary(result)

@@ -86,6 +86,8 @@ class Measurement:
     duplicated: int = 0
     order_violations: int = 0
     state_mismatches: list[str] = field(default_factory=list)
+    topic_duplicates: int = 0
+    """Records the producer wrote more than once (after timeouts); the fold must drop them."""
     partial_runs: int = 0
     """Runs with some but not all of their events on the topic (an indeterminate tail)."""
 
@@ -104,19 +106,31 @@ def measure(
     folded: Folded,
     *,
     must_be_present: Callable[[str, int], bool] = lambda run_id, seq: True,
+    tails_only: bool = True,
 ) -> Measurement:
     """Lost, duplicated, out of order, and folded state vs truth.
 
     ``must_be_present(run_id, seq)`` says which sent events had to reach Kafka (all of them
-    unless the producer was killed: then only the acknowledged ones). A run whose events
-    are not all on the topic (an indeterminate tail) must fold to exactly the prefix
-    that is there: ``last_seq`` = its length, nothing applied twice.
+    unless the producer was killed: then only the acknowledged ones).
+
+    Copies of a record the producer wrote more than once (librdkafka re-sends in-flight
+    records after a timeout under a new epoch) are *topic duplicates*: the fold must drop
+    each as a ``duplicate`` (one more in the run's count, one more ``duplicate``
+    violation), so they are added to what the run's state must show. ``duplicated`` counts
+    what was *folded* twice: applied events or violations beyond the truth.
+
+    A run with events missing from the topic (never acknowledged) must fold to what is
+    there without applying anything twice; with ``tails_only`` (a killed producer) the
+    missing events must be a tail: what is there is a prefix, and ``last_seq`` its length.
     """
     m = Measurement()
     sent_events: dict[str, set[int]] = {}
+    sent_count: dict[str, Counter[int]] = {}
     for run_id, seq, fault in truth.sent:
-        if seq is not None and fault is None:
-            sent_events.setdefault(run_id, set()).add(seq)
+        if seq is not None:
+            sent_count.setdefault(run_id, Counter())[seq] += 1
+            if fault is None:
+                sent_events.setdefault(run_id, set()).add(seq)
     by_run_violations: dict[str, list[tuple[str, int, int]]] = {}
     for v in folded.violations:
         by_run_violations.setdefault(str(v.run_id), []).append(
@@ -127,73 +141,79 @@ def measure(
         on = on_topic.seqs.get(run_id, [])
         distinct = set(on)
         wanted = sent_events.get(run_id, set())
-        # Kafka: every acknowledged event present; nothing written twice beyond the
-        # fleet's own deliberate duplicates; each run's seqs in send order.
         m.lost += sum(1 for seq in wanted - distinct if must_be_present(run_id, seq))
-        complete = wanted <= distinct
+        copies = Counter(on) - sent_count.get(run_id, Counter())
+        m.topic_duplicates += sum(copies.values())
         state = folded.runs.get(run_id)
-        if complete:
-            if state is None:
-                m.state_mismatches.append(f"{run_id}: missing from agent-runs")
-                continue
-            got = json.loads(state.run.to_json())
-            if got != entry["run"]:
-                m.state_mismatches.append(f"{run_id}: run {got} != {entry['run']}")
-            if state.events_applied != entry["applied"]:
-                m.state_mismatches.append(
-                    f"{run_id}: applied {state.events_applied} != {entry['applied']}"
-                )
-            if state.duplicates > entry["duplicates"]:
-                m.duplicated += state.duplicates - entry["duplicates"]
-            if state.duplicates != entry["duplicates"]:
-                m.state_mismatches.append(
-                    f"{run_id}: duplicates {state.duplicates} != {entry['duplicates']}"
-                )
-            got_v = sorted(by_run_violations.get(run_id, []))
-            want_v = _expected_violations(entry)
-            if got_v != want_v:
-                extra = Counter(got_v) - Counter(want_v)
-                m.duplicated += sum(n for v, n in extra.items() if v in want_v)
-                m.order_violations += sum(n for v, n in extra.items() if v not in want_v)
-                m.state_mismatches.append(f"{run_id}: violations {got_v} != {want_v}")
-        else:
-            # A tail never reached Kafka (indeterminate): the fold holds the prefix.
-            present = sorted(distinct & wanted)
-            m.partial_runs += 1 if present else 0
-            prefix = list(range(1, len(present) + 1))
-            if present != prefix:
-                m.order_violations += 1
-                m.state_mismatches.append(f"{run_id}: on topic {present[:5]}.. not a prefix")
-            if present and (state is None or state.last_seq != len(present)):
-                m.state_mismatches.append(
-                    f"{run_id}: last_seq {state.last_seq if state else None} != {len(present)}"
-                )
-            if state is not None and state.duplicates:
-                m.duplicated += state.duplicates
-        # Order on the topic: a fault-free run's seqs must appear increasing (reorder
-        # faults are deliberate and excluded by the caller choosing fault-free fleets).
         firsts = list(dict.fromkeys(on))
         if not entry["faults"] and firsts != sorted(firsts):
             m.order_violations += 1
-        if not entry["faults"] and len(on) > len(distinct):
-            m.duplicated += len(on) - len(distinct)
+        if wanted <= distinct:
+            if state is None:
+                m.state_mismatches.append(f"{run_id}: missing from agent-runs")
+                continue
+            _compare_state(m, run_id, entry, state, copies, by_run_violations.get(run_id, []))
+            continue
+        present = sorted(distinct & wanted)
+        m.partial_runs += 1 if present else 0
+        if state is None:
+            if present:
+                m.state_mismatches.append(f"{run_id}: {len(present)} events, no state")
+            continue
+        if state.events_applied > len(present):
+            m.duplicated += state.events_applied - len(present)
+        if state.duplicates > sum(copies.values()):
+            m.duplicated += state.duplicates - sum(copies.values())
+        if tails_only:
+            if present != list(range(1, len(present) + 1)):
+                m.order_violations += 1
+                m.state_mismatches.append(f"{run_id}: on topic {present[:5]}.. not a prefix")
+            elif state.last_seq != len(present):
+                m.state_mismatches.append(f"{run_id}: last_seq {state.last_seq} != {len(present)}")
     unknown = set(folded.runs) - set(expected)
     if unknown:
         m.state_mismatches.append(f"{len(unknown)} runs folded that the fleet never sent")
-    want_dlq = sum(
-        1 for run_id, seq, fault in truth.sent if fault == "corrupt" and must_be_present(run_id, -1)
-    )
-    if len(folded.dlq) != want_dlq and all(
-        set(sent_events.get(r, set())) <= set(on_topic.seqs.get(r, [])) for r in expected
-    ):
+    want_dlq = sum(1 for _, _, fault in truth.sent if fault == "corrupt")
+    if m.partial_runs == 0 and len(folded.dlq) != want_dlq:
         m.state_mismatches.append(f"DLQ has {len(folded.dlq)} records, truth says {want_dlq}")
     return m
+
+
+def _compare_state(
+    m: Measurement,
+    run_id: str,
+    entry: Mapping[str, Any],
+    state: Any,
+    copies: Counter[int],
+    violations: list[tuple[str, int, int]],
+) -> None:
+    """A run whose every event reached Kafka: its state must be the manifest's (plus the
+    producer's extra copies, each a dropped duplicate)."""
+    got = json.loads(state.run.to_json())
+    if got != entry["run"]:
+        m.state_mismatches.append(f"{run_id}: run {got} != {entry['run']}")
+    if state.events_applied != entry["applied"]:
+        m.state_mismatches.append(f"{run_id}: applied {state.events_applied} != {entry['applied']}")
+        m.duplicated += max(0, state.events_applied - entry["applied"])
+    want_dups = entry["duplicates"] + sum(copies.values())
+    if state.duplicates != want_dups:
+        m.state_mismatches.append(f"{run_id}: duplicates {state.duplicates} != {want_dups}")
+        m.duplicated += max(0, state.duplicates - want_dups)
+    want_v = _expected_violations(entry) + [
+        ("duplicate", seq, seq) for seq, n in copies.items() for _ in range(n)
+    ]
+    got_v, want_v = sorted(violations), sorted(want_v)
+    if got_v != want_v:
+        extra = Counter(got_v) - Counter(want_v)
+        m.duplicated += sum(n for v, n in extra.items() if v in want_v)
+        m.order_violations += sum(n for v, n in extra.items() if v not in want_v)
+        m.state_mismatches.append(f"{run_id}: violations {got_v[:6]} != {want_v[:6]}")
 
 
 def summary(m: Measurement, limit: int = 5) -> str:
     """A short text of a measurement, for assertion messages."""
     return (
         f"lost={m.lost} duplicated={m.duplicated} order={m.order_violations} "
-        f"partial_runs={m.partial_runs} mismatches({len(m.state_mismatches)})="
-        f"{m.state_mismatches[:limit]}"
+        f"topic_duplicates={m.topic_duplicates} partial_runs={m.partial_runs} "
+        f"mismatches({len(m.state_mismatches)})={m.state_mismatches[:limit]}"
     )
