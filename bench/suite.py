@@ -49,7 +49,7 @@ class SuiteOptions:
     def quick_defaults(cls, **overrides: Any) -> SuiteOptions:
         """The short run CI can afford (well under two minutes with a broker start)."""
         values: dict[str, Any] = {
-            "events": 20_000, "quick": True, "latency_seconds": 5.0, "restore_runs": 20_000,
+            "events": 10_000, "quick": True, "latency_seconds": 3.0, "restore_runs": 10_000,
         }
         values.update(overrides)
         return cls(**values)

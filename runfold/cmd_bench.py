@@ -2,7 +2,7 @@
 
 Examples::
 
-    runfold bench --quick                        # under two minutes, for CI
+    runfold bench --quick                        # under two minutes on a quiet machine (CI)
     runfold bench --json bench.json --doc docs/benchmarks.md
     runfold bench --bootstrap 127.0.0.1:9092 --stages fold,peers
 
@@ -53,19 +53,19 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 
 @click.command()
 @click.option("--events", type=click.IntRange(min=1000), default=None,
-              help="Events in the pre-loaded topic [default: 200,000; 20,000 with --quick].")
+              help="Events in the pre-loaded topic [default: 200,000; 10,000 with --quick].")
 @click.option("--quick", is_flag=True,
-              help="A short run for CI (<2 min): fewer events, 5 s of latency, 20k runs to "
-                   "restore; peers only if their environment is already built.")
+              help="A short run for CI (<2 min on a quiet machine): 10k events, 3 s of latency, "
+                   "10k runs to restore; peers only if their environment is already built.")
 @click.option("--bootstrap", default=None, metavar="HOST:PORT",
               help="Use this broker (its topics are deleted after) instead of starting one.")
 @click.option("--partitions", type=click.IntRange(min=1), default=6, show_default=True)
 @click.option("--rate", type=click.FloatRange(min=100), default=10_000.0, show_default=True,
               help="Offered events/s for the latency stage.")
 @click.option("--latency-seconds", type=click.FloatRange(min=1), default=None,
-              help="How long to offer load for latency [default: 30; 5 with --quick].")
+              help="How long to offer load for latency [default: 30; 3 with --quick].")
 @click.option("--restore-runs", type=click.IntRange(min=100), default=None,
-              help="Runs to restore [default: 1,000,000; 20,000 with --quick].")
+              help="Runs to restore [default: 1,000,000; 10,000 with --quick].")
 @click.option("--peers/--no-peer-setup", "peers", default=None,
               help="Build the peers' environments (bench/.work) when missing "
                    "[default: yes, except with --quick].")
