@@ -1,7 +1,8 @@
 """``runfold bench``: the report's arithmetic (unit) and a whole ``--quick`` run (integration).
 
 The quick run asserts that every stage produced its number and that the folds' final
-states were checked; it asserts no threshold (the machine is shared and noisy).
+states were checked; it asserts no threshold (the machine is shared and noisy). CI runs it
+(``make test`` selects ``not slow``).
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ def test_update_doc_replaces_only_the_generated_section(tmp_path: Path) -> None:
     assert "| runfold.produce | 1,234 ev/s | — of client ceiling |" in text
 
 
+# Not marked slow: the issue asks CI to run `bench --quick`. It took 79 s against the session
+# broker at a load average of 18 on 2 cores; on a quiet machine well under a minute.
 @pytest.mark.integration
-@pytest.mark.slow
 def test_quick_bench_measures_every_stage(kafka_bootstrap: str, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = subprocess.run(
