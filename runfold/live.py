@@ -8,15 +8,11 @@ Two halves, so that the picture can be tested without Kafka:
   folding group's committed offsets. Each :meth:`FleetReader.refresh` reads what is new
   and returns a :class:`FleetSnapshot`.
 
-  The committed offsets are read with ``Consumer.committed()`` of a consumer carrying
-  the folding group's id (it never subscribes, so never joins; it never commits), not
-  with ``AdminClient.list_consumer_group_offsets``: librdkafka (2.4 to 2.16 at least)
-  dereferences a NULL consumer-group handle when that admin request meets
-  ``NOT_COORDINATOR``, which is what a fresh broker answers while ``__consumer_offsets``
-  is being created. It killed ``make demo`` with SIGSEGV on a thread of librdkafka
-  (``rd_kafka_cgrp_op`` under ``rd_kafka_handle_OffsetFetch``; librdkafka issue #5040).
-  A consumer has a group handle, so the same answer just makes it look the
-  coordinator up again.
+  Committed offsets come from ``Consumer.committed()``, never from
+  ``AdminClient.list_consumer_group_offsets``: on ``NOT_COORDINATOR`` (a fresh broker
+  creating ``__consumer_offsets``) librdkafka 2.16 dereferences a NULL group handle there
+  (``rd_kafka_cgrp_op`` under ``rd_kafka_handle_OffsetFetch``, librdkafka #5040); that
+  SIGSEGV was ``make demo``'s. A consumer has the handle and just asks again.
 - :func:`render_snapshot` turns a snapshot into a rich renderable: runs by status,
   throughput, consumer lag per partition, recent violations, slowest and failing runs.
 
@@ -224,21 +220,14 @@ class FleetReader:
         )
         # A partition is behind until it reports its end (again, after new records).
         self._behind = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-        # Only for committed() of the folding group (see the module docstring). It never
-        # subscribes, so it never joins the group, and never commits. read_uncommitted:
-        # a read_committed consumer asks for "stable" offsets and would wait out every
-        # open transaction of the service; a transaction's offsets show only once it
-        # commits either way.
-        self._group_offsets = Consumer(
-            {
-                **config,
-                "group.id": self.group,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "isolation.level": "read_uncommitted",
-                "log_level": 3,
-            }
-        )
+        # Only for committed() of the folding group (module docstring); never subscribes
+        # (never joins) nor commits. read_uncommitted: read_committed asks for "stable"
+        # offsets, waiting out the service's open transactions.
+        self._group_offsets = Consumer({
+            **config, "group.id": self.group, "enable.auto.commit": False,
+            "enable.auto.offset.store": False, "isolation.level": "read_uncommitted",
+            "log_level": 3,
+        })
         self._consumer = consumer
         return consumer
 
