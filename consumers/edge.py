@@ -13,10 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from consumers.sequence import digest_bytes
 from consumers.state import DEFAULT_CONFIG, FoldConfig, Outcome, RunState
 from schemas import Event, Violation
+from schemas.framing import CONFLUENT_HEADER_SIZE, SINGLE_OBJECT_HEADER_SIZE, SINGLE_OBJECT_MAGIC
 
-__all__ = ["FoldEdge", "RunStateT"]
+__all__ = ["FoldEdge", "RunStateT", "body_digest"]
 
 RunStateT = TypeVar("RunStateT")
 
@@ -27,21 +29,29 @@ class FoldEdge(Generic[RunStateT]):
 
     decode_event: Callable[[bytes, str | None, int | None, int | None], Event]
     """Bytes → Event; raises :class:`~schemas.errors.DecodeError` (with ``reason``)."""
-    apply: Callable[[RunStateT | None, Event], tuple[RunStateT, Sequence[Outcome]]]
-    """Fold one event into its run's state (``None``: a run not seen yet)."""
+    apply: Callable[..., tuple[RunStateT, Sequence[Outcome]]]
+    """``apply(state, event, digest=None)``: fold one event into its run's state
+    (``None``: a run not seen yet), given the event's content digest (``None``: the
+    fold computes its own; the service passes ``digest(value)``)."""
     encode_state: Callable[[RunStateT], bytes]
     decode_state: Callable[[bytes], RunStateT]
     encode_violation: Callable[[Violation], bytes]
     source_offset: Callable[[RunStateT], int]
     """Input offset of the last event folded into the state (-1: unknown)."""
     set_source_offset: Callable[[RunStateT, int], None]
+    digest: Callable[[bytes], int | None] = lambda value: None
+    """The content digest of a decoded record's bytes, passed to ``apply``. One method
+    for every event a state ever sees: the digests are kept in it, and restored."""
+    fast_lane: Callable[[RunStateT, bytes, bytes, int], bool] | None = None
+    """Fold a record straight from its bytes when it is the simple common case; False
+    (nothing changed) sends it down the general path (:mod:`consumers.fastlane`)."""
 
     @staticmethod
     def default(config: FoldConfig = DEFAULT_CONFIG) -> FoldEdge[RunState]:
         """runfold's codec and fold (:mod:`schemas.codec`, :mod:`consumers.fold`)."""
-        from schemas.codec import decode_event, encode_violation
-
+        from consumers.fastlane import fast_lane
         from consumers.fold import apply_event
+        from schemas.codec import decode_event, encode_violation
 
         state_codec = _run_state_codec()
 
@@ -56,8 +66,10 @@ class FoldEdge(Generic[RunStateT]):
                     at(topic, partition, offset)
                 raise
 
-        def apply(state: RunState | None, event: Event) -> tuple[RunState, Sequence[Outcome]]:
-            return apply_event(state, event, config)
+        def apply(
+            state: RunState | None, event: Event, digest: int | None = None
+        ) -> tuple[RunState, Sequence[Outcome]]:
+            return apply_event(state, event, config, digest)
 
         def set_offset(state: RunState, offset: int) -> None:
             state.source_offset = offset
@@ -70,7 +82,22 @@ class FoldEdge(Generic[RunStateT]):
             encode_violation=encode_violation,
             source_offset=lambda state: state.source_offset,
             set_source_offset=set_offset,
+            digest=body_digest,
+            fast_lane=fast_lane(),
         )
+
+
+def body_digest(value: bytes) -> int:
+    """:func:`~consumers.sequence.digest_bytes` of a decoded record's Avro body.
+
+    The framing is left out (single-object or Confluent: the same event has the
+    same body under both). The service's one digest method: a redelivered record has
+    the same bytes, an event with other content has other bytes. (An event re-encoded
+    by another writer schema version would differ too, and be told a conflict.)
+    """
+    single_object = value[:1] == SINGLE_OBJECT_MAGIC[:1]
+    start = SINGLE_OBJECT_HEADER_SIZE if single_object else CONFLUENT_HEADER_SIZE
+    return digest_bytes(value[start:])
 
 
 def _run_state_codec() -> tuple[Callable[[RunState], bytes], Callable[[bytes], RunState]]:

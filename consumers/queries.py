@@ -181,12 +181,14 @@ def replay_run(
         if msg.key() != key:
             continue
         offset = msg.offset() or 0
+        value = msg.value() or b""
         try:
-            event = edge.decode_event(msg.value() or b"", events_topic, partition, offset)
+            event = edge.decode_event(value, events_topic, partition, offset)
         except RunfoldError as exc:
             timeline.append(TimelineEntry(offset, None, "dlq", (str(exc),)))
             continue
-        state, outcomes = edge.apply(state, event)
+        # The service's digest, so duplicates and conflicts are told apart as it did.
+        state, outcomes = edge.apply(state, event, edge.digest(value))
         own = outcomes[0]
         timeline.append(
             TimelineEntry(

@@ -245,15 +245,17 @@ def rebuild_partition(
     runs: dict[bytes, Any] = {}
     for msg in iter_partition(config, events_topic, partition, stop=stop):
         offset = position(msg)[1]
+        value = msg.value() or b""
         try:
-            event = edge.decode_event(msg.value() or b"", events_topic, partition, offset)
+            event = edge.decode_event(value, events_topic, partition, offset)
         except RunfoldError:
             continue
         key = str(event.run_id).encode()
         if msg.key() != key:
             continue
         try:
-            state, _ = edge.apply(runs.get(key), event)
+            # The same digest as the service's: these states are written and restored.
+            state, _ = edge.apply(runs.get(key), event, edge.digest(value))
         except RunfoldError:
             continue
         edge.set_source_offset(state, offset)

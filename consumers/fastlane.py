@@ -1,0 +1,214 @@
+"""The fold's fast lane: the next event of a run under way, folded from its bytes.
+
+Most records of ``agent-run-events`` are the next event of a run the service
+already tracks, of a kind that only counts (``node_entered``, ``tool_called``,
+... see :data:`~consumers.sequence.COUNTED_KINDS`). For those the fold reads
+nothing but the seq, the timestamp and the kind's tag, so building the pydantic
+:class:`~schemas.Event` (and its kind) only to drop it again was most of the
+service's cost per record.
+
+:func:`fast_lane` returns a function that takes such a record's bytes and, when
+*every* condition below holds, validates the record as the codec would and
+folds it into the run's state exactly as :func:`~consumers.sequence.apply_event`
+would (given the body's :func:`~consumers.sequence.digest_bytes`), returning
+True. Otherwise it changes nothing and returns False, and the service takes the
+general path (decode, checks, :func:`~consumers.sequence.apply_event`), which
+also produces the precise error of a bad record. Conditions:
+
+- single-object framing of the Event schema version :mod:`schemas.fastpath` is
+  pinned to, and that version is the codec's current one (so the general path
+  would read it with the same code);
+- its ``run_id`` bytes are the record key, and the key is the state's run id
+  (the caller vouches for the latter);
+- the run is RUNNING, has applied an event, buffers none, and the event's seq
+  is ``last_seq + 1``; its offset is past the state's ``source_offset``;
+- the kind is a counted one, its fields read as the codec reads them, the
+  payload is JSON as :func:`schemas.serde.loads` reads it, and nothing follows.
+
+Tests (``tests/consumers/test_fastlane.py``) fold the same records both ways
+and compare states, outcomes and the bad records' fates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from consumers.sequence import COUNTED_KINDS, digest_bytes
+from consumers.state import RunState
+from schemas import fastpath, serde
+from schemas.framing import SINGLE_OBJECT_HEADER_SIZE, SINGLE_OBJECT_MAGIC
+from schemas.model import EVENT_KINDS, RunStatus
+
+__all__ = ["FastLane", "fast_lane"]
+
+FastLane = Callable[[RunState, bytes, bytes, int], bool]
+"""``(state, key, value, offset) -> folded``; see the module docstring."""
+
+_RUNNING = RunStatus.RUNNING
+_UUID_TEXT = 36
+# Payload texts already parsed (``{}`` is half of all events): a bounded cache of a
+# pure check, it changes no result, only the cost of parsing the same text again.
+_PAYLOAD_CACHE_SIZE = 8192
+
+
+_U32_MAX = 2**32 - 1
+
+
+def _string_source(target: str, indent: str) -> list[str]:
+    """Lines that check the string at ``pos`` (UTF-8, within the buffer) and move past it."""
+    return [
+        f"{indent}n = buf[pos]",
+        f"{indent}if n < 0x80 and not n & 1:  # a length under 64: one byte",
+        f"{indent}    end = pos + 1 + (n >> 1)",
+        f"{indent}    if end > size:",
+        f"{indent}        return -1",
+        f"{indent}    buf[pos + 1 : end].decode()",
+        f"{indent}    pos = end",
+        f"{indent}else:",
+        f"{indent}    {target}, pos = _read_string(buf, pos)",
+    ]
+
+
+def _compile_scanner(cls: type[Any]) -> Callable[[bytes, int, int], int]:
+    """Check one EventKind record's fields as :mod:`schemas.fastpath` reads them.
+
+    ``scan(buf, pos, size)`` returns the position after the fields, or -1 (or
+    raises) where the codec's reader would fail; it builds no model. The rules
+    (UTF-8 strings, u32 fields in range, u64 fields not negative, ``null`` or a
+    string, string arrays) are the codec's, from the same field annotations.
+    """
+    lines = ["def scan(buf, pos, size):"]
+    for name, field in cls.model_fields.items():
+        if name == "type":
+            continue
+        annotation = field.annotation
+        if annotation is str:
+            lines += _string_source("_", "    ")
+        elif annotation is int:
+            low_high = f"0 <= v <= {_U32_MAX}" if name in fastpath._U32_FIELDS else "0 <= v"
+            lines += [
+                "    n = buf[pos]",
+                "    if n < 0x80:",
+                "        v = (n >> 1) ^ -(n & 1)",
+                "        pos += 1",
+                "    else:",
+                "        v, pos = _read_long(buf, pos)",
+                f"    if not {low_high}:",
+                "        return -1",
+            ]
+        elif annotation == str | None:
+            lines += ["    n = buf[pos]", "    if n == 2:", "        pos += 1"]
+            lines += _string_source("_", "        ")
+            lines += ["    elif n == 0:", "        pos += 1", "    else:", "        return -1"]
+        elif annotation == tuple[str, ...]:
+            lines.append("    _, pos = _read_string_array(buf, pos)")
+        else:  # pragma: no cover - the tests cover every variant
+            raise TypeError(f"{cls.__name__}.{name}: no scanner for {annotation!r}")
+    lines.append("    return pos")
+    env: dict[str, Any] = {
+        "_read_long": fastpath._read_long,
+        "_read_string": fastpath._read_string,
+        "_read_string_array": fastpath._read_string_array,
+    }
+    exec(compile("\n".join(lines) + "\n", f"<fast lane scan of {cls.__name__}>", "exec"), env)  # noqa: S102
+    scan: Callable[[bytes, int, int], int] = env["scan"]
+    return scan
+
+
+_Scan = Callable[[bytes, int, int], int]
+_Bump = Callable[[RunState], None]
+
+
+def _compile_lanes() -> list[tuple[_Scan, _Bump] | None]:
+    """Per union branch of ``kind``: (its scanner, ``state.<counter> += 1``), or None."""
+    lanes: list[tuple[_Scan, _Bump] | None] = []
+    for tag, cls in EVENT_KINDS.items():
+        counter = COUNTED_KINDS.get(tag)
+        if counter is None:
+            lanes.append(None)
+            continue
+        env: dict[str, Callable[[RunState], None]] = {}
+        exec(f"def bump(state):\n    state.{counter} += 1\n", env)  # noqa: S102
+        lanes.append((_compile_scanner(cls), env["bump"]))
+    return lanes
+
+
+def fast_lane() -> FastLane | None:
+    """The fast lane for the codec's current Event version, or None if it has none.
+
+    None when the current Event schema is not the one :mod:`schemas.fastpath` was
+    written for: then the general path reads records with fastavro, and only it may.
+    """
+    from schemas.codec import EventCodec
+
+    fingerprint = fastpath.PINNED["Event"]
+    if EventCodec().current.fingerprint != fingerprint:
+        return None
+    prefix = SINGLE_OBJECT_MAGIC + fingerprint + b"\x48"  # then the 36-byte run_id
+    start = len(prefix) + _UUID_TEXT
+    header = SINGLE_OBJECT_HEADER_SIZE
+    lanes = _compile_lanes()
+    branches = len(lanes)
+    read_long = fastpath._read_long
+    loads = serde.loads
+    payloads: dict[bytes, None] = {}
+
+    def fold(state: RunState, key: bytes, value: bytes, offset: int) -> bool:
+        if (
+            state.status is not _RUNNING
+            or not state.events_applied
+            or state.pending_events
+            or state.source_offset >= offset
+            or len(key) != _UUID_TEXT
+            or not value.startswith(prefix)
+            or not value.startswith(key, len(prefix))
+        ):
+            return False
+        try:
+            pos = start
+            byte = value[pos]
+            if byte < 0x80:
+                seq = (byte >> 1) ^ -(byte & 1)
+                pos += 1
+            else:
+                seq, pos = read_long(value, pos)
+            if seq != state.last_seq + 1:
+                return False
+            timestamp, pos = read_long(value, pos)
+            byte = value[pos]
+            if byte & 1 or byte >= 2 * branches:
+                return False
+            lane = lanes[byte >> 1]
+            if lane is None:
+                return False
+            scan, bump = lane
+            total = len(value)
+            pos = scan(value, pos + 1, total)
+            if pos < 0:
+                return False
+            size, pos = read_long(value, pos)
+            end = pos + size
+            if size < 0 or end != total:
+                return False
+            payload = value[pos:end]
+            if payload not in payloads:
+                loads(payload.decode())
+                if len(payloads) >= _PAYLOAD_CACHE_SIZE:
+                    payloads.clear()
+                payloads[payload] = None
+        except Exception:  # noqa: BLE001 - any doubt: the general path decides, precisely
+            return False
+        # What apply_event's common case does (consumers.sequence._step), then the
+        # service's set_source_offset.
+        if timestamp > state.stream_time:
+            state.stream_time = timestamp
+        state.last_seq = seq
+        digests = state.digests
+        digests[seq % len(digests)] = digest_bytes(value[header:])
+        state.events_applied += 1
+        bump(state)
+        state.source_offset = offset
+        return True
+
+    return fold
