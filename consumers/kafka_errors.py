@@ -4,16 +4,21 @@
 - ``txn_requires_abort()`` → :class:`TransactionAbort` (the service aborts and rewinds);
 - fenced or fatal → :class:`ServiceStopped`: stop, commit nothing;
 - anything else → :class:`ServiceStopped` as well: unknown territory is not guessed at.
+
+Fencing is also looked for before newly assigned partitions are folded
+(:meth:`ErrorPolicy.verify_not_fenced`): a zombie that rejoined its group may have
+nothing left to fold, and then no call of its own would ever tell it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from consumers.service_config import ServiceConfig
 from schemas.errors import RunfoldError
@@ -97,6 +102,41 @@ class ErrorPolicy:
             raise TransactionAbort(err.str()) from exc
         # Neither retriable nor abortable: unknown territory, stop rather than guess.
         raise ServiceStopped(f"{what} failed: {err.str()}") from exc
+
+    def verify_not_fenced(self, consumer: Consumer, topic: str, partitions: list[int]) -> None:
+        """Raise :class:`ServiceStopped` (fenced) if another instance took this one's
+        ``transactional.id``; call before folding newly assigned partitions.
+
+        An instance stopped past its session timeout (SIGSTOP, a long pause) finds its
+        session expired when it resumes, drops its partitions and joins again with its
+        ``group.instance.id``; static membership lets the newest join with that id take
+        the place, so the group accepts the zombie and never says FENCED_INSTANCE_ID.
+        Only its producer's epoch is stale (the replacement's ``init_transactions``
+        bumped it), and a producer learns that only from the transaction coordinator:
+        with nothing new to fold it would never ask, and would hold the partitions,
+        folding nothing, for ever. So: a probe transaction that adds offsets (that call
+        reaches the coordinator with this producer's epoch), then aborts. Nothing of it
+        is ever committed; it costs a few round trips per assignment.
+        """
+        producer = self.producer
+        if producer is None or self.config.guarantee != "exactly-once" or self._in_transaction():
+            return
+        # Any valid offset will do: the probe always aborts, so none of them is committed.
+        offsets = [TopicPartition(topic, p, 0) for p in partitions or [0]]
+        self.call("fencing probe: begin_transaction", producer.begin_transaction)
+        # An abortable error here is not fencing (that is fatal, raised by call()): the
+        # group moved on again, and the rebalance that follows is the callbacks' job.
+        with contextlib.suppress(TransactionAbort):
+            self.call(
+                "fencing probe: send_offsets_to_transaction",
+                lambda: producer.send_offsets_to_transaction(
+                    offsets, consumer.consumer_group_metadata(), 30
+                ),
+            )
+        try:
+            self.call("fencing probe: abort_transaction", lambda: producer.abort_transaction(30))
+        except TransactionAbort as exc:
+            raise ServiceStopped(f"fencing probe: abort_transaction failed: {exc}") from exc
 
     def on_error(self, err: KafkaError) -> None:
         # librdkafka's error callback: most errors are informational (it reconnects by

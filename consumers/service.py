@@ -496,6 +496,8 @@ class FoldService:
         self.stats.rebalances += 1
         owned = sorted(tp.partition for tp in partitions)
         log.info("assigned %s partitions %s", self.config.events_topic, owned)
+        # A zombie that rejoined after a long stop learns only here that it was replaced.
+        self._errors.verify_not_fenced(consumer, self.config.events_topic, owned)
         self._runs = {}
         self._unchecked = set()
         self._restore(owned)

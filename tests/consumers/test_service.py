@@ -12,7 +12,10 @@ import random
 import signal
 import subprocess
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from service_fixtures import (
@@ -43,9 +46,22 @@ def _wait_for(log: Path, text: str, timeout: float) -> None:
 
 
 def _kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    """Send ``sig``, wait for the exit; SIGKILL if it does not come (never leave it running)."""
     if proc.poll() is None:
         proc.send_signal(sig)
-    proc.wait(timeout=30)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def _wait_until(done: Callable[[], bool], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout}s")
+        time.sleep(0.2)
 
 
 def test_fleet_with_faults_folds_to_the_manifest(
@@ -242,30 +258,65 @@ def test_stopped_instance_is_fenced_by_its_replacement_and_commits_nothing(
     kafka_bootstrap: str, unique_topics: TopicNames, tmp_path: Path
 ) -> None:
     manifest = load_fleet(kafka_bootstrap, unique_topics, runs=500, seed=61)
+    # Stopped 0.5 s after its restore: mid-stream, most likely inside a transaction.
+    _stop_replace_resume(kafka_bootstrap, unique_topics, tmp_path, manifest, idle=False)
+
+
+def test_stopped_idle_instance_is_fenced_by_its_replacement_and_commits_nothing(
+    kafka_bootstrap: str, unique_topics: TopicNames, tmp_path: Path
+) -> None:
+    manifest = load_fleet(kafka_bootstrap, unique_topics, runs=100, seed=62)
+    # Stopped with everything folded and committed: no open transaction, nothing left
+    # to fold after its replacement, so no produce or commit of its own can fail. It
+    # resumes past its session timeout and rejoins the group (static membership lets
+    # it); only the producer epoch its replacement bumped says it is a zombie.
+    _stop_replace_resume(kafka_bootstrap, unique_topics, tmp_path, manifest, idle=True)
+
+
+def _stop_replace_resume(
+    bootstrap: str, topics: TopicNames, tmp_path: Path, manifest: dict[str, Any], *, idle: bool
+) -> None:
+    """SIGSTOP an instance, run its replacement to the end, SIGCONT it: it must stop, fenced,
+    having committed nothing after its replacement started."""
+    # A group of its own: a zombie left by an earlier test on this broker must not join it.
+    group = f"zombie-{uuid.uuid4().hex[:8]}"
+    session_ms = 6000
     common = (
         "-v",
         "--group",
-        "zombie",
+        group,
         "--instance-id",
         "0",
         "--batch-size",
         "300",
         "--session-timeout-ms",
-        "6000",
+        str(session_ms),
     )
     old_log = tmp_path / "old.log"
-    old = start_consume(kafka_bootstrap, unique_topics, *common, log=old_log)
+    old = start_consume(bootstrap, topics, *common, log=old_log)
     try:
-        _wait_for(old_log, "restored", timeout=60)
-        time.sleep(0.5)
-        old.send_signal(signal.SIGSTOP)  # mid-stream, most likely inside a transaction
+        _wait_for(old_log, "restored", timeout=120)
+        if idle:
+            _wait_until(
+                lambda: committed_total(bootstrap, topics, group) == total_records(manifest),
+                "the first instance to commit the whole fleet",
+                timeout=180,
+            )
+        else:
+            time.sleep(0.5)
+        assert old.poll() is None, old_log.read_text()
+        old.send_signal(signal.SIGSTOP)
+        stopped_at = time.monotonic()
         status, _, stderr = run_consume(
-            kafka_bootstrap, unique_topics, *common, "--until-idle", "3"
+            bootstrap, topics, *common, "--until-idle", "3", timeout=300
         )
         assert status == 0, stderr
-        after_replacement = read_output(kafka_bootstrap, unique_topics)
+        after_replacement = read_output(bootstrap, topics)
+        # Stopped past its session timeout whatever the replacement's speed: when it
+        # resumes, its client has to rejoin the group.
+        time.sleep(max(0.0, session_ms / 1000 + 2 - (time.monotonic() - stopped_at)))
         old.send_signal(signal.SIGCONT)
-        old.wait(timeout=60)
+        old.wait(timeout=120)
     finally:
         _kill(old, signal.SIGCONT)
         _kill(old)
@@ -273,7 +324,7 @@ def test_stopped_instance_is_fenced_by_its_replacement_and_commits_nothing(
     assert old.returncode == EXIT_FENCED, text
     assert "fenced" in text
     # Nothing the zombie did after its replacement started is visible downstream.
-    final = read_output(kafka_bootstrap, unique_topics)
+    final = read_output(bootstrap, topics)
     assert final.runs_records == after_replacement.runs_records
     assert len(final.violations) == len(after_replacement.violations)
     assert mismatches(final, manifest) == []
