@@ -243,7 +243,7 @@ _ROWS: list[tuple[str, str, str, Builder]] = [
     # --- sequence and time (named violations or applied) --------------------------------
     ("seq 0", "graph_started, then seq 0", "violation:conflict",
      _with_start(lambda r: (_key(r), encode_event(_tool(r, 0))))),
-    ("seq 2^63-1", "graph_started, then seq 2^63-1 (held for the gap, declared at flush)",
+    ("seq 2^63-1", "graph_started, then seq 2^63-1 (held in the reorder buffer, no bound reached)",
      "buffered",
      _with_start(lambda r: (_key(r), encode_event(_tool(r, 2**63 - 1, ts=_T0 + 7))))),
     ("duplicate", "graph_started, seq 2, seq 2 again byte-identical", "duplicate",

@@ -50,11 +50,23 @@ def scenario_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 2)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
 def details(rows: list[dict[str, Any]]) -> str:
     """Per scenario, the measured details (how recovery was timed, restarts, deliveries)."""
     out = []
     for row in sorted(rows, key=lambda r: r["scenario"]):
-        facts = "; ".join(f"{k}: {json.dumps(v)}" for k, v in row.get("details", {}).items())
+        facts = "; ".join(
+            f"{k}: {json.dumps(_rounded(v))}" for k, v in row.get("details", {}).items()
+        )
         out.append(f"- **{_cell(row['scenario'])}**: {_cell(facts)}")
     return "\n".join(out)
 
