@@ -194,7 +194,7 @@ def test_4_producer_kill_9_mid_run(
     assert result.state_equals_truth, summary(result)
 
 
-def test_5_consumer_sigstop_then_sigcont_is_fenced(
+def test_5_consumer_sigstop_then_sigcont_commits_nothing_stale(
     kafka_bootstrap: str, kafka_admin: AdminClient, tmp_path: Path
 ) -> None:
     runs = scale("RUNS", 4000)
