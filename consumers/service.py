@@ -44,11 +44,19 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from consumers.dlq import DeadLetter, dead_letter_headers
+from consumers.dlq import DeadLetter, dead_letter_headers, fit_dead_letter
 from consumers.edge import FoldEdge
 from consumers.kafka_errors import ErrorPolicy, ServiceStopped, TransactionAbort
+from consumers.oversize import fit_state
 from consumers.restore import position, read_latest_by_key, rebuild_partition
-from consumers.service_config import Guarantee, ServiceConfig, consumer_config, producer_config
+from consumers.service_config import (
+    Guarantee,
+    OutputLimits,
+    ServiceConfig,
+    consumer_config,
+    output_limits,
+    producer_config,
+)
 from consumers.state import OutcomeKind
 from consumers.stats import ServiceStats
 from schemas.errors import RunfoldError
@@ -99,6 +107,8 @@ class FoldService:
         self._dirty: dict[int, set[bytes]] = {}
         self._next_offsets: dict[int, int] = {}
         self._delivery_failures: list[str] = []
+        # Record size limits of agent-runs and the DLQ (read at start, see run()).
+        self._limits = OutputLimits(1_000_000, 1_000_000)
         self._stopping = False
         self._assigned_at = 0.0
         # Partitions assigned and restored (set by on_assign, cleared on revoke/lost).
@@ -111,7 +121,7 @@ class FoldService:
         return consumer_config(self.config, error_cb=self._errors.on_error)
 
     def _producer_config(self) -> dict[str, Any]:
-        return producer_config(self.config, error_cb=self._errors.on_error)
+        return producer_config(self.config, error_cb=self._errors.on_error, limits=self._limits)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -126,6 +136,8 @@ class FoldService:
         after closing the clients without committing anything more.
         """
         cfg = self.config
+        # What does not fit its topic is truncated before produce(), never a reason to stop.
+        self._limits = output_limits(cfg)
         self._producer = Producer(self._producer_config(), on_delivery=self._on_delivery)
         self._errors.producer = self._producer
         if self._eos:
@@ -367,12 +379,11 @@ class FoldService:
             source_offset=msg.offset() or 0,
             exception=type(exc).__name__,
         )
+        key, value, headers = fit_dead_letter(
+            msg.key(), msg.value(), dead_letter_headers(letter), self._limits.dlq
+        )
         self._produce(
-            self._producer_or_fail(),
-            self.config.dlq_topic,
-            key=msg.key(),
-            value=msg.value(),
-            headers=dead_letter_headers(letter),
+            self._producer_or_fail(), self.config.dlq_topic, key=key, value=value, headers=headers
         )
         self._txn_stats.dlq += 1
         self._txn_stats.dlq_reasons[reason] += 1
@@ -416,13 +427,17 @@ class FoldService:
                 state = runs.get(key)
                 if state is None:
                     continue
+                encode = self.edge.encode_state
+                value = fit_state(key, state, encode(state), encode, self._limits.runs)
+                if value is None:
+                    continue
                 # Same partition number as the input: agent-runs is co-partitioned,
                 # so the restore of input partition p reads agent-runs partition p.
                 self._produce(
                     producer,
                     self.config.runs_topic,
                     key=key,
-                    value=self.edge.encode_state(state),
+                    value=value,
                     partition=partition,
                 )
                 written += 1

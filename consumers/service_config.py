@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    ResourceType,
+)
 
-__all__ = ["Guarantee", "ServiceConfig", "consumer_config", "producer_config"]
+__all__ = [
+    "KAFKA_DEFAULT_MAX_MESSAGE_BYTES",
+    "Guarantee",
+    "OutputLimits",
+    "ServiceConfig",
+    "consumer_config",
+    "output_limits",
+    "producer_config",
+]
+
+log = logging.getLogger("runfold.consume")
+
+KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+"""The broker's default ``max.message.bytes``: assumed for a topic whose config is unknown."""
 
 Guarantee = Literal["exactly-once", "at-least-once"]
 
@@ -34,6 +53,9 @@ class ServiceConfig:
     max_poll_interval_ms: int = 120_000
     consumer_overrides: dict[str, Any] = field(default_factory=dict)
     producer_overrides: dict[str, Any] = field(default_factory=dict)
+    max_message_bytes: int | None = None
+    """Largest record the service writes to ``agent-runs`` and the DLQ. ``None``: read each
+    topic's ``max.message.bytes`` when the service starts (:func:`output_limits`)."""
 
     @property
     def transactional_id(self) -> str:
@@ -65,10 +87,66 @@ def consumer_config(
     return cfg
 
 
+@dataclass(frozen=True)
+class OutputLimits:
+    """The largest record (bytes) each output topic accepts."""
+
+    runs: int
+    dlq: int
+
+    @property
+    def producer(self) -> int:
+        """``message.max.bytes`` for the producer: the largest of the topics' limits (each
+        record is checked against its own topic's limit before it is produced)."""
+        return max(self.runs, self.dlq, _LIBRDKAFKA_DEFAULT_MESSAGE_MAX_BYTES)
+
+
+_LIBRDKAFKA_DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
+
+
+def output_limits(config: ServiceConfig, timeout: float = 10.0) -> OutputLimits:
+    """The ``max.message.bytes`` of ``agent-runs`` and the DLQ.
+
+    ``config.max_message_bytes`` when set; else read from the broker (one DescribeConfigs
+    request). A topic whose config cannot be read is assumed to have Kafka's default
+    limit, with a warning: the service then truncates more than it needs to, but runs.
+    """
+    if config.max_message_bytes is not None:
+        return OutputLimits(config.max_message_bytes, config.max_message_bytes)
+    found: dict[str, int] = {}
+    topics = (config.runs_topic, config.dlq_topic)
+    try:
+        admin = AdminClient({**config.kafka})
+        resources = [ConfigResource(ResourceType.TOPIC, name) for name in topics]
+        for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
+            entry = future.result(timeout=timeout).get("max.message.bytes")
+            if entry is not None and entry.value is not None:
+                found[resource.name] = int(entry.value)
+    except (KafkaException, ValueError) as exc:
+        log.warning("cannot read max.message.bytes of %s: %s", ", ".join(topics), exc)
+    for name in topics:
+        if name not in found:
+            log.warning(
+                "assuming %s accepts records up to %d bytes (its config could not be read)",
+                name,
+                KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
+            )
+    default = KAFKA_DEFAULT_MAX_MESSAGE_BYTES
+    return OutputLimits(
+        runs=found.get(config.runs_topic, default), dlq=found.get(config.dlq_topic, default)
+    )
+
+
 def producer_config(
-    config: ServiceConfig, error_cb: Callable[[KafkaError], None] | None = None
+    config: ServiceConfig,
+    error_cb: Callable[[KafkaError], None] | None = None,
+    limits: OutputLimits | None = None,
 ) -> dict[str, Any]:
-    """The output producer: idempotent, transactional in exactly-once mode."""
+    """The output producer: idempotent, transactional in exactly-once mode.
+
+    ``limits`` (the output topics' record size limits) sets ``message.max.bytes``, so
+    that whatever the topics accept the producer can send.
+    """
     cfg: dict[str, Any] = {
         **config.kafka,
         "enable.idempotence": True,
@@ -77,6 +155,8 @@ def producer_config(
         "compression.type": "lz4",
         "queue.buffering.max.messages": 500_000,
     }
+    if limits is not None:
+        cfg["message.max.bytes"] = limits.producer
     if config.guarantee == "exactly-once":
         cfg["transactional.id"] = config.transactional_id
         cfg["transaction.timeout.ms"] = config.transaction_timeout_ms
