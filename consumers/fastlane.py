@@ -33,8 +33,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from zlib import crc32
 
-from consumers.sequence import COUNTED_KINDS, digest_bytes
+from consumers.sequence import COUNTED_KINDS
 from consumers.state import RunState
 from schemas import fastpath, serde
 from schemas.framing import SINGLE_OBJECT_HEADER_SIZE, SINGLE_OBJECT_MAGIC
@@ -148,50 +149,59 @@ def fast_lane() -> FastLane | None:
     prefix = SINGLE_OBJECT_MAGIC + fingerprint + b"\x48"  # then the 36-byte run_id
     start = len(prefix) + _UUID_TEXT
     header = SINGLE_OBJECT_HEADER_SIZE
+    after_prefix = len(prefix)
     lanes = _compile_lanes()
-    branches = len(lanes)
+    branch_bytes = 2 * len(lanes)  # zigzag: branch b is the byte 2b
     read_long = fastpath._read_long
     loads = serde.loads
     payloads: dict[bytes, None] = {}
 
     def fold(state: RunState, key: bytes, value: bytes, offset: int) -> bool:
         if (
-            state.status is not _RUNNING
+            state.pending_events
+            or state.status is not _RUNNING
             or not state.events_applied
-            or state.pending_events
             or state.source_offset >= offset
-            or len(key) != _UUID_TEXT
             or not value.startswith(prefix)
-            or not value.startswith(key, len(prefix))
+            or len(key) != _UUID_TEXT
+            or not value.startswith(key, after_prefix)
         ):
             return False
         try:
-            pos = start
-            byte = value[pos]
+            # Varints are unrolled for their usual lengths: a call costs more than the
+            # arithmetic (seq: one or two bytes; the payload's length: one).
+            byte = value[start]
             if byte < 0x80:
                 seq = (byte >> 1) ^ -(byte & 1)
-                pos += 1
+                pos = start + 1
+            elif value[start + 1] < 0x80:
+                seq = (byte & 0x7F) | (value[start + 1] << 7)
+                seq = (seq >> 1) ^ -(seq & 1)
+                pos = start + 2
             else:
-                seq, pos = read_long(value, pos)
+                seq, pos = read_long(value, start)
             if seq != state.last_seq + 1:
                 return False
             timestamp, pos = read_long(value, pos)
             byte = value[pos]
-            if byte & 1 or byte >= 2 * branches:
+            if byte & 1 or byte >= branch_bytes:
                 return False
             lane = lanes[byte >> 1]
             if lane is None:
                 return False
-            scan, bump = lane
             total = len(value)
-            pos = scan(value, pos + 1, total)
+            pos = lane[0](value, pos + 1, total)
             if pos < 0:
                 return False
-            size, pos = read_long(value, pos)
-            end = pos + size
-            if size < 0 or end != total:
+            byte = value[pos]
+            if byte < 0x80:
+                size = (byte >> 1) ^ -(byte & 1)
+                pos += 1
+            else:
+                size, pos = read_long(value, pos)
+            if size < 0 or pos + size != total:
                 return False
-            payload = value[pos:end]
+            payload = value[pos:]
             if payload not in payloads:
                 loads(payload.decode())
                 if len(payloads) >= _PAYLOAD_CACHE_SIZE:
@@ -200,14 +210,16 @@ def fast_lane() -> FastLane | None:
         except Exception:  # noqa: BLE001 - any doubt: the general path decides, precisely
             return False
         # What apply_event's common case does (consumers.sequence._step), then the
-        # service's set_source_offset.
+        # service's set_source_offset. The digest is digest_bytes(body), inlined.
         if timestamp > state.stream_time:
             state.stream_time = timestamp
         state.last_seq = seq
         digests = state.digests
-        digests[seq % len(digests)] = digest_bytes(value[header:])
+        digests[seq % len(digests)] = ((total - header) & 0xFFFFFFFF) << 32 | crc32(
+            value[header:]
+        ) or 1
         state.events_applied += 1
-        bump(state)
+        lane[1](state)
         state.source_offset = offset
         return True
 
