@@ -1,0 +1,88 @@
+"""The simulator's fast paths change no byte: the records are pinned, and equal the codec's.
+
+The fleet writes its events' bytes directly (no Event model per event), builds its
+kind models without validating them and draws from its scheduler without
+``randrange``'s checks. None of that may change a record: the hashes below were
+taken from the simulator before those paths existed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from producers import FaultRates, Fleet, FleetConfig
+from producers.runs import agent_profiles, plan_run
+from schemas.codec import EventCodec
+
+pytestmark = pytest.mark.unit
+
+_ALL_FAULTS = FaultRates(gap=0.1, dup=0.1, reorder=0.1, after_end=0.1, conflict=0.1, corrupt=0.1)
+
+
+def _digests(fleet: Fleet) -> tuple[int, str, str]:
+    records = hashlib.sha256()
+    count = 0
+    for key, value, meta in fleet.records():
+        records.update(key + b"|" + value + repr(tuple(meta)).encode() + b"\n")
+        count += 1
+    manifest = hashlib.sha256(json.dumps(fleet.manifest(), sort_keys=True).encode())
+    return count, records.hexdigest(), manifest.hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("seed", "runs", "expected"),
+    [
+        (
+            7,
+            300,
+            (
+                12142,
+                "2bde4111ac34f45e821a843dec292ed1a669d0b21702d71d8e8b494345537fae",
+                "0c8e2dfad38a7122cb82beaf835784f9b96d1b5c8075d376bd8cdbc9fb0e04e7",
+            ),
+        ),
+        (
+            0,
+            100,
+            (
+                4313,
+                "69f77cf5ccb0865ab7e406ae399866e736432447ad709f409d6a3319c1d92a61",
+                "83805ae1734bb01027017e538158826b4d498ff492b7f6a998b9aa88362c8fba",
+            ),
+        ),
+    ],
+)
+def test_records_and_manifest_are_pinned(
+    seed: int, runs: int, expected: tuple[int, str, str]
+) -> None:
+    fleet = Fleet(FleetConfig(runs=runs, agents=5, seed=seed, faults=_ALL_FAULTS))
+    assert _digests(fleet) == expected
+
+
+def test_direct_bytes_equal_the_codec_encoding_of_each_event() -> None:
+    config = FleetConfig(runs=120, agents=4, seed=3, faults=_ALL_FAULTS)
+    direct = Fleet(config)
+    assert direct._direct is not None  # the fast path is on by default
+    # An explicit encoder takes the Event-model path: Event -> EventCodec.encode.
+    modelled = Fleet(config, encode=EventCodec().encode)
+    assert modelled._direct is None
+    assert list(direct.records()) == list(modelled.records())
+    assert direct.manifest() == modelled.manifest()
+
+
+def test_planned_kinds_equal_their_validated_models() -> None:
+    agents = agent_profiles(5, 5)
+    checked = 0
+    for index in range(60):
+        plan = plan_run(5, index, agents[index % 5], _ALL_FAULTS)
+        for kind, _payload in plan.steps:
+            if kind is None:
+                continue
+            validated = type(kind).model_validate(kind.model_dump())
+            assert kind == validated
+            assert list(kind.__dict__) == list(validated.__dict__)  # declaration order
+            checked += 1
+    assert checked > 1000
