@@ -12,23 +12,49 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from runfold.settings import TopicNames
 from schemas.errors import ConfigError, KafkaSetupError
 
 __all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_PARTITIONS",
     "DLQ_RETENTION_MS",
+    "OUTPUT_HEADROOM",
     "EnsureReport",
     "TopicSpec",
     "ensure_topics",
+    "output_max_bytes",
     "topic_specs",
 ]
 
 DEFAULT_PARTITIONS = 6
 DLQ_RETENTION_MS = 30 * 24 * 3600 * 1000
 """A DLQ is read by a person, days later: keep 30 days (events keep the broker default, 7)."""
+
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+"""``max.message.bytes`` of an events topic runfold creates: Kafka's own default, explicit so
+that the outputs' limits below are derived from a known number."""
+
+OUTPUT_HEADROOM = 64 * 1024
+"""Bytes the outputs allow beyond what the input carries: DLQ headers, RunState fields."""
+
+
+def output_max_bytes(events_max_bytes: int) -> tuple[int, int]:
+    """``(dlq, runs)`` ``max.message.bytes`` for an events topic allowing ``events_max_bytes``.
+
+    The DLQ copies an events record byte for byte and adds headers; a RunState holds the
+    ``inputs`` of one event and the ``outputs`` of another, so it may be twice as large.
+    Anything the service still cannot write is truncated, never a reason to stop
+    (docs/guarantees.md, "Oversized records").
+    """
+    return events_max_bytes + OUTPUT_HEADROOM, 2 * events_max_bytes + OUTPUT_HEADROOM
 
 
 @dataclass(frozen=True)
@@ -48,6 +74,9 @@ class EnsureReport:
     created: list[str] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Existing topics whose size limits do not fit the events topic's (not a mismatch: the
+    service truncates what does not fit, see docs/guarantees.md)."""
 
     @property
     def ok(self) -> bool:
@@ -55,8 +84,17 @@ class EnsureReport:
         return not self.mismatches
 
 
-def topic_specs(names: TopicNames, partitions: int, replication: int) -> list[TopicSpec]:
+def topic_specs(
+    names: TopicNames,
+    partitions: int,
+    replication: int,
+    events_max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> list[TopicSpec]:
     """The four topics with their configs.
+
+    ``max.message.bytes`` is consistent: the events topic gets ``events_max_bytes`` and the
+    DLQ and ``agent-runs`` at least as much (:func:`output_max_bytes`), so that whatever
+    the events topic accepts can be dead-lettered, or kept in a run's state.
 
     ``agent-runs`` is compacted and has as many partitions as the events (co-partitioned: the
     folder of events partition p writes state partition p). ``min.insync.replicas`` is 2 when
@@ -66,13 +104,33 @@ def topic_specs(names: TopicNames, partitions: int, replication: int) -> list[To
         raise ConfigError(f"partitions must be at least 1, not {partitions}")
     if replication < 1:
         raise ConfigError(f"replication must be at least 1, not {replication}")
+    if events_max_bytes < 1:
+        raise ConfigError(f"max.message.bytes must be at least 1, not {events_max_bytes}")
     base = {"min.insync.replicas": "2" if replication >= 3 else "1"}
+    dlq_max, runs_max = output_max_bytes(events_max_bytes)
     return [
-        TopicSpec(names.events, partitions, replication, {**base}),
-        TopicSpec(names.runs, partitions, replication, {**base, "cleanup.policy": "compact"}),
+        TopicSpec(
+            names.events,
+            partitions,
+            replication,
+            {**base, "max.message.bytes": str(events_max_bytes)},
+        ),
+        TopicSpec(
+            names.runs,
+            partitions,
+            replication,
+            {**base, "cleanup.policy": "compact", "max.message.bytes": str(runs_max)},
+        ),
         TopicSpec(names.violations, partitions, replication, {**base}),
         TopicSpec(
-            names.dlq, partitions, replication, {**base, "retention.ms": str(DLQ_RETENTION_MS)}
+            names.dlq,
+            partitions,
+            replication,
+            {
+                **base,
+                "retention.ms": str(DLQ_RETENTION_MS),
+                "max.message.bytes": str(dlq_max),
+            },
         ),
     ]
 
@@ -84,11 +142,16 @@ def ensure_topics(
     replication: int | None = None,
     *,
     timeout: float = 30.0,
+    max_message_bytes: int | None = None,
 ) -> EnsureReport:
     """Create the missing topics of ``names``; report existing ones whose partition count differs.
 
     ``admin_or_conf`` is an ``AdminClient`` or its librdkafka config (e.g.
     ``RunfoldSettings.admin_config()``). ``replication`` defaults to ``min(3, brokers)``.
+    ``max_message_bytes`` is the events topic's limit when it is created (default
+    :data:`DEFAULT_MAX_MESSAGE_BYTES`); when the events topic exists, its actual limit is
+    read and the DLQ and ``agent-runs`` are created to match it; existing outputs with a
+    smaller limit are named in ``report.warnings``.
     Raises :class:`KafkaSetupError` when the broker cannot be reached or refuses a topic.
     """
     admin = (
@@ -106,8 +169,25 @@ def ensure_topics(
         ) from exc
     if replication is None:
         replication = min(3, max(1, len(metadata.brokers)))
-    specs = topic_specs(names, partitions, replication)
     report = EnsureReport()
+    events_max = max_message_bytes or DEFAULT_MAX_MESSAGE_BYTES
+    existing = [
+        n
+        for n in (names.events, names.dlq, names.runs)
+        if (t := metadata.topics.get(n)) is not None and t.error is None
+    ]
+    limits = _max_message_bytes(admin, existing, timeout, report)
+    events_max = limits.get(names.events, events_max)
+    specs = topic_specs(names, partitions, replication, events_max)
+    for spec in specs:
+        want = spec.config.get("max.message.bytes")
+        have = limits.get(spec.name)
+        if want is not None and have is not None and have < int(want):
+            report.warnings.append(
+                f"{spec.name} allows {have} bytes per record, less than the {want} that "
+                f"records of {names.events} ({events_max} bytes) may need; larger ones "
+                "are truncated (docs/guarantees.md)"
+            )
     missing: list[TopicSpec] = []
     for spec in specs:
         topic = metadata.topics.get(spec.name)
@@ -150,6 +230,26 @@ def ensure_topics(
                 report.mismatches.append(f"{name} has {actual} partitions, expected {wanted[name]}")
     _await_visible(admin, report.created, timeout)
     return report
+
+
+def _max_message_bytes(
+    admin: AdminClient, names: list[str], timeout: float, report: EnsureReport
+) -> dict[str, int]:
+    """``max.message.bytes`` of the existing topics ``names`` (those that cannot be read are
+    left out, with a warning: a missing DescribeConfigs permission must not stop the set-up)."""
+    if not names:
+        return {}
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
+    limits: dict[str, int] = {}
+    for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
+        try:
+            entry = future.result(timeout=timeout).get("max.message.bytes")
+        except KafkaException as exc:
+            report.warnings.append(f"cannot read the configs of {resource.name}: {exc.args[0]}")
+            continue
+        if entry is not None and entry.value is not None:
+            limits[resource.name] = int(entry.value)
+    return limits
 
 
 def _await_visible(admin: AdminClient, names: list[str], timeout: float) -> None:
