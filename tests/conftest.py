@@ -15,20 +15,24 @@ A test that uses ``kafka_bootstrap`` (directly or through another fixture) is ma
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from runfold.settings import RunfoldSettings, TopicNames
 from runfold.topics import ensure_topics
+
+log = logging.getLogger(__name__)
 
 TopicFactory = Callable[..., str]
 
@@ -85,8 +89,19 @@ def _warmed_up(bootstrap: str) -> str:
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": warm})
     producer.init_transactions(120)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": warm})
+    deadline = time.monotonic() + 180
     try:
-        consumer.committed([TopicPartition(warm, 0)], timeout=120)
+        while True:
+            try:
+                consumer.committed([TopicPartition(warm, 0)], timeout=30)
+                break
+            except KafkaException as exc:
+                # NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS while __consumer_offsets is
+                # created and loaded: exactly what this warm-up waits out.
+                if time.monotonic() > deadline:
+                    raise
+                log.info("group coordinator not ready yet (%s); retrying", exc.args[0])
+                time.sleep(0.5)
     finally:
         consumer.close()
     return bootstrap
