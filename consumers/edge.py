@@ -101,16 +101,36 @@ def body_digest(value: bytes) -> int:
 
 
 def _run_state_codec() -> tuple[Callable[[RunState], bytes], Callable[[bytes], RunState]]:
-    """Encode/decode a RunState as Avro single-object bytes of ``RunState.v1.avsc``."""
+    """Encode/decode a RunState as Avro single-object bytes of ``RunState.v1.avsc``.
+
+    Through :mod:`consumers.state_bytes` (the same bytes, four times cheaper) when it
+    can; the general path (record dict and fastavro) otherwise, and for anything it
+    fails on, so that a bad state is refused with the general path's precise error.
+    """
+    from consumers.state_bytes import state_reader, state_writer
     from schemas import codec
 
     encode_record: Callable[..., bytes] = codec.encode_record
     decode_record: Callable[..., Any] = codec.decode_record
+    write = state_writer()
+    read = state_reader()
 
     def encode(state: RunState) -> bytes:
+        if write is not None:
+            try:
+                return write(state)
+            except Exception:  # noqa: BLE001, S110 - the general path says what is wrong
+                pass
         return encode_record("RunState", state.to_record())
 
     def decode(value: bytes) -> RunState:
+        if read is not None:
+            try:
+                state = read(value)
+            except Exception:  # noqa: BLE001 - the general path says what is wrong
+                state = None
+            if state is not None:
+                return state
         return RunState.from_record(decode_record("RunState", value))
 
     return encode, decode
