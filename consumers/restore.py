@@ -83,14 +83,36 @@ def high_watermarks(
         }
     )
     try:
-        return {
-            p: consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=timeout, cached=False
-            )
-            for p in partitions
-        }
+        return {p: _watermarks(consumer, TopicPartition(topic, p), timeout) for p in partitions}
     finally:
         consumer.close()
+
+
+# Right after a topic is created (or a leader moves) the broker answers these for a
+# while; they heal by themselves, so they are waited out rather than stopping the service.
+_TRANSIENT = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+    }
+)
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+    deadline = time.monotonic() + max(timeout, 30.0)
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0]
+            transient = error.retriable() or error.code() in _TRANSIENT
+            if not transient or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def read_latest_by_key(
