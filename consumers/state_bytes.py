@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from operator import attrgetter
+from typing import Any
 from uuid import UUID
 
 from consumers.state import COUNTER_NAMES, DEFAULT_CONFIG, FoldConfig, RunState
@@ -171,6 +172,34 @@ def state_reader(
             raise ValueError(f"union branch byte {byte}")
         return byte == 2
 
+    def array(
+        value: bytes, pos: int, item: Callable[[bytes, int], tuple[Any, int]]
+    ) -> tuple[list[Any], int]:
+        """An Avro array: blocks of ``count`` items, ended by a zero count."""
+        items: list[Any] = []
+        while True:
+            count, pos = read_long(value, pos)
+            if count == 0:
+                return items, pos
+            if count < 0:
+                raise ValueError("array block with a byte size")
+            for _ in range(count):
+                element, pos = item(value, pos)
+                items.append(element)
+
+    def pending_item(value: bytes, pos: int) -> tuple[tuple[int, bytes, str], int]:
+        seq, pos = read_long(value, pos)
+        digest = value[pos : pos + 8]
+        if len(digest) != 8:
+            raise ValueError("truncated digest")
+        event_json, pos = read_string(value, pos + 8)
+        return (seq, digest, event_json), pos
+
+    def missing_item(value: bytes, pos: int) -> tuple[tuple[int, int], int]:
+        first, pos = read_long(value, pos)
+        last, pos = read_long(value, pos)
+        return (first, last), pos
+
     def read(value: bytes) -> RunState | None:
         if not value.startswith(header):
             return None
@@ -204,53 +233,21 @@ def state_reader(
         last_seq, pos = read_long(value, pos)
         counter_values, pos = longs(value, pos, n_counters)
         violation_values, pos = longs(value, pos, len(_KINDS))
-        violations = []
-        while True:
-            count, pos = read_long(value, pos)
-            if count == 0:
-                break
-            if count < 0:
-                raise ValueError("array block with a byte size")
-            for _ in range(count):
-                violation, pos = decode_violation(value, pos)
-                violations.append(violation)
+        violations, pos = array(value, pos, decode_violation)
         source_offset, pos = read_long(value, pos)
         flag = value[pos]
         if flag > 1:
             raise ValueError(f"boolean byte {flag}")
         has_identity = flag == 1
         stream_time, pos = read_long(value, pos + 1)
-        pending = []
-        while True:
-            count, pos = read_long(value, pos)
-            if count == 0:
-                break
-            if count < 0:
-                raise ValueError("array block with a byte size")
-            for _ in range(count):
-                seq, pos = read_long(value, pos)
-                digest = value[pos : pos + 8]
-                if len(digest) != 8:
-                    raise ValueError("truncated digest")
-                event_json, pos = read_string(value, pos + 8)
-                pending.append((seq, digest, event_json))
+        pending, pos = array(value, pos, pending_item)
         size, pos = read_long(value, pos)
         end = pos + size
         if size < 0 or end > len(value):
             raise ValueError("digest window runs past the end")
         window = value[pos:end]
         pos = end
-        missing = []
-        while True:
-            count, pos = read_long(value, pos)
-            if count == 0:
-                break
-            if count < 0:
-                raise ValueError("array block with a byte size")
-            for _ in range(count):
-                first, pos = read_long(value, pos)
-                last, pos = read_long(value, pos)
-                missing.append((first, last))
+        missing, pos = array(value, pos, missing_item)
         if pos != len(value):
             raise ValueError("bytes left after the record")
         # What consumers.state_codec.from_record does with the record.
