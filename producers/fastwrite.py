@@ -94,11 +94,11 @@ def direct_writer() -> Callable[[InFlight, int], bytes] | None:
     """Writes a fleet event's single-object bytes from the plan, without an Event model.
 
     Byte for byte what ``EventCodec().encode(event)`` gives (a test compares them):
-    the header, the run_id, seq and timestamp, the kind as :mod:`schemas.fastpath`
-    writes it and the payload as serde JSON. None when the codec's current Event
-    version is not the one the fast path was written for.
+    the header, the run_id, seq and timestamp, the kind from its planned values
+    (:data:`schemas.fastpath.KIND_VALUE_WRITERS`) and the planned payload text. None
+    when the codec's current Event version is not the one the fast path was written for.
     """
-    from schemas import fastpath, serde
+    from schemas import fastpath
     from schemas.codec import EventCodec
     from schemas.framing import SINGLE_OBJECT_MAGIC
 
@@ -108,27 +108,37 @@ def direct_writer() -> Callable[[InFlight, int], bytes] | None:
     header = SINGLE_OBJECT_MAGIC + fingerprint + b"\x48"  # then the 36 bytes of run_id
     long_ = fastpath._long
     string = fastpath._string
-    kind_writers = fastpath._KIND_WRITERS
-    dumps = serde.dumps
-
+    kind_writers = fastpath.KIND_VALUE_WRITERS
+    write_completed = kind_writers[GraphCompleted]
     small = [long_(n) for n in range(64)]
-    empty = string(dumps({}))  # half of all payloads
+    empty = string("{}")  # half of all payloads
+    # Timestamps from 2**55 to 2**62 ns (1971..2116) are 9-byte varints, written inline.
+    nine_lo, nine_hi = 1 << 55, 1 << 62
 
     def write(run: InFlight, seq: int) -> bytes:
         plan = run.plan
-        kind, payload = plan.steps[seq - 1]
+        cls, values, text = plan.planned[seq - 1]
         stamps = run.stamps
         stamp = stamps[seq]
-        if kind is None:
-            kind = completed_kind(plan, stamp - stamps[1])
+        if cls is None:
+            kind = write_completed((plan.iterations, (stamp - stamps[1]) // 1_000_000))
+        else:
+            kind = kind_writers[cls](values)
+        if nine_lo <= stamp < nine_hi:
+            z = stamp << 1
+            stamp_bytes = bytes((z & 127 | 128, z >> 7 & 127 | 128, z >> 14 & 127 | 128,
+                                 z >> 21 & 127 | 128, z >> 28 & 127 | 128, z >> 35 & 127 | 128,
+                                 z >> 42 & 127 | 128, z >> 49 & 127 | 128, z >> 56))
+        else:
+            stamp_bytes = long_(stamp)
         return b"".join(
             (
                 header,
                 run.key,
                 small[seq] if seq < 64 else long_(seq),
-                long_(stamp),
-                kind_writers[type(kind)](kind),
-                empty if payload == {} else string(dumps(payload)),
+                stamp_bytes,
+                kind,
+                empty if text == "{}" else string(text),
             )
         )
 

@@ -53,7 +53,15 @@ from typing import Any, NamedTuple
 from producers.fastwrite import below_draws, completed_kind, direct_writer
 from producers.faults import FaultRates
 from producers.manifest import SEMANTICS, expected_counters, violation
-from producers.runs import AgentProfile, RunPlan, agent_profiles, plan_run
+from producers.runs import (
+    KIND_TAGS,
+    AgentProfile,
+    FaultPlan,
+    RunPlan,
+    agent_profiles,
+    kind_model,
+    plan_run,
+)
 from schemas import (
     Event,
     MessageAdded,
@@ -61,6 +69,7 @@ from schemas import (
     RunStatus,
     Timestamp,
     ToolCalled,
+    serde,
 )
 from schemas.errors import ConfigError
 
@@ -134,10 +143,14 @@ class FleetConfig:
 _EVENT, _DUP, _CONFLICT, _AFTER_END, _CORRUPT, _JUMP = range(6)
 
 
-def _units(plan: RunPlan) -> list[list[tuple[int, int]]]:
-    """The run's emission units, in order, as ``(instruction, seq)`` lists."""
+def _units(plan: RunPlan) -> list[int | list[tuple[int, int]]]:
+    """The run's emission units, in order.
+
+    A unit that is one event alone (most of them) is its seq; any other is a list of
+    ``(instruction, seq)``.
+    """
     faults, n = plan.faults, plan.length
-    units: list[list[tuple[int, int]]] = []
+    units: list[int | list[tuple[int, int]]] = []
     seq = 1
     while seq <= n:
         if seq == faults.gap:
@@ -147,11 +160,10 @@ def _units(plan: RunPlan) -> list[list[tuple[int, int]]]:
             units.append([(_EVENT, seq), (_EVENT, seq + 2), (_EVENT, seq + 1)])
             seq += 3
             continue
-        unit: list[tuple[int, int]] = []
         if faults.gap is not None and seq in (faults.gap + 1, faults.gap + 2):
-            unit.append((_JUMP, 0))
-        unit.append((_EVENT, seq))
-        units.append(unit)
+            units.append([(_JUMP, 0), (_EVENT, seq)])
+        else:
+            units.append(seq)
         if faults.dup is not None and seq == faults.dup + 1:
             units.append([(_DUP, faults.dup)])
         if faults.conflict is not None and seq == faults.conflict + 1:
@@ -167,11 +179,13 @@ def _units(plan: RunPlan) -> list[list[tuple[int, int]]]:
 class _RunInFlight:
     """A run an agent is sending: its plan, units left and what was stamped so far."""
 
-    __slots__ = ("corrupt", "encoded", "key", "next_unit", "plan", "records", "run_id",
-                 "stamps", "units")
+    __slots__ = ("corrupt", "dup", "encoded", "index", "key", "next_unit", "plan", "records",
+                 "run_id", "stamps", "units")
 
     def __init__(self, plan: RunPlan) -> None:
         self.plan = plan
+        self.index = plan.index
+        self.dup = plan.faults.dup
         self.run_id = str(plan.run_id)
         self.key = self.run_id.encode()
         self.units = _units(plan)
@@ -181,6 +195,29 @@ class _RunInFlight:
         self.encoded: dict[int, bytes] = {}
         self.records = 0
         self.corrupt = 0
+
+
+class _SentRun(NamedTuple):
+    """What the manifest needs of a run once it was sent (not its steps nor its generator)."""
+
+    run_id: str
+    index: int
+    uuid: Any
+    agent: AgentProfile
+    status: RunStatus
+    inputs: Any
+    outputs: Any
+    final_state_digest: str | None
+    faults: FaultPlan
+    events: int
+    applied_kinds: Counter[str]
+    started_at: int
+    finished_at: int
+    records: int
+    corrupt: int
+
+
+_new_meta = tuple.__new__  # RecordMeta(...) without NamedTuple's Python-level __new__
 
 
 class Fleet:
@@ -194,25 +231,33 @@ class Fleet:
         # The default encoder's bytes, written here without building each Event model
         # (it was most of the simulator's cost); None when another encoder is used.
         self._direct = direct_writer() if encode is None and framing == "single-object" else None
-        self._runs: list[dict[str, Any]] = []
-        self._totals: Counter[str] = Counter()
+        # The ground truth of each run sent, made into manifest entries when asked for:
+        # building them while sending cost ~4 us per event the producer does not need.
+        self._sent: list[_SentRun] = []
+        self._manifest: dict[str, Any] | None = None
         self._finished = False
 
     @property
     def runs_finished(self) -> int:
         """Runs whose every record has been generated so far."""
-        return len(self._runs)
+        return len(self._sent)
 
     def records(self) -> Iterator[tuple[bytes, bytes, RecordMeta]]:
         """Yield every record ``(key, value, meta)``; the manifest is complete at the end."""
         config = self.config
         scheduler = random.Random(f"runfold-fleet:{config.seed}")
-        tick_lo, tick_hi = (t * 1_000 for t in config.tick_us)
+        # The scheduler's draws are randrange's (a random.Random draws below n with
+        # getrandbits of n's bit length, again while out of range), written out inline
+        # in the common path; the pinned records prove the sequence is unchanged.
         below = below_draws(scheduler)
+        getrandbits = scheduler.getrandbits
+        tick_lo, tick_hi = (t * 1_000 for t in config.tick_us)
         tick_width = tick_hi - tick_lo + 1
+        tick_bits = tick_width.bit_length()
         jump = config.gap_delay_ms * 1_000_000
         now = int(config.start)
         direct = self._direct
+        inline = direct is not None and below is not scheduler.randrange
         # Agent a runs fleet runs a, a + M, a + 2M, ... one after another.
         queues = [list(range(a, config.runs, config.agents)) for a in range(config.agents)]
         for queue in queues:
@@ -222,33 +267,44 @@ class Fleet:
             if queue:
                 active.append((agent_index, self._start(queue.pop(), agent_index)))
         while active:
-            slot = below(len(active))  # scheduler.randrange(len(active))
+            if inline:
+                count = len(active)
+                bits = count.bit_length()
+                slot = getrandbits(bits)
+                while slot >= count:
+                    slot = getrandbits(bits)
+            else:
+                slot = below(len(active))  # scheduler.randrange(len(active))
             agent_index, run = active[slot]
             unit = run.units[run.next_unit]
             run.next_unit += 1
-            first_op, seq = unit[0]
-            if first_op == _EVENT and len(unit) == 1:
+            if unit.__class__ is int:
                 # The common unit, one event (the loop below, unrolled).
-                now += tick_lo + below(tick_width)  # scheduler.randint(tick_lo, tick_hi)
-                run.stamps[seq] = now
-                plan = run.plan
-                if direct is not None:
-                    value = direct(run, seq)
-                    if seq == plan.faults.dup:
+                seq: int = unit  # type: ignore[assignment]
+                if inline:
+                    tick = getrandbits(tick_bits)
+                    while tick >= tick_width:
+                        tick = getrandbits(tick_bits)
+                    now += tick_lo + tick
+                    run.stamps[seq] = now
+                    value = direct(run, seq)  # type: ignore[misc]
+                    if seq == run.dup:
                         run.encoded[seq] = value
-                    meta = RecordMeta(run.run_id, seq, None, plan.index)
+                    meta = _new_meta(RecordMeta, (run.run_id, seq, None, run.index))
                 else:
+                    now += tick_lo + below(tick_width)  # scheduler.randint(tick_lo, tick_hi)
+                    run.stamps[seq] = now
                     value, meta = self._record(run, _EVENT, seq, Timestamp(now))
                 run.records += 1
                 yield run.key, value, meta
             else:
-                if first_op == _JUMP:
+                if unit[0][0] == _JUMP:  # type: ignore[index]
                     now += jump
                 # Stamp in seq order, emit in unit order: a reordered pair keeps true times.
-                for seq in sorted(seq for op, seq in unit if op == _EVENT):
+                for seq in sorted(seq for op, seq in unit if op == _EVENT):  # type: ignore[union-attr]
                     now += tick_lo + below(tick_width)
                     run.stamps[seq] = now
-                for op, seq in unit:
+                for op, seq in unit:  # type: ignore[union-attr]
                     if op == _JUMP:
                         continue
                     if op != _EVENT:
@@ -298,13 +354,14 @@ class Fleet:
 
     def _event(self, run: _RunInFlight, seq: int) -> Event:
         plan = run.plan
-        kind, payload = plan.steps[seq - 1]
+        cls, values, text = plan.planned[seq - 1]
         stamp = run.stamps[seq]
-        if kind is None:
-            kind = completed_kind(plan, stamp - run.stamps[1])
+        kind = (completed_kind(plan, stamp - run.stamps[1]) if cls is None
+                else kind_model(cls, values))
+        payload = serde.loads(text)
         # Every field is already a validated value of the right type (the kind is a model,
-        # the payload plain JSON built here), so skip re-validation: it was a third of
-        # the simulator's time per event.
+        # the payload plain JSON read from the planned text), so skip re-validation: it
+        # was a third of the simulator's time per event.
         return Event.model_construct(run_id=plan.run_id, seq=seq, timestamp=Timestamp(stamp),
                                      kind=kind, payload=payload)
 
@@ -324,72 +381,36 @@ class Fleet:
         return whole[: 10 + rng.randint(1, 20)]
 
     def _finish_run(self, run: _RunInFlight) -> None:
-        """Write the run's ground truth from what was sent."""
-        plan, faults = run.plan, run.plan.faults
-        n = plan.length
-        terminal = plan.status is not RunStatus.RUNNING
-        expected = Run(
-            run_id=plan.run_id,
-            agent_spec_digest=plan.agent.agent_spec_digest,
-            git_sha=plan.agent.git_sha,
-            started_at=Timestamp(run.stamps[1]),
-            finished_at=Timestamp(run.stamps[n]) if terminal else None,
-            status=plan.status,
-            inputs=plan.inputs,
-            outputs=plan.outputs,
-            final_state_digest=plan.final_state_digest,
+        """Keep what the run's ground truth needs; :meth:`manifest` writes it out."""
+        plan = run.plan
+        gap = plan.faults.gap
+        applied_kinds = Counter(
+            "graph_completed" if cls is None else KIND_TAGS[cls]
+            for seq, (cls, _, _) in enumerate(plan.planned, start=1) if seq != gap
         )
-        violations: list[dict[str, Any]] = []
-        if faults.dup is not None:
-            violations.append(violation("duplicate", faults.dup))
-        if faults.conflict is not None:
-            violations.append(violation("conflict", faults.conflict))
-        if faults.gap is not None:
-            violations.append(violation("gap", faults.gap))
-        if faults.after_end:
-            violations.append(violation("after_terminal", n + 1))
-        violations.sort(key=lambda v: (v["first_seq"], v["kind"]))
-        applied_kinds: Counter[str] = Counter()
-        for seq, (kind, _) in enumerate(plan.steps, start=1):
-            if seq != faults.gap:
-                applied_kinds["graph_completed" if kind is None else kind.type] += 1
-        applied = n - (1 if faults.gap is not None else 0)
-        duplicates = 1 if faults.dup is not None else 0
-        self._runs.append({
-            "run_id": run.run_id,
-            "index": plan.index,
-            "agent": plan.agent.name,
-            "faults": plan.faults.names,
-            "events": n,
-            "records": run.records,
-            "applied": applied,
-            "duplicates": duplicates,
-            "dlq": run.corrupt,
-            "violations": violations,
-            "applied_kinds": dict(sorted(applied_kinds.items())),
-            "counters": expected_counters(applied_kinds, applied, duplicates, faults),
-            "run": json.loads(_run_json(expected)),
-        })
-        totals = self._totals
-        totals["runs"] += 1
-        totals["records"] += run.records
-        totals["events"] += n
-        totals["applied"] += applied
-        totals["duplicates"] += duplicates
-        totals["dlq"] += run.corrupt
-        totals["violations"] += len(violations)
-        for reported in violations:
-            totals[f"violations.{reported['kind']}"] += 1
-        totals[f"status.{plan.status.value}"] += 1
+        n = plan.length
+        self._sent.append(_SentRun(
+            run.run_id, plan.index, plan.run_id, plan.agent, plan.status, plan.inputs,
+            plan.outputs, plan.final_state_digest, plan.faults, n, applied_kinds,
+            run.stamps[1], run.stamps[n], run.records, run.corrupt,
+        ))
 
     def manifest(self) -> dict[str, Any]:
         """The ground truth: per run (in order of completion) and totals.
 
-        Only complete once :meth:`records` has been exhausted.
+        Only complete once :meth:`records` has been exhausted. Built on the first call
+        (from what the simulator sent, never from the fold) and kept.
         """
         if not self._finished:
             raise ConfigError("the manifest is complete only after every record was generated")
+        if self._manifest is None:
+            self._manifest = self._build_manifest()
+        return {**self._manifest, "runs": list(self._manifest["runs"])}
+
+    def _build_manifest(self) -> dict[str, Any]:
         config = self.config
+        totals: Counter[str] = Counter()
+        entries = [_manifest_entry(sent, totals) for sent in self._sent]
         return {
             "format": "runfold-fleet-manifest/1",
             "config": {
@@ -401,8 +422,8 @@ class Fleet:
                 "start": config.start.isoformat(),
             },
             "semantics": SEMANTICS,
-            "totals": dict(sorted(self._totals.items())),
-            "runs": sorted(self._runs, key=lambda entry: entry["index"]),
+            "totals": dict(sorted(totals.items())),
+            "runs": sorted(entries, key=lambda entry: entry["index"]),
         }
 
     def write_manifest(self, path: str | Path) -> Path:
@@ -410,6 +431,60 @@ class Fleet:
         target = Path(path)
         target.write_text(json.dumps(self.manifest(), indent=1) + "\n")
         return target
+
+
+def _manifest_entry(sent: _SentRun, totals: Counter[str]) -> dict[str, Any]:
+    """One run's ground truth (and its share of ``totals``) from what was sent."""
+    faults, n = sent.faults, sent.events
+    terminal = sent.status is not RunStatus.RUNNING
+    expected = Run(
+        run_id=sent.uuid,
+        agent_spec_digest=sent.agent.agent_spec_digest,
+        git_sha=sent.agent.git_sha,
+        started_at=Timestamp(sent.started_at),
+        finished_at=Timestamp(sent.finished_at) if terminal else None,
+        status=sent.status,
+        inputs=sent.inputs,
+        outputs=sent.outputs,
+        final_state_digest=sent.final_state_digest,
+    )
+    violations: list[dict[str, Any]] = []
+    if faults.dup is not None:
+        violations.append(violation("duplicate", faults.dup))
+    if faults.conflict is not None:
+        violations.append(violation("conflict", faults.conflict))
+    if faults.gap is not None:
+        violations.append(violation("gap", faults.gap))
+    if faults.after_end:
+        violations.append(violation("after_terminal", n + 1))
+    violations.sort(key=lambda v: (v["first_seq"], v["kind"]))
+    applied = n - (1 if faults.gap is not None else 0)
+    duplicates = 1 if faults.dup is not None else 0
+    totals["runs"] += 1
+    totals["records"] += sent.records
+    totals["events"] += n
+    totals["applied"] += applied
+    totals["duplicates"] += duplicates
+    totals["dlq"] += sent.corrupt
+    totals["violations"] += len(violations)
+    for reported in violations:
+        totals[f"violations.{reported['kind']}"] += 1
+    totals[f"status.{sent.status.value}"] += 1
+    return {
+        "run_id": sent.run_id,
+        "index": sent.index,
+        "agent": sent.agent.name,
+        "faults": faults.names,
+        "events": n,
+        "records": sent.records,
+        "applied": applied,
+        "duplicates": duplicates,
+        "dlq": sent.corrupt,
+        "violations": violations,
+        "applied_kinds": dict(sorted(sent.applied_kinds.items())),
+        "counters": expected_counters(sent.applied_kinds, applied, duplicates, faults),
+        "run": json.loads(_run_json(expected)),
+    }
 
 
 def _run_json(run: Run) -> str:

@@ -8,11 +8,12 @@ virtual clock stamps events when they are emitted (:mod:`producers.fleet`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, JsonValue
 
@@ -36,25 +37,48 @@ from schemas import (
     ToolCalled,
     ToolFailed,
     ToolReturned,
+    serde,
 )
 from schemas.fastpath import trusted
 
-__all__ = ["AgentProfile", "FaultPlan", "RunPlan", "agent_profiles", "plan_run"]
+__all__ = ["KIND_TAGS", "AgentProfile", "FaultPlan", "PlannedStep", "RunPlan", "agent_profiles",
+           "kind_model", "plan_run"]
 
-K = TypeVar("K", bound=BaseModel)
+KIND_TAGS: dict[type[BaseModel], str] = {cls: tag for tag, cls in EVENT_KINDS.items()}
+"""Kind class -> its ``type`` tag."""
 
-_TAGS: dict[type[BaseModel], str] = {cls: tag for tag, cls in EVENT_KINDS.items()}
+_FIELD_NAMES: dict[type[BaseModel], tuple[str, ...]] = {
+    cls: tuple(name for name in cls.model_fields if name != "type") for cls in EVENT_KINDS.values()
+}
+
+PlannedStep = tuple[type[BaseModel] | None, tuple[Any, ...], str]
+"""One planned event: (kind class, its field values in declaration order, payload as the
+serde JSON text). The terminal ``graph_completed`` has class ``None`` and no values:
+its ``duration_ms`` is known only once the fleet stamps the run.
+
+The planner keeps values and text rather than models and dicts: building a kind model
+and a payload dict, then encoding both, was most of the simulator's cost per event.
+:attr:`RunPlan.steps` gives the models and dicts when asked (a test proves they equal
+the validated models and that the text is ``serde.dumps`` of the dict)."""
 
 
-def _kind(cls: type[K], **fields: Any) -> K:
-    """A kind model of values built here, valid by construction, without validating them.
+def kind_model(cls: type[BaseModel], values: tuple[Any, ...]) -> Any:
+    """The kind model of planned ``values``, valid by construction, built without validation.
 
-    Validation was a fifth of the simulator's cost per event. ``fields`` come in the
-    model's declaration order, every one given (a test compares each kind of a fleet
-    with the validated model of the same values).
+    Validation was a fifth of the simulator's cost per event; a test compares each kind
+    of a fleet with the validated model of the same values.
     """
-    kind: K = trusted(cls, {"type": _TAGS[cls], **fields})
-    return kind
+    fields = dict(zip(_FIELD_NAMES[cls], values, strict=True))
+    return trusted(cls, {"type": KIND_TAGS[cls], **fields})
+
+
+# Payload text written here equals serde.dumps of the dict it stands for: the fixed
+# pieces and every string go through serde.dumps, ints print as serde prints them.
+_json_string = functools.lru_cache(maxsize=4096)(serde.dumps)
+_EMPTY = serde.dumps({})
+_APPROVE = serde.dumps({"question": "approve the plan?"})
+_APPROVED = serde.dumps({"approved": True})
+_CANCELLED_BY_OPERATOR = serde.dumps({"detail": "cancelled by operator"})
 
 MIN_EVENTS = 5
 MAX_EVENTS = 80
@@ -143,9 +167,10 @@ class FaultPlan:
 class RunPlan:
     """Everything about one run but its timestamps.
 
-    ``steps[i]`` is ``(kind, payload)`` for seq ``i + 1``; the terminal step's
-    ``graph_completed`` is a placeholder (``None`` kind) because its ``duration_ms``
-    depends on the timestamps: the fleet builds it when stamping.
+    ``planned[i]`` is the :data:`PlannedStep` of seq ``i + 1``; :attr:`steps` gives
+    ``(kind model, payload)`` pairs. The terminal step's ``graph_completed`` is a
+    placeholder (``None`` kind) because its ``duration_ms`` depends on the timestamps:
+    the fleet builds it when stamping.
     """
 
     index: int
@@ -156,14 +181,20 @@ class RunPlan:
     outputs: JsonValue
     final_state_digest: str | None
     iterations: int
-    steps: list[tuple[Any, JsonValue]]
+    planned: list[PlannedStep]
     faults: FaultPlan
     rng: random.Random
 
     @property
     def length(self) -> int:
         """n: the number of distinct seqs (graph_started .. terminal)."""
-        return len(self.steps)
+        return len(self.planned)
+
+    @functools.cached_property
+    def steps(self) -> list[tuple[Any, JsonValue]]:
+        """``(kind model, payload)`` per seq (``None`` kind for the terminal graph_completed)."""
+        return [(None if cls is None else kind_model(cls, values), serde.loads(text))
+                for cls, values, text in self.planned]
 
 
 _WIDTH = {"reorder": 3, "dup": 2, "conflict": 2, "gap": 3}
@@ -192,13 +223,13 @@ def plan_run(seed: int, index: int, agent: AgentProfile, rates: FaultRates,
                          "priority": rng.choice(["low", "normal", "high"])}
     body, last_node, iterations = _body(rng, agent, length - 2,
                                         interrupted=length >= 10 and rng.random() < interrupt_rate)
-    steps: list[tuple[Any, JsonValue]] = [(_kind(GraphStarted), {
+    steps: list[PlannedStep] = [(GraphStarted, (), serde.dumps({
         "agent_spec_digest": agent.agent_spec_digest,
         "git_sha": agent.git_sha,
         "inputs": inputs,
         "graph_name": agent.graph_name,
         "entry_point": agent.nodes[0],
-    })]
+    }))]
     steps.extend(body)
     outputs: JsonValue = None
     digest: str | None = None
@@ -206,13 +237,12 @@ def plan_run(seed: int, index: int, agent: AgentProfile, rates: FaultRates,
         outputs = {"answer": f"result of {agent.graph_name} task #{index}",
                    "tokens": rng.randint(200, 20000)}
         digest = hashlib.sha256(f"state:{seed}:{index}".encode()).hexdigest()
-        steps.append((None, {"outputs": outputs, "final_state_digest": digest}))
+        steps.append((None, (), serde.dumps({"outputs": outputs, "final_state_digest": digest})))
     elif status is RunStatus.FAILED:
         error = f"node {last_node} failed: {rng.choice(_ERRORS)}"
-        steps.append((_kind(GraphFailed, error=error), {}))
+        steps.append((GraphFailed, (error,), _EMPTY))
     else:
-        steps.append((_kind(GraphInterrupted, reason="cancelled", node_id=last_node),
-                      {"detail": "cancelled by operator"}))
+        steps.append((GraphInterrupted, ("cancelled", last_node), _CANCELLED_BY_OPERATOR))
 
     faults = _layout(rng, chosen, length)
     faults.after_end = after_end
@@ -245,9 +275,9 @@ def _layout(rng: random.Random, chosen: list[str], length: int) -> FaultPlan:
 
 
 def _body(rng: random.Random, agent: AgentProfile, count: int, *,
-          interrupted: bool) -> tuple[list[tuple[Any, JsonValue]], str, int]:
+          interrupted: bool) -> tuple[list[PlannedStep], str, int]:
     """``count`` middle events: nodes with tools, messages, state, checkpoints, retries."""
-    events: list[tuple[Any, JsonValue]] = []
+    events: list[PlannedStep] = []
     iteration = 0
     node = agent.nodes[0]
     checkpoints: list[tuple[str, str]] = []
@@ -259,52 +289,49 @@ def _body(rng: random.Random, agent: AgentProfile, count: int, *,
                 break
             if len(events) >= interrupt_at >= 0 and checkpoints:
                 checkpoint_id, at_node = checkpoints[-1]
-                events.append((_kind(GraphInterrupted, reason="human_review", node_id=at_node),
-                               {"question": "approve the plan?"}))
-                events.append((_kind(CheckpointRestored, checkpoint_id=checkpoint_id,
-                                     node_id=at_node), {"approved": True}))
+                events.append((GraphInterrupted, ("human_review", at_node), _APPROVE))
+                events.append((CheckpointRestored, (checkpoint_id, at_node), _APPROVED))
                 interrupt_at = -1
-            events.append((_kind(NodeEntered, node_id=node, iteration=iteration),
-                           {"input_tokens": rng.randint(50, 4000)}))
+            events.append((NodeEntered, (node, iteration),
+                           f'{{"input_tokens":{rng.randint(50, 4000)}}}'))
             events.extend(_node_actions(rng, agent, node, iteration, checkpoints))
             following = agent.nodes[position + 1] if position + 1 < len(agent.nodes) else None
-            events.append((_kind(NodeExited, node_id=node, next_node=following,
-                                      duration_ms=rng.randint(5, 30000)), {}))
+            events.append((NodeExited, (node, following, rng.randint(5, 30000)), _EMPTY))
     return events[:count], node, iteration
 
 
 def _node_actions(rng: random.Random, agent: AgentProfile, node: str, iteration: int,
-                  checkpoints: list[tuple[str, str]]) -> list[tuple[Any, JsonValue]]:
-    actions: list[tuple[Any, JsonValue]] = []
+                  checkpoints: list[tuple[str, str]]) -> list[PlannedStep]:
+    actions: list[PlannedStep] = []
     for _ in range(rng.randint(1, 3)):
         pick = rng.random()
         if pick < 0.35:
             tool = rng.choice(agent.tools)
-            actions.append((_kind(ToolCalled, tool_name=tool),
-                            {"args": {"query": f"{node}-{iteration}"}}))
+            actions.append((ToolCalled, (tool,),
+                            f'{{"args":{{"query":{_json_string(f"{node}-{iteration}")}}}}}'))
             if rng.random() < 0.1:
-                actions.append((_kind(ToolFailed, tool_name=tool), {"error": rng.choice(_ERRORS)}))
-                actions.append((_kind(NodeRetrying, node_id=node, attempt=1,
-                                             delay_ms=rng.choice([100, 250, 500, 1000])), {}))
-                actions.append((_kind(ToolCalled, tool_name=tool),
-                                {"args": {"query": f"{node}-retry"}}))
-            actions.append((_kind(ToolReturned, tool_name=tool), {"bytes": rng.randint(10, 50000)}))
+                actions.append((ToolFailed, (tool,),
+                                f'{{"error":{_json_string(rng.choice(_ERRORS))}}}'))
+                actions.append((NodeRetrying, (node, 1, rng.choice([100, 250, 500, 1000])),
+                                _EMPTY))
+                actions.append((ToolCalled, (tool,),
+                                f'{{"args":{{"query":{_json_string(f"{node}-retry")}}}}}'))
+            actions.append((ToolReturned, (tool,), f'{{"bytes":{rng.randint(10, 50000)}}}'))
         elif pick < 0.65:
             role = rng.choice(["user", "assistant", "tool", "system"])
-            actions.append((_kind(MessageAdded, role=role,
-                                  content_length=rng.randint(1, 20000)), {}))
+            actions.append((MessageAdded, (role, rng.randint(1, 20000)), _EMPTY))
         elif pick < 0.85:
             keys = tuple(sorted(rng.sample(_STATE_KEYS, rng.randint(1, 3))))
-            actions.append((_kind(StateUpdated, node_id=node, keys_changed=keys), {}))
+            actions.append((StateUpdated, (node, keys), _EMPTY))
         elif pick < 0.95:
             checkpoint_id = f"cp-{iteration}-{node}-{rng.getrandbits(32):08x}"
             checkpoints.append((checkpoint_id, node))
-            actions.append((_kind(CheckpointSaved, checkpoint_id=checkpoint_id, node_id=node), {}))
+            actions.append((CheckpointSaved, (checkpoint_id, node), _EMPTY))
             if len(checkpoints) > 3:
                 old, _ = checkpoints.pop(0)
-                actions.append((_kind(CheckpointDeleted, checkpoint_id=old), {}))
+                actions.append((CheckpointDeleted, (old,), _EMPTY))
         else:
-            actions.append((_kind(NodeFailed, node_id=node, error=rng.choice(_ERRORS)), {}))
-            actions.append((_kind(NodeRetrying, node_id=node, attempt=rng.randint(1, 3),
-                                         delay_ms=rng.choice([250, 1000, 5000])), {}))
+            actions.append((NodeFailed, (node, rng.choice(_ERRORS)), _EMPTY))
+            actions.append((NodeRetrying, (node, rng.randint(1, 3), rng.choice([250, 1000, 5000])),
+                            _EMPTY))
     return actions

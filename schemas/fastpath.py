@@ -33,6 +33,7 @@ from schemas.model import (
 )
 
 __all__ = [
+    "KIND_VALUE_WRITERS",
     "PINNED",
     "Invalid",
     "Overflow",
@@ -492,3 +493,53 @@ _STATUSES = list(RunStatus)
 _STATUS_INDEX = {status: _long(index) for index, status in enumerate(_STATUSES)}
 _VIOLATION_KINDS = list(ViolationKind)
 _VIOLATION_INDEX = {kind: _long(index) for index, kind in enumerate(_VIOLATION_KINDS)}
+
+
+# --- encode side: a kind from its field values (no model) ---------------------
+
+_string_cached = functools.lru_cache(maxsize=8192)(_string)
+# Kind strings repeat (node, tool and role names): a cache hit costs a third of _string.
+
+
+def _compile_kind_values(cls: type[Any], index: int) -> Callable[[tuple[Any, ...]], bytes]:
+    """Writer of one EventKind record from its field values in declaration order (no ``type``).
+
+    The bytes :data:`_KIND_WRITERS` writes for the model of the same values (a test
+    compares them); for callers that hold values, not models (the fleet simulator).
+    """
+    env: dict[str, Any] = {
+        "_long": _long,
+        "_string": _string_cached,
+        "_optional_string": _optional_string,
+        "_string_array": _string_array,
+        "branch": _long(index),
+    }
+    writes = ["branch"]
+    position = 0
+    for name, field in cls.model_fields.items():
+        if name == "type":
+            continue
+        annotation = field.annotation
+        value = f"v[{position}]"
+        if annotation is str:
+            writes.append(f"_string({value})")
+        elif annotation is int:
+            writes.append(f"_long({value})")
+        elif annotation == str | None:
+            writes.append(f"_optional_string({value})")
+        elif annotation == tuple[str, ...]:
+            writes.append(f"_string_array({value})")
+        else:  # pragma: no cover - guarded by the tests over every variant
+            raise TypeError(f"{cls.__name__}.{name}: no Avro mapping for {annotation!r}")
+        position += 1
+    body = f"b''.join(({', '.join(writes)},))" if position else "branch"
+    source = f"def write(v):\n    return {body}\n"
+    exec(compile(source, f"<avro values writer for {cls.__name__}>", "exec"), env)  # noqa: S102
+    write: Callable[[tuple[Any, ...]], bytes] = env["write"]
+    return write
+
+
+KIND_VALUE_WRITERS: dict[type[Any], Callable[[tuple[Any, ...]], bytes]] = {
+    _cls: _compile_kind_values(_cls, _index) for _index, _cls in enumerate(EVENT_KINDS.values())
+}
+"""Kind class -> writer of its Avro record (union branch included) from its field values."""

@@ -86,3 +86,64 @@ def test_planned_kinds_equal_their_validated_models() -> None:
             assert list(kind.__dict__) == list(validated.__dict__)  # declaration order
             checked += 1
     assert checked > 1000
+
+
+def test_planned_values_and_text_write_what_the_models_and_serde_write() -> None:
+    """Each planned step's kind bytes and payload text equal the model's and serde's."""
+    from schemas import fastpath, serde
+
+    agents = agent_profiles(11, 5)
+    seen: set[type] = set()
+    for index in range(80):
+        plan = plan_run(11, index, agents[index % 5], _ALL_FAULTS)
+        for (cls, values, text), (kind, payload) in zip(plan.planned, plan.steps, strict=True):
+            assert serde.dumps(payload) == text
+            if cls is None:
+                continue
+            seen.add(cls)
+            assert fastpath.KIND_VALUE_WRITERS[cls](values) == fastpath._KIND_WRITERS[cls](kind)
+    assert len(seen) == 15  # every kind but graph_completed, which the fleet builds
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "GraphStarted()",
+        "GraphCompleted(iterations=4294967295, duration_ms=2**63 - 1)",
+        "GraphFailed(error='é \"quoted\" \\n')",
+        "GraphInterrupted(reason='cancelled', node_id='')",
+        "NodeEntered(node_id='n' * 200, iteration=0)",
+        "NodeExited(node_id='a', next_node=None, duration_ms=0)",
+        "NodeExited(node_id='a', next_node='日本', duration_ms=64)",
+        "NodeFailed(node_id='a', error='')",
+        "NodeRetrying(node_id='a', attempt=3, delay_ms=10**12)",
+        "ToolCalled(tool_name='t')",
+        "ToolReturned(tool_name='t')",
+        "ToolFailed(tool_name='t')",
+        "CheckpointSaved(checkpoint_id='c', node_id='n')",
+        "CheckpointRestored(checkpoint_id='c', node_id='n')",
+        "CheckpointDeleted(checkpoint_id='c')",
+        "StateUpdated(node_id='n', keys_changed=())",
+        "StateUpdated(node_id='n', keys_changed=('a', 'b' * 70))",
+        "MessageAdded(role='user', content_length=63)",
+    ],
+)
+def test_kind_value_writers_equal_the_model_writers(kind: str) -> None:
+    import schemas
+    from schemas import fastpath
+
+    model = eval(kind, vars(schemas))  # noqa: S307 - a literal table of this test
+    values = tuple(v for name, v in model.__dict__.items() if name != "type")
+    writer = fastpath.KIND_VALUE_WRITERS[type(model)]
+    assert writer(values) == fastpath._KIND_WRITERS[type(model)](model)
+
+
+def test_the_manifest_is_built_once_and_counts_runs_as_they_finish() -> None:
+    fleet = Fleet(FleetConfig(runs=40, agents=4, seed=9, faults=_ALL_FAULTS))
+    finished = [fleet.runs_finished for _ in fleet.records()]
+    assert finished[0] == 0 and finished[-1] == 39 and finished == sorted(finished)
+    assert fleet.runs_finished == 40
+    first = fleet.manifest()
+    first["runs"].pop()  # a caller changing its copy changes nobody else's
+    second = fleet.manifest()
+    assert len(second["runs"]) == 40 and second["totals"]["runs"] == 40
