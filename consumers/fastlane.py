@@ -27,11 +27,24 @@ also produces the precise error of a bad record. Conditions:
 
 Tests (``tests/consumers/test_fastlane.py``) fold the same records both ways
 and compare states, outcomes and the bad records' fates.
+
+:func:`batch_lane` is the same lane over a batch of consumed messages: it also
+does the service's bookkeeping of a folded record (next offset, dirty run) and
+stops at the first record that is not for the lane, so that the service folds that
+one its general way and calls again after it (a run's records stay in order). It is
+the C extension :mod:`consumers._fastlane` (built by ``pip install -e .`` when a
+compiler is at hand; ``RUNFOLD_PURE_PYTHON=1`` turns it off) or, without it, a loop
+over :func:`fast_lane` with the same call shape. The C lane is built from the tables
+the Python lane is compiled from (:func:`_branch_table`), and refuses whatever it is
+not sure of; ``tests/consumers/test_fastlane_batch.py`` folds the same streams and
+damaged records through both and the general path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import os
+from collections.abc import Callable, Container
 from typing import Any
 from zlib import crc32
 
@@ -41,10 +54,30 @@ from schemas import fastpath, serde
 from schemas.framing import SINGLE_OBJECT_HEADER_SIZE, SINGLE_OBJECT_MAGIC
 from schemas.model import EVENT_KINDS, RunStatus
 
-__all__ = ["FastLane", "fast_lane"]
+__all__ = ["BatchLane", "FastLane", "batch_lane", "compiled_lane_available", "fast_lane"]
 
 FastLane = Callable[[RunState, bytes, bytes, int], bool]
 """``(state, key, value, offset) -> folded``; see the module docstring."""
+
+BatchLane = Callable[
+    [
+        list[Any],
+        int,
+        dict[int, dict[bytes, Any]],
+        dict[int, set[bytes]],
+        dict[int, int],
+        Container[bytes],
+    ],
+    tuple[int, int],
+]
+"""``(msgs, start, runs_of, dirty_of, next_offsets, unchecked) -> (stop, folded)``.
+
+Walks ``msgs[start:]`` (consumed messages, or anything with their five methods) in
+order; folds each record the fast lane takes as the service would (the state, then
+``next_offsets[partition] = offset + 1`` and the key added to ``dirty_of[partition]``,
+a new set if there is none) and stops at the first it does not take (an error, no
+state for the key, a key in ``unchecked``, any failed condition). ``stop`` is that
+record's index (``len(msgs)`` when none), ``folded`` how many were folded."""
 
 _RUNNING = RunStatus.RUNNING
 _UUID_TEXT = 36
@@ -71,23 +104,47 @@ def _string_source(target: str, indent: str) -> list[str]:
     ]
 
 
-def _compile_scanner(cls: type[Any]) -> Callable[[bytes, int, int], int]:
-    """Check one EventKind record's fields as :mod:`schemas.fastpath` reads them.
+# How each field of a kind's record is read (the C lane's field codes are the indexes).
+_FIELD_READS = ("string", "u32", "u64", "optional string", "string array")
 
-    ``scan(buf, pos, size)`` returns the position after the fields, or -1 (or
-    raises) where the codec's reader would fail; it builds no model. The rules
-    (UTF-8 strings, u32 fields in range, u64 fields not negative, ``null`` or a
-    string, string arrays) are the codec's, from the same field annotations.
+
+def _field_reads(cls: type[Any]) -> list[str]:
+    """How :mod:`schemas.fastpath` reads each field of an EventKind record, in order.
+
+    From the same field annotations the codec's readers are compiled from: UTF-8
+    strings, u32 fields in range, u64 fields not negative, ``null`` or a string,
+    string arrays. Both lanes are built from this list.
     """
-    lines = ["def scan(buf, pos, size):"]
+    reads = []
     for name, field in cls.model_fields.items():
         if name == "type":
             continue
         annotation = field.annotation
         if annotation is str:
-            lines += _string_source("_", "    ")
+            reads.append("string")
         elif annotation is int:
-            low_high = f"0 <= v <= {_U32_MAX}" if name in fastpath._U32_FIELDS else "0 <= v"
+            reads.append("u32" if name in fastpath._U32_FIELDS else "u64")
+        elif annotation == str | None:
+            reads.append("optional string")
+        elif annotation == tuple[str, ...]:
+            reads.append("string array")
+        else:  # pragma: no cover - the tests cover every variant
+            raise TypeError(f"{cls.__name__}.{name}: no scanner for {annotation!r}")
+    return reads
+
+
+def _compile_scanner(cls: type[Any]) -> Callable[[bytes, int, int], int]:
+    """Check one EventKind record's fields as :mod:`schemas.fastpath` reads them.
+
+    ``scan(buf, pos, size)`` returns the position after the fields, or -1 (or
+    raises) where the codec's reader would fail; it builds no model.
+    """
+    lines = ["def scan(buf, pos, size):"]
+    for read in _field_reads(cls):
+        if read == "string":
+            lines += _string_source("_", "    ")
+        elif read in ("u32", "u64"):
+            low_high = f"0 <= v <= {_U32_MAX}" if read == "u32" else "0 <= v"
             lines += [
                 "    n = buf[pos]",
                 "    if n < 0x80:",
@@ -98,14 +155,12 @@ def _compile_scanner(cls: type[Any]) -> Callable[[bytes, int, int], int]:
                 f"    if not {low_high}:",
                 "        return -1",
             ]
-        elif annotation == str | None:
+        elif read == "optional string":
             lines += ["    n = buf[pos]", "    if n == 2:", "        pos += 1"]
             lines += _string_source("_", "        ")
             lines += ["    elif n == 0:", "        pos += 1", "    else:", "        return -1"]
-        elif annotation == tuple[str, ...]:
+        else:
             lines.append("    _, pos = _read_string_array(buf, pos)")
-        else:  # pragma: no cover - the tests cover every variant
-            raise TypeError(f"{cls.__name__}.{name}: no scanner for {annotation!r}")
     lines.append("    return pos")
     env: dict[str, Any] = {
         "_read_long": fastpath._read_long,
@@ -224,3 +279,101 @@ def fast_lane() -> FastLane | None:
         return True
 
     return fold
+
+
+def _python_batch(fold: FastLane) -> BatchLane:
+    """:data:`BatchLane` over the Python lane: the service's loop, up to a record it refuses."""
+
+    def fold_batch(
+        msgs: list[Any],
+        start: int,
+        runs_of: dict[int, dict[bytes, Any]],
+        dirty_of: dict[int, set[bytes]],
+        next_offsets: dict[int, int],
+        unchecked: Container[bytes],
+    ) -> tuple[int, int]:
+        for index in range(start, len(msgs)):
+            msg = msgs[index]
+            if msg.error() is not None:
+                return index, index - start
+            partition = msg.partition()
+            runs = runs_of.get(partition)
+            key = msg.key()
+            if runs is None or key is None:
+                return index, index - start
+            state = runs.get(key)
+            value = msg.value()
+            offset = msg.offset()
+            if (
+                state is None
+                or value is None
+                or offset is None
+                or key in unchecked
+                or not fold(state, key, value, offset)
+            ):
+                return index, index - start
+            next_offsets[partition] = offset + 1
+            dirty = dirty_of.get(partition)
+            if dirty is None:
+                dirty = dirty_of[partition] = set()
+            dirty.add(key)
+        return len(msgs), max(len(msgs) - start, 0)
+
+    return fold_batch
+
+
+def _branch_table() -> list[tuple[str, bytes] | None]:
+    """Per union branch of ``kind``: (counter, field read codes) for the C lane, or None."""
+    table: list[tuple[str, bytes] | None] = []
+    for tag, cls in EVENT_KINDS.items():
+        counter = COUNTED_KINDS.get(tag)
+        reads = _field_reads(cls)
+        codes = bytes(_FIELD_READS.index(read) for read in reads)
+        table.append(None if counter is None else (counter, codes))
+    return table
+
+
+def _compiled_module() -> Any | None:
+    """:mod:`consumers._fastlane` if it was built and is not turned off, else None."""
+    if os.environ.get("RUNFOLD_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        return importlib.import_module("consumers._fastlane")
+    except ImportError:
+        return None
+
+
+def compiled_lane_available() -> bool:
+    """Whether :func:`batch_lane` gives the C lane (built, and not turned off)."""
+    return _compiled_module() is not None
+
+
+def batch_lane(*, compiled: bool | None = None) -> BatchLane | None:
+    """The fast lane over a batch of messages (:data:`BatchLane`), or None if it has none.
+
+    ``compiled``: None takes the C lane when :func:`compiled_lane_available`, else the
+    Python one; True insists on C (ImportError without it); False takes Python.
+    None for the same reason :func:`fast_lane` is None.
+    """
+    fold = fast_lane()
+    if fold is None:
+        return None
+    module = _compiled_module() if compiled is not False else None
+    if module is None:
+        if compiled:
+            raise ImportError(
+                "consumers._fastlane is not built (or RUNFOLD_PURE_PYTHON is set); "
+                "run `pip install -e .` with a C compiler and zlib's headers"
+            )
+        return _python_batch(fold)
+    lane = module.Lane(
+        prefix=SINGLE_OBJECT_MAGIC + fastpath.PINNED["Event"] + b"\x48",
+        header=SINGLE_OBJECT_HEADER_SIZE,
+        branches=_branch_table(),
+        running=_RUNNING,
+        loads=serde.loads,
+        state_type=RunState,
+        cache_size=_PAYLOAD_CACHE_SIZE,
+    )
+    compiled_batch: BatchLane = lane.fold_batch
+    return compiled_batch
