@@ -17,6 +17,7 @@ from types import FrameType
 
 import click
 
+from consumers.service_config import DEFAULT_BATCH_SIZE, DEFAULT_TXN_INTERVAL_MS
 from runfold.settings import RunfoldSettings
 
 __all__ = ["EXIT_FENCED", "consume"]
@@ -44,14 +45,14 @@ EXIT_FENCED = 3
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=2000,
+    default=DEFAULT_BATCH_SIZE,
     show_default=True,
     help="Events per transaction (and per consume call) before committing.",
 )
 @click.option(
     "--txn-interval-ms",
     type=click.IntRange(min=1),
-    default=500,
+    default=DEFAULT_TXN_INTERVAL_MS,
     show_default=True,
     help="Commit an open transaction at least this often.",
 )

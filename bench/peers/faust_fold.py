@@ -67,8 +67,8 @@ def main() -> None:
     parser.add_argument("--group", required=True)
     parser.add_argument("--schema", required=True)
     parser.add_argument("--partitions", type=int, default=6)
-    parser.add_argument("--commit-every", type=int, default=2000)
-    parser.add_argument("--commit-interval", type=float, default=0.5)
+    parser.add_argument("--commit-every", type=int, required=True)
+    parser.add_argument("--commit-interval", type=float, required=True)
     args = parser.parse_args()
     app = build(args)
     sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]

@@ -56,8 +56,8 @@ def main() -> None:
     parser.add_argument("--schema", required=True)
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--guarantee", default="exactly-once")
-    parser.add_argument("--commit-every", type=int, default=2000)
-    parser.add_argument("--commit-interval", type=float, default=0.5)
+    parser.add_argument("--commit-every", type=int, required=True)
+    parser.add_argument("--commit-interval", type=float, required=True)
     parser.add_argument("--idle", type=float, default=3.0)
     args = parser.parse_args()
 
