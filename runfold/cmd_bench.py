@@ -3,7 +3,7 @@
 Examples::
 
     runfold bench --quick                        # under two minutes on a quiet machine (CI)
-    runfold bench --json bench.json --doc docs/benchmarks.md
+    runfold bench --json bench.json --doc docs/benchmarks.md --doc README.md
     runfold bench --bootstrap 127.0.0.1:9092 --stages fold,peers
 
 The stages live in the ``bench`` package of the source tree (not installed with the
@@ -76,14 +76,14 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
                    "e.g. --consume-arg=--txn-interval-ms=100 (repeatable).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Write the full report as JSON here.")
-@click.option("--doc", "doc_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None,
+@click.option("--doc", "doc_paths", type=click.Path(dir_okay=False, path_type=Path),
+              multiple=True,
               help="Replace the generated section of this Markdown file (e.g. "
-                   "docs/benchmarks.md) with the tables.")
+                   "docs/benchmarks.md, README.md) with the tables (repeatable).")
 def bench(events: int | None, quick: bool, bootstrap: str | None, partitions: int, rate: float,
           latency_seconds: float | None, restore_runs: int | None, peers: bool | None,
           stages: tuple[str, ...], consume_args: tuple[str, ...], json_path: Path | None,
-          doc_path: Path | None) -> None:
+          doc_paths: tuple[Path, ...]) -> None:
     """Measure runfold beside the client, the broker and Quix Streams, on one broker."""
     _import_bench()
     from rich.console import Console
@@ -113,7 +113,7 @@ def bench(events: int | None, quick: bool, bootstrap: str | None, partitions: in
     if json_path is not None:
         json_path.write_text(json.dumps(report.to_json(), indent=1) + "\n")
         echo(f"wrote {json_path}")
-    if doc_path is not None:
-        command = "runfold " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "runfold " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    for doc_path in doc_paths:
         update_doc(doc_path, markdown(report, command))
         echo(f"updated {doc_path}")
