@@ -1,6 +1,6 @@
 """Build the optional C fast lane (consumers/_fastlane.c); all metadata is in pyproject.toml.
 
-The extension is optional: without a compiler, Python headers or zlib the install
+The extension is optional: without a compiler or Python headers the install
 still succeeds and :mod:`consumers.fastlane` uses its pure-Python lane.
 """
 
@@ -13,7 +13,6 @@ setup(
         Extension(
             "consumers._fastlane",
             sources=["consumers/_fastlane.c"],
-            libraries=["z"],
             optional=True,
         )
     ]

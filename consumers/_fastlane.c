@@ -19,7 +19,6 @@
 #include <structmember.h>
 #include <stdint.h>
 #include <string.h>
-#include <zlib.h>
 
 #ifdef Py_T_OBJECT_EX
 #define LANE_T_OBJECT_EX Py_T_OBJECT_EX
@@ -61,6 +60,14 @@ typedef struct {
     Py_ssize_t counter_offset;
 } Branch;
 
+/* The Message methods the service calls, in this order. */
+enum { M_ERROR, M_PARTITION, M_KEY, M_VALUE, M_OFFSET, N_METHODS };
+
+typedef struct {
+    uint64_t hash;
+    PyObject *bytes; /* NULL: free */
+} PayloadEntry;
+
 typedef struct {
     PyObject_HEAD
     PyObject *prefix;        /* bytes: magic + fingerprint + zigzag(36) */
@@ -73,11 +80,18 @@ typedef struct {
     unsigned int version_tag; /* state_type's tp_version_tag when the slots were checked */
     int n_branches;
     Branch branches[MAX_BRANCHES];
-    PyObject *payloads;      /* dict: payload bytes already parsed by loads -> None */
+    PayloadEntry *payloads;  /* payloads already parsed by loads: open addressing */
+    Py_ssize_t payload_mask; /* table size - 1 (a power of two, twice cache_size at least) */
+    Py_ssize_t payloads_used;
     Py_ssize_t cache_size;
+    PyTypeObject *msg_type;  /* the messages' type whose methods are called directly */
+    unsigned int msg_version_tag;
+    PyCFunction msg_method[N_METHODS];
 } Lane;
 
-static PyObject *str_error, *str_partition, *str_key, *str_value, *str_offset, *str_add;
+static const char *const method_names[N_METHODS] = {"error", "partition", "key", "value", "offset"};
+static PyObject *method_str[N_METHODS];
+static PyObject *str_add;
 static PyObject *one;
 
 /* --- reading bytes as schemas/fastpath.py does --------------------------------------- */
@@ -116,6 +130,49 @@ static inline int64_t
 unzigzag(uint64_t raw)
 {
     return (int64_t)(raw >> 1) ^ -(int64_t)(raw & 1);
+}
+
+/* CRC-32 as zlib.crc32 computes it (IEEE 802.3, reflected, polynomial 0xEDB88320),
+ * sliced by 8: three times zlib 1.2's speed on the ~60-byte bodies of most events.
+ * Tests compare it with zlib.crc32 (module function crc32). */
+static uint32_t crc_table[8][256];
+
+static void
+crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[0][i] = c;
+    }
+    for (int t = 1; t < 8; t++)
+        for (int i = 0; i < 256; i++)
+            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xFF];
+}
+
+static uint32_t
+crc32_ieee(const unsigned char *p, size_t n)
+{
+    uint32_t c = 0xFFFFFFFFu;
+    while (n >= 8) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + 4, 4);
+#if PY_BIG_ENDIAN
+        a = __builtin_bswap32(a);
+        b = __builtin_bswap32(b);
+#endif
+        a ^= c;
+        c = crc_table[7][a & 0xFF] ^ crc_table[6][(a >> 8) & 0xFF] ^
+            crc_table[5][(a >> 16) & 0xFF] ^ crc_table[4][a >> 24] ^ crc_table[3][b & 0xFF] ^
+            crc_table[2][(b >> 8) & 0xFF] ^ crc_table[1][(b >> 16) & 0xFF] ^ crc_table[0][b >> 24];
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        c = crc_table[0][(c ^ *p++) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
 }
 
 /* Whether bytes.decode() (strict UTF-8) accepts these bytes: well-formed UTF-8 as
@@ -344,25 +401,223 @@ as_int64(PyObject *obj, int64_t *out)
 
 /* --- one record ---------------------------------------------------------------------------- */
 
+/* --- payload JSON that is certainly valid ---------------------------------------------------- */
+
+/* Most payloads are small objects of strings and integers, and many are seen once
+ * (token counts differ), so the cache below misses often. json_simple recognises a
+ * subset of JSON that serde.loads certainly accepts, and says "not sure" for
+ * anything else, which then goes to serde.loads itself:
+ *   - no whitespace outside strings (serde and runfold write compact JSON);
+ *   - strings: no control characters, escapes only \" \\ \/ \b \f \n \r \t (no \u:
+ *     serde.loads checks those for lone surrogates); the bytes are valid UTF-8
+ *     (checked by the caller);
+ *   - numbers: -?(0|[1-9][0-9]{0,17})(\.[0-9]+)? (an integer within i64, or a
+ *     float without exponent, which cannot overflow an f64), never NaN/Infinity;
+ *   - true, false, null; objects and arrays nested at most MAX_JSON_DEPTH deep
+ *     (Python's C scanner recurses per level).
+ * Tests check json_simple(text) implies serde.loads(text) succeeds on generated texts. */
+#define MAX_JSON_DEPTH 16
+
+static int json_value(const unsigned char *p, Py_ssize_t n, Py_ssize_t *at, int depth);
+
+static int
+json_string(const unsigned char *p, Py_ssize_t n, Py_ssize_t *at)
+{
+    Py_ssize_t i = *at + 1; /* past the opening quote */
+    while (i < n) {
+        unsigned char c = p[i];
+        if (c == '"') {
+            *at = i + 1;
+            return 1;
+        }
+        if (c < 0x20)
+            return 0;
+        if (c == '\\') {
+            if (i + 1 >= n || !strchr("\"\\/bfnrt", p[i + 1]) || p[i + 1] == '\0')
+                return 0;
+            i += 2;
+            continue;
+        }
+        i++;
+    }
+    return 0;
+}
+
+static int
+json_number(const unsigned char *p, Py_ssize_t n, Py_ssize_t *at)
+{
+    Py_ssize_t i = *at;
+    if (p[i] == '-')
+        i++;
+    if (i >= n)
+        return 0;
+    if (p[i] == '0') {
+        i++;
+    } else if (p[i] >= '1' && p[i] <= '9') {
+        Py_ssize_t first = i;
+        while (i < n && p[i] >= '0' && p[i] <= '9')
+            i++;
+        if (i - first > 18)
+            return 0;
+    } else {
+        return 0;
+    }
+    if (i < n && p[i] == '.') {
+        Py_ssize_t first = ++i;
+        while (i < n && p[i] >= '0' && p[i] <= '9')
+            i++;
+        if (i == first)
+            return 0;
+    }
+    if (i < n && (p[i] == 'e' || p[i] == 'E'))
+        return 0;
+    *at = i;
+    return 1;
+}
+
+static int
+json_literal(const unsigned char *p, Py_ssize_t n, Py_ssize_t *at, const char *word, size_t size)
+{
+    if ((size_t)(n - *at) < size || memcmp(p + *at, word, size) != 0)
+        return 0;
+    *at += (Py_ssize_t)size;
+    return 1;
+}
+
+/* Objects and arrays: members until the closing bracket. */
+static int
+json_container(const unsigned char *p, Py_ssize_t n, Py_ssize_t *at, int depth)
+{
+    const unsigned char close = p[*at] == '{' ? '}' : ']';
+    Py_ssize_t i = *at + 1;
+    if (depth >= MAX_JSON_DEPTH)
+        return 0;
+    if (i < n && p[i] == close) {
+        *at = i + 1;
+        return 1;
+    }
+    for (;;) {
+        if (close == '}') {
+            if (i >= n || p[i] != '"' || !json_string(p, n, &i) || i >= n || p[i] != ':')
+                return 0;
+            i++;
+        }
+        if (!json_value(p, n, &i, depth + 1) || i >= n)
+            return 0;
+        if (p[i] == close) {
+            *at = i + 1;
+            return 1;
+        }
+        if (p[i] != ',')
+            return 0;
+        i++;
+    }
+}
+
+static int
+json_value(const unsigned char *p, Py_ssize_t n, Py_ssize_t *at, int depth)
+{
+    if (*at >= n)
+        return 0;
+    switch (p[*at]) {
+    case '{':
+    case '[':
+        return json_container(p, n, at, depth);
+    case '"':
+        return json_string(p, n, at);
+    case 't':
+        return json_literal(p, n, at, "true", 4);
+    case 'f':
+        return json_literal(p, n, at, "false", 5);
+    case 'n':
+        return json_literal(p, n, at, "null", 4);
+    default:
+        return json_number(p, n, at);
+    }
+}
+
+/* 1: serde.loads certainly accepts the text; 0: not sure. */
+static int
+json_simple(const unsigned char *p, Py_ssize_t n)
+{
+    Py_ssize_t at = 0;
+    return json_value(p, n, &at, 0) && at == n;
+}
+
+/* --- payloads already parsed ----------------------------------------------------------------- */
+
+/* A payload text parsed once needs not be parsed again: a bounded cache of a pure
+ * check, as the Python lane keeps (it changes no result, only the cost). Kept as an
+ * open-addressing table of the payload bytes, so a hit allocates nothing. Probing is
+ * bounded: colliding payloads are treated as unknown (parsed again, as the Python lane
+ * does on a miss), so no input makes a lookup cost more than a few comparisons. */
+#define MAX_PROBES 8
+
+static uint64_t
+payload_hash(const unsigned char *p, Py_ssize_t n)
+{
+    uint64_t h = 0x9E3779B97F4A7C15u ^ (uint64_t)n;
+    while (n >= 8) {
+        uint64_t word;
+        memcpy(&word, p, 8);
+        h = (h ^ word) * 0xBF58476D1CE4E5B9u;
+        h ^= h >> 31;
+        p += 8;
+        n -= 8;
+    }
+    uint64_t tail = 0;
+    memcpy(&tail, p, (size_t)n);
+    h = (h ^ tail) * 0x94D049BB133111EBu;
+    return h ^ (h >> 29);
+}
+
+static void
+payloads_clear(Lane *self)
+{
+    if (self->payloads == NULL)
+        return;
+    for (Py_ssize_t i = 0; i <= self->payload_mask; i++)
+        Py_CLEAR(self->payloads[i].bytes);
+    self->payloads_used = 0;
+}
+
+/* The slot holding the payload (1), or a free slot for it (0), or none (-1: give up). */
+static int
+payload_slot(Lane *self, const unsigned char *payload, Py_ssize_t size, uint64_t hash,
+             PayloadEntry **slot)
+{
+    for (Py_ssize_t probe = 0; probe < MAX_PROBES; probe++) {
+        PayloadEntry *entry = &self->payloads[(hash + (uint64_t)probe) & self->payload_mask];
+        if (entry->bytes == NULL) {
+            *slot = entry;
+            return 0;
+        }
+        if (entry->hash == hash && PyBytes_GET_SIZE(entry->bytes) == size &&
+            memcmp(PyBytes_AS_STRING(entry->bytes), payload, (size_t)size) == 0) {
+            *slot = entry;
+            return 1;
+        }
+    }
+    return -1;
+}
+
 /* Whether the payload is JSON as serde.loads reads it: 1 yes, 0 no, -1 error. */
 static int
 payload_ok(Lane *self, const unsigned char *payload, Py_ssize_t size)
 {
     if (size == 2 && payload[0] == '{' && payload[1] == '}')
         return 1; /* half of all events; serde.loads("{}") is {} */
-    PyObject *key = PyBytes_FromStringAndSize((const char *)payload, size);
-    if (key == NULL)
-        return -1;
-    int known = PyDict_Contains(self->payloads, key);
-    if (known != 0) {
-        Py_DECREF(key);
-        return known;
-    }
+    if (utf8_valid(payload, size) && json_simple(payload, size))
+        return 1;
+    uint64_t hash = payload_hash(payload, size);
+    PayloadEntry *slot = NULL;
+    int known = payload_slot(self, payload, size, hash, &slot);
+    if (known == 1)
+        return 1;
     PyObject *text = PyUnicode_DecodeUTF8((const char *)payload, size, NULL);
     PyObject *parsed = text == NULL ? NULL : PyObject_CallOneArg(self->loads, text);
     Py_XDECREF(text);
     if (parsed == NULL) {
-        Py_DECREF(key);
         /* The Python lane's `except Exception`: any failure is "not fast". */
         if (!PyErr_ExceptionMatches(PyExc_Exception))
             return -1;
@@ -370,11 +625,69 @@ payload_ok(Lane *self, const unsigned char *payload, Py_ssize_t size)
         return 0;
     }
     Py_DECREF(parsed);
-    if (PyDict_GET_SIZE(self->payloads) >= self->cache_size)
-        PyDict_Clear(self->payloads);
-    int stored = PyDict_SetItem(self->payloads, key, Py_None);
-    Py_DECREF(key);
-    return stored < 0 ? -1 : 1;
+    /* loads ran Python code: look again rather than trust the slot found before. */
+    if (self->payloads_used >= self->cache_size)
+        payloads_clear(self);
+    if (payload_slot(self, payload, size, hash, &slot) == 0) {
+        PyObject *bytes = PyBytes_FromStringAndSize((const char *)payload, size);
+        if (bytes == NULL)
+            return -1;
+        slot->hash = hash;
+        slot->bytes = bytes;
+        self->payloads_used++;
+    }
+    return 1;
+}
+
+/* --- Message methods ------------------------------------------------------------------------ */
+
+/* Call the messages' METH_NOARGS methods directly when their type is a plain one
+ * (confluent_kafka.Message is): what msg.key() does once the attribute lookup found
+ * the method descriptor, without the lookup. Any other type: the generic call. */
+static void
+resolve_message_type(Lane *self, PyTypeObject *type)
+{
+    Py_CLEAR(self->msg_type);
+    if (type->tp_getattro != PyObject_GenericGetAttr || type->tp_dictoffset != 0)
+        return;
+    PyCFunction found[N_METHODS];
+    for (int m = 0; m < N_METHODS; m++) {
+        PyObject *descr = PyObject_GetAttr((PyObject *)type, method_str[m]);
+        if (descr == NULL) {
+            PyErr_Clear();
+            return;
+        }
+        int plain = Py_IS_TYPE(descr, &PyMethodDescr_Type) &&
+                    (((PyMethodDescrObject *)descr)->d_method->ml_flags &
+                     (METH_VARARGS | METH_KEYWORDS | METH_NOARGS | METH_O | METH_FASTCALL |
+                      METH_METHOD | METH_CLASS | METH_STATIC)) == METH_NOARGS &&
+                    PyType_IsSubtype(type, PyDescr_TYPE(descr));
+        found[m] = plain ? ((PyMethodDescrObject *)descr)->d_method->ml_meth : NULL;
+        Py_DECREF(descr);
+        if (!plain)
+            return;
+    }
+    memcpy(self->msg_method, found, sizeof found);
+    self->msg_type = (PyTypeObject *)Py_NewRef(type);
+    self->msg_version_tag =
+        type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG ? type->tp_version_tag : 0;
+}
+
+/* Whether the messages' methods resolved before still hold for ``type``. */
+static inline int
+message_type_current(Lane *self, PyTypeObject *type)
+{
+    return type == self->msg_type && self->msg_version_tag != 0 &&
+           type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG &&
+           type->tp_version_tag == self->msg_version_tag;
+}
+
+static inline PyObject *
+call_method(Lane *self, PyObject *msg, int method)
+{
+    if (Py_TYPE(msg) == self->msg_type)
+        return self->msg_method[method](msg, NULL);
+    return PyObject_CallMethodNoArgs(msg, method_str[method]);
 }
 
 /* The Python int of a zigzag varint: its low 64 bits and the bits above them. */
@@ -542,15 +855,8 @@ fold_record(Lane *self, PyObject *state, PyObject *key, PyObject *value, PyObjec
     set_slot(state, at[S_LAST_SEQ], new_seq);
     const unsigned char *body = buf + self->header;
     Py_ssize_t remaining = total - self->header;
-    uLong crc = crc32(0L, Z_NULL, 0);
-    while (remaining > 0) {
-        uInt chunk = remaining > (Py_ssize_t)0x40000000 ? 0x40000000u : (uInt)remaining;
-        crc = crc32(crc, body, chunk);
-        body += chunk;
-        remaining -= chunk;
-    }
-    uint64_t digest =
-        ((uint64_t)((total - self->header) & 0xFFFFFFFF) << 32) | (crc & 0xFFFFFFFFu);
+    uint64_t digest = ((uint64_t)((total - self->header) & 0xFFFFFFFF) << 32) |
+                      crc32_ieee(body, (size_t)remaining);
     if (digest == 0)
         digest = 1;
     memcpy((char *)view.buf + 8 * slot, &digest, 8);
@@ -578,14 +884,14 @@ fold_message(Lane *self, PyObject *msg, PyObject *runs_of, PyObject *dirty_of,
     int result = -1;
     PyObject *partition = NULL, *runs = NULL, *key = NULL, *state = NULL, *value = NULL;
     PyObject *offset = NULL;
-    PyObject *error = PyObject_CallMethodNoArgs(msg, str_error);
+    PyObject *error = call_method(self, msg, M_ERROR);
     if (error == NULL)
         return -1;
     int is_error = error != Py_None;
     Py_DECREF(error);
     if (is_error)
         return 0;
-    partition = PyObject_CallMethodNoArgs(msg, str_partition);
+    partition = call_method(self, msg, M_PARTITION);
     if (partition == NULL)
         goto done;
     runs = Py_XNewRef(PyDict_GetItemWithError(runs_of, partition));
@@ -593,7 +899,7 @@ fold_message(Lane *self, PyObject *msg, PyObject *runs_of, PyObject *dirty_of,
         result = PyErr_Occurred() ? -1 : 0;
         goto done;
     }
-    key = PyObject_CallMethodNoArgs(msg, str_key);
+    key = call_method(self, msg, M_KEY);
     if (key == NULL)
         goto done;
     if (!PyBytes_CheckExact(key)) { /* None: the general path names the missing key */
@@ -605,10 +911,10 @@ fold_message(Lane *self, PyObject *msg, PyObject *runs_of, PyObject *dirty_of,
         result = PyErr_Occurred() ? -1 : 0;
         goto done;
     }
-    value = PyObject_CallMethodNoArgs(msg, str_value);
+    value = call_method(self, msg, M_VALUE);
     if (value == NULL)
         goto done;
-    offset = PyObject_CallMethodNoArgs(msg, str_offset);
+    offset = call_method(self, msg, M_OFFSET);
     if (offset == NULL)
         goto done;
     if (!PyBytes_CheckExact(value) || !PyLong_CheckExact(offset)) {
@@ -703,6 +1009,11 @@ lane_fold_batch(Lane *self, PyObject *const *args, Py_ssize_t nargs)
     int layout = self->prefix == NULL || self->payloads == NULL ? 0 : layout_unchanged(self);
     if (layout < 0)
         return NULL;
+    if (layout && index < PyList_GET_SIZE(msgs)) {
+        PyTypeObject *msg_type = Py_TYPE(PyList_GET_ITEM(msgs, index));
+        if (!message_type_current(self, msg_type))
+            resolve_message_type(self, msg_type);
+    }
     if (layout) {
         for (; index < PyList_GET_SIZE(msgs); index++) {
             PyObject *msg = Py_NewRef(PyList_GET_ITEM(msgs, index));
@@ -751,9 +1062,20 @@ lane_init(Lane *self, PyObject *args, PyObject *kwargs)
     self->running = Py_NewRef(running);
     self->loads = Py_NewRef(loads);
     self->cache_size = cache_size;
-    self->payloads = PyDict_New();
-    if (self->payloads == NULL)
+    Py_ssize_t capacity = 16;
+    while (capacity < 2 * cache_size) {
+        if (capacity > PY_SSIZE_T_MAX / 4) {
+            PyErr_SetString(PyExc_ValueError, "Lane: cache_size too large");
+            return -1;
+        }
+        capacity *= 2;
+    }
+    self->payloads = PyMem_Calloc((size_t)capacity, sizeof(PayloadEntry));
+    if (self->payloads == NULL) {
+        PyErr_NoMemory();
         return -1;
+    }
+    self->payload_mask = capacity - 1;
     for (int s = 0; s < N_SLOTS; s++) {
         PyObject *name = PyUnicode_InternFromString(slot_names[s]);
         if (name == NULL)
@@ -804,7 +1126,7 @@ lane_traverse(Lane *self, visitproc visit, void *arg)
     Py_VISIT(self->running);
     Py_VISIT(self->loads);
     Py_VISIT(self->state_type);
-    Py_VISIT(self->payloads);
+    Py_VISIT(self->msg_type);
     for (int s = 0; s < N_SLOTS; s++)
         Py_VISIT(self->slot_descr[s]);
     for (int b = 0; b < self->n_branches; b++) {
@@ -820,7 +1142,8 @@ lane_clear(Lane *self)
     Py_CLEAR(self->prefix);
     Py_CLEAR(self->running);
     Py_CLEAR(self->loads);
-    Py_CLEAR(self->payloads);
+    payloads_clear(self);
+    Py_CLEAR(self->msg_type);
     for (int s = 0; s < N_SLOTS; s++)
         Py_CLEAR(self->slot_descr[s]);
     for (int b = 0; b < MAX_BRANCHES; b++) {
@@ -839,6 +1162,8 @@ lane_dealloc(Lane *self)
     PyObject_GC_UnTrack(self);
     lane_clear(self);
     Py_CLEAR(self->state_type);
+    PyMem_Free(self->payloads);
+    self->payloads = NULL;
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -878,7 +1203,34 @@ module_utf8_valid(PyObject *module, PyObject *data)
         utf8_valid((const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)));
 }
 
+static PyObject *
+module_crc32(PyObject *module, PyObject *data)
+{
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "crc32(bytes)");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLong(
+        crc32_ieee((const unsigned char *)PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data)));
+}
+
+static PyObject *
+module_json_simple(PyObject *module, PyObject *data)
+{
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "json_simple(bytes)");
+        return NULL;
+    }
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    return PyBool_FromLong(utf8_valid(p, n) && json_simple(p, n));
+}
+
 static PyMethodDef module_methods[] = {
+    {"json_simple", module_json_simple, METH_O,
+     "json_simple(data) -> bool: True only if serde.loads(data.decode()) certainly succeeds."},
+    {"crc32", module_crc32, METH_O,
+     "crc32(data) -> int: the lane's CRC-32, equal to zlib.crc32(data)."},
     {"utf8_valid", module_utf8_valid, METH_O,
      "utf8_valid(data) -> bool: whether data.decode() would succeed (the lane's own check)."},
     {NULL, NULL, 0, NULL},
@@ -897,14 +1249,13 @@ PyInit__fastlane(void)
 {
     if (PyType_Ready(&LaneType) < 0)
         return NULL;
-    str_error = PyUnicode_InternFromString("error");
-    str_partition = PyUnicode_InternFromString("partition");
-    str_key = PyUnicode_InternFromString("key");
-    str_value = PyUnicode_InternFromString("value");
-    str_offset = PyUnicode_InternFromString("offset");
+    crc_init();
+    for (int m = 0; m < N_METHODS; m++)
+        if ((method_str[m] = PyUnicode_InternFromString(method_names[m])) == NULL)
+            return NULL;
     str_add = PyUnicode_InternFromString("add");
     one = PyLong_FromLong(1);
-    if (!str_error || !str_partition || !str_key || !str_value || !str_offset || !str_add || !one)
+    if (!str_add || !one)
         return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
