@@ -23,7 +23,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,6 +307,53 @@ class EventProducer:
         if self._since_poll >= 1000:
             self._since_poll = 0
             producer.poll(0)
+
+    def produce_many(
+        self,
+        records: Iterable[Sequence[Any]],
+        *,
+        on_progress: Callable[[int], None] | None = None,
+        every: int = 500,
+    ) -> int:
+        """Queue every record of ``records``, each a sequence starting ``(key, value, ...)``.
+
+        What :meth:`produce` does per record (back-pressure, accounting, serving delivery
+        reports every 1,000 records) in one loop: the per-call overhead was a fifth of
+        the fleet's cost per event. ``on_progress(n)`` is called every ``every`` records
+        with how many this call queued. Returns how many it queued.
+        """
+        producer = self._producer or self._client()
+        produce, poll, topic, report = producer.produce, producer.poll, self.topic, self._report
+        sent = counted = 0
+        since_poll = self._since_poll
+        try:
+            for record in records:
+                try:
+                    produce(topic, record[1], record[0])
+                except BufferError:
+                    report.produced += sent - counted  # before poll() counts deliveries
+                    counted = sent
+                    while True:
+                        # Queue full: back-pressure. Serving callbacks frees room; never drop.
+                        poll(0.05)
+                        try:
+                            produce(topic, record[1], record[0])
+                            break
+                        except BufferError:
+                            continue
+                sent += 1
+                since_poll += 1
+                if since_poll >= 1000:
+                    report.produced += sent - counted
+                    counted = sent
+                    since_poll = 0
+                    poll(0)
+                if on_progress is not None and sent % every == 0:
+                    on_progress(sent)
+        finally:
+            report.produced += sent - counted
+            self._since_poll = since_poll
+        return sent
 
     def send(self, event: Event) -> None:
         """Encode ``event`` with the codec and queue it under its run_id."""

@@ -286,3 +286,34 @@ def test_produce_fleet_sends_everything_reports_progress_and_keeps_the_rate(
     assert json.loads((tmp_path / "m.json").read_text())["totals"]["records"] == records
     with pytest.raises(ConfigError, match="rate=0"):
         produce_fleet(Fleet(FleetConfig(runs=1), encode=codec.encode), sink, rate=0)
+
+
+class BulkSink(CountingSink):
+    """A sink with EventProducer's bulk loop: produce_fleet hands it the records at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bulk_calls = 0
+
+    def produce_many(self, records: Any, *, on_progress: Any = None) -> int:
+        self.bulk_calls += 1
+        for record in records:
+            self.produce(record[0], record[1])
+            if on_progress is not None and len(self.records) % 500 == 0:
+                on_progress(len(self.records))
+        return len(self.records)
+
+
+def test_produce_fleet_hands_unpaced_records_to_produce_many() -> None:
+    from producers import produce_fleet
+
+    config = FleetConfig(runs=40, seed=5)
+    expected = [(key, value) for key, value, _ in Fleet(config).records()]
+    bulk = BulkSink()
+    progress: list[int] = []
+    result = produce_fleet(Fleet(config), bulk, on_record=progress.append)
+    assert bulk.bulk_calls == 1 and bulk.records == expected
+    assert result.records == len(expected) and progress[-1] == len(expected)
+    paced = BulkSink()
+    produce_fleet(Fleet(config), paced, rate=1_000_000)
+    assert paced.bulk_calls == 0 and paced.records == expected  # pacing needs one at a time

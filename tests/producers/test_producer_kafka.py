@@ -176,6 +176,34 @@ def test_a_tiny_queue_applies_back_pressure_and_drops_nothing(
 
 
 @pytest.mark.integration
+def test_produce_many_keeps_order_partitions_and_back_pressure(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    """The bulk loop produce_fleet uses: same records, same partitions, none dropped."""
+    partitions = 6
+    topic = topic_factory(partitions=partitions)
+    # A tiny queue: the loop must wait for room (BufferError) many times, in order.
+    producer = EventProducer(topic, bootstrap_servers=kafka_bootstrap,
+                             config={"queue.buffering.max.messages": 10, "linger.ms": 5})
+    count = 3000
+    rows = [(f"run-{i % 70}".encode(), i.to_bytes(4, "big"), "meta") for i in range(count)]
+    progress: list[int] = []
+    assert producer.produce_many(rows[:1000], on_progress=progress.append, every=400) == 1000
+    assert progress == [400, 800]
+    assert producer.produce_many(iter(rows[1000:])) == count - 1000
+    report = producer.close(timeout=60)
+    assert report.produced == report.delivered == count, report.summary()
+    records = read_all(kafka_bootstrap, topic, count)
+    assert len(records) == count
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    for partition, key, value in records:
+        assert partition == java_partition(key, partitions)
+        by_key[key].append(int.from_bytes(value, "big"))
+    for key, values in by_key.items():
+        assert values == [i for i in range(count) if rows[i][0] == key]
+
+
+@pytest.mark.integration
 def test_broker_rejections_are_counted_with_the_reason(
     kafka_bootstrap: str, topic_factory: Callable[..., str]
 ) -> None:
