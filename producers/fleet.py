@@ -206,7 +206,7 @@ class _SentRun(NamedTuple):
     """What the manifest needs of a run once it was sent (not its steps nor its generator)."""
 
     run_id: str
-    index: int
+    run_index: int
     uuid: Any
     agent: AgentProfile
     status: RunStatus
@@ -288,7 +288,7 @@ class Fleet:
             run.next_unit += 1
             if unit.__class__ is int:
                 # The common unit, one event (the loop below, unrolled).
-                seq: int = unit  # type: ignore[assignment]
+                seq: int = unit
                 if inline:
                     tick = getrandbits(tick_bits)
                     while tick >= tick_width:
@@ -496,7 +496,7 @@ def _manifest_entry(sent: _SentRun, totals: Counter[str]) -> dict[str, Any]:
     totals[f"status.{sent.status.value}"] += 1
     return {
         "run_id": sent.run_id,
-        "index": sent.index,
+        "index": sent.run_index,
         "agent": sent.agent.name,
         "faults": faults.names,
         "events": n,
