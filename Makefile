@@ -30,7 +30,8 @@ $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11+ not found on PATH (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# setup.py and the C source too: a changed consumers/_fastlane.c is rebuilt in place.
+$(STAMP): pyproject.toml setup.py consumers/_fastlane.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@
 
