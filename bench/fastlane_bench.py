@@ -19,12 +19,17 @@ hands over messages it has just built, warm in the cache.
 
 The Python lane is the same call shape over today's per-record ``fast_lane()``, so
 its ``lane`` number is what the service's loop plus that lane cost per record.
+
+``--service`` also times ``FoldService._fold_batch`` as the service has it (no
+broker: outputs are kept by a stand-in producer, a transaction is open), in CPU
+seconds per record, with ``RUNFOLD_PURE_PYTHON`` unset and set.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import sys
 import time
@@ -103,11 +108,52 @@ def _pass(lane: BatchLane, msgs: list[Message], batch: int) -> tuple[int, int, i
     return in_lane, folded, clock() - began
 
 
+class _KeepingProducer:
+    """Stands in for the transactional producer: keeps nothing, sends nothing."""
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        pass
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+
+def _service_pass(msgs: list[Message], batch: int, pure_python: bool) -> float:
+    """CPU µs per record of FoldService._fold_batch over the stream (a fresh service)."""
+    from consumers.edge import FoldEdge
+    from consumers.service import FoldService, ServiceConfig
+
+    saved = os.environ.pop("RUNFOLD_PURE_PYTHON", None)
+    if pure_python:
+        os.environ["RUNFOLD_PURE_PYTHON"] = "1"
+    try:
+        config = ServiceConfig(
+            kafka={}, events_topic="ev", dlq_topic="dlq", violations_topic="viol", runs_topic="runs"
+        )
+        service = FoldService(config, edge=FoldEdge.default())
+    finally:
+        os.environ.pop("RUNFOLD_PURE_PYTHON", None)
+        if saved is not None:
+            os.environ["RUNFOLD_PURE_PYTHON"] = saved
+    service._producer = _KeepingProducer()  # type: ignore[assignment]
+    service._in_txn = True
+    gc.collect()
+    gc.disable()
+    try:
+        began = time.thread_time_ns()
+        for first in range(0, len(msgs), batch):
+            service._fold_batch(msgs[first : first + batch])
+        return (time.thread_time_ns() - began) / 1000 / len(msgs)
+    finally:
+        gc.enable()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--service", action="store_true", help="also time FoldService._fold_batch")
     args = parser.parse_args(argv)
     msgs = _messages(args.runs)
     print(
@@ -143,6 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         c = min(row[0] for row in results["c"])
         py = min(row[0] for row in results["python"])
         print(f"lane speed-up C vs Python: {py / c:.1f}x")
+    if args.service:
+        for pure in (False, True):
+            times = [_service_pass(msgs, args.batch, pure) for _ in range(args.repeat)]
+            label = "RUNFOLD_PURE_PYTHON=1" if pure else "default lanes"
+            print(
+                f"FoldService._fold_batch, {label}: {min(times):6.3f} us/record "
+                f"(median {statistics.median(times):6.3f})"
+            )
     return 0
 
 
