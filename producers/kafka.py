@@ -229,6 +229,9 @@ class EventProducer:
         self._producer: Producer | None = None
         self._report = DeliveryReport()
         self._encode: Callable[[Event], bytes] | None = None
+        self._keyed: Callable[[Event, bytes], bytes] | None = None
+        self._last_run_id: object = None
+        self._last_key = b""
         self._since_poll = 0
         self._lock = threading.Lock()
 
@@ -360,7 +363,21 @@ class EventProducer:
         encode = self._encode
         if encode is None:
             encode = self._encode = _encoder(self.framing)
-        self.produce(str(event.run_id), encode(event))
+            self._keyed = _keyed_encoder(self.framing)
+        run_id = event.run_id
+        if run_id is not self._last_run_id:
+            # A run's events come one after another: its key is formatted once.
+            self._last_key = str(run_id).encode()
+            self._last_run_id = run_id
+        key = self._last_key
+        keyed = self._keyed
+        value: bytes | None = None
+        if keyed is not None:
+            try:
+                value = keyed(event, key)
+            except Exception:  # noqa: BLE001 - the codec below raises the precise EncodeError
+                value = None
+        self.produce(key, value if value is not None else encode(event))
 
     def poll(self, timeout: float = 0.0) -> int:
         """Serve delivery callbacks; returns how many were served."""
@@ -389,6 +406,28 @@ class EventProducer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _keyed_encoder(framing: str) -> Callable[[Event, bytes], bytes] | None:
+    """The codec's single-object bytes written with the key the producer holds, or None.
+
+    Byte for byte ``EventCodec().encode(event)`` (a test compares them) without
+    formatting the run_id twice; None when the fast path does not apply (Confluent
+    framing, or a current Event schema the fast path was not written for).
+    """
+    from schemas import fastpath
+    from schemas.codec import EventCodec
+
+    codec = EventCodec()
+    if framing != "single-object" or codec.current.fingerprint != fastpath.PINNED["Event"]:
+        return None
+    header = codec.header("single-object")
+    body = fastpath.encode_event_keyed
+
+    def encode(event: Event, key: bytes) -> bytes:
+        return header + body(event, key)
+
+    return encode
 
 
 def _encoder(framing: str) -> Callable[[Event], bytes]:
