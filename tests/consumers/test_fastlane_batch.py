@@ -152,7 +152,6 @@ def _fleet(runs: int, seed: int) -> list[Record]:
     return [(hash(key) % 3, key, value) for key, value, _ in fleet.records()]
 
 
-@needs_c
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_fleet_with_every_fault_folds_the_same_through_every_lane(seed: int) -> None:
     records = _fleet(120, seed)
@@ -160,16 +159,17 @@ def test_a_fleet_with_every_fault_folds_the_same_through_every_lane(seed: int) -
     keys = sorted({key for _, key, _ in records if key is not None})
     unchecked = set(rng.sample(keys, 5))
     msgs = _messages(records, rng)
-    c_lane, c_out = _fold(msgs, batch_lane(compiled=True), unchecked)
-    py_lane, py_out = _fold(msgs, batch_lane(compiled=False), unchecked)
     general, general_out = _fold(msgs, None, unchecked)
-    _assert_same(c_lane, general, c_out, general_out)
+    py_lane, py_out = _fold(msgs, batch_lane(compiled=False), unchecked)
     _assert_same(py_lane, general, py_out, general_out)
-    # Both lanes stopped at the same records and folded the same runs of records.
-    assert c_lane.stops == py_lane.stops
-    folded = sum(folded for _, _, folded in c_lane.stops)
+    folded = sum(folded for _, _, folded in py_lane.stops)
     assert folded > len(records) // 2  # else this proves little
-    assert len(c_lane.stops) > 50
+    assert len(py_lane.stops) > 50
+    if compiled_lane_available():
+        c_lane, c_out = _fold(msgs, batch_lane(compiled=True), unchecked)
+        _assert_same(c_lane, general, c_out, general_out)
+        # Both lanes stopped at the same records and folded the same runs of records.
+        assert c_lane.stops == py_lane.stops
 
 
 @needs_c
