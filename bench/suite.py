@@ -226,6 +226,10 @@ def run_suite(options: SuiteOptions, *, echo: Echo) -> Report:
             _guard(report, echo, "runfold.send", runfold_stages.STAGE,
                    "runfold EventProducer.send", "ev/s",
                    lambda: runfold_stages.runfold_send(bootstrap, send_topic, workload))
+            record_topic = create_topic(admin(), f"{prefix}record", options.partitions)
+            _guard(report, echo, "runfold.record", runfold_stages.STAGE,
+                   "runfold RunRecorder.emit", "ev/s",
+                   lambda: runfold_stages.runfold_record(bootstrap, record_topic, workload))
         if "anchors" in wanted:
             _guard(report, echo, "client.consume", ceilings.STAGE,
                    "client ceiling: confluent-kafka consume", "ev/s",
