@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, Producer
 from bench.kafka_env import BenchError
 from bench.results import Measurement
 from bench.runfold_stages import per_cpu
-from producers.kafka import DEFAULT_PRODUCER_CONFIG
+from producers.kafka import EVENT_PRODUCER_CONFIG
 
 __all__ = [
     "broker_consume",
@@ -35,8 +35,8 @@ STAGE = "anchors"
 
 
 def runfold_producer_settings() -> dict[str, object]:
-    """runfold's producer settings, minus the partitioner (Java's default is murmur2 too)."""
-    return dict(DEFAULT_PRODUCER_CONFIG)
+    """EventProducer's settings (failure-only delivery reports included)."""
+    return dict(EVENT_PRODUCER_CONFIG)
 
 
 def client_produce(
@@ -106,7 +106,9 @@ def client_consume(bootstrap: str, topic: str, expected: int, timeout: float) ->
         while count < expected:
             if time.monotonic() > deadline:
                 raise BenchError(f"read {count} of {expected} records of {topic} in {timeout}s")
-            msgs = consumer.consume(num_messages=10_000, timeout=1.0)
+            # Never ask for more than is left: consume() waits out its timeout for a batch
+            # it cannot fill, and the last call once added up to a second to the time.
+            msgs = consumer.consume(num_messages=min(10_000, expected - count), timeout=1.0)
             if not msgs:
                 continue
             if not count:

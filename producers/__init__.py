@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from producers.faults import FAULT_NAMES, FaultRates, FaultSpecError
 from producers.fleet import Fleet, FleetConfig, FleetResult, RecordMeta, produce_fleet
-from producers.kafka import DEFAULT_PRODUCER_CONFIG, DeliveryReport, EventProducer, producer_config
+from producers.kafka import (
+    DEFAULT_PRODUCER_CONFIG,
+    EVENT_PRODUCER_CONFIG,
+    DeliveryReport,
+    EventProducer,
+    producer_config,
+)
 from producers.recorder import (
     AsyncRunHandle,
     AsyncRunRecorder,
@@ -25,6 +31,7 @@ from producers.recorder import (
 
 __all__ = [
     "DEFAULT_PRODUCER_CONFIG",
+    "EVENT_PRODUCER_CONFIG",
     "FAULT_NAMES",
     "AsyncRunHandle",
     "AsyncRunRecorder",

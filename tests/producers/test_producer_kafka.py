@@ -219,6 +219,55 @@ def test_broker_rejections_are_counted_with_the_reason(
     assert "failures:" in report.summary()
 
 
+@pytest.mark.integration
+def test_records_that_time_out_are_indeterminate_not_delivered(kafka_bootstrap: str) -> None:
+    """Successes are derived (failure-only reports): a timed-out record never counts as one."""
+    missing = f"runfold-missing-{uuid.uuid4().hex[:8]}"
+    producer = EventProducer(missing, bootstrap_servers=kafka_bootstrap, config={
+        "message.timeout.ms": 500, "linger.ms": 5, "allow.auto.create.topics": False})
+    for i in range(50):
+        producer.produce(f"run-{i}", b"v")
+    during = producer.report
+    assert (during.delivered, during.pending) == (0, 50)
+    report = producer.close(timeout=30)
+    assert (report.produced, report.delivered, report.indeterminate, report.pending) == (
+        50, 0, 50, 0), report.summary()
+
+
+@pytest.mark.integration
+def test_a_close_that_gives_up_leaves_records_pending_for_good(kafka_bootstrap: str) -> None:
+    missing = f"runfold-missing-{uuid.uuid4().hex[:8]}"
+    producer = EventProducer(missing, bootstrap_servers=kafka_bootstrap, config={
+        "message.timeout.ms": 30_000, "allow.auto.create.topics": False})
+    for i in range(20):
+        producer.produce(f"run-{i}", b"v")
+    report = producer.close(timeout=0.2)
+    assert (report.delivered, report.pending) == (0, 20), report.summary()
+    assert (producer.report.delivered, producer.report.pending) == (0, 20)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("only_errors", [True, False])
+def test_delivered_counts_never_lead_and_never_go_back(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], only_errors: bool
+) -> None:
+    """Derived from failure-only reports (the default) or counted from every report."""
+    topic = topic_factory(partitions=3)
+    producer = EventProducer(topic, bootstrap_servers=kafka_bootstrap, config={
+        "linger.ms": 1, "delivery.report.only.error": only_errors})
+    seen: list[int] = []
+    for i in range(20_000):
+        producer.produce(f"run-{i % 300}", b"value")
+        if i % 500 == 0:
+            producer.poll(0)
+            snapshot = producer.report
+            assert 0 <= snapshot.delivered <= snapshot.produced
+            seen.append(snapshot.delivered)
+    report = producer.close(timeout=60)
+    assert report.produced == report.delivered == 20_000, report.summary()
+    assert seen == sorted(seen) and seen[-1] > 0  # some were delivered while sending
+
+
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
