@@ -1,6 +1,6 @@
 """The simulator's per-event hot path: event bytes without models, scheduler draws.
 
-:func:`direct_writer` writes a fleet event's Avro single-object bytes straight from
+:class:`DirectWriter` writes a fleet event's Avro single-object bytes straight from
 the run's plan (what ``EventCodec().encode(Event(...))`` gives, byte for byte);
 :func:`below_draws` is ``Random.randrange(n)`` without its argument checks. Both
 were measured as the simulator's largest costs per event; ``tests/producers/
@@ -18,7 +18,16 @@ from schemas import GraphCompleted
 if TYPE_CHECKING:
     from producers.runs import RunPlan
 
-__all__ = ["InFlight", "PlanRandom", "below_draws", "completed_kind", "direct_writer"]
+__all__ = [
+    "NINE_BYTE_STAMPS",
+    "DirectWriter",
+    "InFlight",
+    "PlanRandom",
+    "below_draws",
+    "completed_kind",
+    "direct_writer",
+    "stamp_bytes9",
+]
 
 
 class InFlight(Protocol):
@@ -78,6 +87,28 @@ class PlanRandom(random.Random):
             r = getrandbits(k)
         return a + r
 
+    def sample(self, population: Any, k: int, *, counts: Any = None) -> list[Any]:
+        """``Random.sample`` with its small-pool path inline for a tuple of up to 21 items.
+
+        The same draws as Random's (a pool, ``randbelow(n - i)`` per pick); its
+        ``isinstance(population, Sequence)`` ABC check cost as much as the draws.
+        """
+        n = len(population) if type(population) is tuple else -1
+        if counts is not None or not 0 <= k <= n <= 21 or k > 5:
+            return super().sample(population, k, counts=counts)
+        getrandbits = self.getrandbits
+        pool = list(population)
+        result = []
+        for i in range(k):
+            size = n - i
+            bits = size.bit_length()
+            j = getrandbits(bits)
+            while j >= size:
+                j = getrandbits(bits)
+            result.append(pool[j])
+            pool[j] = pool[size - 1]  # move the item not chosen into the vacancy
+        return result
+
     def choice(self, seq: Any) -> Any:
         n = len(seq)
         if not n:
@@ -90,56 +121,108 @@ class PlanRandom(random.Random):
         return seq[r]
 
 
-def direct_writer() -> Callable[[InFlight, int], bytes] | None:
+NINE_BYTE_STAMPS = range(1 << 55, 1 << 62)
+"""Timestamps (ns; 1971..2116) whose Avro varint is 9 bytes: what :func:`stamp_bytes9` writes."""
+
+
+def stamp_bytes9(stamp: int) -> bytes:
+    """The Avro long varint of ``stamp`` in :data:`NINE_BYTE_STAMPS` (zigzag: 2n), unrolled.
+
+    The fleet writes the same expression inline in its loop (a call costs a tenth of it).
+    """
+    z = stamp << 1
+    return bytes((z & 127 | 128, z >> 7 & 127 | 128, z >> 14 & 127 | 128, z >> 21 & 127 | 128,
+                  z >> 28 & 127 | 128, z >> 35 & 127 | 128, z >> 42 & 127 | 128,
+                  z >> 49 & 127 | 128, z >> 56))
+
+
+_KIND_CACHE_SIZE = 50_000
+
+
+class DirectWriter:
     """Writes a fleet event's single-object bytes from the plan, without an Event model.
 
     Byte for byte what ``EventCodec().encode(event)`` gives (a test compares them):
     the header, the run_id, seq and timestamp, the kind from its planned values
-    (:data:`schemas.fastpath.KIND_VALUE_WRITERS`) and the planned payload text. None
-    when the codec's current Event version is not the one the fast path was written for.
+    (:data:`schemas.fastpath.KIND_VALUE_WRITERS`) and the planned payload text.
+    An event's bytes are ``heads[seq] + <timestamp varint> + tails[seq]`` (:meth:`parts`);
+    only the timestamp, and the terminal graph_completed's duration, wait for the clock.
     """
-    from schemas import fastpath
-    from schemas.codec import EventCodec
-    from schemas.framing import SINGLE_OBJECT_MAGIC
 
-    fingerprint = fastpath.PINNED["Event"]
-    if EventCodec().current.fingerprint != fingerprint:
-        return None
-    header = SINGLE_OBJECT_MAGIC + fingerprint + b"\x48"  # then the 36 bytes of run_id
-    long_ = fastpath._long
-    string = fastpath._string
-    kind_writers = fastpath.KIND_VALUE_WRITERS
-    write_completed = kind_writers[GraphCompleted]
-    small = [long_(n) for n in range(64)]
-    empty = string("{}")  # half of all payloads
-    # Timestamps from 2**55 to 2**62 ns (1971..2116) are 9-byte varints, written inline.
-    nine_lo, nine_hi = 1 << 55, 1 << 62
+    def __init__(self) -> None:
+        from schemas import fastpath
+        from schemas.framing import SINGLE_OBJECT_MAGIC
 
-    def write(run: InFlight, seq: int) -> bytes:
+        self._header = SINGLE_OBJECT_MAGIC + fastpath.PINNED["Event"] + b"\x48"  # + run_id
+        self._long = fastpath._long
+        self._string = fastpath._string
+        self._kind_writers = fastpath.KIND_VALUE_WRITERS
+        self._small = [fastpath._long(n) for n in range(64)]
+        self._empty = fastpath._string("{}")  # half of all payloads
+        self._kinds: dict[tuple[type, tuple[Any, ...]], bytes] = {}
+
+    def parts(self, run: InFlight) -> tuple[list[bytes], list[bytes | None]]:
+        """``heads``, ``tails`` indexed by seq (index 0 unused); the terminal tail is None.
+
+        Written for a whole run at once: one comprehension costs less than the same
+        work spread over one call per event.
+        """
+        prefix = self._header + run.key
+        long_, small, string, empty = self._long, self._small, self._string, self._empty
+        writers = self._kind_writers
+        planned = run.plan.planned
+        heads = [b""]
+        heads.extend(prefix + (small[seq] if seq < 64 else long_(seq))
+                     for seq in range(1, len(planned) + 1))
+        kinds = self._kinds
+        tails: list[bytes | None] = [b""]
+        for cls, values, text in planned:
+            if cls is None:
+                tails.append(None)
+                continue
+            # Most kinds repeat across runs (a node entered at an iteration, a tool
+            # called): their bytes are written once. The cache stops growing at its cap.
+            key = (cls, values)
+            kind = kinds.get(key)
+            if kind is None:
+                kind = writers[cls](values)
+                if len(kinds) < _KIND_CACHE_SIZE:
+                    kinds[key] = kind
+            tails.append(kind + (empty if text == "{}" else string(text)))
+        return heads, tails
+
+    def write(self, run: InFlight, seq: int) -> bytes:
+        """The bytes of event ``seq`` of ``run``, stamped (``run.stamps``) already."""
         plan = run.plan
         cls, values, text = plan.planned[seq - 1]
         stamps = run.stamps
         stamp = stamps[seq]
         if cls is None:
-            kind = write_completed((plan.iterations, (stamp - stamps[1]) // 1_000_000))
+            kind = self._kind_writers[GraphCompleted](
+                (plan.iterations, (stamp - stamps[1]) // 1_000_000))
         else:
-            kind = kind_writers[cls](values)
-        if nine_lo <= stamp < nine_hi:
-            z = stamp << 1
-            stamp_bytes = bytes((z & 127 | 128, z >> 7 & 127 | 128, z >> 14 & 127 | 128,
-                                 z >> 21 & 127 | 128, z >> 28 & 127 | 128, z >> 35 & 127 | 128,
-                                 z >> 42 & 127 | 128, z >> 49 & 127 | 128, z >> 56))
-        else:
-            stamp_bytes = long_(stamp)
+            kind = self._kind_writers[cls](values)
+        long_ = self._long
         return b"".join(
             (
-                header,
+                self._header,
                 run.key,
-                small[seq] if seq < 64 else long_(seq),
-                stamp_bytes,
+                self._small[seq] if seq < 64 else long_(seq),
+                stamp_bytes9(stamp) if stamp in NINE_BYTE_STAMPS else long_(stamp),
                 kind,
-                empty if text == "{}" else string(text),
+                self._empty if text == "{}" else self._string(text),
             )
         )
 
-    return write
+    __call__ = write
+
+
+def direct_writer() -> DirectWriter | None:
+    """The fleet's :class:`DirectWriter`, or None when the codec's current Event version
+    is not the one the fast path was written for."""
+    from schemas import fastpath
+    from schemas.codec import EventCodec
+
+    if EventCodec().current.fingerprint != fastpath.PINNED["Event"]:
+        return None
+    return DirectWriter()

@@ -215,8 +215,8 @@ class _SentRun(NamedTuple):
     final_state_digest: str | None
     faults: FaultPlan
     events: int
-    applied_classes: Counter[Any]
-    """Applied events by kind class (None: graph_completed)."""
+    applied_classes: tuple[Any, ...]
+    """The kind class of each applied event (None: graph_completed)."""
     started_at: int
     finished_at: int
     records: int
@@ -403,15 +403,16 @@ class Fleet:
         """Keep what the run's ground truth needs; :meth:`manifest` writes it out."""
         plan = run.plan
         planned = plan.planned
-        # Counted by class at C speed; made into tags when the manifest is written.
-        applied_kinds: Counter[Any] = Counter(map(_step_class, planned))
+        # Kept as the classes in seq order (a C-speed copy); counted when the manifest
+        # is written.
+        classes = tuple(map(_step_class, planned))
         gap = plan.faults.gap
         if gap is not None:
-            applied_kinds.subtract((planned[gap - 1][0],))
+            classes = classes[: gap - 1] + classes[gap:]
         n = plan.length
         self._sent.append(_SentRun(
             run.run_id, plan.index, plan.run_id, plan.agent, plan.status, plan.inputs,
-            plan.outputs, plan.final_state_digest, plan.faults, n, applied_kinds,
+            plan.outputs, plan.final_state_digest, plan.faults, n, classes,
             run.stamps[1], run.stamps[n], run.records, run.corrupt,
         ))
 
@@ -482,7 +483,7 @@ def _manifest_entry(sent: _SentRun, totals: Counter[str]) -> dict[str, Any]:
     duplicates = 1 if faults.dup is not None else 0
     applied_kinds = Counter({
         "graph_completed" if cls is None else KIND_TAGS[cls]: count
-        for cls, count in sent.applied_classes.items() if count
+        for cls, count in Counter(sent.applied_classes).items()
     })
     totals["runs"] += 1
     totals["records"] += sent.records
