@@ -168,7 +168,7 @@ class DirectWriter:
         work spread over one call per event.
         """
         prefix = self._header + run.key
-        long_, small, string, empty = self._long, self._small, self._string, self._empty
+        long_, small, empty = self._long, self._small, self._empty
         writers = self._kind_writers
         planned = run.plan.planned
         heads = [b""]
@@ -176,9 +176,10 @@ class DirectWriter:
                      for seq in range(1, len(planned) + 1))
         kinds = self._kinds
         tails: list[bytes | None] = [b""]
+        append = tails.append
         for cls, values, text in planned:
             if cls is None:
-                tails.append(None)
+                append(None)
                 continue
             # Most kinds repeat across runs (a node entered at an iteration, a tool
             # called): their bytes are written once. The cache stops growing at its cap.
@@ -188,7 +189,13 @@ class DirectWriter:
                 kind = writers[cls](values)
                 if len(kinds) < _KIND_CACHE_SIZE:
                     kinds[key] = kind
-            tails.append(kind + (empty if text == "{}" else string(text)))
+            if text == "{}":
+                append(kind + empty)
+            else:  # fastpath._string(text), its one-byte length inline
+                data = text.encode()
+                size = len(data)
+                append(b"".join((kind, small[size] if size < 64 else long_(size),
+                                 data)))
         return heads, tails
 
     def write(self, run: InFlight, seq: int) -> bytes:

@@ -223,21 +223,29 @@ def plan_run(seed: int, index: int, agent: AgentProfile, rates: FaultRates,
                          "priority": rng.choice(["low", "normal", "high"])}
     body, last_node, iterations = _body(rng, agent, length - 2,
                                         interrupted=length >= 10 and rng.random() < interrupt_rate)
-    steps: list[PlannedStep] = [(GraphStarted, (), serde.dumps({
-        "agent_spec_digest": agent.agent_spec_digest,
-        "git_sha": agent.git_sha,
-        "inputs": inputs,
-        "graph_name": agent.graph_name,
-        "entry_point": agent.nodes[0],
-    }))]
+    # serde.dumps of {"agent_spec_digest", "git_sha", "inputs", "graph_name", "entry_point"},
+    # written from its pieces: the texts go through serde (cached), " task #<n>" needs
+    # no escaping, numbers print as serde prints them (a test compares with serde.dumps).
+    graph = _json_string(agent.graph_name)
+    steps: list[PlannedStep] = [(GraphStarted, (), (
+        f'{{"agent_spec_digest":{_json_string(agent.agent_spec_digest)},'
+        f'"git_sha":{_json_string(agent.git_sha)},'
+        f'"inputs":{{"task":{graph[:-1]} task #{index}","ticket":{inputs["ticket"]},'
+        f'"priority":{_json_string(inputs["priority"])}}},'
+        f'"graph_name":{graph},"entry_point":{_json_string(agent.nodes[0])}}}'
+    ))]
     steps.extend(body)
     outputs: JsonValue = None
     digest: str | None = None
     if status is RunStatus.COMPLETED:
-        outputs = {"answer": f"result of {agent.graph_name} task #{index}",
-                   "tokens": rng.randint(200, 20000)}
+        tokens = rng.randint(200, 20000)
+        outputs = {"answer": f"result of {agent.graph_name} task #{index}", "tokens": tokens}
         digest = hashlib.sha256(f"state:{seed}:{index}".encode()).hexdigest()
-        steps.append((None, (), serde.dumps({"outputs": outputs, "final_state_digest": digest})))
+        # serde.dumps({"outputs": outputs, "final_state_digest": digest}); hex needs no escape.
+        steps.append((None, (), (
+            f'{{"outputs":{{"answer":"result of {graph[1:-1]} task #{index}",'
+            f'"tokens":{tokens}}},"final_state_digest":"{digest}"}}'
+        )))
     elif status is RunStatus.FAILED:
         error = f"node {last_node} failed: {rng.choice(_ERRORS)}"
         steps.append((GraphFailed, (error,), _EMPTY))

@@ -147,3 +147,26 @@ def test_the_manifest_is_built_once_and_counts_runs_as_they_finish() -> None:
     first["runs"].pop()  # a caller changing its copy changes nobody else's
     second = fleet.manifest()
     assert len(second["runs"]) == 40 and second["totals"]["runs"] == 40
+
+
+def test_planned_texts_escape_any_agent_strings_as_serde_does() -> None:
+    """graph_started's and graph_completed's payload text, for names that need escaping."""
+    from producers.runs import AgentProfile
+    from schemas import serde
+
+    agent = AgentProfile(name="odd", agent_spec_digest='sp"ec\\', git_sha="é\n",
+                         graph_name='g "q" \\ \u2028 ü', nodes=('n"1', "n\t2"), tools=("t\\",))
+    checked = 0
+    for index in range(40):
+        plan = plan_run(3, index, agent, _ALL_FAULTS)
+        started = {"agent_spec_digest": agent.agent_spec_digest, "git_sha": agent.git_sha,
+                   "inputs": plan.inputs, "graph_name": agent.graph_name,
+                   "entry_point": agent.nodes[0]}
+        assert plan.planned[0][2] == serde.dumps(started)
+        if plan.outputs is not None:
+            completed = {"outputs": plan.outputs, "final_state_digest": plan.final_state_digest}
+            assert plan.planned[-1][2] == serde.dumps(completed)
+            checked += 1
+        for (_, _, text), (_, payload) in zip(plan.planned, plan.steps, strict=True):
+            assert serde.dumps(payload) == text
+    assert checked > 20
