@@ -218,9 +218,10 @@ def plan_run(seed: int, index: int, agent: AgentProfile, rates: FaultRates,
     status = (RunStatus.FAILED if roll < fail_rate
               else RunStatus.CANCELLED if roll < fail_rate + cancel_rate
               else RunStatus.COMPLETED)
-    inputs: JsonValue = {"task": f"{agent.graph_name} task #{index}",
-                         "ticket": rng.randint(1000, 99999),
-                         "priority": rng.choice(["low", "normal", "high"])}
+    ticket = rng.randint(1000, 99999)
+    priority = rng.choice(["low", "normal", "high"])
+    inputs: JsonValue = {"task": f"{agent.graph_name} task #{index}", "ticket": ticket,
+                         "priority": priority}
     body, last_node, iterations = _body(rng, agent, length - 2,
                                         interrupted=length >= 10 and rng.random() < interrupt_rate)
     # serde.dumps of {"agent_spec_digest", "git_sha", "inputs", "graph_name", "entry_point"},
@@ -230,8 +231,8 @@ def plan_run(seed: int, index: int, agent: AgentProfile, rates: FaultRates,
     steps: list[PlannedStep] = [(GraphStarted, (), (
         f'{{"agent_spec_digest":{_json_string(agent.agent_spec_digest)},'
         f'"git_sha":{_json_string(agent.git_sha)},'
-        f'"inputs":{{"task":{graph[:-1]} task #{index}","ticket":{inputs["ticket"]},'
-        f'"priority":{_json_string(inputs["priority"])}}},'
+        f'"inputs":{{"task":{graph[:-1]} task #{index}","ticket":{ticket},'
+        f'"priority":{_json_string(priority)}}},'
         f'"graph_name":{graph},"entry_point":{_json_string(agent.nodes[0])}}}'
     ))]
     steps.extend(body)
