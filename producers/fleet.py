@@ -49,7 +49,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 from producers.fastwrite import NINE_BYTE_STAMPS, below_draws, completed_kind, direct_writer
 from producers.faults import FaultRates
@@ -249,8 +249,21 @@ class Fleet:
         """Runs whose every record has been generated so far."""
         return len(self._sent)
 
-    def records(self) -> Iterator[tuple[bytes, bytes, RecordMeta]]:
-        """Yield every record ``(key, value, meta)``; the manifest is complete at the end."""
+    @overload
+    def records(self, *, meta: Literal[True] = True) -> Iterator[tuple[bytes, bytes, RecordMeta]]:
+        ...
+
+    @overload
+    def records(self, *, meta: Literal[False]) -> Iterator[tuple[bytes, bytes, None]]:
+        ...
+
+    def records(self, *, meta: bool = True) -> Iterator[tuple[bytes, bytes, RecordMeta | None]]:
+        """Yield every record ``(key, value, meta)``; the manifest is complete at the end.
+
+        ``meta=False`` yields ``None`` for ``meta`` (the records are the same): a sender
+        that does not read it saves building one per record.
+        """
+        with_meta = meta
         config = self.config
         scheduler = random.Random(f"runfold-fleet:{config.seed}")
         # The scheduler's draws are randrange's (a random.Random draws below n with
@@ -306,13 +319,14 @@ class Fleet:
                         value = direct(run, seq)  # type: ignore[misc]
                     if seq == run.dup:
                         run.encoded[seq] = value
-                    meta = _new_meta(RecordMeta, (run.run_id, seq, None, run.index))
+                    record_meta = (_new_meta(RecordMeta, (run.run_id, seq, None, run.index))
+                                   if with_meta else None)
                 else:
                     now += tick_lo + below(tick_width)  # scheduler.randint(tick_lo, tick_hi)
                     run.stamps[seq] = now
-                    value, meta = self._record(run, _EVENT, seq, Timestamp(now))
+                    value, record_meta = self._record(run, _EVENT, seq, Timestamp(now))
                 run.records += 1
-                yield run.key, value, meta
+                yield run.key, value, record_meta
             else:
                 if unit[0][0] == _JUMP:  # type: ignore[index]
                     now += jump
@@ -325,9 +339,9 @@ class Fleet:
                         continue
                     if op != _EVENT:
                         now += tick_lo + below(tick_width)
-                    value, meta = self._record(run, op, seq, Timestamp(now))
+                    value, record_meta = self._record(run, op, seq, Timestamp(now))
                     run.records += 1
-                    yield run.key, value, meta
+                    yield run.key, value, record_meta if with_meta else None
             if run.next_unit == len(run.units):
                 self._finish_run(run)
                 queue = queues[agent_index]
@@ -572,7 +586,7 @@ def produce_fleet(
     produce_many = getattr(producer, "produce_many", None) if rate is None else None
     if produce_many is not None:
         # EventProducer's own loop: the same records, without a call per record.
-        sent = produce_many(fleet.records(), on_progress=on_record)
+        sent = produce_many(fleet.records(meta=False), on_progress=on_record)
     for key, value, _meta in fleet.records() if produce_many is None else ():
         producer.produce(key, value)
         sent += 1

@@ -369,7 +369,11 @@ class EventProducer:
         producer = self._producer or self._client()
         produce, poll, topic, report = producer.produce, producer.poll, self.topic, self._report
         sent = counted = 0
-        since_poll = self._since_poll
+        # One count and one comparison per record: the next poll (1,000 records after the
+        # last, as produce() does) or progress report, whichever comes first.
+        next_poll = 1000 - self._since_poll
+        next_progress = every if on_progress is not None else -1
+        mark = min(next_poll, next_progress) if next_progress > 0 else next_poll
         try:
             for record in records:
                 try:
@@ -386,17 +390,20 @@ class EventProducer:
                         except BufferError:
                             continue
                 sent += 1
-                since_poll += 1
-                if since_poll >= 1000:
+                if sent < mark:
+                    continue
+                if sent >= next_poll:
                     report.produced += sent - counted
                     counted = sent
-                    since_poll = 0
+                    next_poll = sent + 1000
                     poll(0)
-                if on_progress is not None and sent % every == 0:
-                    on_progress(sent)
+                if sent == next_progress:
+                    next_progress = sent + every
+                    on_progress(sent)  # type: ignore[misc]
+                mark = min(next_poll, next_progress) if next_progress > 0 else next_poll
         finally:
             report.produced += sent - counted
-            self._since_poll = since_poll
+            self._since_poll = 1000 - (next_poll - sent)
         return sent
 
     def send(self, event: Event) -> None:

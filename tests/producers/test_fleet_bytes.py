@@ -170,3 +170,13 @@ def test_planned_texts_escape_any_agent_strings_as_serde_does() -> None:
         for (_, _, text), (_, payload) in zip(plan.planned, plan.steps, strict=True):
             assert serde.dumps(payload) == text
     assert checked > 20
+
+
+def test_records_without_meta_are_the_same_records() -> None:
+    config = FleetConfig(runs=60, agents=4, seed=8, faults=_ALL_FAULTS)
+    with_meta, without = Fleet(config), Fleet(config)
+    records = list(with_meta.records())
+    bare = list(without.records(meta=False))
+    assert [(k, v) for k, v, _ in records] == [(k, v) for k, v, _ in bare]
+    assert all(meta is None for _, _, meta in bare)
+    assert with_meta.manifest() == without.manifest()
