@@ -20,6 +20,7 @@ consumer and never seen here.
 
 from __future__ import annotations
 
+import ctypes
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +51,15 @@ __all__ = [
 
 _RESTORE_BATCH = 10_000
 """Records per consume call while restoring."""
+_READ_TO_END = {
+    # librdkafka stops fetching for fetch.queue.backoff.ms (default 1 s) each time its
+    # queue of fetched records is full; reading a topic as fast as it can be folded into
+    # a dict, the queue is full all the time, and those pauses were two thirds of a
+    # 1M-run restore (12.6 -> 4.7 s with 1 ms). A smaller queue (16 MiB, not 64) keeps
+    # fewer fetched bytes alive at once and read as fast.
+    "fetch.queue.backoff.ms": 1,
+    "queued.max.messages.kbytes": 16_384,
+}
 
 
 class RestoreError(RunfoldError):
@@ -158,6 +168,7 @@ def read_latest_by_key(
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
+            **_READ_TO_END,
         }
     )
     deadline = time.monotonic() + timeout
@@ -208,9 +219,24 @@ def read_latest_by_key(
                     del pending[partition]  # type: ignore[arg-type]
     finally:
         consumer.close()
+        _release_freed_memory()
     for p, count in counts.items():
         result[p].records = count
     return result
+
+
+def _release_freed_memory() -> None:
+    """Give the memory the restore's consumer freed back to the system (glibc only).
+
+    librdkafka's threads fetch and decompress into their own malloc arenas; freed,
+    that memory stays in the process (about 100 B per restored run) unless trimmed.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return  # not glibc: nothing to do
+    trim(0)
 
 
 def iter_partition(
@@ -237,6 +263,7 @@ def iter_partition(
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
+            **_READ_TO_END,
         }
     )
     deadline = time.monotonic() + timeout

@@ -305,13 +305,16 @@ _RAW = b"\x00"
 _NO_ID = b"\x01"
 _NO_ID_SHORT_WINDOW = b"\x02"
 _ID_PREFIX = SINGLE_OBJECT_MAGIC + PINNED_RUN_STATE + _UUID_LENGTH
-_ID_END = len(_ID_PREFIX) + 36
+_ID_START = len(_ID_PREFIX)
+_ID_END = _ID_START + 36
 _WINDOW_LENGTH = b"\x80\x08"  # Avro long 512
 _WINDOW = 512
 _KEPT = 6  # bytes kept of each 8-byte digest
 _KEPT_SIZE = _KEPT * _WINDOW // 8
 _TAIL = len(_WINDOW_LENGTH) + _WINDOW + 1
 _ZEROS = bytes(_WINDOW // 8)
+_SHORT = _ID_END + _TAIL  # shortest value whose window can be compacted
+_MARKERS = frozenset({_RAW, _NO_ID, _NO_ID_SHORT_WINDOW})
 PACKED_STATES = frozenset({_NO_ID, _NO_ID_SHORT_WINDOW})
 """First bytes of :func:`pack_stored`'s output for a pinned-version state stored under
 its own run_id (anything else is kept whole)."""
@@ -319,15 +322,12 @@ its own run_id (anything else is kept whole)."""
 
 def pack_stored(key: bytes, value: bytes) -> bytes:
     """``value`` (a state stored under ``key``) in fewer bytes; see :func:`unpack_stored`."""
-    if not (value.startswith(_ID_PREFIX) and value[len(_ID_PREFIX) : _ID_END] == key):
+    # Called once per restored record (a million for a million runs): kept lean.
+    if not (value.startswith(_ID_PREFIX) and value[_ID_START:_ID_END] == key):
         # Another version, framing or key: kept whole. Only a value that starts with a
         # marker byte needs one in front (a RunState starts with C3).
-        return _RAW + value if value[:1] in (_RAW, _NO_ID, _NO_ID_SHORT_WINDOW) else value
-    if (
-        len(value) >= _ID_END + _TAIL
-        and value[-1] == 0
-        and value[-_TAIL : -_TAIL + 2] == _WINDOW_LENGTH
-    ):
+        return _RAW + value if value[:1] in _MARKERS else value
+    if value[-_TAIL : -_TAIL + 2] == _WINDOW_LENGTH and value[-1] == 0 and len(value) >= _SHORT:
         window = value[-_WINDOW - 1 : -1]
         if window[6::8] == _ZEROS and window[7::8] == _ZEROS:
             # Kept as six planes (byte 0 of every digest, then byte 1, ...): cheap both ways.
