@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from consumers.sequence import digest_bytes
 from consumers.state import DEFAULT_CONFIG, FoldConfig, Outcome, RunState
 from schemas import Event, Violation
 from schemas.framing import CONFLUENT_HEADER_SIZE, SINGLE_OBJECT_HEADER_SIZE, SINGLE_OBJECT_MAGIC
+
+if TYPE_CHECKING:
+    from consumers.fastlane import BatchLane
 
 __all__ = ["FoldEdge", "RunStateT", "body_digest"]
 
@@ -42,14 +45,14 @@ class FoldEdge(Generic[RunStateT]):
     digest: Callable[[bytes], int | None] = lambda value: None
     """The content digest of a decoded record's bytes, passed to ``apply``. One method
     for every event a state ever sees: the digests are kept in it, and restored."""
-    fast_lane: Callable[[RunStateT, bytes, bytes, int], bool] | None = None
-    """Fold a record straight from its bytes when it is the simple common case; False
-    (nothing changed) sends it down the general path (:mod:`consumers.fastlane`)."""
+    batch_lane: BatchLane | None = None
+    """Fold consumed records straight from their bytes up to the first one that is not the
+    simple common case, which the general path then takes (:mod:`consumers.fastlane`)."""
 
     @staticmethod
     def default(config: FoldConfig = DEFAULT_CONFIG) -> FoldEdge[RunState]:
         """runfold's codec and fold (:mod:`schemas.codec`, :mod:`consumers.fold`)."""
-        from consumers.fastlane import fast_lane
+        from consumers.fastlane import batch_lane
         from consumers.fold import apply_event
         from schemas.codec import decode_event, encode_violation
 
@@ -83,7 +86,7 @@ class FoldEdge(Generic[RunStateT]):
             source_offset=lambda state: state.source_offset,
             set_source_offset=set_offset,
             digest=body_digest,
-            fast_lane=fast_lane(),
+            batch_lane=batch_lane(),
         )
 
 

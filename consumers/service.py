@@ -77,6 +77,8 @@ _DUPLICATE = OutcomeKind.DUPLICATE
 
 _Abort = TransactionAbort
 _LAZY = PACKED_STATES
+_IDLE_WAIT = 0.2
+"""Longest wait of one consume call (then the loop checks for stop and idleness)."""
 
 
 class FoldService:
@@ -207,7 +209,7 @@ class FoldService:
         last_record = self._clock()
         while not self._stopping:
             try:
-                msgs = self._errors.call("consume", lambda: consumer.consume(cfg.batch_size, 0.2))
+                msgs = self._next_records(consumer)
                 got = self._fold_batch(msgs) if msgs else 0
                 now = self._clock()
                 if got:
@@ -238,6 +240,30 @@ class FoldService:
         except _Abort:
             self._abort_and_rewind()
 
+    def _next_records(self, consumer: Consumer) -> list[Message]:
+        """The next records, waiting no longer than the open transaction's deadline.
+
+        ``consume(n, timeout)`` returns only when it has ``n`` records or the timeout has
+        passed, so at a low rate every call would sit out its whole timeout: that wait was
+        most of the end-to-end latency. With no transaction open, ``poll`` returns on the
+        first record and whatever else is already fetched joins it; with one open, records
+        are gathered until its ``txn_interval_ms`` deadline.
+        """
+        cfg = self.config
+        call = self._errors.call
+        if self._in_txn:
+            left = self._txn_started + cfg.txn_interval_ms / 1000 - self._clock()
+            wait = min(max(left, 0.0), _IDLE_WAIT)
+            return call("consume", lambda: consumer.consume(cfg.batch_size, wait))
+        first = call("consume", lambda: consumer.poll(_IDLE_WAIT))
+        if first is None:
+            return []
+        if cfg.batch_size == 1:
+            return [first]
+        # A failure here leaves ``first`` unfolded and uncommitted: an abort rewinds to
+        # the committed offsets and a stop commits nothing, so it is read again.
+        return [first, *call("consume", lambda: consumer.consume(cfg.batch_size - 1, 0))]
+
     # ------------------------------------------------------------------ folding
 
     def _ensure_txn(self) -> None:
@@ -254,19 +280,27 @@ class FoldService:
     def _fold_batch(self, msgs: list[Message]) -> int:
         """Fold a consumed batch; returns how many records (not errors) it held.
 
-        A record the edge's fast lane takes (the next event of a run under way, of a
-        kind that only counts: most of them) is folded from its bytes; any other
-        goes through :meth:`_fold_record`. The fast lane's counts are added once per
+        The edge's batch lane folds records straight from their bytes (the next event
+        of a run under way, of a kind that only counts: most of them) up to the first
+        one it does not take, which goes through :meth:`_fold_record`; then the lane
+        goes on after it, so each run's records keep their order. The lane runs only in
+        an open transaction (the general path opens it). Its counts are added once per
         batch: nothing commits or aborts in the middle of a batch.
         """
-        lane = self.edge.fast_lane
-        runs_of = self._runs
-        dirty_of = self._dirty
-        next_offsets = self._next_offsets
-        unchecked = self._unchecked
-        fold_record = self._fold_record
-        got = fast = 0
-        for msg in msgs:
+        lane = self.edge.batch_lane
+        runs_of, dirty_of = self._runs, self._dirty
+        next_offsets, unchecked = self._next_offsets, self._unchecked
+        got = fast = index = 0
+        count = len(msgs)
+        while index < count:
+            if lane is not None and self._in_txn:
+                index, folded = lane(msgs, index, runs_of, dirty_of, next_offsets, unchecked)
+                got += folded
+                fast += folded
+                if index == count:
+                    break
+            msg = msgs[index]
+            index += 1
             err = msg.error()
             if err is not None:
                 self._errors.consumer_error(err)
@@ -274,29 +308,7 @@ class FoldService:
             got += 1
             if not self._in_txn:
                 self._ensure_txn()
-            if lane is not None:
-                partition = msg.partition()
-                runs = runs_of.get(partition)  # type: ignore[arg-type]
-                key = msg.key()
-                if runs is not None and key is not None:
-                    state = runs.get(key)
-                    value = msg.value()
-                    offset = msg.offset()
-                    if (
-                        state is not None
-                        and value is not None
-                        and offset is not None
-                        and key not in unchecked
-                        and lane(state, key, value, offset)
-                    ):
-                        next_offsets[partition] = offset + 1  # type: ignore[index]
-                        dirty = dirty_of.get(partition)  # type: ignore[arg-type]
-                        if dirty is None:
-                            dirty = dirty_of[partition] = set()  # type: ignore[index]
-                        dirty.add(key)
-                        fast += 1
-                        continue
-            fold_record(msg)
+            self._fold_record(msg)
         if fast:
             stats = self._txn_stats
             stats.consumed += fast

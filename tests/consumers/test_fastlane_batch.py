@@ -110,7 +110,7 @@ class _BatchService(FoldService):
 
 
 def _service(batch: BatchLane | None, unchecked: set[bytes]) -> tuple[_BatchService, Any]:
-    edge = dataclasses.replace(FoldEdge.default(), fast_lane=None)
+    edge = dataclasses.replace(FoldEdge.default(), batch_lane=None)
     service = _BatchService(
         ServiceConfig(
             kafka={}, events_topic="ev", dlq_topic="dlq", violations_topic="viol", runs_topic="runs"
