@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from producers.runs import RunPlan
 
 __all__ = [
+    "GROUP7_VARINT",
+    "LOW14_VARINT",
     "NINE_BYTE_STAMPS",
     "DirectWriter",
     "InFlight",
@@ -135,6 +137,11 @@ def stamp_bytes9(stamp: int) -> bytes:
                   z >> 28 & 127 | 128, z >> 35 & 127 | 128, z >> 42 & 127 | 128,
                   z >> 49 & 127 | 128, z >> 56))
 
+
+LOW14_VARINT = [bytes((n & 127 | 128, n >> 7 | 128)) for n in range(1 << 14)]
+"""The first two bytes of a longer varint whose low 14 bits are ``n``."""
+GROUP7_VARINT = [bytes((n | 128,)) for n in range(128)]
+"""One middle byte of a longer varint: 7 bits and the continuation bit."""
 
 _KIND_CACHE_SIZE = 50_000
 

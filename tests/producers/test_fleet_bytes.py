@@ -180,3 +180,15 @@ def test_records_without_meta_are_the_same_records() -> None:
     assert [(k, v) for k, v, _ in records] == [(k, v) for k, v, _ in bare]
     assert all(meta is None for _, _, meta in bare)
     assert with_meta.manifest() == without.manifest()
+
+
+@pytest.mark.parametrize("stamp", [1 << 55, (1 << 62) - 1, 1_767_225_600_000_000_000,
+                                   1_767_225_600_123_456_789, (1 << 61) + (1 << 20) - 1])
+def test_stamp_varints_by_parts_equal_the_codecs(stamp: int) -> None:
+    from producers.fastwrite import GROUP7_VARINT, LOW14_VARINT, NINE_BYTE_STAMPS, stamp_bytes9
+    from schemas.fastpath import _long
+
+    assert stamp in NINE_BYTE_STAMPS
+    z = stamp << 1
+    by_parts = LOW14_VARINT[z & 16383] + GROUP7_VARINT[z >> 14 & 127] + stamp_bytes9(stamp)[3:]
+    assert by_parts == stamp_bytes9(stamp) == _long(stamp)
