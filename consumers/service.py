@@ -79,6 +79,8 @@ _Abort = TransactionAbort
 _LAZY = PACKED_STATES
 _IDLE_WAIT = 0.2
 """Longest wait of one consume call (then the loop checks for stop and idleness)."""
+_ALREADY_THERE = 0.001
+"""A poll answered sooner than this found its record already fetched."""
 
 
 class FoldService:
@@ -109,6 +111,10 @@ class FoldService:
         # The open transaction (or, at-least-once, the uncommitted batch).
         self._in_txn = False
         self._txn_started = 0.0
+        # When the records of the latest consume may have started waiting: a transaction
+        # they open is due txn_interval_ms after that (see _next_records).
+        self._waiting_since = 0.0
+        self._returned = 0.0
         self._txn_events = 0
         self._txn_stats = ServiceStats()
         self._dirty: dict[int, set[bytes]] = {}
@@ -254,15 +260,27 @@ class FoldService:
         if self._in_txn:
             left = self._txn_started + cfg.txn_interval_ms / 1000 - self._clock()
             wait = min(max(left, 0.0), _IDLE_WAIT)
-            return call("consume", lambda: consumer.consume(cfg.batch_size, wait))
+            msgs = call("consume", lambda: consumer.consume(cfg.batch_size, wait))
+            self._returned = self._clock()
+            return msgs
+        asked = self._clock()
         first = call("consume", lambda: consumer.poll(_IDLE_WAIT))
         if first is None:
+            self._returned = self._clock()
             return []
-        if cfg.batch_size == 1:
-            return [first]
-        # A failure here leaves ``first`` unfolded and uncommitted: an abort rewinds to
-        # the committed offsets and a stop commits nothing, so it is read again.
-        return [first, *call("consume", lambda: consumer.consume(cfg.batch_size - 1, 0))]
+        # A record that was already fetched may have waited since the previous consume
+        # returned (through the commit in between, typically): its transaction's deadline
+        # counts from then, so no record waits a commit plus a whole interval. A poll that
+        # had to wait was answered by a record that just arrived.
+        answered = self._clock()
+        self._waiting_since = answered if answered - asked > _ALREADY_THERE else self._returned
+        msgs = [first]
+        if cfg.batch_size > 1:
+            # A failure here leaves ``first`` unfolded and uncommitted: an abort rewinds to
+            # the committed offsets and a stop commits nothing, so it is read again.
+            msgs += call("consume", lambda: consumer.consume(cfg.batch_size - 1, 0))
+        self._returned = self._clock()
+        return msgs
 
     # ------------------------------------------------------------------ folding
 
@@ -272,7 +290,7 @@ class FoldService:
         if self._eos:
             self._errors.call("begin_transaction", self._producer_or_fail().begin_transaction)
         self._in_txn = True
-        self._txn_started = self._clock()
+        self._txn_started = max(self._waiting_since, self._clock() - _IDLE_WAIT)
         self._txn_events = 0
         self._txn_stats = ServiceStats()
         self._delivery_failures.clear()
