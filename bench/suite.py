@@ -18,7 +18,7 @@ from confluent_kafka import KafkaException
 
 from bench import ceilings, live_stages, runfold_stages
 from bench.kafka_env import BenchBroker, create_topic, warm_up
-from bench.peers.runner import FAUST, QUIX, run_peer
+from bench.peers.runner import FAUST, QUIX, QUIX_OWN, run_peer
 from bench.results import Goal, Measurement, Ratio, Report, machine_notes
 from schemas.errors import RunfoldError
 
@@ -262,12 +262,12 @@ def run_suite(options: SuiteOptions, *, echo: Echo) -> Report:
         if "peers" in wanted and expected:
             build = options.peers if options.peers is not None else not options.quick
             # faust is ~20x slower than Quix here: only in full runs, within its budget.
-            for peer in (QUIX,) if options.quick else (QUIX, FAUST):
+            for peer in (QUIX,) if options.quick else (QUIX, QUIX_OWN, FAUST):
                 _guard(report, echo, peer.key, "peers", peer.label, "ev/s",
                        lambda p=peer: run_peer(  # type: ignore[misc]
                            p, bootstrap, events_topic, options.partitions, total, expected,
                            create_venv=build, timeout=timeout, echo=echo,
-                           group=f"{prefix}{p.venv}"))
+                           group=f"{prefix}{p.key}"))
         if "latency" in wanted:
             _guard(report, echo, "latency.p99", live_stages.STAGE_LATENCY,
                    "end-to-end latency", "ms",

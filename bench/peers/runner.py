@@ -33,7 +33,9 @@ from bench.runfold_stages import FinalState, compare_states, per_cpu
 from consumers.restore import read_latest_by_key
 from consumers.service_config import DEFAULT_BATCH_SIZE, DEFAULT_TXN_INTERVAL_MS
 
-__all__ = ["FAUST", "FAUST_REQUIREMENTS", "QUIX", "QUIX_REQUIREMENTS", "Peer", "run_peer"]
+__all__ = [
+    "FAUST", "FAUST_REQUIREMENTS", "QUIX", "QUIX_OWN", "QUIX_REQUIREMENTS", "Peer", "run_peer",
+]
 
 # The peers commit on runfold's default cadence, so no one is measured with cheaper commits.
 _CADENCE = ["--commit-every", str(DEFAULT_BATCH_SIZE),
@@ -81,12 +83,14 @@ class Peer:
     """Quix stops when idle; faust runs until told to stop."""
     budget: float | None = None
     """Seconds the peer gets; past them its rate is taken from what it committed so far."""
+    cadence: tuple[str, ...] = tuple(_CADENCE)
+    """Its commit options: runfold's default cadence unless said otherwise."""
 
     def command(self, python: Path, bootstrap: str, topic: str, group: str,
                 partitions: int, work: Path) -> list[str]:
         """The peer's command line."""
         cmd = [str(python), str(_PEERS / self.script), "--bootstrap", bootstrap,
-               "--topic", topic, "--group", group, "--schema", str(_EVENT_SCHEMA), *_CADENCE]
+               "--topic", topic, "--group", group, "--schema", str(_EVENT_SCHEMA), *self.cadence]
         if self.venv == "quix":
             return [*cmd, "--state-dir", str(work), "--idle", "2"]
         return [*cmd, "--partitions", str(partitions)]
@@ -97,6 +101,15 @@ QUIX = Peer(
     "quix_fold.py",
     f"fastavro decode, RocksDB state + changelog, {_CADENCE_TEXT}",
     stops_by_itself=True,
+)
+# Quix's own defaults (commit every 5 s, no count): what a user who did not tune it gets,
+# for reference beside the same-cadence row the ratios use.
+QUIX_OWN = Peer(
+    "peer.quix.eos.own", "Quix Streams 3.28 fold, exactly-once, its default cadence", "quix",
+    QUIX_REQUIREMENTS, "quix_fold.py",
+    "fastavro decode, RocksDB state + changelog, Quix's defaults: commit every 5 s",
+    stops_by_itself=True,
+    cadence=("--commit-every", "0", "--commit-interval", "5"),
 )
 FAUST = Peer(
     "peer.faust.eos", "faust-streaming 0.15 fold, exactly_once", "faust", FAUST_REQUIREMENTS,
