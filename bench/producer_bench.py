@@ -4,13 +4,15 @@
     python bench/producer_bench.py --bootstrap 127.0.0.1:9092 --runs 5000
     python bench/producer_bench.py --bootstrap ... --matrix   # compression x linger
 
-Three numbers, each in events (records) per second, best of ``--repeat``:
+Four numbers, each in events (records) per second, best of ``--repeat``:
 
 - ``simulate+encode``: ``Fleet.records()`` with the Avro codec, no Kafka;
 - ``produce``: pre-generated records through :class:`producers.EventProducer`
   (``produce()`` + final ``flush()``, i.e. until every record is acknowledged);
 - ``end-to-end``: ``produce_fleet`` (simulate, encode and produce together), the
-  path ``runfold produce`` takes.
+  path ``runfold produce`` takes;
+- ``RunRecorder``: the same runs recorded through ``RunRecorder.run``/``emit`` over an
+  ``EventProducer`` (kind models and payloads built beforehand), the path an agent takes.
 
 ``--matrix`` repeats ``produce`` over compression (none, lz4, zstd) and linger.ms,
 which chose runfold's defaults (producers/kafka.py).
@@ -27,7 +29,8 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from producers import EventProducer, FaultRates, Fleet, FleetConfig, produce_fleet
+from producers import EventProducer, FaultRates, Fleet, FleetConfig, RunRecorder, produce_fleet
+from producers.runs import RunPlan, agent_profiles, plan_run
 
 
 def simulate(runs: int, agents: int, seed: int) -> tuple[float, list[tuple[bytes, bytes]]]:
@@ -36,6 +39,38 @@ def simulate(runs: int, agents: int, seed: int) -> tuple[float, list[tuple[bytes
     started = time.perf_counter()
     records = [(key, value) for key, value, _ in fleet.records()]
     return time.perf_counter() - started, records
+
+
+def recorded_runs(config: FleetConfig) -> list[tuple[RunPlan, list[tuple[Any, Any]]]]:
+    """The fleet's runs as an agent would record them: plan and ``(kind, payload)`` per seq."""
+    agents = agent_profiles(config.seed, config.agents)
+    runs = []
+    for index in range(config.runs):
+        plan = plan_run(config.seed, index, agents[index % config.agents], config.faults,
+                        fail_rate=config.fail_rate, cancel_rate=config.cancel_rate,
+                        interrupt_rate=config.interrupt_rate)
+        runs.append((plan, plan.steps))
+    return runs
+
+
+def record_runs(recorder: RunRecorder, runs: list[tuple[RunPlan, list[tuple[Any, Any]]]]) -> int:
+    """Each run through ``recorder.run(...)``/``emit`` as an agent does; returns events sent."""
+    sent = 0
+    for plan, steps in runs:
+        agent = plan.agent
+        with recorder.run(agent.agent_spec_digest, agent.git_sha, plan.inputs,
+                          graph_name=agent.graph_name, entry_point=agent.nodes[0],
+                          run_id=plan.run_id) as run:
+            emit = run.emit
+            for kind, payload in steps[1:-1]:
+                emit(kind, payload)
+            last_kind, last_payload = steps[-1]
+            if last_kind is None:  # graph_completed: written by the recorder on leaving
+                run.complete(plan.outputs, plan.final_state_digest)
+            else:
+                emit(last_kind, last_payload)
+        sent += run.seq
+    return sent
 
 
 def new_topic(admin: AdminClient, partitions: int) -> str:
@@ -136,6 +171,19 @@ def main() -> None:
     admin.delete_topics([topic])
     print(f"end-to-end (simulate+encode+produce): {result.records_per_second:,.0f} events/s "
           f"({result.report.summary()})")
+
+    recorded_plans = recorded_runs(
+        FleetConfig(runs=args.runs, agents=args.agents, seed=args.seed + 2))
+    topic = new_topic(admin, args.partitions)
+    producer = EventProducer(topic, bootstrap_servers=args.bootstrap)
+    producer.connect()
+    started, cpu = time.perf_counter(), time.process_time()
+    recorded = record_runs(RunRecorder(producer), recorded_plans)
+    report = producer.close(timeout=120)
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    admin.delete_topics([topic])
+    print(f"RunRecorder (run/emit + send, flush included): {recorded / seconds:,.0f} events/s, "
+          f"{cpu_seconds / recorded * 1e6:.1f} CPU us/event ({report.summary()})")
 
 
 if __name__ == "__main__":

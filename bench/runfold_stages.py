@@ -25,11 +25,11 @@ from bench.kafka_env import (
     end_offsets,
     wait_committed,
 )
+from bench.producer_bench import record_runs, recorded_runs
 from bench.results import Measurement
 from consumers.edge import FoldEdge
 from consumers.restore import read_latest_by_key
 from producers import EventProducer, Fleet, FleetConfig, RunRecorder, produce_fleet
-from producers.runs import RunPlan, agent_profiles, plan_run
 
 __all__ = [
     "FinalState",
@@ -38,8 +38,6 @@ __all__ = [
     "expected_state",
     "fold_service",
     "read_run_states",
-    "record_runs",
-    "recorded_runs",
     "runfold_produce",
     "runfold_record",
     "service_env",
@@ -177,39 +175,6 @@ def runfold_produce(bootstrap: str, topic: str, workload: Workload) -> tuple[Mea
     return measurement, fleet
 
 
-def recorded_runs(workload: Workload) -> list[tuple[RunPlan, list[tuple[Any, Any]]]]:
-    """The fleet's runs as an agent would record them: plan and ``(kind, payload)`` per seq."""
-    config = workload.config()
-    agents = agent_profiles(config.seed, config.agents)
-    runs = []
-    for index in range(config.runs):
-        plan = plan_run(config.seed, index, agents[index % config.agents], config.faults,
-                        fail_rate=config.fail_rate, cancel_rate=config.cancel_rate,
-                        interrupt_rate=config.interrupt_rate)
-        runs.append((plan, plan.steps))
-    return runs
-
-
-def record_runs(recorder: RunRecorder, runs: list[tuple[RunPlan, list[tuple[Any, Any]]]]) -> int:
-    """Each run through ``recorder.run(...)``/``emit`` as an agent does; returns events sent."""
-    sent = 0
-    for plan, steps in runs:
-        agent = plan.agent
-        with recorder.run(agent.agent_spec_digest, agent.git_sha, plan.inputs,
-                          graph_name=agent.graph_name, entry_point=agent.nodes[0],
-                          run_id=plan.run_id) as run:
-            emit = run.emit
-            for kind, payload in steps[1:-1]:
-                emit(kind, payload)
-            last_kind, last_payload = steps[-1]
-            if last_kind is None:  # graph_completed: written by the recorder on leaving
-                run.complete(plan.outputs, plan.final_state_digest)
-            else:
-                emit(last_kind, last_payload)
-        sent += run.seq
-    return sent
-
-
 def runfold_record(bootstrap: str, topic: str, workload: Workload) -> Measurement:
     """``RunRecorder`` over ``EventProducer``: the path an agent embedding runfold takes.
 
@@ -218,7 +183,7 @@ def runfold_record(bootstrap: str, topic: str, workload: Workload) -> Measuremen
     flush included. The kind models and payload dicts are the agent's own data,
     built before the clock starts (as ``runfold.send``'s events are).
     """
-    runs = recorded_runs(workload)
+    runs = recorded_runs(workload.config())
     producer = EventProducer(topic, bootstrap_servers=bootstrap)
     producer.connect()
     recorder = RunRecorder(producer)
