@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from schemas import GraphCompleted
+from schemas import fastpath as _fastpath
 
 if TYPE_CHECKING:
     from producers.runs import RunPlan
@@ -124,7 +125,11 @@ class PlanRandom(random.Random):
 
 
 NINE_BYTE_STAMPS = range(1 << 55, 1 << 62)
-"""Timestamps (ns; 1971..2116) whose Avro varint is 9 bytes: what :func:`stamp_bytes9` writes."""
+"""Timestamps (ns; 1971..2116) whose Avro varint is 9 bytes: what :func:`stamp_bytes9` writes.
+
+Test with comparisons (``_NINE_LOW <= n < _NINE_HIGH``), not ``in``: for an int
+subclass such as Timestamp, range membership walks the range item by item."""
+_NINE_LOW, _NINE_HIGH = NINE_BYTE_STAMPS.start, NINE_BYTE_STAMPS.stop
 
 
 def stamp_bytes9(stamp: int) -> bytes:
@@ -138,9 +143,9 @@ def stamp_bytes9(stamp: int) -> bytes:
                   z >> 49 & 127 | 128, z >> 56))
 
 
-LOW14_VARINT = [bytes((n & 127 | 128, n >> 7 | 128)) for n in range(1 << 14)]
+LOW14_VARINT: list[bytes] = _fastpath._LOW14
 """The first two bytes of a longer varint whose low 14 bits are ``n``."""
-GROUP7_VARINT = [bytes((n | 128,)) for n in range(128)]
+GROUP7_VARINT: list[bytes] = _fastpath._GROUP7
 """One middle byte of a longer varint: 7 bits and the continuation bit."""
 
 _KIND_CACHE_SIZE = 50_000
@@ -222,7 +227,7 @@ class DirectWriter:
                 self._header,
                 run.key,
                 self._small[seq] if seq < 64 else long_(seq),
-                stamp_bytes9(stamp) if stamp in NINE_BYTE_STAMPS else long_(stamp),
+                stamp_bytes9(stamp) if _NINE_LOW <= stamp < _NINE_HIGH else long_(stamp),
                 kind,
                 self._empty if text == "{}" else self._string(text),
             )

@@ -286,7 +286,7 @@ class Fleet:
         now = int(config.start)
         direct = self._direct
         inline = direct is not None and below is not scheduler.randrange
-        nine_byte_stamps = NINE_BYTE_STAMPS
+        nine_low, nine_high = NINE_BYTE_STAMPS.start, NINE_BYTE_STAMPS.stop
         low14, group7 = LOW14_VARINT, GROUP7_VARINT
         last_high, high_bytes = -1, b""
         # Agent a runs fleet runs a, a + M, a + 2M, ... one after another.
@@ -319,7 +319,7 @@ class Fleet:
                     now += tick_lo + tick
                     run.stamps[seq] = now
                     tail = run.tails[seq]
-                    if tail is not None and now in nine_byte_stamps:
+                    if tail is not None and nine_low <= now < nine_high:
                         # DirectWriter.write's bytes, stamp_bytes9 by parts: the 9-byte
                         # varint of z = 2 * now is 2 bytes of its low 14 bits, 1 of the next
                         # 7 and 6 of z >> 21, which changes about once a millisecond (per

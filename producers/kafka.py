@@ -81,6 +81,7 @@ _FORBIDDEN = {
 }
 
 _MAX_FAILURE_SAMPLES = 20
+_KEY_CACHE_SIZE = 4096  # runs in flight whose keys are kept (then started afresh)
 
 PRODUCER_LOG = logging.getLogger("runfold.producer")
 """Where librdkafka's logs go (repeated lines filtered out); usable by other clients."""
@@ -243,8 +244,7 @@ class EventProducer:
         self._report = DeliveryReport()
         self._encode: Callable[[Event], bytes] | None = None
         self._keyed: Callable[[Event, bytes], bytes] | None = None
-        self._last_run_id: object = None
-        self._last_key = b""
+        self._keys: dict[int, tuple[object, bytes]] = {}
         self._derive_delivered = str(self._conf.get("delivery.report.only.error")).lower() in (
             "true", "1")
         self._delivered_seen = 0
@@ -413,11 +413,17 @@ class EventProducer:
             encode = self._encode = _encoder(self.framing)
             self._keyed = _keyed_encoder(self.framing)
         run_id = event.run_id
-        if run_id is not self._last_run_id:
-            # A run's events come one after another: its key is formatted once.
-            self._last_key = str(run_id).encode()
-            self._last_run_id = run_id
-        key = self._last_key
+        # A run's key is formatted once (UUID.__str__ was a tenth of a send): the cache
+        # holds the UUID itself, so an id() cannot be reused while its entry lives.
+        keys = self._keys
+        cached = keys.get(id(run_id))
+        if cached is not None and cached[0] is run_id:
+            key = cached[1]
+        else:
+            if len(keys) >= _KEY_CACHE_SIZE:
+                keys.clear()
+            key = str(run_id).encode()
+            keys[id(run_id)] = (run_id, key)
         keyed = self._keyed
         value: bytes | None = None
         if keyed is not None:

@@ -546,6 +546,35 @@ KIND_VALUE_WRITERS: dict[type[Any], Callable[[tuple[Any, ...]], bytes]] = {
 """Kind class -> writer of its Avro record (union branch included) from its field values."""
 
 
+_LOW14 = [bytes((n & 127 | 128, n >> 7 | 128)) for n in range(1 << 14)]
+"""The first two bytes of a varint longer than 2 bytes whose low 14 bits are ``n``."""
+_GROUP7 = [bytes((n | 128,)) for n in range(128)]
+"""A middle byte of a varint: 7 bits and the continuation bit."""
+_NINE_LOW, _NINE_HIGH = 1 << 55, 1 << 62
+_last_top: tuple[int, bytes] = (-1, b"")
+
+
+def _long_stamp(n: int) -> bytes:
+    """:func:`_long` for timestamps: the same bytes, cheaper for successive clock readings.
+
+    A 9-byte varint (1971..2116 in ns) is 2 bytes from its low 14 bits, one of the
+    next 7 and 6 of ``z >> 21``, which changes about once a millisecond and is kept
+    from the call before (one tuple, so threads never mix two calls' halves).
+    """
+    global _last_top
+    # Comparisons, not ``n in range(...)``: for an int subclass (Timestamp) range
+    # membership walks the range item by item.
+    if not _NINE_LOW <= n < _NINE_HIGH:
+        return _long(n)
+    z = n << 1
+    top = z >> 21
+    last, top_bytes = _last_top
+    if top != last:
+        top_bytes = _long(n)[3:]
+        _last_top = (top, top_bytes)
+    return b"".join((_LOW14[z & 16383], _GROUP7[z >> 14 & 127], top_bytes))
+
+
 def encode_event_keyed(event: Event, run_id: bytes) -> bytes:
     """:func:`encode_event` for a caller that holds ``str(event.run_id).encode()`` already.
 
@@ -559,7 +588,7 @@ def encode_event_keyed(event: Event, run_id: bytes) -> bytes:
             _UUID_LENGTH,
             run_id,
             _long(d["seq"]),
-            _long(d["timestamp"]),
+            _long_stamp(d["timestamp"]),
             _KIND_WRITERS[type(kind)](kind),
             _string(serde.dumps(d["payload"])),
         )

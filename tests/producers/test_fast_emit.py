@@ -196,3 +196,16 @@ def test_send_of_an_unencodable_event_raises_the_codecs_error() -> None:
     with pytest.raises(EncodeError, match="seq"):
         producer.send(event)
     assert producer.report.produced == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), min_size=1, max_size=5),
+       st.integers(min_value=0, max_value=2**22))
+def test_stamp_varints_equal_the_generic_writer(stamps: list[int], step: int) -> None:
+    """Successive readings (top bytes kept between calls), Timestamps or ints, any range."""
+    from schemas.fastpath import _long, _long_stamp
+
+    for stamp in stamps:
+        for value in (stamp, stamp + step, Timestamp(stamp), 1_767_225_600_000_000_000 + step):
+            if -(2**63) <= value < 2**63:
+                assert _long_stamp(value) == _long(value)
