@@ -90,6 +90,10 @@ def consumer_config(
         "partition.assignment.strategy": "range",
         "session.timeout.ms": config.session_timeout_ms,
         "max.poll.interval.ms": config.max_poll_interval_ms,
+        # librdkafka stops fetching a partition for fetch.queue.backoff.ms (1 s by
+        # default) whenever its local queue is over its thresholds: a fold that keeps up
+        # with the fetcher then drains the queue and waits for the rest of that second.
+        "fetch.queue.backoff.ms": 10,
     }
     if error_cb is not None:
         cfg["error_cb"] = error_cb

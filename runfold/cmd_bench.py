@@ -53,7 +53,7 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 
 @click.command()
 @click.option("--events", type=click.IntRange(min=1000), default=None,
-              help="Events in the pre-loaded topic [default: 200,000; 10,000 with --quick].")
+              help="Events in the pre-loaded topic [default: 500,000; 10,000 with --quick].")
 @click.option("--quick", is_flag=True,
               help="A short run for CI (<2 min on a quiet machine): 10k events, 3 s of latency, "
                    "10k runs to restore; peers only if their environment is already built.")
