@@ -48,10 +48,8 @@ def _fold_all(
 ) -> tuple[FoldService, _RecordingProducer]:
     edge = FoldEdge.default()
     if not lane:
-        # Every lane the edge offers off (the per-record one, and the batch one once the
-        # service takes it), so that every record goes down the general path.
-        lanes = {f.name for f in dataclasses.fields(edge)} & {"fast_lane", "batch_lane"}
-        edge = dataclasses.replace(edge, **dict.fromkeys(lanes))
+        # The lane off: every record goes down the general path.
+        edge = dataclasses.replace(edge, batch_lane=None)
     service = FoldService(
         ServiceConfig(
             kafka={}, events_topic="ev", dlq_topic="dlq", violations_topic="viol", runs_topic="runs"

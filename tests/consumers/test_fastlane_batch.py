@@ -1,9 +1,8 @@
 """The batch lane (C and Python) folds exactly what the per-record lane and the general path fold.
 
 :func:`consumers.fastlane.batch_lane` walks consumed messages and stops at the first
-record it does not take. Here the same record streams go through a service whose
-``_fold_batch`` calls the batch lane (:class:`_BatchService`, the integration the
-service takes), through the Python batch lane, and through the general path alone;
+record it does not take. Here the same record streams go through the service's own
+``_fold_batch`` on the C lane, on the Python batch lane, and on the general path alone;
 states, counts, offsets, dirty sets, records produced and every stop must agree.
 Damaged records must stop the C lane exactly where the Python lane stops.
 """
@@ -70,60 +69,38 @@ def test_the_compiled_lane_is_built_on_this_machine() -> None:
 # --- a service folding through the batch lane -------------------------------------------
 
 
-class _BatchService(FoldService):
-    """FoldService with ``_fold_batch`` on a :data:`BatchLane`: what the service is to do."""
-
-    batch: BatchLane | None = None
-    stops: list[tuple[int, int, int]]
-
-    def _fold_batch(self, msgs: list[Message]) -> int:
-        lane = self.batch
-        runs_of, dirty_of = self._runs, self._dirty
-        next_offsets, unchecked = self._next_offsets, self._unchecked
-        got = fast = index = 0
-        count = len(msgs)
-        while index < count:
-            if lane is not None and self._in_txn:
-                start = index
-                index, folded = lane(msgs, index, runs_of, dirty_of, next_offsets, unchecked)
-                self.stops.append((start, index, folded))
-                got += folded
-                fast += folded
-                if index == count:
-                    break
-            msg = msgs[index]
-            index += 1
-            err = msg.error()
-            if err is not None:
-                self._errors.consumer_error(err)
-                continue
-            got += 1
-            if not self._in_txn:
-                self._ensure_txn()
-            self._fold_record(msg)
-        if fast:
-            stats = self._txn_stats
-            stats.consumed += fast
-            stats.applied += fast
-            self._txn_events += fast
-        return got
+Stops = list[tuple[int, int, int]]
+"""Each call of the lane: (start index, stop index, records folded)."""
 
 
-def _service(batch: BatchLane | None, unchecked: set[bytes]) -> tuple[_BatchService, Any]:
-    edge = dataclasses.replace(FoldEdge.default(), batch_lane=None)
-    service = _BatchService(
+def _recording(lane: BatchLane, stops: Stops) -> BatchLane:
+    """``lane``, remembering where each of its calls started and stopped."""
+
+    def record(msgs: list[Message], start: int, *rest: Any) -> tuple[int, int]:
+        index, folded = lane(msgs, start, *rest)
+        stops.append((start, index, folded))
+        return index, folded
+
+    return record
+
+
+def _service(
+    batch: BatchLane | None, unchecked: set[bytes]
+) -> tuple[FoldService, Any, Stops]:
+    """The real service, on ``batch`` (None: the general path alone), recording its stops."""
+    stops: Stops = []
+    lane = _recording(batch, stops) if batch is not None else None
+    service = FoldService(
         ServiceConfig(
             kafka={}, events_topic="ev", dlq_topic="dlq", violations_topic="viol", runs_topic="runs"
         ),
-        edge=edge,
+        edge=dataclasses.replace(FoldEdge.default(), batch_lane=lane),
     )
-    service.batch = batch
-    service.stops = []
     producer = _RecordingProducer()
     service._producer = producer  # type: ignore[assignment]
     service._in_txn = True
     service._unchecked = set(unchecked)
-    return service, producer
+    return service, producer, stops
 
 
 def _messages(records: list[Record], rng: random.Random) -> list[Message]:
@@ -139,11 +116,11 @@ def _messages(records: list[Record], rng: random.Random) -> list[Message]:
 
 def _fold(
     msgs: list[Message], batch: BatchLane | None, unchecked: set[bytes], size: int = 500
-) -> tuple[_BatchService, Any]:
-    service, producer = _service(batch, unchecked)
+) -> tuple[FoldService, Any, Stops]:
+    service, producer, stops = _service(batch, unchecked)
     for start in range(0, len(msgs), size):
         service._fold_batch(msgs[start : start + size])
-    return service, producer
+    return service, producer, stops
 
 
 def _fleet(runs: int, seed: int) -> list[Record]:
@@ -159,17 +136,17 @@ def test_a_fleet_with_every_fault_folds_the_same_through_every_lane(seed: int) -
     keys = sorted({key for _, key, _ in records if key is not None})
     unchecked = set(rng.sample(keys, 5))
     msgs = _messages(records, rng)
-    general, general_out = _fold(msgs, None, unchecked)
-    py_lane, py_out = _fold(msgs, batch_lane(compiled=False), unchecked)
+    general, general_out, _ = _fold(msgs, None, unchecked)
+    py_lane, py_out, py_stops = _fold(msgs, batch_lane(compiled=False), unchecked)
     _assert_same(py_lane, general, py_out, general_out)
-    folded = sum(folded for _, _, folded in py_lane.stops)
+    folded = sum(folded for _, _, folded in py_stops)
     assert folded > len(records) // 2  # else this proves little
-    assert len(py_lane.stops) > 50
+    assert len(py_stops) > 50
     if compiled_lane_available():
-        c_lane, c_out = _fold(msgs, batch_lane(compiled=True), unchecked)
+        c_lane, c_out, c_stops = _fold(msgs, batch_lane(compiled=True), unchecked)
         _assert_same(c_lane, general, c_out, general_out)
         # Both lanes stopped at the same records and folded the same runs of records.
-        assert c_lane.stops == py_lane.stops
+        assert c_stops == py_stops
 
 
 @needs_c
@@ -179,8 +156,8 @@ def test_small_batches_and_a_tiny_payload_cache_change_nothing(
     monkeypatch.setattr(fastlane, "_PAYLOAD_CACHE_SIZE", 3)  # cleared again and again
     records = _fleet(60, 7)
     msgs = _messages(records, random.Random(7))
-    c_lane, c_out = _fold(msgs, batch_lane(compiled=True), set(), size=7)
-    general, general_out = _fold(msgs, None, set(), size=7)
+    c_lane, c_out, _ = _fold(msgs, batch_lane(compiled=True), set(), size=7)
+    general, general_out, _ = _fold(msgs, None, set(), size=7)
     _assert_same(c_lane, general, c_out, general_out)
 
 
