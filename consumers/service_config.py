@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -21,6 +21,7 @@ __all__ = [
     "Guarantee",
     "OutputLimits",
     "ServiceConfig",
+    "TopicSet",
     "consumer_config",
     "output_limits",
     "producer_config",
@@ -40,6 +41,19 @@ clock committing at 40k events/s."""
 DEFAULT_TXN_INTERVAL_MS = 100
 """An open transaction commits at least this often: the bound on how long an event waits
 to be folded into a committed state at a low rate (end-to-end latency)."""
+
+
+class TopicSet(Protocol):
+    """The four topic names a service uses (e.g. :class:`runfold.settings.TopicNames`)."""
+
+    @property
+    def events(self) -> str: ...
+    @property
+    def runs(self) -> str: ...
+    @property
+    def violations(self) -> str: ...
+    @property
+    def dlq(self) -> str: ...
 
 
 @dataclass
@@ -66,6 +80,18 @@ class ServiceConfig:
     max_message_bytes: int | None = None
     """Largest record the service writes to ``agent-runs`` and the DLQ. ``None``: read each
     topic's ``max.message.bytes`` when the service starts (:func:`output_limits`)."""
+
+    @classmethod
+    def on_topics(cls, kafka: dict[str, Any], topics: TopicSet, **options: Any) -> ServiceConfig:
+        """A config whose four topics are ``topics``; ``options`` are the other fields."""
+        return cls(
+            kafka=kafka,
+            events_topic=topics.events,
+            runs_topic=topics.runs,
+            violations_topic=topics.violations,
+            dlq_topic=topics.dlq,
+            **options,
+        )
 
     @property
     def transactional_id(self) -> str:

@@ -115,19 +115,15 @@ def consume(
     from runfold.preflight import check_connection
 
     check_connection(settings.admin_config())
-    topics = settings.topic_names
-    config = ServiceConfig(
-        kafka=dict(settings.client_config()),
+    config = ServiceConfig.on_topics(
+        dict(settings.client_config()),
+        settings.topic_names,
         group=group,
         instance_id=instance_id,
         guarantee="exactly-once" if guarantee == "exactly-once" else "at-least-once",
         batch_size=batch_size,
         txn_interval_ms=txn_interval_ms,
         until_idle=until_idle,
-        events_topic=topics.events,
-        runs_topic=topics.runs,
-        violations_topic=topics.violations,
-        dlq_topic=topics.dlq,
         transaction_timeout_ms=transaction_timeout_ms,
         session_timeout_ms=session_timeout_ms,
     )

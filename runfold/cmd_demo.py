@@ -213,10 +213,9 @@ def _run(options: DemoOptions, rates: FaultRates, bootstrap: str | None, broker:
             "summary counts only this demo's records"
         )
 
-    service = FoldService(ServiceConfig(
-        kafka=dict(settings.client_config()), group=options.group, instance_id="demo",
-        txn_interval_ms=250, events_topic=names.events, runs_topic=names.runs,
-        violations_topic=names.violations, dlq_topic=names.dlq,
+    service = FoldService(ServiceConfig.on_topics(
+        dict(settings.client_config()), names, group=options.group, instance_id="demo",
+        txn_interval_ms=250,
         consumer_overrides=dict(_QUIET), producer_overrides=dict(_QUIET),
     ))
     failure: list[BaseException] = []

@@ -56,13 +56,10 @@ def _halves(runs: int, seed: int) -> tuple[_Records, _Records, dict[str, Any]]:
 
 
 def _config(bootstrap: str, topics: TopicNames, group: str) -> ServiceConfig:
-    return ServiceConfig(
-        kafka={"bootstrap.servers": bootstrap},
+    return ServiceConfig.on_topics(
+        {"bootstrap.servers": bootstrap},
+        topics,
         group=group,
-        events_topic=topics.events,
-        runs_topic=topics.runs,
-        violations_topic=topics.violations,
-        dlq_topic=topics.dlq,
         until_idle=2,
         batch_size=500,
     )

@@ -43,13 +43,10 @@ def test_rejected_record_aborts_rewinds_and_still_folds_exactly(
             return value + os.urandom(4096)  # incompressible: lz4 cannot shrink it
         return value
 
-    config = ServiceConfig(
-        kafka={"bootstrap.servers": kafka_bootstrap},
+    config = ServiceConfig.on_topics(
+        {"bootstrap.servers": kafka_bootstrap},
+        unique_topics,
         group="abort",
-        events_topic=unique_topics.events,
-        runs_topic=unique_topics.runs,
-        violations_topic=unique_topics.violations,
-        dlq_topic=unique_topics.dlq,
         until_idle=2,
         batch_size=500,
     )

@@ -38,15 +38,12 @@ def test_idle_clock_starts_once_partitions_are_assigned(
     while not blocker.assignment():
         assert time.monotonic() < deadline, "the blocking member never got its partitions"
         blocker.poll(0.1)
-    config = ServiceConfig(
-        kafka={"bootstrap.servers": kafka_bootstrap},
+    config = ServiceConfig.on_topics(
+        {"bootstrap.servers": kafka_bootstrap},
+        unique_topics,
         group=group,
         until_idle=2.0,
         txn_interval_ms=100,
-        events_topic=unique_topics.events,
-        runs_topic=unique_topics.runs,
-        violations_topic=unique_topics.violations,
-        dlq_topic=unique_topics.dlq,
         consumer_overrides={"log_level": 2},
         producer_overrides={"log_level": 2},
     )

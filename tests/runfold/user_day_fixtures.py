@@ -45,16 +45,12 @@ def send_fleet(
 def fold_service(settings: RunfoldSettings, group: str | None = None,
                  **overrides: Any) -> FoldService:
     """A folding service on the test's topics that stops after 2 s without records."""
-    topics = settings.topic_names
-    config = ServiceConfig(
-        kafka=dict(settings.client_config()),
+    config = ServiceConfig.on_topics(
+        dict(settings.client_config()),
+        settings.topic_names,
         group=group or f"test-{uuid.uuid4().hex[:8]}",
         until_idle=2.0,
         txn_interval_ms=200,
-        events_topic=topics.events,
-        runs_topic=topics.runs,
-        violations_topic=topics.violations,
-        dlq_topic=topics.dlq,
         **overrides,
     )
     return FoldService(config)
