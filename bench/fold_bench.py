@@ -35,7 +35,7 @@ sys.path.insert(0, str(_ROOT))
 
 from fold_streams import generate_fleet, interleave  # noqa: E402
 
-from consumers.fold import FoldResult, apply_event, content_digest  # noqa: E402
+from consumers import FoldResult, apply_event, content_digest  # noqa: E402
 from consumers.state import FoldConfig, RunState  # noqa: E402
 from schemas import Event, Timestamp, ToolCalled  # noqa: E402
 

@@ -52,7 +52,7 @@ def _profile(label: str, events: Callable[[], int], top: int, out: str | None) -
 
 def offline(runs: int) -> Callable[[], int]:
     """Decode, fold and encode the states of a fleet's events (no Kafka)."""
-    from consumers.edge import FoldEdge
+    from consumers.service.edge import FoldEdge
     from producers import Fleet, FleetConfig
 
     records = [value for _, value, _ in Fleet(FleetConfig(runs=runs, agents=16)).records()]
@@ -65,7 +65,7 @@ def offline(runs: int) -> Callable[[], int]:
             event = edge.decode_event(value, "t", 0, index)
             run_id = str(event.run_id)
             state, _ = edge.apply(states.get(run_id), event)
-            edge.set_source_offset(state, index)
+            state.source_offset = index
             states[run_id] = state
             dirty.add(run_id)
             if index % 2000 == 1999:  # one state record per changed run per transaction
@@ -127,7 +127,7 @@ def restore(runs: int) -> Callable[[], int]:
     """Decode ``runs`` stored states, as restore on assignment does for each run."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench.live_stages import _template_state
-    from consumers.edge import FoldEdge
+    from consumers.service.edge import FoldEdge
 
     template, old_id = _template_state()
     values = [template.replace(old_id, str(uuid.uuid4()).encode()) for _ in range(runs)]
@@ -155,7 +155,7 @@ def _best_cpu(run: Callable[[], object], count: int, repeat: int = 3) -> float:
 
 def costs(runs: int) -> None:
     """µs of main-thread CPU per event for each step of the producer and the fold."""
-    from consumers.edge import FoldEdge
+    from consumers.service.edge import FoldEdge
     from producers import Fleet, FleetConfig
     from schemas.codec import EventCodec
 

@@ -1,7 +1,7 @@
 """One run's fold: sequence rules, reorder buffer, content digests, one function per kind.
 
-:func:`apply_event` is the pure step; :mod:`consumers.fold` documents the rules and
-adds the many-run layer (:class:`~consumers.fold.FoldResult`, :func:`~consumers.fold.fold`).
+:func:`apply_event` is the pure step; :mod:`consumers.runs` documents the rules and
+adds the many-run layer (:class:`~consumers.runs.FoldResult`, :func:`~consumers.runs.fold`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from consumers.state import DEFAULT_CONFIG, FoldConfig, FoldError, Outcome, OutcomeKind, RunState
 from schemas import Event, RunStatus, Violation, ViolationKind
 
-__all__ = ["apply_event", "content_digest", "digest_bytes", "flush"]
+__all__ = ["COUNTED_KINDS", "apply_event", "content_digest", "digest_bytes", "flush", "fold_next"]
 
 _RUNNING = RunStatus.RUNNING
 _APPLIED = OutcomeKind.APPLIED
@@ -143,7 +143,7 @@ COUNTED_KINDS: dict[str, str] = {
 
 Their events change nothing else: neither the kind's fields nor the payload are
 read, which lets the service's fast lane fold them from their bytes alone
-(:mod:`consumers.fastlane`)."""
+(:mod:`consumers.service.lane`)."""
 
 
 _PROJECTORS: dict[str, Callable[[RunState, Event], None]] = {
@@ -174,21 +174,29 @@ def _violation(
 
 
 def _apply(
-    state: RunState, event: Event, digest: int, carried: tuple[Violation, ...]
+    state: RunState, seq: int, tag: str, digest: int, event: Event | None
 ) -> tuple[Violation, ...]:
-    """Fold an event whose seq is ``last_seq + 1`` into a RUNNING run.
+    """Apply the event at ``last_seq + 1`` of a RUNNING run: THE next-event rule.
 
-    Returns ``carried`` plus the violation noticed on the way, if any.
+    Every path that applies an event comes here: :func:`apply_event` (in order, released
+    from the reorder buffer, after a declared gap) and :func:`fold_next` (what the
+    service's batch lane hands over). Returns the violation noticed on the way, if any
+    (``missing_start`` for a first event that is not ``graph_started``). ``event`` may
+    be None only for the kinds of :data:`COUNTED_KINDS`, whose projection reads nothing
+    but the tag.
     """
-    seq = event.seq
-    state.last_seq = seq
     digests = state.digests
-    digests[seq % len(digests)] = digest
-    tag = event.kind.type
-    if state.events_applied == 0 and not state.has_identity:
-        state.started_at = event.timestamp
+    try:
+        digests[seq % len(digests)] = digest
+    except (OverflowError, TypeError):
+        raise _bad_digest(state, seq, digest) from None
+    state.last_seq = seq
+    noticed: tuple[Violation, ...] = ()
+    if not state.events_applied and not state.has_identity:
+        # A first event: fold_next never hands one over, so ``event`` is here.
+        state.started_at = event.timestamp  # type: ignore[union-attr]
         if tag != "graph_started":
-            carried += (
+            noticed = (
                 _violation(
                     state,
                     ViolationKind.MISSING_START,
@@ -199,8 +207,34 @@ def _apply(
                 ),
             )
     state.events_applied += 1
-    _PROJECTORS[tag](state, event)
-    return carried
+    _PROJECTORS[tag](state, event)  # type: ignore[arg-type]  # None only for counted kinds
+    return noticed
+
+
+def fold_next(state: RunState, seq: int, timestamp: int, tag: str, digest: int) -> bool:
+    """Fold the next event of a run under way when it needs nothing but the rule.
+
+    True (and the event applied by :func:`_apply`, the stream time advanced) when the
+    run is RUNNING, has applied an event, buffers none, ``seq`` is ``last_seq + 1`` and
+    ``tag`` is one of :data:`COUNTED_KINDS`: then the outcome is ``APPLIED`` with no
+    violation and nothing released, exactly what :func:`apply_event` would return.
+    False and nothing changed otherwise: the caller takes :func:`apply_event`.
+
+    For callers that have the event's values without its model: the folding service's
+    batch lane reads them from the record's bytes (:mod:`consumers.service.lane`).
+    """
+    if (
+        seq != state.last_seq + 1
+        or state.status is not _RUNNING
+        or not state.events_applied
+        or state.pending_events
+        or tag not in COUNTED_KINDS
+    ):
+        return False
+    if timestamp > state.stream_time:
+        state.stream_time = timestamp
+    _apply(state, seq, tag, digest, None)
+    return True
 
 
 def _drain(state: RunState, outcomes: list[Outcome], released: bool = False) -> None:
@@ -216,7 +250,7 @@ def _drain(state: RunState, outcomes: list[Outcome], released: bool = False) -> 
             break
         released = True
         event, digest = entry
-        carried = _apply(state, event, digest, ())
+        carried = _apply(state, event.seq, event.kind.type, digest, event)
         outcomes.append(_new_outcome(Outcome, (_APPLIED, run_id, event.seq, carried, True)))
     if pending and state.status is not _RUNNING:
         for seq in sorted(pending):
@@ -266,7 +300,7 @@ def _declare_first_gap(state: RunState, config: FoldConfig, outcomes: list[Outco
         digests[seq % window] = 0  # those slots describe older seqs now: unknown
     state.last_seq = last
     event, digest = pending.pop(next_seq)
-    carried = _apply(state, event, digest, (gap,))
+    carried = (gap, *_apply(state, next_seq, event.kind.type, digest, event))
     outcomes.append(_new_outcome(Outcome, (_APPLIED, state.run_id, next_seq, carried, True)))
     _drain(state, outcomes, released=True)
 
@@ -361,26 +395,13 @@ def _step(state: RunState, event: Event, config: FoldConfig, digest: int | None)
     """Fold one event of ``state``'s run; the heart of :func:`apply_event`."""
     seq = event.seq
     timestamp = event.timestamp
-    if timestamp > state.stream_time:
-        state.stream_time = timestamp
     if digest is None:
         digest = content_digest(event)
-    if seq == state.last_seq + 1 and state.status is _RUNNING and state.events_applied:
-        # The common case, _apply inlined: the next event of a run under way.
-        state.last_seq = seq
-        digests = state.digests
-        try:
-            digests[seq % len(digests)] = digest
-        except (OverflowError, TypeError):
-            raise _bad_digest(state, seq, digest) from None
-        state.events_applied += 1
-        _PROJECTORS[event.kind.type](state, event)
-        outcomes = [_new_outcome(Outcome, (_APPLIED, state.run_id, seq, (), False))]
-        if state.pending_events:
-            _drain(state, outcomes)
-            if state.pending_events:
-                _enforce_bounds(state, config, outcomes)
-        return outcomes
+    tag = event.kind.type
+    if fold_next(state, seq, timestamp, tag, digest):
+        return [_new_outcome(Outcome, (_APPLIED, state.run_id, seq, (), False))]
+    if timestamp > state.stream_time:
+        state.stream_time = timestamp
     outcomes = [_step_aside(state, event, seq, digest)]
     if outcomes[0].kind is _APPLIED and state.pending_events:
         _drain(state, outcomes)
@@ -402,10 +423,9 @@ def _step_aside(state: RunState, event: Event, seq: int, digest: int) -> Outcome
         raise _bad_digest(state, seq, digest)
     last = state.last_seq
     run_id = state.run_id
-    if seq == last + 1 and state.status is _RUNNING:  # the run's first applied event
-        return _new_outcome(
-            Outcome, (_APPLIED, run_id, seq, _apply(state, event, digest, ()), False)
-        )
+    if seq == last + 1 and state.status is _RUNNING:
+        carried = _apply(state, seq, event.kind.type, digest, event)
+        return _new_outcome(Outcome, (_APPLIED, run_id, seq, carried, False))
     if seq <= last:
         return _seen_before(state, event, digest, seq)
     if state.status is not _RUNNING:

@@ -5,7 +5,7 @@ fastavro walk the schema: about 80 µs per state each way, paid for every run a
 transaction changed and for every run restored on assignment. These functions write
 and read the same bytes directly, for the one schema version they were written for
 (pinned by fingerprint). The service uses them through
-:meth:`~consumers.edge.FoldEdge.default`, falling back to the general path whenever
+:meth:`~consumers.service.edge.FoldEdge.default`, falling back to the general path whenever
 they decline (another version, another framing) or fail (a value out of range,
 damaged bytes), so that errors keep their precise messages.
 

@@ -17,7 +17,7 @@ from types import FrameType
 
 import click
 
-from consumers.service_config import DEFAULT_BATCH_SIZE, DEFAULT_TXN_INTERVAL_MS
+from consumers.service.config import DEFAULT_BATCH_SIZE, DEFAULT_TXN_INTERVAL_MS
 from runfold.settings import RunfoldSettings
 
 __all__ = ["EXIT_FENCED", "consume"]

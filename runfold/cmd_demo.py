@@ -338,8 +338,8 @@ def _summarize(options: DemoOptions, settings: RunfoldSettings, fleet: Any, prod
                stats: Any, fold_seconds: float, seed: int, broker: str,
                scope: Any) -> DemoSummary:
     """Read this demo's runs and dead letters back and set them against the manifest."""
-    from consumers.edge import FoldEdge
-    from consumers.queries import list_runs
+    from consumers.service.edge import FoldEdge
+    from consumers.service.queries import list_runs
     from runfold.demo_scope import count_dead_letters
 
     manifest = fleet.manifest()

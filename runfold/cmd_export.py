@@ -119,8 +119,8 @@ def build_tables(states: Iterable[Any]) -> tuple[Any, Any]:
 
 def read_tables(settings: RunfoldSettings) -> tuple[Any, Any]:
     """Read every run's latest state from ``agent-runs`` and build the two tables."""
-    from consumers.edge import FoldEdge
-    from consumers.queries import list_runs
+    from consumers.service.edge import FoldEdge
+    from consumers.service.queries import list_runs
 
     edge = FoldEdge.default()
     states = list_runs(settings.client_config(), settings.topic_names.runs, edge.decode_state)

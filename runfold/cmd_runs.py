@@ -61,8 +61,8 @@ def list_command(
     status: str | None, as_json: bool, bootstrap_servers: str | None, prefix: str | None
 ) -> None:
     """The latest state of every run."""
-    from consumers.edge import FoldEdge
-    from consumers.queries import list_runs
+    from consumers.service.edge import FoldEdge
+    from consumers.service.queries import list_runs
     from schemas import RunStatus
 
     settings = _settings(bootstrap_servers, prefix)
@@ -100,8 +100,8 @@ def show_command(
     run_id: str, as_json: bool, bootstrap_servers: str | None, prefix: str | None
 ) -> None:
     """One run: its Run (serde JSON), counters and violations."""
-    from consumers.edge import FoldEdge
-    from consumers.queries import find_run
+    from consumers.service.edge import FoldEdge
+    from consumers.service.queries import find_run
 
     settings = _settings(bootstrap_servers, prefix)
     edge = FoldEdge.default()
@@ -139,8 +139,8 @@ def replay_command(
     run_id: str, as_json: bool, bootstrap_servers: str | None, prefix: str | None
 ) -> None:
     """A run's events from its partition: a timeline, and its replay digest."""
-    from consumers.edge import FoldEdge
-    from consumers.queries import replay_run
+    from consumers.service.edge import FoldEdge
+    from consumers.service.queries import replay_run
 
     settings = _settings(bootstrap_servers, prefix)
     replayed = replay_run(

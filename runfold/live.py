@@ -174,7 +174,7 @@ class FleetReader:
     def _connect(self) -> Consumer:
         if self._consumer is not None:
             return self._consumer
-        from consumers.edge import FoldEdge
+        from consumers.service.edge import FoldEdge
         from schemas.codec import decode_violation
 
         self._decode_state = FoldEdge.default().decode_state

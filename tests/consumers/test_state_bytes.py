@@ -12,8 +12,8 @@ import random
 
 import pytest
 
-from consumers.edge import FoldEdge, body_digest
-from consumers.fold import apply_event
+from consumers import apply_event
+from consumers.service.edge import FoldEdge, body_digest
 from consumers.state import FoldConfig, RunState
 from consumers.state_bytes import state_reader, state_writer
 from consumers.state_codec import from_record, to_record

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from confluent_kafka import Consumer, TopicPartition
 
-from consumers.fold import fold
+from consumers import fold
 from producers import AsyncRunRecorder, EventProducer
 from runfold.cli import main
 from schemas import Event, NodeEntered, ToolCalled

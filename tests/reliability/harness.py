@@ -34,8 +34,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from consumers.edge import FoldEdge
-from consumers.restore import iter_partition, read_latest_by_key
+from consumers.service.edge import FoldEdge
+from consumers.service.restore import iter_partition, read_latest_by_key
 from consumers.state import RunState
 from producers import FleetConfig
 from runfold.settings import TopicNames

@@ -87,7 +87,7 @@ def test_parquet_read_back_with_duckdb_equals_runs_list_json(
 
 @pytest.mark.unit
 def test_csv_export_and_errors(tmp_path: Path) -> None:
-    from consumers.fold import apply_event
+    from consumers import apply_event
     from producers import FaultRates, Fleet, FleetConfig
     from schemas.codec import decode_event
 

@@ -92,7 +92,7 @@ def test_scraped_counters_equal_what_the_run_produced(
 
 @pytest.mark.unit
 def test_service_collector_reads_stats_and_keeps_only_committed_violations() -> None:
-    from consumers.stats import ServiceStats
+    from consumers.service.stats import ServiceStats
 
     class FakeService:
         stats = ServiceStats(consumed=7, applied=5, duplicate=1, dlq=1,

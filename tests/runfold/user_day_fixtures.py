@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from consumers.service import FoldService, ServiceConfig
-from consumers.stats import ServiceStats
+from consumers.service.stats import ServiceStats
 from producers import EventProducer, FaultRates, Fleet, FleetConfig, produce_fleet
 from runfold.settings import RunfoldSettings, TopicNames
 

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from consumers.service_config import ServiceConfig
+from consumers.service.config import ServiceConfig
 from schemas.errors import RunfoldError
 
 __all__ = ["FENCED_CODES", "ErrorPolicy", "ServiceStopped", "TransactionAbort", "is_fenced"]

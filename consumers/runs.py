@@ -41,27 +41,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from consumers.sequence import (
-    _new_outcome,
-    _step,
-    apply_event,
-    content_digest,
-    digest_bytes,
-    flush,
-)
+from consumers.sequence import _new_outcome, _step, flush
 from consumers.state import DEFAULT_CONFIG, FoldConfig, Outcome, OutcomeKind, RunState
+from consumers.tally import Tally
 from schemas import Event, RunStatus, Violation, ViolationKind
 
-__all__ = [
-    "FoldResult",
-    "FoldStats",
-    "Tally",
-    "apply_event",
-    "content_digest",
-    "digest_bytes",
-    "flush",
-    "fold",
-]
+__all__ = ["FoldResult", "FoldStats", "fold"]
 
 _RUNNING = RunStatus.RUNNING
 _APPLIED = OutcomeKind.APPLIED
@@ -88,50 +73,6 @@ class FoldStats:
     """Events for tombstoned runs (duplicates or after_terminal, as the tombstone tells)."""
     forced_flushes: int = 0
     """Runs whose buffer was flushed because all buffers held ``max_pending_total``."""
-
-
-class Tally:
-    """Counts of outcomes, to check that every consumed event is accounted for once."""
-
-    __slots__ = ("applied", "buffered", "consumed", "duplicate", "released", "violation")
-
-    def __init__(self) -> None:
-        self.consumed = self.applied = self.duplicate = self.violation = 0
-        self.buffered = self.released = 0
-
-    def add(self, outcomes: Iterable[Outcome], consumed: int = 1) -> None:
-        """Count the outcomes of ``consumed`` events (one call of the fold)."""
-        self.consumed += consumed
-        for outcome in outcomes:
-            kind = outcome.kind
-            if kind is _APPLIED:
-                self.applied += 1
-            elif kind is _BUFFERED:
-                self.buffered += 1
-            elif kind is _DUPLICATE:
-                self.duplicate += 1
-            else:
-                self.violation += 1
-            if outcome.released:
-                self.released += 1
-
-    @property
-    def pending(self) -> int:
-        """Events buffered and not yet released."""
-        return self.buffered - self.released
-
-    def balanced(self, pending_total: int) -> bool:
-        """``consumed == applied + duplicate + violation + pending`` and ``pending`` matches."""
-        return (
-            self.pending == pending_total
-            and self.consumed == self.applied + self.duplicate + self.violation + self.pending
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"Tally(consumed={self.consumed}, applied={self.applied}, duplicate={self.duplicate}, "
-            f"violation={self.violation}, buffered={self.buffered}, released={self.released})"
-        )
 
 
 @dataclass

@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from consumers.dlq import (
+from consumers.service.config import OutputLimits, ServiceConfig, output_limits, producer_config
+from consumers.service.dlq import (
     DLQ_HEADERS,
     TRUNCATED_HEADER,
     DeadLetter,
@@ -15,9 +16,8 @@ from consumers.dlq import (
     parse_dead_letter_headers,
     record_size,
 )
-from consumers.edge import FoldEdge
-from consumers.oversize import TRUNCATED_MARKER, fit_state
-from consumers.service_config import OutputLimits, ServiceConfig, output_limits, producer_config
+from consumers.service.edge import FoldEdge
+from consumers.service.oversize import TRUNCATED_MARKER, fit_state
 from runfold.settings import TopicNames
 from runfold.topics import DEFAULT_MAX_MESSAGE_BYTES, output_max_bytes, topic_specs
 from schemas import Event, GraphStarted, Timestamp

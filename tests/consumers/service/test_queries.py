@@ -12,8 +12,8 @@ import pytest
 from confluent_kafka import Producer
 from service_fixtures import load_fleet, prefix_of, run_consume
 
-from consumers.queries import murmur2, partition_for
-from consumers.restore import iter_partition
+from consumers.service.queries import murmur2, partition_for
+from consumers.service.restore import iter_partition
 from runfold.settings import TopicNames
 from schemas.codec import decode_event
 from schemas.ledger import replay_digest

@@ -1,66 +1,45 @@
-/* The fold's fast lane in C: consumers/fastlane.py's `fold`, and the loop of the
- * service that feeds it, for a batch of consumed records at a time.
+/* The batch lane's decoder in C: a thin accelerator for the bytes of the common record.
  *
- * Nothing here knows the Event schema by heart. consumers/fastlane.py builds a Lane
- * from the same sources its Python lane is compiled from (the pinned single-object
- * prefix, per union branch of `kind` the field layout and the counter from
- * COUNTED_KINDS, serde.loads, RunStatus.RUNNING, the RunState class), and the C code
- * only reads bytes the way schemas/fastpath.py reads them.
+ * consumers/service/lane.py builds a Decoder from the one Avro layout of the Event schema
+ * (the pinned single-object prefix, per union branch of `kind` its tag and field reads)
+ * and serde.loads. `Decoder.read(msgs)` returns, per consumed message, either the plain
+ * values of a record that the general decoder certainly reads the same way:
  *
- * The rule is the Python lane's: a record is folded here only when the Python lane
- * would fold it, with the same effect; any doubt (a value outside what is checked
- * below, an object of an unexpected type) stops the batch at that record, and the
- * service gives it to its general path, which decides precisely. Stopping is always
- * safe: the general path folds whatever the lane folds to the same state (the
- * Python differential tests prove that), so the C lane may refuse more, never less.
+ *     (partition, key, offset, seq, timestamp, tag, digest)
+ *
+ * or None: an error, a record of another framing, version or kind, a value outside what
+ * is checked below, any doubt. It folds nothing and knows no rule: the service hands the
+ * values to consumers.sequence.fold_next (the one next-event rule) and takes the general
+ * path (decode with the codec, apply_event) for every None. Refusing is always safe; the
+ * differential tests check that every record read here decodes with schemas.codec to the
+ * same values (tests/consumers/service/test_lane.py).
+ *
+ * What "certainly" covers: single-object framing with the pinned fingerprint; run_id
+ * text equal to the record key (36 bytes); seq and timestamp varints within 64 bits
+ * and seq >= 1; a kind of COUNTED_KINDS whose fields read as schemas.fastpath reads
+ * them (UTF-8 strings, u32 in range, u64 not negative); the payload string is the rest
+ * of the record and is JSON as serde.loads reads it. `digest` is
+ * consumers.sequence.digest_bytes of the body (what follows the single-object header).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 
-#ifdef Py_T_OBJECT_EX
-#define LANE_T_OBJECT_EX Py_T_OBJECT_EX
-#define LANE_READONLY Py_READONLY
-#else
-#define LANE_T_OBJECT_EX T_OBJECT_EX
-#define LANE_READONLY READONLY
-#endif
-
-/* Field codes of a kind's record, as consumers/fastlane.py's _FIELD_CODES lists them. */
+/* Field codes of a kind's record, as consumers/service/lane.py's FIELD_READS lists them. */
 enum { F_STRING = 0, F_U32 = 1, F_U64 = 2, F_OPTIONAL_STRING = 3, F_STRING_ARRAY = 4 };
 
 #define MAX_FIELDS 32
 #define MAX_BRANCHES 63 /* branch b is the single byte 2b < 0x80 */
 #define UUID_TEXT 36
 
-/* The RunState slots the lane reads or writes (besides the per-kind counters). */
-enum {
-    S_PENDING_EVENTS,
-    S_STATUS,
-    S_EVENTS_APPLIED,
-    S_SOURCE_OFFSET,
-    S_LAST_SEQ,
-    S_STREAM_TIME,
-    S_DIGESTS,
-    N_SLOTS
-};
-static const char *const slot_names[N_SLOTS] = {
-    "pending_events", "status", "events_applied", "source_offset",
-    "last_seq", "stream_time", "digests",
-};
-
 typedef struct {
-    int counted;                      /* 0: not a counted kind, never fast */
+    PyObject *tag;                    /* str, or NULL: not a counted kind, never read here */
     int n_fields;
     unsigned char fields[MAX_FIELDS];
-    PyObject *counter_name;           /* str */
-    PyObject *counter_descr;          /* the member descriptor of RunState.<counter> */
-    Py_ssize_t counter_offset;
 } Branch;
 
-/* The Message methods the service calls, in this order. */
+/* The Message methods the decoder calls. */
 enum { M_ERROR, M_PARTITION, M_KEY, M_VALUE, M_OFFSET, N_METHODS };
 
 typedef struct {
@@ -72,12 +51,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *prefix;        /* bytes: magic + fingerprint + zigzag(36) */
     Py_ssize_t header;       /* the single-object header's size: the digest covers what follows */
-    PyObject *running;       /* RunStatus.RUNNING */
     PyObject *loads;         /* serde.loads */
-    PyTypeObject *state_type;
-    PyObject *slot_descr[N_SLOTS];
-    Py_ssize_t slot_offset[N_SLOTS];
-    unsigned int version_tag; /* state_type's tp_version_tag when the slots were checked */
     int n_branches;
     Branch branches[MAX_BRANCHES];
     PayloadEntry *payloads;  /* payloads already parsed by loads: open addressing */
@@ -87,12 +61,10 @@ typedef struct {
     PyTypeObject *msg_type;  /* the messages' type whose methods are called directly */
     unsigned int msg_version_tag;
     PyCFunction msg_method[N_METHODS];
-} Lane;
+} Decoder;
 
 static const char *const method_names[N_METHODS] = {"error", "partition", "key", "value", "offset"};
 static PyObject *method_str[N_METHODS];
-static PyObject *str_add;
-static PyObject *one;
 
 /* --- reading bytes as schemas/fastpath.py does --------------------------------------- */
 
@@ -241,7 +213,7 @@ scan_string(const unsigned char *buf, Py_ssize_t pos, Py_ssize_t size)
     return pos + (Py_ssize_t)length;
 }
 
-/* One kind's fields as consumers/fastlane.py's compiled scanner checks them. */
+/* One kind's fields as consumers/service/lane.py's compiled scanner checks them. */
 static Py_ssize_t
 scan_fields(const Branch *branch, const unsigned char *buf, Py_ssize_t pos, Py_ssize_t size)
 {
@@ -303,103 +275,6 @@ scan_fields(const Branch *branch, const unsigned char *buf, Py_ssize_t pos, Py_s
     }
     return pos;
 }
-
-/* --- RunState slots ---------------------------------------------------------------------- */
-
-/* The member descriptor behind RunState.<name>, if it is a plain writable object slot
- * (what __slots__ makes); new reference, or NULL with an exception set. */
-static PyObject *
-object_slot(PyTypeObject *type, PyObject *name, Py_ssize_t *offset)
-{
-    PyObject *descr = PyObject_GetAttr((PyObject *)type, name);
-    if (descr == NULL)
-        return NULL;
-    if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
-        PyErr_Format(PyExc_TypeError, "%s.%U is not a __slots__ member", type->tp_name, name);
-        Py_DECREF(descr);
-        return NULL;
-    }
-    PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
-    if (member->type != LANE_T_OBJECT_EX || member->flags & LANE_READONLY) {
-        PyErr_Format(PyExc_TypeError, "%s.%U is not a writable object slot", type->tp_name, name);
-        Py_DECREF(descr);
-        return NULL;
-    }
-    *offset = member->offset;
-    return descr;
-}
-
-/* Whether RunState's attributes are still the slots seen at construction: 1 yes,
- * 0 no (the lane then takes nothing), -1 error. Cheap while the type is unchanged:
- * any change to a type resets its version tag. */
-static int
-layout_unchanged(Lane *self)
-{
-    PyTypeObject *type = self->state_type;
-    if (self->version_tag != 0 && type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG &&
-        type->tp_version_tag == self->version_tag)
-        return 1;
-    if (type->tp_getattro != PyObject_GenericGetAttr ||
-        type->tp_setattro != PyObject_GenericSetAttr)
-        return 0;
-    for (int s = 0; s < N_SLOTS + self->n_branches; s++) {
-        PyObject *name, *expected;
-        if (s < N_SLOTS) {
-            name = PyUnicode_FromString(slot_names[s]);
-            if (name == NULL)
-                return -1;
-            expected = self->slot_descr[s];
-        } else {
-            Branch *branch = &self->branches[s - N_SLOTS];
-            if (!branch->counted)
-                continue;
-            name = Py_NewRef(branch->counter_name);
-            expected = branch->counter_descr;
-        }
-        PyObject *descr = PyObject_GetAttr((PyObject *)type, name);
-        Py_DECREF(name);
-        if (descr == NULL) {
-            PyErr_Clear();
-            return 0;
-        }
-        Py_DECREF(descr);
-        if (descr != expected)
-            return 0;
-    }
-    /* The lookups above gave the type a version tag if it had none. */
-    self->version_tag =
-        type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG ? type->tp_version_tag : 0;
-    return 1;
-}
-
-#define SLOT(state, offset) (*(PyObject **)((char *)(state) + (offset)))
-
-/* What T_OBJECT_EX's setter does (PyMember_SetOne): the new value in, the old one out. */
-static inline void
-set_slot(PyObject *state, Py_ssize_t offset, PyObject *value /* stolen */)
-{
-    PyObject *old = SLOT(state, offset);
-    SLOT(state, offset) = value;
-    Py_XDECREF(old);
-}
-
-/* An int that fits 64 bits: 1 and *out, 0 (not an int, or wider), -1 error. */
-static inline int
-as_int64(PyObject *obj, int64_t *out)
-{
-    if (obj == NULL || !PyLong_Check(obj))
-        return 0;
-    int overflow;
-    long long value = PyLong_AsLongLongAndOverflow(obj, &overflow);
-    if (value == -1 && PyErr_Occurred())
-        return -1;
-    if (overflow)
-        return 0;
-    *out = (int64_t)value;
-    return 1;
-}
-
-/* --- one record ---------------------------------------------------------------------------- */
 
 /* --- payload JSON that is certainly valid ---------------------------------------------------- */
 
@@ -572,7 +447,7 @@ payload_hash(const unsigned char *p, Py_ssize_t n)
 }
 
 static void
-payloads_clear(Lane *self)
+payloads_clear(Decoder *self)
 {
     if (self->payloads == NULL)
         return;
@@ -583,7 +458,7 @@ payloads_clear(Lane *self)
 
 /* The slot holding the payload (1), or a free slot for it (0), or none (-1: give up). */
 static int
-payload_slot(Lane *self, const unsigned char *payload, Py_ssize_t size, uint64_t hash,
+payload_slot(Decoder *self, const unsigned char *payload, Py_ssize_t size, uint64_t hash,
              PayloadEntry **slot)
 {
     for (Py_ssize_t probe = 0; probe < MAX_PROBES; probe++) {
@@ -603,7 +478,7 @@ payload_slot(Lane *self, const unsigned char *payload, Py_ssize_t size, uint64_t
 
 /* Whether the payload is JSON as serde.loads reads it: 1 yes, 0 no, -1 error. */
 static int
-payload_ok(Lane *self, const unsigned char *payload, Py_ssize_t size)
+payload_ok(Decoder *self, const unsigned char *payload, Py_ssize_t size)
 {
     if (size == 2 && payload[0] == '{' && payload[1] == '}')
         return 1; /* half of all events; serde.loads("{}") is {} */
@@ -645,7 +520,7 @@ payload_ok(Lane *self, const unsigned char *payload, Py_ssize_t size)
  * (confluent_kafka.Message is): what msg.key() does once the attribute lookup found
  * the method descriptor, without the lookup. Any other type: the generic call. */
 static void
-resolve_message_type(Lane *self, PyTypeObject *type)
+resolve_message_type(Decoder *self, PyTypeObject *type)
 {
     Py_CLEAR(self->msg_type);
     if (type->tp_getattro != PyObject_GenericGetAttr || type->tp_dictoffset != 0)
@@ -675,7 +550,7 @@ resolve_message_type(Lane *self, PyTypeObject *type)
 
 /* Whether the messages' methods resolved before still hold for ``type``. */
 static inline int
-message_type_current(Lane *self, PyTypeObject *type)
+message_type_current(Decoder *self, PyTypeObject *type)
 {
     return type == self->msg_type && self->msg_version_tag != 0 &&
            type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG &&
@@ -683,392 +558,219 @@ message_type_current(Lane *self, PyTypeObject *type)
 }
 
 static inline PyObject *
-call_method(Lane *self, PyObject *msg, int method)
+call_method(Decoder *self, PyObject *msg, int method)
 {
     if (Py_TYPE(msg) == self->msg_type)
         return self->msg_method[method](msg, NULL);
     return PyObject_CallMethodNoArgs(msg, method_str[method]);
 }
 
-/* The Python int of a zigzag varint: its low 64 bits and the bits above them. */
+/* --- one record ------------------------------------------------------------------------------ */
+
+/* The values of one record's bytes: a new tuple (seq, timestamp, tag, digest), Py_None
+ * (new reference) when it is not certainly the common case, NULL on error. */
 static PyObject *
-varint_long(uint64_t raw, unsigned int wide)
+read_record(Decoder *self, PyObject *key, PyObject *value)
 {
-    if (!wide)
-        return PyLong_FromLongLong(unzigzag(raw));
-    /* n >> 1 == wide << 63 | raw >> 1; the sign is n's bit 0. */
-    PyObject *high = PyLong_FromUnsignedLong(wide), *shift = PyLong_FromLong(63);
-    PyObject *shifted = high && shift ? PyNumber_Lshift(high, shift) : NULL;
-    PyObject *low = PyLong_FromUnsignedLongLong(raw >> 1);
-    PyObject *half = shifted && low ? PyNumber_Or(shifted, low) : NULL;
-    PyObject *value = half && raw & 1 ? PyNumber_Invert(half) : Py_XNewRef(half); /* -h - 1 */
-    Py_XDECREF(high);
-    Py_XDECREF(shift);
-    Py_XDECREF(shifted);
-    Py_XDECREF(low);
-    Py_XDECREF(half);
-    return value;
-}
-
-/* consumers/fastlane.py's fold(state, key, value, offset): 1 folded, 0 not (nothing
- * changed), -1 error. ``state`` is exactly of state_type; key and value are bytes.
- * Integers within 64 bits are compared in C; wider ones (a 10-byte varint, a state
- * holding a big int) with Python's own operators, as the Python lane does. */
-static int
-fold_record(Lane *self, PyObject *state, PyObject *key, PyObject *value, PyObject *offset)
-{
-    const Py_ssize_t *at = self->slot_offset;
-    PyObject *pending = SLOT(state, at[S_PENDING_EVENTS]);
-    PyObject *applied = SLOT(state, at[S_EVENTS_APPLIED]);
-    if (pending == NULL || !PyDict_CheckExact(pending) || PyDict_GET_SIZE(pending) != 0)
-        return 0;
-    if (SLOT(state, at[S_STATUS]) != self->running)
-        return 0;
-    if (applied == NULL || !PyLong_CheckExact(applied))
-        return 0;
-    int ok = PyObject_IsTrue(applied);
-    if (ok <= 0)
-        return ok;
-    int64_t source_offset, record_offset, last_seq, stream_time;
-    PyObject *source = SLOT(state, at[S_SOURCE_OFFSET]);
-    if (source == NULL)
-        return 0;
-    if (as_int64(source, &source_offset) == 1 && as_int64(offset, &record_offset) == 1)
-        ok = source_offset >= record_offset;
-    else
-        ok = PyErr_Occurred() ? -1 : PyObject_RichCompareBool(source, offset, Py_GE);
-    if (ok != 0)
-        return ok < 0 ? -1 : 0;
-
     const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(value);
     const Py_ssize_t total = PyBytes_GET_SIZE(value);
     const Py_ssize_t prefix_size = PyBytes_GET_SIZE(self->prefix);
     if (total < prefix_size + UUID_TEXT || PyBytes_GET_SIZE(key) != UUID_TEXT ||
         memcmp(buf, PyBytes_AS_STRING(self->prefix), prefix_size) != 0 ||
         memcmp(buf + prefix_size, PyBytes_AS_STRING(key), UUID_TEXT) != 0)
-        return 0;
-
+        Py_RETURN_NONE;
     uint64_t raw, seq_raw, time_raw;
     unsigned int wide, seq_wide, time_wide;
     Py_ssize_t pos = read_varint(buf, prefix_size + UUID_TEXT, total, &seq_raw, &seq_wide);
-    if (pos < 0)
-        return 0;
-    PyObject *last = SLOT(state, at[S_LAST_SEQ]);
-    if (last == NULL)
-        return 0;
-    /* seq is then known to be last_seq + 1; seq_in_c says it is the int64 `seq`. */
-    int64_t seq = 0;
-    int seq_in_c = !seq_wide && as_int64(last, &last_seq) == 1 && last_seq != INT64_MAX;
-    if (seq_in_c) {
-        seq = unzigzag(seq_raw);
-        if (seq != last_seq + 1)
-            return 0;
-    } else {
-        if (PyErr_Occurred())
-            return -1;
-        PyObject *seq_obj = varint_long(seq_raw, seq_wide);
-        PyObject *next = seq_obj ? PyNumber_Add(last, one) : NULL;
-        ok = next ? PyObject_RichCompareBool(seq_obj, next, Py_EQ) : -1;
-        Py_XDECREF(seq_obj);
-        Py_XDECREF(next);
-        if (ok <= 0)
-            return ok;
-    }
+    if (pos < 0 || seq_wide)
+        Py_RETURN_NONE;
+    const int64_t seq = unzigzag(seq_raw);
+    if (seq < 1)
+        Py_RETURN_NONE;
     pos = read_varint(buf, pos, total, &time_raw, &time_wide);
-    if (pos < 0 || pos >= total)
-        return 0;
+    if (pos < 0 || time_wide || pos >= total)
+        Py_RETURN_NONE;
     const unsigned char branch_byte = buf[pos];
     if (branch_byte & 1 || branch_byte >= 2 * self->n_branches)
-        return 0;
+        Py_RETURN_NONE;
     const Branch *branch = &self->branches[branch_byte >> 1];
-    if (!branch->counted)
-        return 0;
+    if (branch->tag == NULL)
+        Py_RETURN_NONE;
     pos = scan_fields(branch, buf, pos + 1, total);
     if (pos < 0)
-        return 0;
+        Py_RETURN_NONE;
     pos = read_varint(buf, pos, total, &raw, &wide);
     if (pos < 0 || wide || raw & 1 || (raw >> 1) != (uint64_t)(total - pos))
-        return 0;
-    ok = payload_ok(self, buf + pos, total - pos);
-    if (ok <= 0)
-        return ok;
-
-    /* The state's fields once more: payload_ok may have run Python code. */
-    PyObject *counter = SLOT(state, branch->counter_offset);
-    applied = SLOT(state, at[S_EVENTS_APPLIED]);
-    PyObject *digests = SLOT(state, at[S_DIGESTS]);
-    PyObject *old_time = SLOT(state, at[S_STREAM_TIME]);
-    if (counter == NULL || !PyLong_CheckExact(counter) || applied == NULL ||
-        !PyLong_CheckExact(applied) || digests == NULL || old_time == NULL)
-        return 0;
-    Py_buffer view;
-    if (PyObject_GetBuffer(digests, &view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
-        PyErr_Clear();
-        return 0;
-    }
-    if (view.itemsize != 8 || view.format == NULL || strcmp(view.format, "Q") != 0 ||
-        view.len < 8) {
-        PyBuffer_Release(&view);
-        return 0;
-    }
-    const Py_ssize_t window = view.len / 8;
-    /* Every new value first: a failure leaves the state as it was. */
-    PyObject *new_seq = NULL, *new_time = NULL, *new_applied = NULL, *new_counter = NULL;
-    Py_ssize_t slot = 0;
-    int newer = 0;
-    if (!time_wide && as_int64(old_time, &stream_time) == 1) {
-        int64_t timestamp = unzigzag(time_raw);
-        newer = timestamp > stream_time;
-        if (newer && (new_time = PyLong_FromLongLong(timestamp)) == NULL)
-            goto fail;
-    } else {
-        if (PyErr_Occurred() || (new_time = varint_long(time_raw, time_wide)) == NULL)
-            goto fail;
-        newer = PyObject_RichCompareBool(new_time, old_time, Py_GT);
-        if (newer < 0)
-            goto fail;
-    }
-    if (seq_in_c) {
-        new_seq = PyLong_FromLongLong(seq);
-        slot = (Py_ssize_t)(seq % window);
-        if (slot < 0) /* Python's % floors */
-            slot += window;
-    } else {
-        PyObject *size = PyLong_FromSsize_t(window);
-        new_seq = size ? PyNumber_Add(last, one) : NULL; /* == seq, checked above */
-        PyObject *index = new_seq ? PyNumber_Remainder(new_seq, size) : NULL;
-        slot = index ? PyLong_AsSsize_t(index) : -1;
-        Py_XDECREF(size);
-        Py_XDECREF(index);
-        if (slot == -1 && PyErr_Occurred())
-            goto fail;
-    }
-    new_applied = PyNumber_Add(applied, one);
-    new_counter = PyNumber_Add(counter, one);
-    if (new_seq == NULL || new_applied == NULL || new_counter == NULL)
-        goto fail;
-
-    /* sequence._step's common case, then the service's set_source_offset; the digest
-     * is digest_bytes(body): the body's length above its CRC-32, never 0. */
-    if (newer)
-        set_slot(state, at[S_STREAM_TIME], Py_NewRef(new_time));
-    set_slot(state, at[S_LAST_SEQ], new_seq);
-    const unsigned char *body = buf + self->header;
-    Py_ssize_t remaining = total - self->header;
-    uint64_t digest = ((uint64_t)((total - self->header) & 0xFFFFFFFF) << 32) |
-                      crc32_ieee(body, (size_t)remaining);
+        Py_RETURN_NONE;
+    int ok = payload_ok(self, buf + pos, total - pos);
+    if (ok < 0)
+        return NULL;
+    if (ok == 0)
+        Py_RETURN_NONE;
+    /* consumers.sequence.digest_bytes(body): its length above its CRC-32, never 0. */
+    const Py_ssize_t body = total - self->header;
+    uint64_t digest = ((uint64_t)(body & 0xFFFFFFFF) << 32) |
+                      crc32_ieee(buf + self->header, (size_t)body);
     if (digest == 0)
         digest = 1;
-    memcpy((char *)view.buf + 8 * slot, &digest, 8);
-    PyBuffer_Release(&view);
-    Py_XDECREF(new_time);
-    set_slot(state, at[S_EVENTS_APPLIED], new_applied);
-    set_slot(state, branch->counter_offset, new_counter);
-    set_slot(state, at[S_SOURCE_OFFSET], Py_NewRef(offset));
-    return 1;
-fail:
-    Py_XDECREF(new_seq);
-    Py_XDECREF(new_time);
-    Py_XDECREF(new_applied);
-    Py_XDECREF(new_counter);
-    PyBuffer_Release(&view);
-    return -1;
+    return Py_BuildValue("(LLOK)", (long long)seq, (long long)unzigzag(time_raw), branch->tag,
+                         (unsigned long long)digest);
 }
 
-/* The service's loop for one message: 1 folded (offsets and dirty set updated),
- * 0 not for the fast lane, -1 error. */
-static int
-fold_message(Lane *self, PyObject *msg, PyObject *runs_of, PyObject *dirty_of,
-             PyObject *next_offsets, PyObject *unchecked)
+/* One message: a new tuple (partition, key, offset, seq, timestamp, tag, digest), a new
+ * reference to None, or NULL on error. */
+static PyObject *
+read_message(Decoder *self, PyObject *msg)
 {
-    int result = -1;
-    PyObject *partition = NULL, *runs = NULL, *key = NULL, *state = NULL, *value = NULL;
-    PyObject *offset = NULL;
+    PyObject *result = NULL, *partition = NULL, *key = NULL, *value = NULL, *offset = NULL;
+    PyObject *values = NULL;
     PyObject *error = call_method(self, msg, M_ERROR);
     if (error == NULL)
-        return -1;
+        return NULL;
     int is_error = error != Py_None;
     Py_DECREF(error);
     if (is_error)
-        return 0;
-    partition = call_method(self, msg, M_PARTITION);
-    if (partition == NULL)
+        Py_RETURN_NONE;
+    if ((partition = call_method(self, msg, M_PARTITION)) == NULL ||
+        (key = call_method(self, msg, M_KEY)) == NULL ||
+        (value = call_method(self, msg, M_VALUE)) == NULL ||
+        (offset = call_method(self, msg, M_OFFSET)) == NULL)
         goto done;
-    runs = Py_XNewRef(PyDict_GetItemWithError(runs_of, partition));
-    if (runs == NULL || !PyDict_Check(runs)) {
-        result = PyErr_Occurred() ? -1 : 0;
-        goto done;
-    }
-    key = call_method(self, msg, M_KEY);
-    if (key == NULL)
-        goto done;
-    if (!PyBytes_CheckExact(key)) { /* None: the general path names the missing key */
-        result = 0;
+    if (!PyBytes_CheckExact(key) || !PyBytes_CheckExact(value) || !PyLong_CheckExact(offset) ||
+        !PyLong_CheckExact(partition)) {
+        result = Py_NewRef(Py_None);
         goto done;
     }
-    state = Py_XNewRef(PyDict_GetItemWithError(runs, key));
-    if (state == NULL || !Py_IS_TYPE(state, self->state_type)) {
-        result = PyErr_Occurred() ? -1 : 0;
+    values = read_record(self, key, value);
+    if (values == NULL || values == Py_None) {
+        result = values;
+        values = NULL;
         goto done;
     }
-    value = call_method(self, msg, M_VALUE);
-    if (value == NULL)
-        goto done;
-    offset = call_method(self, msg, M_OFFSET);
-    if (offset == NULL)
-        goto done;
-    if (!PyBytes_CheckExact(value) || !PyLong_CheckExact(offset)) {
-        result = 0;
-        goto done;
-    }
-    int held;
-    if (PyAnySet_Check(unchecked))
-        held = PySet_GET_SIZE(unchecked) ? PySet_Contains(unchecked, key) : 0;
-    else
-        held = PySequence_Contains(unchecked, key);
-    if (held != 0) {
-        result = held < 0 ? -1 : 0;
-        goto done;
-    }
-    result = fold_record(self, state, key, value, offset);
-    if (result <= 0)
-        goto done;
-    result = -1;
-    PyObject *next = PyNumber_Add(offset, one);
-    if (next == NULL)
-        goto done;
-    int stored = PyDict_SetItem(next_offsets, partition, next);
-    Py_DECREF(next);
-    if (stored < 0)
-        goto done;
-    PyObject *dirty = Py_XNewRef(PyDict_GetItemWithError(dirty_of, partition));
-    if (dirty == NULL && PyErr_Occurred())
-        goto done;
-    if (dirty == NULL || dirty == Py_None) {
-        Py_XDECREF(dirty);
-        dirty = PySet_New(NULL);
-        if (dirty == NULL)
-            goto done;
-        if (PyDict_SetItem(dirty_of, partition, dirty) < 0) {
-            Py_DECREF(dirty);
-            goto done;
-        }
-    }
-    if (PySet_Check(dirty)) {
-        stored = PySet_Add(dirty, key);
-    } else {
-        PyObject *added = PyObject_CallMethodOneArg(dirty, str_add, key);
-        stored = added == NULL ? -1 : 0;
-        Py_XDECREF(added);
-    }
-    Py_DECREF(dirty);
-    if (stored < 0)
-        goto done;
-    result = 1;
+    result = PyTuple_Pack(7, partition, key, offset, PyTuple_GET_ITEM(values, 0),
+                          PyTuple_GET_ITEM(values, 1), PyTuple_GET_ITEM(values, 2),
+                          PyTuple_GET_ITEM(values, 3));
 done:
     Py_XDECREF(partition);
-    Py_XDECREF(runs);
     Py_XDECREF(key);
-    Py_XDECREF(state);
     Py_XDECREF(value);
     Py_XDECREF(offset);
+    Py_XDECREF(values);
     return result;
 }
 
-/* --- the Lane type ------------------------------------------------------------------------- */
+/* --- the Decoder type ------------------------------------------------------------------------ */
 
-PyDoc_STRVAR(fold_batch_doc,
-"fold_batch(msgs, start, runs_of, dirty_of, next_offsets, unchecked) -> (stop, folded)\n\n"
-"Fold msgs[start:] in order while each is for the fast lane; stop at the first that is\n"
-"not and return its index (len(msgs) when none) and how many were folded.");
+PyDoc_STRVAR(read_doc,
+"read(msgs) -> list\n\n"
+"Per message of the list msgs: (partition, key, offset, seq, timestamp, tag, digest) when\n"
+"it is certainly the common record, else None (see the module docstring).");
 
 static PyObject *
-lane_fold_batch(Lane *self, PyObject *const *args, Py_ssize_t nargs)
+decoder_read(Decoder *self, PyObject *msgs)
 {
-    if (nargs != 6) {
-        PyErr_Format(PyExc_TypeError, "fold_batch() takes 6 arguments (%zd given)", nargs);
+    if (!PyList_Check(msgs)) {
+        PyErr_SetString(PyExc_TypeError, "read(msgs: list)");
         return NULL;
     }
-    PyObject *msgs = args[0], *runs_of = args[2], *dirty_of = args[3], *next_offsets = args[4];
-    if (!PyList_Check(msgs) || !PyDict_Check(runs_of) || !PyDict_Check(dirty_of) ||
-        !PyDict_Check(next_offsets)) {
-        PyErr_SetString(PyExc_TypeError,
-                        "fold_batch(msgs: list, start: int, runs_of: dict, dirty_of: dict, "
-                        "next_offsets: dict, unchecked: set)");
+    if (self->prefix == NULL || self->payloads == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Decoder is not initialised");
         return NULL;
     }
-    Py_ssize_t index = PyLong_AsSsize_t(args[1]);
-    if (index == -1 && PyErr_Occurred())
+    Py_ssize_t count = PyList_GET_SIZE(msgs);
+    PyObject *out = PyList_New(count);
+    if (out == NULL)
         return NULL;
-    if (index < 0) {
-        PyErr_SetString(PyExc_ValueError, "fold_batch: start must not be negative");
-        return NULL;
-    }
-    Py_ssize_t folded = 0;
-    /* A Lane the garbage collector cleared (or never initialised) folds nothing. */
-    int layout = self->prefix == NULL || self->payloads == NULL ? 0 : layout_unchanged(self);
-    if (layout < 0)
-        return NULL;
-    if (layout && index < PyList_GET_SIZE(msgs)) {
-        PyTypeObject *msg_type = Py_TYPE(PyList_GET_ITEM(msgs, index));
-        if (!message_type_current(self, msg_type))
-            resolve_message_type(self, msg_type);
-    }
-    if (layout) {
-        for (; index < PyList_GET_SIZE(msgs); index++) {
-            PyObject *msg = Py_NewRef(PyList_GET_ITEM(msgs, index));
-            int got = fold_message(self, msg, runs_of, dirty_of, next_offsets, args[5]);
-            Py_DECREF(msg);
-            if (got < 0)
-                return NULL;
-            if (got == 0)
-                break;
-            folded++;
+    for (Py_ssize_t index = 0; index < count && index < PyList_GET_SIZE(msgs); index++) {
+        PyObject *msg = Py_NewRef(PyList_GET_ITEM(msgs, index));
+        if (!message_type_current(self, Py_TYPE(msg)))
+            resolve_message_type(self, Py_TYPE(msg));
+        PyObject *item = read_message(self, msg);
+        Py_DECREF(msg);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
         }
+        PyList_SET_ITEM(out, index, item);
     }
-    if (index > PyList_GET_SIZE(msgs))
-        index = PyList_GET_SIZE(msgs);
-    return Py_BuildValue("(nn)", index, folded);
+    for (Py_ssize_t index = PyList_GET_SIZE(msgs); index < count; index++)
+        PyList_SET_ITEM(out, index, Py_NewRef(Py_None)); /* the list shrank under us */
+    return out;
+}
+
+PyDoc_STRVAR(read_value_doc,
+"read_value(key, value) -> (seq, timestamp, tag, digest) | None\n\n"
+"The values of one record's bytes, or None (what read() does per message).");
+
+static PyObject *
+decoder_read_value(Decoder *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyBytes_CheckExact(args[0]) || !PyBytes_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "read_value(key: bytes, value: bytes)");
+        return NULL;
+    }
+    if (self->prefix == NULL || self->payloads == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Decoder is not initialised");
+        return NULL;
+    }
+    return read_record(self, args[0], args[1]);
 }
 
 static int
-lane_init(Lane *self, PyObject *args, PyObject *kwargs)
+decoder_init(Decoder *self, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"prefix", "header", "branches", "running", "loads",
-                               "state_type", "cache_size", NULL};
-    PyObject *prefix, *branches, *running, *loads, *state_type;
+    static char *keywords[] = {"prefix", "header", "branches", "loads", "cache_size", NULL};
+    PyObject *prefix, *branches, *loads;
     Py_ssize_t header, cache_size;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "SnO!OOO!n:Lane", keywords, &prefix, &header,
-                                     &PyList_Type, &branches, &running, &loads, &PyType_Type,
-                                     &state_type, &cache_size))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "SnO!On:Decoder", keywords, &prefix, &header,
+                                     &PyList_Type, &branches, &loads, &cache_size))
         return -1;
-    if (self->state_type != NULL) {
-        PyErr_SetString(PyExc_TypeError, "Lane is initialised once");
+    if (self->prefix != NULL) {
+        PyErr_SetString(PyExc_TypeError, "Decoder is initialised once");
         return -1;
     }
     if (header < 0 || header > PyBytes_GET_SIZE(prefix) || cache_size < 1) {
-        PyErr_SetString(PyExc_ValueError, "Lane: header must be within prefix, cache_size >= 1");
+        PyErr_SetString(PyExc_ValueError, "Decoder: header must be within prefix, cache_size >= 1");
         return -1;
     }
     Py_ssize_t n_branches = PyList_GET_SIZE(branches);
     if (n_branches > MAX_BRANCHES) {
-        PyErr_Format(PyExc_ValueError, "Lane: at most %d branches", MAX_BRANCHES);
+        PyErr_Format(PyExc_ValueError, "Decoder: at most %d branches", MAX_BRANCHES);
         return -1;
     }
-    PyTypeObject *type = (PyTypeObject *)state_type;
-    self->state_type = (PyTypeObject *)Py_NewRef(state_type);
-    self->prefix = Py_NewRef(prefix);
-    self->header = header;
-    self->running = Py_NewRef(running);
-    self->loads = Py_NewRef(loads);
-    self->cache_size = cache_size;
     Py_ssize_t capacity = 16;
     while (capacity < 2 * cache_size) {
         if (capacity > PY_SSIZE_T_MAX / 4) {
-            PyErr_SetString(PyExc_ValueError, "Lane: cache_size too large");
+            PyErr_SetString(PyExc_ValueError, "Decoder: cache_size too large");
             return -1;
         }
         capacity *= 2;
+    }
+    for (Py_ssize_t b = 0; b < n_branches; b++) {
+        PyObject *item = PyList_GET_ITEM(branches, b);
+        Branch *branch = &self->branches[b];
+        if (item == Py_None)
+            continue;
+        PyObject *tag, *fields;
+        if (!PyArg_ParseTuple(item, "US:branch", &tag, &fields))
+            return -1;
+        Py_ssize_t n_fields = PyBytes_GET_SIZE(fields);
+        if (n_fields > MAX_FIELDS) {
+            PyErr_Format(PyExc_ValueError, "Decoder: branch %zd has over %d fields", b,
+                         MAX_FIELDS);
+            return -1;
+        }
+        for (Py_ssize_t f = 0; f < n_fields; f++) {
+            unsigned char code = (unsigned char)PyBytes_AS_STRING(fields)[f];
+            if (code > F_STRING_ARRAY) {
+                PyErr_Format(PyExc_ValueError, "Decoder: branch %zd: unknown field code %d", b,
+                             code);
+                return -1;
+            }
+            branch->fields[f] = code;
+        }
+        branch->n_fields = (int)n_fields;
+        Py_XSETREF(branch->tag, Py_NewRef(tag));
     }
     self->payloads = PyMem_Calloc((size_t)capacity, sizeof(PayloadEntry));
     if (self->payloads == NULL) {
@@ -1076,118 +778,73 @@ lane_init(Lane *self, PyObject *args, PyObject *kwargs)
         return -1;
     }
     self->payload_mask = capacity - 1;
-    for (int s = 0; s < N_SLOTS; s++) {
-        PyObject *name = PyUnicode_InternFromString(slot_names[s]);
-        if (name == NULL)
-            return -1;
-        self->slot_descr[s] = object_slot(type, name, &self->slot_offset[s]);
-        Py_DECREF(name);
-        if (self->slot_descr[s] == NULL)
-            return -1;
-    }
-    for (Py_ssize_t b = 0; b < n_branches; b++) {
-        PyObject *item = PyList_GET_ITEM(branches, b);
-        Branch *branch = &self->branches[b];
-        self->n_branches = (int)b + 1;
-        if (item == Py_None)
-            continue;
-        PyObject *counter, *fields;
-        if (!PyArg_ParseTuple(item, "US:branch", &counter, &fields))
-            return -1;
-        Py_ssize_t n_fields = PyBytes_GET_SIZE(fields);
-        if (n_fields > MAX_FIELDS) {
-            PyErr_Format(PyExc_ValueError, "Lane: branch %zd has over %d fields", b, MAX_FIELDS);
-            return -1;
-        }
-        for (Py_ssize_t f = 0; f < n_fields; f++) {
-            unsigned char code = (unsigned char)PyBytes_AS_STRING(fields)[f];
-            if (code > F_STRING_ARRAY) {
-                PyErr_Format(PyExc_ValueError, "Lane: branch %zd: unknown field code %d", b, code);
-                return -1;
-            }
-            branch->fields[f] = code;
-        }
-        branch->n_fields = (int)n_fields;
-        branch->counter_name = Py_NewRef(counter);
-        branch->counter_descr = object_slot(type, counter, &branch->counter_offset);
-        if (branch->counter_descr == NULL)
-            return -1;
-        branch->counted = 1;
-    }
     self->n_branches = (int)n_branches;
-    self->version_tag = 0;
-    return layout_unchanged(self) < 0 ? -1 : 0;
-}
-
-static int
-lane_traverse(Lane *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->prefix);
-    Py_VISIT(self->running);
-    Py_VISIT(self->loads);
-    Py_VISIT(self->state_type);
-    Py_VISIT(self->msg_type);
-    for (int s = 0; s < N_SLOTS; s++)
-        Py_VISIT(self->slot_descr[s]);
-    for (int b = 0; b < self->n_branches; b++) {
-        Py_VISIT(self->branches[b].counter_name);
-        Py_VISIT(self->branches[b].counter_descr);
-    }
+    self->header = header;
+    self->cache_size = cache_size;
+    self->loads = Py_NewRef(loads);
+    self->prefix = Py_NewRef(prefix);
     return 0;
 }
 
 static int
-lane_clear(Lane *self)
+decoder_traverse(Decoder *self, visitproc visit, void *arg)
 {
-    Py_CLEAR(self->prefix);
-    Py_CLEAR(self->running);
+    Py_VISIT(self->prefix);
+    Py_VISIT(self->loads);
+    Py_VISIT(self->msg_type);
+    for (int b = 0; b < MAX_BRANCHES; b++)
+        Py_VISIT(self->branches[b].tag);
+    return 0;
+}
+
+static int
+decoder_clear(Decoder *self)
+{
     Py_CLEAR(self->loads);
     payloads_clear(self);
     Py_CLEAR(self->msg_type);
-    for (int s = 0; s < N_SLOTS; s++)
-        Py_CLEAR(self->slot_descr[s]);
-    for (int b = 0; b < MAX_BRANCHES; b++) {
-        Py_CLEAR(self->branches[b].counter_name);
-        Py_CLEAR(self->branches[b].counter_descr);
-        self->branches[b].counted = 0;
-    }
+    for (int b = 0; b < MAX_BRANCHES; b++)
+        Py_CLEAR(self->branches[b].tag);
     self->n_branches = 0;
-    /* state_type stays set (cleared in dealloc) so that a cleared Lane folds nothing. */
+    /* prefix stays set (cleared in dealloc) so that a cleared Decoder is not re-initialised;
+     * with no branches it reads nothing. */
     return 0;
 }
 
 static void
-lane_dealloc(Lane *self)
+decoder_dealloc(Decoder *self)
 {
     PyObject_GC_UnTrack(self);
-    lane_clear(self);
-    Py_CLEAR(self->state_type);
+    decoder_clear(self);
+    Py_CLEAR(self->prefix);
     PyMem_Free(self->payloads);
     self->payloads = NULL;
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyMethodDef lane_methods[] = {
-    {"fold_batch", (PyCFunction)(void (*)(void))lane_fold_batch, METH_FASTCALL, fold_batch_doc},
+static PyMethodDef decoder_methods[] = {
+    {"read", (PyCFunction)decoder_read, METH_O, read_doc},
+    {"read_value", (PyCFunction)(void (*)(void))decoder_read_value, METH_FASTCALL,
+     read_value_doc},
     {NULL, NULL, 0, NULL},
 };
 
-PyDoc_STRVAR(lane_doc,
-"Lane(prefix, header, branches, running, loads, state_type, cache_size)\n\n"
-"The fast lane of consumers/fastlane.py in C; build it with consumers.fastlane.batch_lane().");
+PyDoc_STRVAR(decoder_doc,
+"Decoder(prefix, header, branches, loads, cache_size)\n\n"
+"The batch lane's decoder; build it with consumers.service.lane.decoder().");
 
-static PyTypeObject LaneType = {
+static PyTypeObject DecoderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "consumers._fastlane.Lane",
-    .tp_basicsize = sizeof(Lane),
+    .tp_name = "consumers.service._lane.Decoder",
+    .tp_basicsize = sizeof(Decoder),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = lane_doc,
+    .tp_doc = decoder_doc,
     .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)lane_init,
-    .tp_dealloc = (destructor)lane_dealloc,
-    .tp_traverse = (traverseproc)lane_traverse,
-    .tp_clear = (inquiry)lane_clear,
-    .tp_methods = lane_methods,
+    .tp_init = (initproc)decoder_init,
+    .tp_dealloc = (destructor)decoder_dealloc,
+    .tp_traverse = (traverseproc)decoder_traverse,
+    .tp_clear = (inquiry)decoder_clear,
+    .tp_methods = decoder_methods,
 };
 
 /* --- module -------------------------------------------------------------------------------- */
@@ -1238,29 +895,25 @@ static PyMethodDef module_methods[] = {
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "consumers._fastlane",
-    .m_doc = "The fold's fast lane in C (see consumers/fastlane.py).",
+    .m_name = "consumers.service._lane",
+    .m_doc = "The batch lane's decoder in C (see consumers/service/lane.py).",
     .m_size = -1,
     .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC
-PyInit__fastlane(void)
+PyInit__lane(void)
 {
-    if (PyType_Ready(&LaneType) < 0)
+    if (PyType_Ready(&DecoderType) < 0)
         return NULL;
     crc_init();
     for (int m = 0; m < N_METHODS; m++)
         if ((method_str[m] = PyUnicode_InternFromString(method_names[m])) == NULL)
             return NULL;
-    str_add = PyUnicode_InternFromString("add");
-    one = PyLong_FromLong(1);
-    if (!str_add || !one)
-        return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(module, "Lane", (PyObject *)&LaneType) < 0) {
+    if (PyModule_AddObjectRef(module, "Decoder", (PyObject *)&DecoderType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -1,16 +1,16 @@
 """Counters of the folding service, kept so that every consumed record is accounted for.
 
 The identity the tests check (DESIGN.md §5, "every consumed record ends in
-exactly one place")::
+exactly one place"), the fold's own (:class:`~consumers.tally.Tally`) plus the
+records that never reached the fold::
 
-    consumed == applied + duplicate + violation + buffered + dlq + replayed
+    consumed == applied + duplicate + violation + pending + dlq + replayed
+    pending  == buffered - released
 
-- ``applied``: the record's event advanced its run (``seq == last_seq + 1``),
-- ``duplicate``: same seq and content as an event already applied, dropped,
-- ``violation``: rejected with a violation (conflict, after_terminal),
-- ``buffered``: held in the run's reorder buffer when it was consumed (it is
-  applied, or given up as part of a ``gap``, later; that later release is counted
-  in ``released``, not again in the identity),
+- ``applied``, ``duplicate``, ``violation``, ``buffered``, ``released``: the fold's
+  outcomes, counted by the same :meth:`~consumers.tally.Tally.add` as the library
+  fold (a buffered event released later counts once in ``buffered`` and once in
+  ``applied`` or ``violation`` plus ``released``),
 - ``dlq``: sent to the dead-letter topic (undecodable, bad key, rejected by the fold),
 - ``replayed``: at-least-once only: the record was already folded into its run
   before a crash (its offset ≤ the run's ``source_offset``) and is skipped. Always 0
@@ -26,21 +26,17 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field, fields
 
+from consumers.tally import Tally
+
 __all__ = ["ServiceStats"]
 
 
 @dataclass
-class ServiceStats:
+class ServiceStats(Tally):
     """What the service did; see the module docstring for the accounting identity."""
 
-    consumed: int = 0
-    applied: int = 0
-    duplicate: int = 0
-    violation: int = 0
-    buffered: int = 0
     dlq: int = 0
     replayed: int = 0
-    released: int = 0
     violations_emitted: int = 0
     runs_written: int = 0
     transactions: int = 0
@@ -50,16 +46,9 @@ class ServiceStats:
     rebalances: int = 0
     dlq_reasons: Counter[str] = field(default_factory=Counter)
 
-    def balanced(self) -> bool:
-        """True when every consumed record is counted in exactly one outcome."""
-        return self.consumed == (
-            self.applied
-            + self.duplicate
-            + self.violation
-            + self.buffered
-            + self.dlq
-            + self.replayed
-        )
+    def not_folded(self) -> int:
+        """Records sent to the DLQ or skipped as replayed: consumed, never folded."""
+        return self.dlq + self.replayed
 
     def merge(self, other: ServiceStats) -> None:
         """Add ``other``'s counters into this one (a committed transaction's share)."""

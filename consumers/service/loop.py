@@ -2,8 +2,9 @@
 
 One :class:`FoldService` is one consumer-group member. Its loop::
 
-    consume a batch ──▶ for each record: decode ─(bad)─▶ DLQ record
-                                           └──▶ fold ──▶ violations (produced as they come)
+    consume a batch ──▶ lane decoder (C) ──▶ common records: fold_next (the one rule)
+                        └─▶ the rest: decode ─(bad)─▶ DLQ record
+                                    └──▶ apply_event ──▶ violations (produced as they come)
     every batch_size events or txn_interval_ms:
         produce the latest RunState of each run changed ──▶ agent-runs (same partition)
         send_offsets_to_transaction(next offsets, group metadata)
@@ -12,7 +13,8 @@ One :class:`FoldService` is one consumer-group member. Its loop::
 Everything produced between ``begin_transaction()`` and ``commit_transaction()``
 (states, violations, DLQ records) and the consumed offsets commit together; a
 ``read_committed`` reader sees all of it or none of it. The pure fold lives in
-:mod:`consumers.fold`; this module is the Kafka edge around it.
+:mod:`consumers` (:mod:`consumers.sequence`); the owned runs in a
+:class:`~consumers.service.store.PartitionStore`; this module is the loop around them.
 
 Failure handling, by the class of the error (``KafkaException.args[0]``):
 
@@ -44,12 +46,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from consumers.dlq import DeadLetter, dead_letter_headers, fit_dead_letter
-from consumers.edge import FoldEdge
-from consumers.kafka_errors import ErrorPolicy, ServiceStopped, TransactionAbort
-from consumers.oversize import fit_state
-from consumers.restore import position, read_latest_by_key, rebuild_partition
-from consumers.service_config import (
+from consumers.sequence import fold_next
+from consumers.service.config import (
     Guarantee,
     OutputLimits,
     ServiceConfig,
@@ -57,9 +55,13 @@ from consumers.service_config import (
     output_limits,
     producer_config,
 )
-from consumers.state import OutcomeKind
-from consumers.state_bytes import PACKED_STATES, pack_stored, unpack_stored
-from consumers.stats import ServiceStats
+from consumers.service.dlq import DeadLetter, dead_letter_headers, fit_dead_letter
+from consumers.service.edge import FoldEdge
+from consumers.service.errors import ErrorPolicy, ServiceStopped, TransactionAbort
+from consumers.service.oversize import fit_state
+from consumers.service.restore import position
+from consumers.service.stats import ServiceStats
+from consumers.service.store import PartitionStore
 from schemas.errors import RunfoldError
 
 __all__ = [
@@ -71,12 +73,7 @@ __all__ = [
 
 log = logging.getLogger("runfold.consume")
 
-_APPLIED = OutcomeKind.APPLIED
-_BUFFERED = OutcomeKind.BUFFERED
-_DUPLICATE = OutcomeKind.DUPLICATE
-
 _Abort = TransactionAbort
-_LAZY = PACKED_STATES
 _IDLE_WAIT = 0.2
 """Longest wait of one consume call (then the loop checks for stop and idleness)."""
 _ALREADY_THERE = 0.001
@@ -90,24 +87,18 @@ class FoldService:
         self,
         config: ServiceConfig,
         *,
-        edge: FoldEdge[Any] | None = None,
+        edge: FoldEdge | None = None,
         stats: ServiceStats | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self.edge: FoldEdge[Any] = edge if edge is not None else FoldEdge.default()
+        self.edge: FoldEdge = edge if edge is not None else FoldEdge.default()
+        self._store = PartitionStore(self.edge)
         self.stats = stats if stats is not None else ServiceStats()
         self._clock = clock
         self._eos = config.guarantee == "exactly-once"
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
-        # State of the owned partitions: partition -> run_id text -> RunState.
-        self._runs: dict[int, dict[bytes, Any]] = {}
-        # Restored runs not touched since: partition -> key -> packed state bytes
-        # (consumers.state_bytes.pack_stored), decoded into _runs on the run's first record.
-        self._stored: dict[int, dict[bytes, bytes]] = {}
-        # Keys of restored runs whose run_id is not the key: never the fast lane.
-        self._unchecked: set[bytes] = set()
         # The open transaction (or, at-least-once, the uncommitted batch).
         self._in_txn = False
         self._txn_started = 0.0
@@ -298,52 +289,59 @@ class FoldService:
     def _fold_batch(self, msgs: list[Message]) -> int:
         """Fold a consumed batch; returns how many records (not errors) it held.
 
-        The edge's batch lane folds records straight from their bytes (the next event
-        of a run under way, of a kind that only counts: most of them) up to the first
-        one it does not take, which goes through :meth:`_fold_record`; then the lane
-        goes on after it, so each run's records keep their order. The lane runs only in
-        an open transaction (the general path opens it). Its counts are added once per
-        batch: nothing commits or aborts in the middle of a batch.
+        The edge's lane decoder reads the common records straight from their bytes (the
+        next event of a run under way, of a kind that only counts: most of them) and
+        :func:`~consumers.sequence.fold_next` applies them by the one next-event rule;
+        every other record, and each one the rule declines, takes :meth:`_fold_record`.
+        One loop in order, so each run's records keep their order. The lane's counts are
+        added once per batch: nothing commits or aborts in the middle of a batch.
         """
-        lane = self.edge.batch_lane
-        runs_of, dirty_of = self._runs, self._dirty
-        next_offsets, unchecked = self._next_offsets, self._unchecked
-        got = fast = index = 0
-        count = len(msgs)
-        while index < count:
-            if lane is not None and self._in_txn:
-                index, folded = lane(msgs, index, runs_of, dirty_of, next_offsets, unchecked)
-                got += folded
-                fast += folded
-                if index == count:
-                    break
-            msg = msgs[index]
-            index += 1
+        lane = self.edge.lane
+        decoded = lane.read(msgs) if lane is not None else None
+        runs_of, unchecked = self._store.runs, self._store.unchecked
+        dirty_of, next_offsets = self._dirty, self._next_offsets
+        got = fast = 0
+        for index, msg in enumerate(msgs):
+            values = decoded[index] if decoded is not None else None
+            if values is not None:
+                partition, key, offset, seq, timestamp, tag, digest = values
+                runs = runs_of.get(partition)
+                state = runs.get(key) if runs is not None else None
+                if (
+                    state is not None
+                    and offset > state.source_offset
+                    and key not in unchecked
+                    and fold_next(state, seq, timestamp, tag, digest)
+                ):
+                    state.source_offset = offset
+                    next_offsets[partition] = offset + 1
+                    dirty = dirty_of.get(partition)
+                    if dirty is None:
+                        dirty = dirty_of[partition] = set()
+                    dirty.add(key)
+                    fast += 1
+                    continue
             err = msg.error()
             if err is not None:
                 self._errors.consumer_error(err)
                 continue
             got += 1
-            if not self._in_txn:
-                self._ensure_txn()
+            self._ensure_txn()
             self._fold_record(msg)
         if fast:
-            stats = self._txn_stats
-            stats.consumed += fast
-            stats.applied += fast
+            self._ensure_txn()
+            self._txn_stats.add_applied(fast)
             self._txn_events += fast
-        return got
+        return got + fast
 
     def _fold_record(self, msg: Message) -> None:
         """The general path of one record: decode, checks, fold, outputs, counts."""
         partition, offset = position(msg)
         stats = self._txn_stats
-        stats.consumed += 1
         self._txn_events += 1
         # The next offset to read is tracked here, not asked of position(): after a
         # seek position() can be invalid, and transaction markers take offsets.
         self._next_offsets[partition] = offset + 1
-        runs = self._runs.setdefault(partition, {})
         key = msg.key()
         value = msg.value()
         edge = self.edge
@@ -358,9 +356,7 @@ class FoldService:
             return
         # Runs are kept by their key bytes. A key seen before was checked against its
         # run's id when the run was created; comparing the ids (ints) is enough then.
-        state = runs.get(key)
-        if state is None and key in self._stored.get(partition, ()):
-            state = self._thaw(partition, key)
+        state = self._store.get(partition, key)
         if state is None or state.run_id != event.run_id:
             run_id = str(event.run_id)
             if key != run_id.encode():
@@ -368,8 +364,9 @@ class FoldService:
                 mismatch = _KeyError(f"key {text!r} is not the event's run_id {run_id}")
                 self._dead_letter(msg, "key-mismatch", mismatch)
                 return
-        if state is not None and edge.source_offset(state) >= offset:
+        if state is not None and state.source_offset >= offset:
             # At-least-once replay after a crash: this event is already in the state.
+            stats.consumed += 1
             stats.replayed += 1
             return
         try:
@@ -378,24 +375,14 @@ class FoldService:
         except RunfoldError as exc:
             self._dead_letter(msg, "fold-rejected", exc)
             return
-        edge.set_source_offset(state, offset)
-        runs[key] = state
+        state.source_offset = offset
+        self._store.put(partition, key, state)
         dirty = self._dirty.get(partition)
         if dirty is None:
             dirty = self._dirty[partition] = set()
         dirty.add(key)
+        stats.add(outcomes)
         for outcome in outcomes:
-            kind = outcome.kind
-            if outcome.released:
-                stats.released += 1
-            elif kind is _APPLIED:
-                stats.applied += 1
-            elif kind is _BUFFERED:
-                stats.buffered += 1
-            elif kind is _DUPLICATE:
-                stats.duplicate += 1
-            else:
-                stats.violation += 1
             if outcome.violations:
                 producer = self._producer_or_fail()
                 for violation in outcome.violations:
@@ -403,7 +390,7 @@ class FoldService:
                         producer,
                         self.config.violations_topic,
                         key=key,
-                        value=self.edge.encode_violation(violation),
+                        value=edge.encode_violation(violation),
                     )
                     stats.violations_emitted += 1
 
@@ -422,6 +409,7 @@ class FoldService:
         self._produce(
             self._producer_or_fail(), self.config.dlq_topic, key=key, value=value, headers=headers
         )
+        self._txn_stats.consumed += 1
         self._txn_stats.dlq += 1
         self._txn_stats.dlq_reasons[reason] += 1
 
@@ -459,7 +447,7 @@ class FoldService:
         consumer = self._consumer_or_fail()
         written = 0
         for partition, keys in self._dirty.items():
-            runs = self._runs.get(partition, {})
+            runs = self._store.runs.get(partition, {})
             for key in keys:
                 state = runs.get(key)
                 if state is None:
@@ -513,8 +501,9 @@ class FoldService:
         self._dirty = {}
         self._next_offsets = {}
 
-    def _abort_and_rewind(self) -> None:
-        """Abort, forget the owned state, restore it and seek back to the committed offsets."""
+    def _abort(self) -> None:
+        """Abort the open transaction (exactly-once) and drop its share of the counts.
+        An abort that fails stops the service: nothing of it may commit later."""
         if self._eos and self._in_txn:
             try:
                 self._errors.call(
@@ -524,11 +513,13 @@ class FoldService:
                 raise ServiceStopped(f"abort_transaction failed: {exc}") from exc
         self._reset_txn()
         self.stats.aborts += 1
+
+    def _abort_and_rewind(self) -> None:
+        """Abort, forget the owned state, restore it and seek back to the committed offsets."""
+        self._abort()
         consumer = self._consumer_or_fail()
-        partitions = sorted(self._runs)
-        self._runs = {}
-        self._stored = {}
-        self._unchecked = set()
+        partitions = self._store.partitions()
+        self._store.clear()
         if not partitions:
             return
         self._restore(partitions)
@@ -551,9 +542,7 @@ class FoldService:
         log.info("assigned %s partitions %s", self.config.events_topic, owned)
         # A zombie that rejoined after a long stop learns only here that it was replaced.
         self._errors.verify_not_fenced(consumer, self.config.events_topic, owned)
-        self._runs = {}
-        self._stored = {}
-        self._unchecked = set()
+        self._store.clear()
         self._restore(owned)
         self._assigned_at = self._clock()
         self._assigned = True
@@ -567,15 +556,8 @@ class FoldService:
             try:
                 self._commit()
             except _Abort:
-                if self._eos:
-                    self._errors.call(
-                        "abort_transaction", lambda: self._producer_or_fail().abort_transaction(30)
-                    )
-                self._reset_txn()
-                self.stats.aborts += 1
-        self._runs = {}
-        self._stored = {}
-        self._unchecked = set()
+                self._abort()
+        self._store.clear()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Another member may already own these partitions: nothing of the open
@@ -583,50 +565,21 @@ class FoldService:
         log.warning("partitions lost: %s", sorted(tp.partition for tp in partitions))
         self._assigned = False
         if self._in_txn:
-            if self._eos:
-                try:
-                    self._errors.call(
-                        "abort_transaction", lambda: self._producer_or_fail().abort_transaction(30)
-                    )
-                except _Abort as exc:
-                    raise ServiceStopped(f"abort_transaction failed: {exc}") from exc
-            self._reset_txn()
-            self.stats.aborts += 1
-        self._runs = {}
-        self._stored = {}
-        self._unchecked = set()
+            self._abort()
+        self._store.clear()
 
     def _restore(self, partitions: list[int]) -> None:
-        """Rebuild the runs of ``partitions`` from ``agent-runs`` (see :mod:`consumers.restore`).
-
-        A state is decoded on its run's first record (:meth:`_thaw`), not here: most
-        restored runs see no event for a long time, and decoding them all made the
-        restore of a million runs cost ~35 s and ~4 KiB per run. A state that is not a
-        current-version RunState stored under its own run_id is decoded here, as before,
-        so that a state of another shape fails the assignment as it always did; a
-        damaged one of the usual shape fails when its run is first touched.
-        """
+        """Restore the runs of ``partitions`` (:meth:`PartitionStore.restore`); a partition
+        whose ``agent-runs`` is empty while offsets are committed is rebuilt from events."""
         if not partitions:
             return
         started = self._clock()
-        restored = read_latest_by_key(
+        total, empty = self._store.restore(
             self.config.kafka,
             self.config.runs_topic,
             partitions,
             timeout=self.config.transaction_timeout_ms / 1000 + 60,
-            pack=pack_stored,
         )
-        total = 0
-        empty: list[int] = []
-        for p in partitions:
-            stored = restored[p].latest
-            self._runs[p] = {}
-            self._stored[p] = stored
-            for key in [key for key, value in stored.items() if value[:1] not in _LAZY]:
-                self._thaw(p, key)
-            total += len(stored) + len(self._runs[p])
-            if not stored and not self._runs[p]:
-                empty.append(p)
         if empty:
             self._rebuild_from_events(empty)
         self.stats.restores += 1
@@ -637,21 +590,6 @@ class FoldService:
             partitions,
             self._clock() - started,
         )
-
-    def _thaw(self, partition: int, key: bytes) -> Any:
-        """Decode a restored run's state into ``_runs`` (its first touch, or a state
-        that is decoded at restore); returns it. A decode error propagates: the
-        service stops, as it does when a state cannot be restored."""
-        stored = self._stored[partition]
-        state = self.edge.decode_state(unpack_stored(key, stored[key]))
-        del stored[key]
-        self._runs[partition][key] = state
-        # The fast lane trusts that a run's key is its run_id (the general path checks
-        # the ids of each event); a state stored under another key is left to the
-        # general path.
-        if str(getattr(state, "run_id", "")).encode() != key:
-            self._unchecked.add(key)
-        return state
 
     def _rebuild_from_events(self, partitions: list[int]) -> None:
         """``agent-runs`` has nothing for these partitions: if offsets were committed,
@@ -670,10 +608,9 @@ class FoldService:
                 tp.offset,
                 self.config.events_topic,
             )
-            runs = rebuild_partition(
-                self.config.kafka, self.config.events_topic, tp.partition, tp.offset, self.edge
+            runs = self._store.rebuild(
+                self.config.kafka, self.config.events_topic, tp.partition, tp.offset
             )
-            self._runs[tp.partition] = runs
             if runs:
                 self._ensure_txn()
                 self._dirty.setdefault(tp.partition, set()).update(runs)

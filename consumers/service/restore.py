@@ -35,7 +35,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from consumers.edge import FoldEdge
+from consumers.service.edge import FoldEdge
 from schemas.errors import RunfoldError
 
 __all__ = [
@@ -300,7 +300,7 @@ def rebuild_partition(
     events_topic: str,
     partition: int,
     stop: int,
-    edge: FoldEdge[Any],
+    edge: FoldEdge,
 ) -> dict[bytes, Any]:
     """Fold one events partition again from its beginning up to ``stop`` (exclusive).
 
@@ -324,6 +324,6 @@ def rebuild_partition(
             state, _ = edge.apply(runs.get(key), event, edge.digest(value))
         except RunfoldError:
             continue
-        edge.set_source_offset(state, offset)
+        state.source_offset = offset
         runs[key] = state
     return runs

@@ -3,15 +3,14 @@ restores the state, and the result is still exact (in-process, real broker)."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
-from service_fixtures import load_fleet, mismatches, read_output, total_records
+from service_fixtures import edge_with, load_fleet, mismatches, read_output, total_records
 
-from consumers.edge import FoldEdge
 from consumers.service import FoldService, ServiceConfig
+from consumers.service.edge import FoldEdge
 from runfold.settings import TopicNames
 from schemas import Violation
 
@@ -50,7 +49,7 @@ def test_rejected_record_aborts_rewinds_and_still_folds_exactly(
         until_idle=2,
         batch_size=500,
     )
-    service = FoldService(config, edge=dataclasses.replace(edge, encode_violation=flaky_encode))
+    service = FoldService(config, edge=edge_with(encode_violation=flaky_encode))
 
     stats = service.run()
 

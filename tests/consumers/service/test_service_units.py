@@ -5,10 +5,15 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from consumers.dlq import DLQ_HEADERS, DeadLetter, dead_letter_headers, parse_dead_letter_headers
-from consumers.kafka_errors import ErrorPolicy, ServiceStopped, TransactionAbort, is_fenced
-from consumers.service_config import ServiceConfig, consumer_config, producer_config
-from consumers.stats import ServiceStats
+from consumers.service.config import ServiceConfig, consumer_config, producer_config
+from consumers.service.dlq import (
+    DLQ_HEADERS,
+    DeadLetter,
+    dead_letter_headers,
+    parse_dead_letter_headers,
+)
+from consumers.service.errors import ErrorPolicy, ServiceStopped, TransactionAbort, is_fenced
+from consumers.service.stats import ServiceStats
 
 pytestmark = pytest.mark.unit
 
@@ -93,7 +98,7 @@ def test_retries_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         calls += 1
         raise KafkaException(KafkaError(KafkaError._TRANSPORT, "down", retriable=True))
 
-    monkeypatch.setattr("consumers.kafka_errors.time.sleep", lambda _seconds: None)
+    monkeypatch.setattr("consumers.service.errors.time.sleep", lambda _seconds: None)
     with pytest.raises(ServiceStopped, match="down"):
         policy.call("send_offsets_to_transaction", always_retriable)
     assert calls == 10

@@ -17,8 +17,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from consumers.edge import FoldEdge
-from consumers.restore import iter_partition, read_latest_by_key
+from consumers.service.edge import FoldEdge
+from consumers.service.restore import iter_partition, read_latest_by_key
 from consumers.state import RunState
 from producers import FaultRates, Fleet, FleetConfig
 from producers.kafka import DEFAULT_PRODUCER_CONFIG
@@ -181,3 +181,14 @@ def total_records(manifest: dict[str, Any]) -> int:
 def header_map(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
     """Kafka headers as a dict of text."""
     return {name: (value or b"").decode() for name, value in headers or []}
+
+
+def edge_with(**methods: Any) -> FoldEdge:
+    """A default :class:`FoldEdge` with the named methods replaced (a test spying on, or
+    breaking, what the service asks of the codec and the fold)."""
+    edge = FoldEdge.default()
+    for name, method in methods.items():
+        if not callable(getattr(edge, name, None)):
+            raise AttributeError(f"FoldEdge has no method {name!r}")
+        setattr(edge, name, method)
+    return edge

@@ -19,8 +19,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException
 
-from consumers.edge import FoldEdge
-from consumers.restore import iter_partition, read_latest_by_key
+from consumers.service.edge import FoldEdge
+from consumers.service.restore import iter_partition, read_latest_by_key
 from schemas import Event, RunStatus
 from schemas.errors import KafkaSetupError, RunfoldError
 
@@ -162,7 +162,7 @@ def replay_run(
     config: Mapping[str, Any],
     events_topic: str,
     run_id: str,
-    edge: FoldEdge[Any],
+    edge: FoldEdge,
 ) -> ReplayedRun:
     """Read ``run_id``'s records from its partition of ``events_topic`` and fold them again.
 

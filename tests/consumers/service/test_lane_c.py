@@ -1,9 +1,8 @@
-"""The C lane's own pieces equal what the Python lane uses, and its call shape holds.
+"""The C decoder's own pieces equal the Python they stand in for.
 
-``consumers._fastlane`` checks UTF-8, computes CRC-32 and recognises certainly-valid
+``consumers.service._lane`` checks UTF-8, computes CRC-32 and recognises certainly-valid
 payload JSON by itself; each is compared here with the Python it stands in for
-(``bytes.decode``, ``zlib.crc32``, ``serde.loads``) on generated inputs. Then the
-lane with other message types, the switch back to Python and argument errors.
+(``bytes.decode``, ``zlib.crc32``, ``serde.loads``) on generated inputs.
 """
 
 from __future__ import annotations
@@ -13,24 +12,22 @@ import zlib
 from typing import Any
 
 import pytest
-from confluent_kafka import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.fastlane import batch_lane, compiled_lane_available
-from consumers.state import RunState
+from consumers.service.lane import compiled_lane_available
 from schemas import serde
 
 pytestmark = [
     pytest.mark.unit,
-    pytest.mark.skipif(not compiled_lane_available(), reason="consumers._fastlane not built"),
+    pytest.mark.skipif(not compiled_lane_available(), reason="consumers.service._lane not built"),
 ]
 
 
 def _module() -> Any:
-    import consumers._fastlane
+    import consumers.service._lane
 
-    return consumers._fastlane
+    return consumers.service._lane
 
 
 def _decodes(data: bytes) -> bool:
@@ -196,126 +193,3 @@ def test_json_simple_table(text: bytes, simple: bool) -> None:
     assert _module().json_simple(text) is simple
     if simple:
         assert _loads_ok(text)
-
-
-# --- the lane with other message types, the switch, bad calls ----------------------------
-
-
-class _FakeMessage:
-    """Message-like without confluent_kafka: the lane calls the methods generically."""
-
-    def __init__(self, msg: Message) -> None:
-        self._msg = msg
-
-    def error(self) -> Any:
-        return self._msg.error()
-
-    def partition(self) -> Any:
-        return self._msg.partition()
-
-    def key(self) -> Any:
-        return self._msg.key()
-
-    def value(self) -> Any:
-        return self._msg.value()
-
-    def offset(self) -> Any:
-        return self._msg.offset()
-
-
-class _MessageSubclass(Message):  # type: ignore[misc]
-    """A subclass has a __dict__: the lane must not call its methods straight."""
-
-
-def _stream() -> tuple[RunState, bytes, list[Message]]:
-    from test_fastlane import _prepared_runs
-
-    runs = _prepared_runs()
-    state, key, _ = runs[0]
-    values = []
-    for before, run_key, value in runs:  # the run's counted records in a row
-        if run_key == key and before.last_seq == state.last_seq + len(values):
-            values.append(value)
-    offsets = range(state.source_offset + 1, state.source_offset + 1 + len(values))
-    msgs = [
-        Message(topic="ev", partition=0, offset=offset, key=key, value=value)
-        for offset, value in zip(offsets, values, strict=True)
-    ]
-    return state, key, msgs
-
-
-@pytest.mark.parametrize("wrap", [_FakeMessage, None, "subclass", "mixed"])
-def test_any_message_type_folds_alike(wrap: Any) -> None:
-    state, key, msgs = _stream()
-    assert len(msgs) > 3
-    if wrap is _FakeMessage:
-        msgs = [_FakeMessage(msg) for msg in msgs]  # type: ignore[misc]
-    elif wrap == "subclass":
-        msgs = [
-            _MessageSubclass(topic="ev", partition=0, offset=m.offset(), key=key, value=m.value())
-            for m in msgs
-        ]
-    elif wrap == "mixed":
-        msgs = [_FakeMessage(m) if i % 2 else m for i, m in enumerate(msgs)]  # type: ignore[misc]
-    results = []
-    for compiled in (True, False):
-        lane = batch_lane(compiled=compiled)
-        assert lane is not None
-        copy = state.copy()
-        dirty: dict[int, set[bytes]] = {}
-        offsets: dict[int, int] = {}
-        got = lane(msgs, 0, {0: {key: copy}}, dirty, offsets, set())
-        results.append((got, copy, dirty, offsets))
-    assert results[0] == results[1]
-    assert results[0][0] == (len(msgs), len(msgs))
-
-
-def test_pure_python_is_chosen_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RUNFOLD_PURE_PYTHON", "1")
-    assert not compiled_lane_available()
-    lane = batch_lane()
-    assert lane is not None and not hasattr(lane, "__self__")  # the Python closure
-    with pytest.raises(ImportError, match="RUNFOLD_PURE_PYTHON"):
-        batch_lane(compiled=True)
-    monkeypatch.setenv("RUNFOLD_PURE_PYTHON", "0")
-    assert compiled_lane_available()
-
-
-def test_no_lane_for_a_schema_it_was_not_written_for(monkeypatch: pytest.MonkeyPatch) -> None:
-    from schemas import fastpath
-
-    monkeypatch.setitem(fastpath.PINNED, "Event", b"\x00" * 8)
-    assert batch_lane() is None
-
-
-def test_start_at_or_past_the_end_folds_nothing() -> None:
-    state, key, msgs = _stream()
-    for compiled in (True, False):
-        lane = batch_lane(compiled=compiled)
-        assert lane is not None
-        assert lane(msgs, len(msgs), {0: {key: state}}, {}, {}, set()) == (len(msgs), 0)
-        assert lane(msgs, len(msgs) + 3, {0: {key: state}}, {}, {}, set()) == (len(msgs), 0)
-        assert lane([], 0, {}, {}, {}, set()) == (0, 0)
-
-
-def test_bad_arguments_are_type_errors() -> None:
-    lane = batch_lane(compiled=True)
-    assert lane is not None
-    with pytest.raises(TypeError):
-        lane((), 0, {}, {}, {}, set())  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
-        lane([], 0, [], {}, {}, set())  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
-        lane([], -1, {}, {}, {}, set())
-    with pytest.raises(TypeError):
-        lane([], 0, {}, {}, {})  # type: ignore[call-arg]
-
-
-def test_a_changed_run_state_class_turns_the_c_lane_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The C lane reads RunState's slots by offset; if the class's attribute is replaced,
-    # it must stop taking records rather than write where the attribute no longer is.
-    state, key, msgs = _stream()
-    lane = batch_lane(compiled=True)
-    assert lane is not None
-    monkeypatch.setattr(RunState, "last_seq", property(lambda self: 0), raising=True)
-    assert lane(msgs, 0, {0: {key: state}}, {}, {}, set()) == (0, 0)

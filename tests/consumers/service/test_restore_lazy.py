@@ -9,7 +9,6 @@ touched); a state stored under another key is decoded at assignment, as before.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
@@ -17,14 +16,15 @@ from confluent_kafka import Producer
 from service_fixtures import (
     ALL_FAULTS,
     committed_total,
+    edge_with,
     mismatches,
     read_output,
     total_records,
 )
 
-from consumers.edge import FoldEdge
-from consumers.restore import read_latest_by_key
 from consumers.service import FoldService, ServiceConfig
+from consumers.service.edge import FoldEdge
+from consumers.service.restore import read_latest_by_key
 from producers import FaultRates, Fleet, FleetConfig
 from producers.kafka import DEFAULT_PRODUCER_CONFIG
 from runfold.settings import TopicNames
@@ -89,7 +89,7 @@ def test_restored_runs_touched_or_not_fold_to_the_ground_truth(
         decoded.append(value)
         return edge.decode_state(value)
 
-    stats = FoldService(config, edge=dataclasses.replace(edge, decode_state=counting_decode)).run()
+    stats = FoldService(config, edge=edge_with(decode_state=counting_decode)).run()
 
     assert stats.restored_runs == len(before)
     # Only the runs the second half touched were decoded, each once, from its exact bytes.
@@ -148,7 +148,7 @@ def test_states_of_another_shape_are_decoded_at_assignment_as_before(
         decoded.append(value)
         return edge.decode_state(value)
 
-    service = FoldService(config, edge=dataclasses.replace(edge, decode_state=counting_decode))
+    service = FoldService(config, edge=edge_with(decode_state=counting_decode))
     # No new events: nothing is touched, and only the odd state is decoded.
     stats = service.run()
     assert stats.restored_runs == len(before) + 1

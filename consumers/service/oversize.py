@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from consumers.dlq import record_size
+from consumers.service.dlq import record_size
 
 __all__ = ["TRUNCATED_MARKER", "fit_state", "truncated_marker"]
 
