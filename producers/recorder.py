@@ -51,7 +51,7 @@ from schemas import (
     Timestamp,
 )
 from schemas.errors import RunfoldError
-from schemas.fastpath import trusted
+from schemas.avro_binary import trusted
 from schemas.model import U64_MAX, SerdeJson
 
 __all__ = [
