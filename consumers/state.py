@@ -22,15 +22,7 @@ from uuid import UUID
 
 from pydantic import JsonValue
 
-from schemas import (
-    MAX_REORDER_DELAY_NS,
-    Event,
-    Run,
-    RunStatus,
-    Timestamp,
-    Violation,
-    ViolationKind,
-)
+from schemas import MAX_REORDER_DELAY_NS, Event, Run, RunStatus, Timestamp, Violation, ViolationKind
 from schemas.errors import RunfoldError
 
 __all__ = [

@@ -26,7 +26,7 @@ from uuid import UUID
 
 from consumers.state import COUNTER_NAMES, DEFAULT_CONFIG, FoldConfig, RunState
 from schemas import Event, RunStatus, Timestamp, Violation, ViolationKind, serde
-from schemas.avro_binary import StateRecord
+from schemas.avro_binary import RunRecord, StateRecord
 from schemas.errors import EncodeError, SchemaError
 
 __all__ = ["from_record", "from_values", "to_record", "to_values"]
@@ -80,8 +80,8 @@ def to_values(state: RunState) -> StateRecord:
     outputs = state.outputs
     counts = state.violation_counts
     pending = state.pending_events
-    return StateRecord(
-        state.run_id,
+    run = RunRecord(
+        str(state.run_id),
         state.agent_spec_digest,
         state.git_sha,
         int(state.started_at),
@@ -90,6 +90,9 @@ def to_values(state: RunState) -> StateRecord:
         serde.dumps(state.inputs),
         None if outputs is None else serde.dumps(outputs),
         state.final_state_digest,
+    )
+    return StateRecord(
+        run,
         state.last_seq,
         _counters(state),
         [counts[kind] for kind in _KINDS],
@@ -114,15 +117,16 @@ def from_values(values: StateRecord, config: FoldConfig = DEFAULT_CONFIG) -> Run
     A digest window of another size is re-laid by seq, and only the newest
     ``max_recent_violations`` violations are kept.
     """
-    state = RunState.new(values.run_id, Timestamp(values.started_at), config)
-    state.agent_spec_digest = values.agent_spec_digest
-    state.git_sha = values.git_sha
-    finished = values.finished_at
+    run = values.run
+    state = RunState.new(UUID(run.run_id), Timestamp(run.started_at), config)
+    state.agent_spec_digest = run.agent_spec_digest
+    state.git_sha = run.git_sha
+    finished = run.finished_at
     state.finished_at = None if finished is None else Timestamp(finished)
-    state.status = values.status
-    state.inputs = serde.loads(values.inputs)
-    state.outputs = None if values.outputs is None else serde.loads(values.outputs)
-    state.final_state_digest = values.final_state_digest
+    state.status = run.status
+    state.inputs = serde.loads(run.inputs)
+    state.outputs = None if run.outputs is None else serde.loads(run.outputs)
+    state.final_state_digest = run.final_state_digest
     state.last_seq = values.last_seq
     _set_counters(state, values.counters)
     state.violation_counts = dict(zip(_KINDS, values.violation_counts, strict=True))
@@ -143,19 +147,9 @@ def from_values(values: StateRecord, config: FoldConfig = DEFAULT_CONFIG) -> Run
 def to_record(state: RunState) -> dict[str, Any]:
     """The fastavro record of ``state`` for ``runfold.RunState`` v1."""
     v = to_values(state)
-    run_id = v.run_id
+    run_id = state.run_id
     return {
-        "run": {
-            "run_id": str(run_id),
-            "agent_spec_digest": v.agent_spec_digest,
-            "git_sha": v.git_sha,
-            "started_at": v.started_at,
-            "finished_at": v.finished_at,
-            "status": v.status.value,
-            "inputs": v.inputs,
-            "outputs": v.outputs,
-            "final_state_digest": v.final_state_digest,
-        },
+        "run": {**v.run._asdict(), "status": v.run.status.value},
         "last_seq": _long(v.last_seq, "last_seq", run_id),
         "counters": dict(zip(COUNTER_NAMES, v.counters, strict=True)),
         "violation_counts": {
@@ -210,15 +204,17 @@ def from_record(record: dict[str, Any], config: FoldConfig = DEFAULT_CONFIG) -> 
         counts = record["violation_counts"]
         restore = record["restore"]
         values = StateRecord(
-            run_id,
-            run["agent_spec_digest"],
-            run["git_sha"],
-            run["started_at"],
-            run["finished_at"],
-            RunStatus(run["status"]),
-            run["inputs"],
-            run["outputs"],
-            run["final_state_digest"],
+            RunRecord(
+                str(run_id),
+                run["agent_spec_digest"],
+                run["git_sha"],
+                run["started_at"],
+                run["finished_at"],
+                RunStatus(run["status"]),
+                run["inputs"],
+                run["outputs"],
+                run["final_state_digest"],
+            ),
             record["last_seq"],
             [counters.get(name, 0) for name in COUNTER_NAMES],
             [counts.get(kind.value, 0) for kind in _KINDS],

@@ -257,37 +257,29 @@ class _ModelCodec(RecordCodec, Generic[M]):
         if type(data) is not bytes:
             data = bytes(data)  # memoryview, bytearray: the fast path slices and decodes bytes
         if self._fast and data[:10] == self._single_object_header:
-            try:
-                value, end = self._fast_decode(data, SINGLE_OBJECT_HEADER_SIZE)
-            except Exception as exc:
-                raise _decode_error_for(exc, self.schema_name) from exc
-            if end != len(data):
-                raise DecodeError(
-                    f"invalid {self.schema_name} body: {len(data) - end} bytes left after "
-                    "the record",
-                    reason="invalid-body",
-                )
-            result: M = value
-            return result
+            return self._fast_body(data, SINGLE_OBJECT_HEADER_SIZE)
         writer, kept, start = self.writer_of(data)
         if self._fast and kept is self.current:
-            try:
-                value, end = self._fast_decode(data, start)
-            except Exception as exc:
-                raise _decode_error_for(exc, self.schema_name) from exc
-            if end != len(data):
-                raise DecodeError(
-                    f"invalid {self.schema_name} body: {len(data) - end} bytes left after "
-                    "the record",
-                    reason="invalid-body",
-                )
-            result = value
-            return result
+            return self._fast_body(data, start)
         record = self.read_body(data, writer, start)
         try:
-            result = model_from_record(self.model, record)
+            result: M = model_from_record(self.model, record)
         except ValueError as exc:
             raise _decode_error_for(exc, self.schema_name) from exc
+        return result
+
+    def _fast_body(self, data: bytes, start: int) -> M:
+        """The value of the current version's body at ``data[start:]``, by avro_binary."""
+        try:
+            value, end = self._fast_decode(data, start)
+        except Exception as exc:
+            raise _decode_error_for(exc, self.schema_name) from exc
+        if end != len(data):
+            raise DecodeError(
+                f"invalid {self.schema_name} body: {len(data) - end} bytes left after the record",
+                reason="invalid-body",
+            )
+        result: M = value
         return result
 
 
