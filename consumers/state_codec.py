@@ -35,6 +35,9 @@ _LONG_MAX = 2**63 - 1
 _LITTLE = sys.byteorder == "little"
 _KINDS = list(ViolationKind)
 _counters = attrgetter(*COUNTER_NAMES)
+# _record(StateRecord, values): the NamedTuple without its Python-level __new__ (a third
+# of its cost; a state is written per run per transaction). ``values`` must be complete.
+_record = tuple.__new__
 
 
 def _compile_set_counters() -> Callable[[RunState, Sequence[int]], None]:
@@ -80,7 +83,7 @@ def to_values(state: RunState) -> StateRecord:
     outputs = state.outputs
     counts = state.violation_counts
     pending = state.pending_events
-    run = RunRecord(
+    run = _record(RunRecord, (
         str(state.run_id),
         state.agent_spec_digest,
         state.git_sha,
@@ -90,8 +93,8 @@ def to_values(state: RunState) -> StateRecord:
         serde.dumps(state.inputs),
         None if outputs is None else serde.dumps(outputs),
         state.final_state_digest,
-    )
-    return StateRecord(
+    ))
+    return _record(StateRecord, (
         run,
         state.last_seq,
         _counters(state),
@@ -108,7 +111,7 @@ def to_values(state: RunState) -> StateRecord:
         else (),
         _ring_bytes(state.digests),
         state.missing,
-    )
+    ))
 
 
 def from_values(values: StateRecord, config: FoldConfig = DEFAULT_CONFIG) -> RunState:
