@@ -6,10 +6,10 @@ Two forms of the record: its values (:class:`~schemas.avro_binary.StateRecord`, 
 :func:`from_record`, the general path for any schema version).
 
 The record holds ``run`` in the shape of ``runfold.Run`` (JSON values as serde JSON
-text), counters, the violation summary, and a ``restore`` part with the reorder buffer (events as serde JSON,
-each with its content digest), the digest window and the declared-missing
-ranges. ``from_record(to_record(s), config) == s`` for a state built with
-``config``.
+text), counters, the violation summary, and a ``restore`` part with the reorder
+buffer (events as serde JSON, each with its content digest), the digest window and
+the declared-missing ranges. ``from_record(to_record(s), config) == s`` for a state
+built with ``config``.
 
 Avro ``long`` is signed: a seq of 2**63 or more cannot be written and raises
 :class:`~schemas.errors.EncodeError` (the event codec refuses such events too).

@@ -118,4 +118,4 @@ def test_the_state_counters_are_the_records_counters_in_order() -> None:
     from consumers.state import COUNTER_NAMES
     from schemas.avro_binary import LAYOUTS
 
-    assert COUNTER_NAMES == tuple(name for name, _ in LAYOUTS["RunCounters"])
+    assert tuple(name for name, _ in LAYOUTS["RunCounters"]) == COUNTER_NAMES

@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from producers import ListSink, RunRecorder
-from schemas.codec import keyed_event_encoder
 from producers.recorder import _Declined, _event, _plain_json
 from schemas import (
     EVENT_KINDS,
@@ -32,7 +31,7 @@ from schemas import (
     Timestamp,
     ToolCalled,
 )
-from schemas.codec import EventCodec
+from schemas.codec import EventCodec, keyed_event_encoder
 from schemas.errors import ValidationError
 from schemas.model import SerdeJson
 

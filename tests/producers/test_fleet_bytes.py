@@ -101,7 +101,8 @@ def test_planned_values_and_text_write_what_the_models_and_serde_write() -> None
             if cls is None:
                 continue
             seen.add(cls)
-            assert avro_binary.KIND_VALUE_WRITERS[cls](values) == avro_binary.KIND_WRITERS[cls](kind)
+            written = avro_binary.KIND_VALUE_WRITERS[cls](values)
+            assert written == avro_binary.KIND_WRITERS[cls](kind)
     assert len(seen) == 15  # every kind but graph_completed, which the fleet builds
 
 

@@ -34,7 +34,8 @@ def _records() -> tuple[dict[str, list[tuple[str, Any]]], dict[str, list[str]]]:
                 visit(branch)
         elif isinstance(schema, dict):
             if schema["type"] == "record":
-                records[schema["name"].rpartition(".")[2]] = [(f["name"], f["type"]) for f in schema["fields"]]
+                fields = [(f["name"], f["type"]) for f in schema["fields"]]
+                records[schema["name"].rpartition(".")[2]] = fields
                 for field in schema["fields"]:
                     visit(field["type"])
             elif schema["type"] == "enum":
