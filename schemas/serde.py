@@ -13,8 +13,9 @@ to 1.0.146 used ryu, which wrote ``1e16``; the interop vectors pin 1.0.154.)
 ``u64`` (or ``i64`` when negative) stay integers, others and ``-0`` become
 floats; ``NaN``/``Infinity``, out-of-range floats and lone surrogates are rejected.
 
-Both go through the C ``json`` module by its public API only; :func:`dumps` falls back to a careful
-pure-Python writer only when the C output holds something serde writes
+Both go through the ``json`` module's public API (``JSONEncoder.encode``,
+``JSONDecoder.raw_decode``, both C-accelerated); :func:`dumps` falls back to a
+careful pure-Python writer only when ``json``'s output holds something serde writes
 differently (found by cheap substring tests), so the common case costs what
 ``json.dumps``/``json.loads`` cost.
 """
@@ -43,7 +44,7 @@ _encoder = json.JSONEncoder(
     ensure_ascii=False, check_circular=False, allow_nan=True, separators=(",", ":"),
     default=_not_json,
 )
-_c_dumps = _encoder.encode
+_json_dumps = _encoder.encode
 
 quote: Callable[[str], str] = _encoder.encode
 """A JSON string literal with serde_json's escapes (``quote("a\\n") == '"a\\\\n"'``):
@@ -149,7 +150,7 @@ def _write(value: Any, out: Callable[[str], None]) -> None:
 def dumps(value: Any) -> str:
     """Compact JSON text of ``value``, byte-identical to ``serde_json::to_string``."""
     try:
-        text: str = _c_dumps(value)
+        text: str = _json_dumps(value)
     except (TypeError, ValueError):
         return _dumps_slow(value)  # raises the precise error
     if _dumps_suspect(text):
