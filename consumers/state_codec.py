@@ -29,7 +29,9 @@ from schemas import Event, RunStatus, Timestamp, Violation, ViolationKind, serde
 from schemas.avro_binary import RunRecord, StateRecord
 from schemas.errors import EncodeError, SchemaError
 
-__all__ = ["from_record", "from_values", "to_record", "to_values"]
+# to_values/from_values serve consumers.state_bytes (the byte path); the package's public
+# API stays the record form.
+__all__ = ["from_record", "to_record"]
 
 _LONG_MAX = 2**63 - 1
 _LITTLE = sys.byteorder == "little"
