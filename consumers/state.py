@@ -22,7 +22,7 @@ from uuid import UUID
 
 from pydantic import JsonValue
 
-from schemas import Event, Run, RunStatus, Timestamp, Violation, ViolationKind
+from schemas import MAX_REORDER_DELAY_NS, Event, Run, RunStatus, Timestamp, Violation, ViolationKind
 from schemas.errors import RunfoldError
 
 __all__ = [
@@ -34,8 +34,6 @@ __all__ = [
     "OutcomeKind",
     "RunState",
 ]
-
-_NS_PER_SECOND = 1_000_000_000
 
 
 class FoldError(RunfoldError, ValueError):
@@ -54,7 +52,7 @@ class FoldConfig:
 
     max_pending_per_run: int = 128
     """Events held per run while waiting for a missing seq; one more declares a gap."""
-    max_delay_ns: int = 60 * _NS_PER_SECOND
+    max_delay_ns: int = MAX_REORDER_DELAY_NS
     """Event-time bound of the reorder buffer: when the run's newest timestamp seen
     is this far past its oldest buffered event, the gap is declared."""
     digest_window: int = 64

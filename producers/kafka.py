@@ -31,6 +31,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from schemas import Event
+from schemas.codec import event_encoder, keyed_event_encoder
 from schemas.errors import ConfigError, KafkaSetupError
 
 __all__ = [
@@ -410,8 +411,8 @@ class EventProducer:
         """Encode ``event`` with the codec and queue it under its run_id."""
         encode = self._encode
         if encode is None:
-            encode = self._encode = _encoder(self.framing)
-            self._keyed = _keyed_encoder(self.framing)
+            encode = self._encode = event_encoder(self.framing)
+            self._keyed = keyed_event_encoder(self.framing)
         run_id = event.run_id
         # A run's key is formatted once (UUID.__str__ was a tenth of a send): the cache
         # holds the UUID itself, so an id() cannot be reused while its entry lives.
@@ -467,43 +468,4 @@ class EventProducer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _keyed_encoder(framing: str) -> Callable[[Event, bytes], bytes] | None:
-    """The codec's single-object bytes written with the key the producer holds, or None.
-
-    Byte for byte ``EventCodec().encode(event)`` (a test compares them) without
-    formatting the run_id twice; None when the fast path does not apply (Confluent
-    framing, or a current Event schema the fast path was not written for).
-    """
-    from schemas import fastpath
-    from schemas.codec import EventCodec
-
-    codec = EventCodec()
-    if framing != "single-object" or codec.current.fingerprint != fastpath.PINNED["Event"]:
-        return None
-    header = codec.header("single-object")
-    body = fastpath.encode_event_keyed
-
-    def encode(event: Event, key: bytes) -> bytes:
-        return header + body(event, key)
-
-    return encode
-
-
-def _encoder(framing: str) -> Callable[[Event], bytes]:
-    """The codec's event encoder for ``framing``, built once."""
-    from schemas.codec import EventCodec, encode_event
-
-    if framing == "single-object":
-        # A codec of our own: its schemas are parsed once, and no registry is involved.
-        encode: Callable[[Event], bytes] = EventCodec().encode
-        return encode
-    if framing != "confluent":
-        raise ConfigError(f"framing {framing!r} is unknown; use 'single-object' or 'confluent'")
-
-    def encode_confluent(event: Event) -> bytes:
-        return encode_event(event, framing="confluent")
-
-    return encode_confluent
 

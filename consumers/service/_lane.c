@@ -16,7 +16,7 @@
  *
  * What "certainly" covers: single-object framing with the pinned fingerprint; run_id
  * text equal to the record key (36 bytes); seq and timestamp varints within 64 bits
- * and seq >= 1; a kind of COUNTED_KINDS whose fields read as schemas.fastpath reads
+ * and seq >= 1; a kind of COUNTED_KINDS whose fields read as schemas.avro_binary reads
  * them (UTF-8 strings, u32 in range, u64 not negative); the payload string is the rest
  * of the record and is JSON as serde.loads reads it. `digest` is
  * consumers.sequence.digest_bytes of the body (what follows the single-object header).
@@ -66,9 +66,9 @@ typedef struct {
 static const char *const method_names[N_METHODS] = {"error", "partition", "key", "value", "offset"};
 static PyObject *method_str[N_METHODS];
 
-/* --- reading bytes as schemas/fastpath.py does --------------------------------------- */
+/* --- reading bytes as schemas/avro_binary reads them --------------------------------------- */
 
-/* An Avro long's varint as fastpath._read_long reads it: at most 10 bytes, the tenth
+/* An Avro long's varint as avro_binary.read_long reads it: at most 10 bytes, the tenth
  * below 0x80. Returns the position after it, or -1 where _read_long would raise (past
  * the end, over 10 bytes). *raw is the zigzag value's low 64 bits; *wide holds its
  * bits 64..69 (Python reads a tenth byte above 1 into a big int), 0 when it has none. */
@@ -198,7 +198,7 @@ utf8_valid(const unsigned char *s, Py_ssize_t n)
     return 1;
 }
 
-/* An Avro string as fastpath._read_string reads it; -1 where it would raise. */
+/* An Avro string as avro_binary.read_string reads it; -1 where it would raise. */
 static inline Py_ssize_t
 scan_string(const unsigned char *buf, Py_ssize_t pos, Py_ssize_t size)
 {
@@ -244,7 +244,7 @@ scan_fields(const Branch *branch, const unsigned char *buf, Py_ssize_t pos, Py_s
             else
                 pos = -1;
             break;
-        case F_STRING_ARRAY: /* fastpath._read_string_array: blocks until a zero count */
+        case F_STRING_ARRAY: /* avro_binary.read_string_array: blocks until a zero count */
             for (;;) {
                 pos = read_varint(buf, pos, size, &raw, &wide);
                 /* A count outside 64 bits cannot be followed by that many strings

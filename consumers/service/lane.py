@@ -26,7 +26,8 @@ import os
 from typing import Any, Protocol
 
 from consumers.sequence import COUNTED_KINDS
-from schemas import fastpath, serde
+from schemas import serde
+from schemas.avro_binary import KIND_LAYOUTS, PINNED, U32_FIELDS
 from schemas.framing import SINGLE_OBJECT_HEADER_SIZE, SINGLE_OBJECT_MAGIC
 from schemas.model import EVENT_KINDS
 
@@ -56,28 +57,19 @@ FIELD_READS = ("string", "u32", "u64", "optional string", "string array")
 
 
 def field_reads(cls: type[Any]) -> list[str]:
-    """How :mod:`schemas.fastpath` reads each field of an EventKind record, in order.
-
-    From the same field annotations the codec's readers are compiled from: UTF-8
-    strings, u32 fields in range, u64 fields not negative, ``null`` or a string,
-    string arrays.
-    """
-    reads = []
-    for name, field in cls.model_fields.items():
-        if name == "type":
-            continue
-        annotation = field.annotation
-        if annotation is str:
-            reads.append("string")
-        elif annotation is int:
-            reads.append("u32" if name in fastpath._U32_FIELDS else "u64")
-        elif annotation == str | None:
-            reads.append("optional string")
-        elif annotation == tuple[str, ...]:
-            reads.append("string array")
-        else:  # pragma: no cover - the tests cover every variant
-            raise TypeError(f"{cls.__name__}.{name}: no reader for {annotation!r}")
-    return reads
+    """How each field of an EventKind record is read, from its layout in
+    :data:`schemas.avro_binary.KIND_LAYOUTS` (the one the codec's readers are generated
+    from): UTF-8 strings, u32 fields in range, u64 fields not negative, ``null`` or a
+    string, string arrays."""
+    reads = {
+        "string": "string",
+        "optional string": "optional string",
+        "array<string>": "string array",
+    }
+    return [
+        ("u32" if name in U32_FIELDS else "u64") if avro_type == "long" else reads[avro_type]
+        for name, avro_type in KIND_LAYOUTS[cls]
+    ]
 
 
 def _branch_table() -> list[tuple[str, bytes] | None]:
@@ -107,12 +99,12 @@ def compiled_lane_available() -> bool:
 
 def decoder(*, cache_size: int = _PAYLOAD_CACHE_SIZE) -> LaneDecoder | None:
     """The batch lane's decoder, or None: not built, turned off, or the codec's current
-    Event version is not the one :mod:`schemas.fastpath` was written for (then only the
-    general path may read records)."""
+    Event version is not the one :mod:`schemas.avro_binary` was written for (then only
+    the general path may read records)."""
     from schemas.codec import EventCodec
 
     module = _compiled_module()
-    fingerprint = fastpath.PINNED["Event"]
+    fingerprint = PINNED["Event"]
     if module is None or EventCodec().current.fingerprint != fingerprint:
         return None
     lane: LaneDecoder = module.Decoder(

@@ -111,3 +111,11 @@ def test_a_state_the_writer_cannot_write_gets_the_general_paths_error() -> None:
     state.last_seq = 2**63
     with pytest.raises(RunfoldError, match="last_seq"):
         edge.encode_state(state)
+
+
+def test_the_state_counters_are_the_records_counters_in_order() -> None:
+    """StateRecord.counters is written in LAYOUTS order from RunState's COUNTER_NAMES."""
+    from consumers.state import COUNTER_NAMES
+    from schemas.avro_binary import LAYOUTS
+
+    assert tuple(name for name, _ in LAYOUTS["RunCounters"]) == COUNTER_NAMES

@@ -28,7 +28,7 @@ from consumers.service.edge import FoldEdge, body_digest
 from consumers.service.lane import LaneDecoder, compiled_lane_available, decoder
 from consumers.state import RunState
 from producers import FaultRates, Fleet, FleetConfig
-from schemas import fastpath
+from schemas import avro_binary
 from schemas.codec import EventCodec, decode_event
 from schemas.errors import RunfoldError
 from schemas.model import EVENT_KINDS
@@ -270,8 +270,8 @@ def test_edge_values_are_read_only_as_the_codec_reads_them(
     assert lane is not None
     _, key, value = _prepared_runs()[0]
     body = bytearray(value[: 10 + 37])
-    body += fastpath._long(seq) + fastpath._long(1_700_000_000_000_000_000)
-    body += fastpath._long(list(EVENT_KINDS).index(tag))
+    body += avro_binary.write_long(seq) + avro_binary.write_long(1_700_000_000_000_000_000)
+    body += avro_binary.write_long(list(EVENT_KINDS).index(tag))
     for name, field in EVENT_KINDS[tag].model_fields.items():
         if name == "type":
             continue
@@ -312,8 +312,8 @@ def _raw_string(text: str) -> bytes:
 def test_the_lane_is_off_for_a_schema_version_it_was_not_written_for(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert EventCodec().current.fingerprint == fastpath.PINNED["Event"]
-    monkeypatch.setitem(fastpath.PINNED, "Event", b"\x00" * 8)
+    assert EventCodec().current.fingerprint == avro_binary.PINNED["Event"]
+    monkeypatch.setitem(avro_binary.PINNED, "Event", b"\x00" * 8)
     assert decoder() is None
 
 
