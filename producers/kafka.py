@@ -30,6 +30,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from clients import RunfoldSettings
 from schemas import Event
 from schemas.errors import ConfigError, KafkaSetupError
 
@@ -162,11 +163,11 @@ def producer_config(
     overrides: Mapping[str, Any] | None = None,
     *,
     bootstrap_servers: str | None = None,
-    settings: Any | None = None,
+    settings: RunfoldSettings | None = None,
 ) -> dict[str, Any]:
     """The librdkafka configuration: :data:`EVENT_PRODUCER_CONFIG`, settings, ``overrides``.
 
-    ``settings`` (a :class:`runfold.settings.RunfoldSettings`; loaded from the environment
+    ``settings`` (a :class:`clients.RunfoldSettings`; loaded from the environment
     and ``$RUNFOLD_CONFIG`` when not given) supplies the connection (bootstrap servers,
     security); ``overrides`` (librdkafka dotted keys) wins over both, and an explicit
     ``bootstrap_servers`` over everything. Settings that would weaken delivery
@@ -192,20 +193,14 @@ def producer_config(
     return conf
 
 
-def load_settings() -> Any | None:
-    """``RunfoldSettings.load()`` when the ``runfold`` package is installed, else ``None``."""
-    try:
-        from runfold.settings import RunfoldSettings
-    except ImportError:
-        return None
+def load_settings() -> RunfoldSettings:
+    """The settings from the environment and ``$RUNFOLD_CONFIG`` (:meth:`RunfoldSettings.load`)."""
     return RunfoldSettings.load()
 
 
-def _settings_config(settings: Any | None) -> dict[str, Any]:
+def _settings_config(settings: RunfoldSettings | None) -> dict[str, Any]:
     """Connection settings (librdkafka keys) from the runfold settings object."""
     settings = settings if settings is not None else load_settings()
-    if settings is None:
-        return {}
     return dict(settings.producer_config())
 
 
@@ -223,7 +218,7 @@ class EventProducer:
         *,
         bootstrap_servers: str | None = None,
         config: Mapping[str, Any] | None = None,
-        settings: Any | None = None,
+        settings: RunfoldSettings | None = None,
         framing: str = "single-object",
         startup_timeout: float = 10.0,
     ) -> None:
@@ -234,7 +229,7 @@ class EventProducer:
         """
         settings = settings if settings is not None else load_settings()
         if topic is None:
-            topic = settings.topic_names.events if settings is not None else "agent-run-events"
+            topic = settings.topic_names.events
         self.topic: str = topic
         self.framing = framing
         self.startup_timeout = startup_timeout

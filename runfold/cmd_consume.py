@@ -17,8 +17,8 @@ from types import FrameType
 
 import click
 
+from clients.settings import RunfoldSettings
 from consumers.service_config import DEFAULT_BATCH_SIZE, DEFAULT_TXN_INTERVAL_MS
-from runfold.settings import RunfoldSettings
 
 __all__ = ["EXIT_FENCED", "consume"]
 

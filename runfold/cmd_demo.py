@@ -34,9 +34,9 @@ import click
 from rich.console import Console, RenderableType
 from rich.text import Text
 
+from clients.settings import RunfoldSettings
 from producers.faults import FaultRates, FaultSpecError
 from runfold.demo_summary import KINDS, STATUSES, DemoSummary, check, next_steps, render_summary
-from runfold.settings import RunfoldSettings
 from schemas.errors import RunfoldError
 
 __all__ = ["DEFAULT_FAULTS", "DemoError", "DemoOptions", "demo", "run_demo"]
@@ -93,9 +93,9 @@ def _kafka(options: DemoOptions, say: Callable[[str], None]) -> tuple[str | None
     )
     if configured:
         return options.bootstrap_servers, "external", None
+    from clients.cluster_state import default_home
     from runfold.kafka.compose import ComposeKafka, docker_available, find_compose_file
     from runfold.kafka.local import LocalKafka
-    from runfold.kafka.state import default_home
 
     home = default_home()
     compose_file = find_compose_file()

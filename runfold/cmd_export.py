@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from runfold.settings import RunfoldSettings
+from clients.settings import RunfoldSettings
 from schemas.errors import ConfigError, RunfoldError
 
 __all__ = ["build_tables", "export", "read_tables", "sql"]

@@ -63,7 +63,7 @@ def produce(runs: int, agents: int, rate: float | None, faults: FaultRates, seed
             manifest: Path | None, bootstrap: str | None, topic: str | None,
             ensure_topics: bool, metrics_port: int | None) -> None:
     """Send a simulated fleet of agent runs (with optional faults) to Kafka."""
-    from runfold.settings import RunfoldSettings
+    from clients.settings import RunfoldSettings
 
     overrides = {"bootstrap_servers": bootstrap} if bootstrap else {}
     settings = RunfoldSettings.load(**overrides)

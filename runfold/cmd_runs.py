@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from runfold.settings import RunfoldSettings
+from clients.settings import RunfoldSettings
 
 __all__ = ["runs", "run_document"]
 

@@ -11,7 +11,7 @@ import time
 
 import click
 
-from runfold.settings import RunfoldSettings
+from clients.settings import RunfoldSettings
 
 __all__ = ["top"]
 

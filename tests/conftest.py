@@ -29,7 +29,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from runfold.settings import RunfoldSettings, TopicNames
+from clients.settings import RunfoldSettings, TopicNames
 from runfold.topics import ensure_topics
 
 log = logging.getLogger(__name__)

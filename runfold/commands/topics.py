@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from runfold.settings import RunfoldSettings
+from clients.settings import RunfoldSettings
 from runfold.topics import DEFAULT_PARTITIONS, ensure_topics
 
 __all__ = ["topics"]

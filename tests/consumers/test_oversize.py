@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from clients.settings import TopicNames
 from consumers.dlq import (
     DLQ_HEADERS,
     TRUNCATED_HEADER,
@@ -18,7 +19,6 @@ from consumers.dlq import (
 from consumers.edge import FoldEdge
 from consumers.oversize import TRUNCATED_MARKER, fit_state
 from consumers.service_config import OutputLimits, ServiceConfig, output_limits, producer_config
-from runfold.settings import TopicNames
 from runfold.topics import DEFAULT_MAX_MESSAGE_BYTES, output_max_bytes, topic_specs
 from schemas import Event, GraphStarted, Timestamp
 

@@ -29,9 +29,9 @@ from service_fixtures import (
     total_records,
 )
 
+from clients.settings import TopicNames
 from consumers.dlq import DLQ_HEADERS, parse_dead_letter_headers
 from runfold.cmd_consume import EXIT_FENCED
-from runfold.settings import TopicNames
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 from service_fixtures import load_fleet, mismatches, read_output, total_records
 
+from clients.settings import TopicNames
 from consumers.edge import FoldEdge
 from consumers.service import FoldService, ServiceConfig
-from runfold.settings import TopicNames
 from schemas import Violation
 
 pytestmark = pytest.mark.integration

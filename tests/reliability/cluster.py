@@ -11,8 +11,8 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from clients.cluster_state import ClusterState, read_state, write_state
 from runfold.kafka.process import die_with_parent, is_alive
-from runfold.kafka.state import ClusterState, read_state, write_state
 
 
 def leader_of(admin: AdminClient, topic: str, partition: int) -> int:

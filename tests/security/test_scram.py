@@ -75,7 +75,7 @@ def test_secrets_on_disk_are_private(scram_cluster: ScramCluster) -> None:
 def test_fleet_through_the_authenticated_broker_and_no_output_holds_the_password(
     scram_cluster: ScramCluster, tmp_path: Path
 ) -> None:
-    from runfold.settings import TopicNames
+    from clients.settings import TopicNames
     from runfold.topics import ensure_topics
 
     prefix = f"sec-{os.getpid()}-{time.monotonic_ns() % 10**6}-"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from clients.settings import RunfoldSettings, TopicNames
 from runfold.cli import main
-from runfold.settings import RunfoldSettings, TopicNames
 from schemas.errors import ConfigError
 
 pytestmark = pytest.mark.unit

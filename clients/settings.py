@@ -36,7 +36,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from runfold.kafka.state import default_home, read_state
+from clients.cluster_state import default_home, read_state
 from schemas.errors import ConfigError
 
 __all__ = ["ENV_PREFIX", "RunfoldSettings", "TopicNames"]
