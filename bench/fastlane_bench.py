@@ -1,6 +1,6 @@
 """Micro-benchmark of the fold's batch lane: µs per record, C lane vs Python lane.
 
-    .venv/bin/python bench/fastlane_bench.py [--runs 2000] [--repeat 5] [--batch 500]
+    .venv/bin/python -m bench.fastlane_bench [--runs 2000] [--repeat 5] [--batch 500]
 
 A fleet of ``--runs`` runs without faults (``producers.Fleet``, as ``runfold
 produce`` writes it) becomes consumed messages (``confluent_kafka.Message``, three
@@ -31,18 +31,14 @@ import argparse
 import gc
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from confluent_kafka import Message
 
-from confluent_kafka import Message  # noqa: E402
-
-from consumers.edge import body_digest  # noqa: E402
-from consumers.fastlane import BatchLane, batch_lane, compiled_lane_available  # noqa: E402
-from consumers.fold import apply_event  # noqa: E402
+from consumers.edge import body_digest
+from consumers.fastlane import BatchLane, batch_lane, compiled_lane_available
+from consumers.fold import apply_event
 from producers import Fleet, FleetConfig  # noqa: E402
 from schemas.codec import decode_event  # noqa: E402
 

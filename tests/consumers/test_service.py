@@ -31,7 +31,7 @@ from service_fixtures import (
 
 from clients.settings import TopicNames
 from consumers.dlq import DLQ_HEADERS, parse_dead_letter_headers
-from runfold.cmd_consume import EXIT_FENCED
+from runfold.commands.consume import EXIT_FENCED
 
 pytestmark = pytest.mark.integration
 

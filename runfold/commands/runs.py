@@ -10,24 +10,9 @@ from typing import Any
 
 import click
 
-from clients.settings import RunfoldSettings
+from runfold.commands.options import connection_options, load_settings
 
 __all__ = ["runs", "run_document"]
-
-
-def _settings(bootstrap_servers: str | None, prefix: str | None) -> RunfoldSettings:
-    overrides: dict[str, str] = {}
-    if bootstrap_servers:
-        overrides["bootstrap_servers"] = bootstrap_servers
-    if prefix is not None:
-        overrides["topic_prefix"] = prefix
-    return RunfoldSettings.load(**overrides)
-
-
-def _common(fn: Any) -> Any:
-    fn = click.option("--prefix", default=None, help="Prefix of every topic name.")(fn)
-    fn = click.option("--bootstrap-servers", default=None, help="Kafka to use.")(fn)
-    return fn
 
 
 def run_document(state: Any) -> dict[str, Any]:
@@ -56,7 +41,7 @@ def runs() -> None:
     help="Only runs with this status.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout.")
-@_common
+@connection_options
 def list_command(
     status: str | None, as_json: bool, bootstrap_servers: str | None, prefix: str | None
 ) -> None:
@@ -65,7 +50,7 @@ def list_command(
     from consumers.queries import list_runs
     from schemas import RunStatus
 
-    settings = _settings(bootstrap_servers, prefix)
+    settings = load_settings(bootstrap_servers, prefix)
     edge = FoldEdge.default()
     wanted = RunStatus(status.upper()) if status else None
     states = list_runs(
@@ -95,7 +80,7 @@ def list_command(
 @runs.command("show")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-@_common
+@connection_options
 def show_command(
     run_id: str, as_json: bool, bootstrap_servers: str | None, prefix: str | None
 ) -> None:
@@ -103,7 +88,7 @@ def show_command(
     from consumers.edge import FoldEdge
     from consumers.queries import find_run
 
-    settings = _settings(bootstrap_servers, prefix)
+    settings = load_settings(bootstrap_servers, prefix)
     edge = FoldEdge.default()
     state = find_run(settings.client_config(), settings.topic_names.runs, run_id, edge.decode_state)
     doc = run_document(state)
@@ -134,7 +119,7 @@ def show_command(
 @runs.command("replay")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-@_common
+@connection_options
 def replay_command(
     run_id: str, as_json: bool, bootstrap_servers: str | None, prefix: str | None
 ) -> None:
@@ -142,7 +127,7 @@ def replay_command(
     from consumers.edge import FoldEdge
     from consumers.queries import replay_run
 
-    settings = _settings(bootstrap_servers, prefix)
+    settings = load_settings(bootstrap_servers, prefix)
     replayed = replay_run(
         settings.client_config(), settings.topic_names.events, run_id, FoldEdge.default()
     )

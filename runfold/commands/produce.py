@@ -27,6 +27,7 @@ from rich.progress import (
 
 from producers import EventProducer, FaultRates, FaultSpecError, Fleet, FleetConfig, produce_fleet
 from producers.kafka import PRODUCER_LOG, DeliveryReport
+from runfold.commands.options import load_settings, metrics_port_option
 
 __all__ = ["produce"]
 
@@ -57,16 +58,12 @@ def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> Fa
 @click.option("--topic", default=None, help="Events topic (default: the settings' events topic).")
 @click.option("--ensure-topics/--no-ensure-topics", default=True, show_default=True,
               help="Create runfold's topics first if they are missing.")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
-              help="Serve Prometheus metrics on this port (0: any free port).")
+@metrics_port_option
 def produce(runs: int, agents: int, rate: float | None, faults: FaultRates, seed: int,
             manifest: Path | None, bootstrap: str | None, topic: str | None,
             ensure_topics: bool, metrics_port: int | None) -> None:
     """Send a simulated fleet of agent runs (with optional faults) to Kafka."""
-    from clients.settings import RunfoldSettings
-
-    overrides = {"bootstrap_servers": bootstrap} if bootstrap else {}
-    settings = RunfoldSettings.load(**overrides)
+    settings = load_settings(bootstrap)
     names = settings.topic_names
     # Bounded first contact: bad credentials fail in one line naming the cause.
     from runfold.preflight import check_connection
