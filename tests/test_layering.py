@@ -31,8 +31,8 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 
 
-def _loaded_after_import(module: str) -> set[str]:
-    """Top-level project packages in ``sys.modules`` after ``import module`` in a new process."""
+def _loaded_after_import(module: str, among: frozenset[str] = PROJECT) -> set[str]:
+    """Top-level packages of ``among`` loaded by ``import module`` in a new interpreter."""
     probe = (
         f"import json, sys; import {module}; "
         "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))"
@@ -40,7 +40,7 @@ def _loaded_after_import(module: str) -> set[str]:
     found = subprocess.run(
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
     )
-    return set(json.loads(found.stdout)) & PROJECT
+    return set(json.loads(found.stdout)) & among
 
 
 @pytest.mark.parametrize("module", sorted(ALLOWED))
@@ -52,3 +52,9 @@ def test_importing_a_package_loads_nothing_above_it(module: str) -> None:
 def test_the_probe_sees_imports() -> None:
     # A probe that found nothing would pass every check above.
     assert _loaded_after_import("producers") >= {"schemas", "clients", "producers"}
+
+
+def test_the_settings_load_no_kafka_client() -> None:
+    # The pure fold may take its settings from clients one day; that must not cost it a
+    # librdkafka (clients.connection, which needs one, is imported on its own).
+    assert _loaded_after_import("clients", frozenset({"confluent_kafka"})) == set()

@@ -19,9 +19,9 @@ import click
 
 from consumers.service_config import DEFAULT_BATCH_SIZE, DEFAULT_TXN_INTERVAL_MS
 from runfold.commands.options import (
+    connected_settings,
     connection_options,
     group_option,
-    load_settings,
     metrics_port_option,
 )
 
@@ -107,12 +107,9 @@ def consume(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    settings = load_settings(bootstrap_servers, prefix)
     # Bounded first contact: bad credentials fail here in one line instead of librdkafka
     # reconnecting and init_transactions being retried for minutes.
-    from runfold.preflight import check_connection
-
-    check_connection(settings.admin_config())
+    settings = connected_settings(bootstrap_servers, prefix)
     config = ServiceConfig.on_topics(
         dict(settings.client_config()),
         settings.topic_names,

@@ -38,8 +38,8 @@ from clients import RunfoldSettings
 from producers.faults import FaultRates, FaultSpecError
 from runfold.commands.options import (
     bootstrap_servers_option,
+    connected_settings,
     group_option,
-    load_settings,
     prefix_option,
 )
 from runfold.demo_summary import KINDS, STATUSES, DemoSummary, check, next_steps, render_summary
@@ -174,7 +174,7 @@ def _run(options: DemoOptions, rates: FaultRates, bootstrap: str | None, broker:
     from runfold.live import FleetReader, render_snapshot
     from runfold.topics import ensure_topics
 
-    settings = load_settings(bootstrap, options.prefix)
+    settings = connected_settings(bootstrap, options.prefix)
     names = settings.topic_names
     report = ensure_topics(settings.admin_config(_QUIET), names, partitions=options.partitions)
     for problem in report.mismatches:

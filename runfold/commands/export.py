@@ -25,7 +25,7 @@ from typing import Any
 import click
 
 from clients import RunfoldSettings
-from runfold.commands.options import connection_options, load_settings
+from runfold.commands.options import connected_settings, connection_options
 from schemas.errors import ConfigError, RunfoldError
 
 __all__ = ["build_tables", "export", "read_tables", "sql"]
@@ -158,7 +158,7 @@ def export(fmt: str, out: Path, bootstrap_servers: str | None, prefix: str | Non
     """Export the folded runs (and their violations) from agent-runs to Parquet or CSV."""
     if out.exists() and not out.is_dir():  # say so before reading the whole topic
         raise ConfigError(f"--out {out} is a file; give a directory (it is created if missing)")
-    settings = load_settings(bootstrap_servers, prefix)
+    settings = connected_settings(bootstrap_servers, prefix)
     runs, violations = read_tables(settings)
     for path in write_tables(runs, violations, out, fmt):
         rows = runs.num_rows if path.stem == "runs" else violations.num_rows
@@ -171,7 +171,7 @@ def _connect(source: Path | None, settings_args: tuple[str | None, str | None]) 
 
     con = duckdb.connect()
     if source is None:
-        runs, violations = read_tables(load_settings(*settings_args))
+        runs, violations = read_tables(connected_settings(*settings_args))
         con.register("runs", runs)
         con.register("violations", violations)
         return con

@@ -2,7 +2,10 @@
 
 A command that talks to Kafka takes ``--bootstrap-servers`` and ``--prefix`` through
 :func:`connection_options` and turns them into :class:`~clients.RunfoldSettings` with
-:func:`load_settings`; the settings (``RUNFOLD_*``, ``$RUNFOLD_CONFIG``) fill in the rest.
+:func:`connected_settings`; the settings (``RUNFOLD_*``, ``$RUNFOLD_CONFIG``) fill in the rest.
+It first checks, within seconds, that the cluster answers and lets it in, so an unreachable
+broker or bad credentials end the command with one sentence (:mod:`clients.connection`)
+instead of librdkafka retrying behind a progress bar.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from typing import Any, TypeVar
 import click
 
 from clients import RunfoldSettings
+from clients.connection import check_connection
 
 __all__ = [
     "bootstrap_servers_option",
+    "connected_settings",
     "connection_options",
     "group_option",
     "load_settings",
@@ -69,3 +74,21 @@ def load_settings(
     if prefix is not None:
         overrides["topic_prefix"] = prefix
     return RunfoldSettings.load(**overrides)
+
+
+def connected_settings(
+    bootstrap_servers: str | None = None,
+    prefix: str | None = None,
+    *,
+    timeout: float | None = None,
+) -> RunfoldSettings:
+    """:func:`load_settings`, once the cluster they name has answered and let us in.
+
+    Raises :class:`~schemas.errors.KafkaSetupError` within about ``timeout`` seconds (default:
+    the ``connect_timeout`` setting) naming the address tried and what to do, or the user and
+    mechanism the broker refused.
+    """
+    settings = load_settings(bootstrap_servers, prefix)
+    wait = timeout if timeout is not None else settings.connect_timeout
+    check_connection(settings.admin_config(), timeout=wait)
+    return settings

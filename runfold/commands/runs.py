@@ -6,11 +6,12 @@ Rich tables for people, ``--json`` for programs (one JSON document on stdout).
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import click
 
-from runfold.commands.options import connection_options, load_settings
+from runfold.commands.options import connected_settings, connection_options
 
 __all__ = ["runs", "run_document"]
 
@@ -26,6 +27,18 @@ def run_document(state: Any) -> dict[str, Any]:
         "violation_counts": {k.value: n for k, n in state.violation_counts.items() if n},
         "violations": [json.loads(v.to_json()) for v in state.violations],
     }
+
+
+def _run_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """The run id in its canonical text (the record key), or a usage error before any search."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a run id: run ids are UUIDs such as "
+            "3f2a9c1e-7b4d-4e8a-9c0f-5d6e7f8a9b0c (see `runfold runs list`)",
+            ctx=ctx, param=param,
+        ) from None
 
 
 @click.group()
@@ -50,7 +63,7 @@ def list_command(
     from consumers.queries import list_runs
     from schemas import RunStatus
 
-    settings = load_settings(bootstrap_servers, prefix)
+    settings = connected_settings(bootstrap_servers, prefix)
     edge = FoldEdge.default()
     wanted = RunStatus(status.upper()) if status else None
     states = list_runs(
@@ -78,7 +91,7 @@ def list_command(
 
 
 @runs.command("show")
-@click.argument("run_id")
+@click.argument("run_id", callback=_run_id)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @connection_options
 def show_command(
@@ -88,7 +101,7 @@ def show_command(
     from consumers.edge import FoldEdge
     from consumers.queries import find_run
 
-    settings = load_settings(bootstrap_servers, prefix)
+    settings = connected_settings(bootstrap_servers, prefix)
     edge = FoldEdge.default()
     state = find_run(settings.client_config(), settings.topic_names.runs, run_id, edge.decode_state)
     doc = run_document(state)
@@ -117,7 +130,7 @@ def show_command(
 
 
 @runs.command("replay")
-@click.argument("run_id")
+@click.argument("run_id", callback=_run_id)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @connection_options
 def replay_command(
@@ -127,7 +140,7 @@ def replay_command(
     from consumers.edge import FoldEdge
     from consumers.queries import replay_run
 
-    settings = load_settings(bootstrap_servers, prefix)
+    settings = connected_settings(bootstrap_servers, prefix)
     replayed = replay_run(
         settings.client_config(), settings.topic_names.events, run_id, FoldEdge.default()
     )

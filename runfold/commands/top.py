@@ -11,7 +11,7 @@ import time
 
 import click
 
-from runfold.commands.options import connection_options, group_option, load_settings
+from runfold.commands.options import connected_settings, connection_options, group_option
 
 __all__ = ["top"]
 
@@ -25,10 +25,11 @@ __all__ = ["top"]
                    "print one frame and exit.")
 @click.option("--width", type=click.IntRange(min=60), default=None,
               help="Render this many columns wide (default: the terminal's width).")
-@click.option("--timeout", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
-              help="Seconds to wait for the cluster's first answer.")
+@click.option("--timeout", type=click.FloatRange(min=0.5), default=None,
+              help="Seconds to wait for the cluster's first answer "
+                   "[default: the connect_timeout setting, 10].")
 @connection_options
-def top(group: str, interval: float, once: bool, width: int | None, timeout: float,
+def top(group: str, interval: float, once: bool, width: int | None, timeout: float | None,
         bootstrap_servers: str | None, prefix: str | None) -> None:
     """Live view: runs by status, events/s, lag per partition, violations, slow/failing runs."""
     from rich.console import Console
@@ -36,9 +37,9 @@ def top(group: str, interval: float, once: bool, width: int | None, timeout: flo
 
     from runfold.live import FleetReader, render_snapshot
 
-    settings = load_settings(bootstrap_servers, prefix)
+    settings = connected_settings(bootstrap_servers, prefix, timeout=timeout)
     console = Console(width=width)
-    with FleetReader(settings, group, timeout=timeout) as reader:
+    with FleetReader(settings, group, timeout=timeout or settings.connect_timeout) as reader:
         if once:
             reader.refresh(budget=30.0, until_caught_up=True)
             time.sleep(interval)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from runfold.commands.options import connection_options, load_settings
+from runfold.commands.options import connected_settings, connection_options
 from runfold.topics import DEFAULT_PARTITIONS, ensure_topics
 
 __all__ = ["topics"]
@@ -34,7 +34,7 @@ def create(
     partitions: int, replication: int | None, prefix: str | None, bootstrap_servers: str | None
 ) -> None:
     """Create agent-run-events, agent-runs (compacted), -violations and -events-dlq; idempotent."""
-    settings = load_settings(bootstrap_servers, prefix)
+    settings = connected_settings(bootstrap_servers, prefix)
     report = ensure_topics(settings.admin_config(), settings.topic_names, partitions, replication)
     for name in report.created:
         click.echo(f"created {name}")
