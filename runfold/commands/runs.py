@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from runfold.commands.options import connected_settings, connection_options
 
 __all__ = ["runs", "run_document"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def run_document(state: Any) -> dict[str, Any]:
@@ -39,6 +42,13 @@ def _run_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
             "3f2a9c1e-7b4d-4e8a-9c0f-5d6e7f8a9b0c (see `runfold runs list`)",
             ctx=ctx, param=param,
         ) from None
+
+
+def _one_run(fn: F) -> F:
+    """RUN_ID (a UUID), ``--json`` and the connection options of ``show`` and ``replay``."""
+    fn = connection_options(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")(fn)
+    return click.argument("run_id", callback=_run_id)(fn)
 
 
 @click.group()
@@ -91,9 +101,7 @@ def list_command(
 
 
 @runs.command("show")
-@click.argument("run_id", callback=_run_id)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-@connection_options
+@_one_run
 def show_command(
     run_id: str, as_json: bool, bootstrap_servers: str | None, prefix: str | None
 ) -> None:
@@ -130,9 +138,7 @@ def show_command(
 
 
 @runs.command("replay")
-@click.argument("run_id", callback=_run_id)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-@connection_options
+@_one_run
 def replay_command(
     run_id: str, as_json: bool, bootstrap_servers: str | None, prefix: str | None
 ) -> None:
