@@ -42,7 +42,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from runfold.settings import RunfoldSettings, TopicNames
+from clients.settings import RunfoldSettings, TopicNames
 from schemas.errors import KafkaSetupError
 
 __all__ = [

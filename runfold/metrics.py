@@ -214,7 +214,7 @@ def instrument_service(service: Any, registry: CollectorRegistry) -> ServiceColl
     # Instance attributes shadow the methods; the service calls them through self.
     setattr(service, "_commit", timed_commit)  # noqa: B010
     setattr(service, "_restore", timed_restore)  # noqa: B010
-    service.edge.encode_violation = counting_encode  # type: ignore[method-assign]
+    service.edge.encode_violation = counting_encode
     previous_cb = service.config.consumer_overrides.get("stats_cb")
 
     def stats_cb(payload: str) -> None:

@@ -44,7 +44,7 @@ to be folded into a committed state at a low rate (end-to-end latency)."""
 
 
 class TopicSet(Protocol):
-    """The four topic names a service uses (e.g. :class:`runfold.settings.TopicNames`)."""
+    """The four topic names a service uses (e.g. :class:`clients.settings.TopicNames`)."""
 
     @property
     def events(self) -> str: ...

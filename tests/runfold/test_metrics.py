@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from user_day_fixtures import expected_violations, fold_service, send_fleet, settings_for
 
+from clients.settings import TopicNames
 from runfold.metrics import (
     METRIC_NAMES,
     ProducerCollector,
@@ -20,7 +21,6 @@ from runfold.metrics import (
     start_producer_metrics,
     start_service_metrics,
 )
-from runfold.settings import TopicNames
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

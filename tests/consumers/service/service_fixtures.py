@@ -17,12 +17,12 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from clients.settings import TopicNames
 from consumers.service.edge import FoldEdge
 from consumers.service.restore import iter_partition, read_latest_by_key
 from consumers.state import RunState
 from producers import FaultRates, Fleet, FleetConfig
 from producers.kafka import DEFAULT_PRODUCER_CONFIG
-from runfold.settings import TopicNames
 from schemas import Violation
 from schemas.codec import decode_violation, encode_event
 

@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from clients.settings import TopicNames
 from consumers.service.config import OutputLimits, ServiceConfig, output_limits, producer_config
 from consumers.service.dlq import (
     DLQ_HEADERS,
@@ -18,7 +19,6 @@ from consumers.service.dlq import (
 )
 from consumers.service.edge import FoldEdge
 from consumers.service.oversize import TRUNCATED_MARKER, fit_state
-from runfold.settings import TopicNames
 from runfold.topics import DEFAULT_MAX_MESSAGE_BYTES, output_max_bytes, topic_specs
 from schemas import Event, GraphStarted, Timestamp
 

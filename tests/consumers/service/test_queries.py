@@ -12,9 +12,9 @@ import pytest
 from confluent_kafka import Producer
 from service_fixtures import load_fleet, prefix_of, run_consume
 
+from clients.settings import TopicNames
 from consumers.service.queries import murmur2, partition_for
 from consumers.service.restore import iter_partition
-from runfold.settings import TopicNames
 from schemas.codec import decode_event
 from schemas.ledger import replay_digest
 

@@ -22,12 +22,12 @@ from service_fixtures import (
     total_records,
 )
 
+from clients.settings import TopicNames
 from consumers.service import FoldService, ServiceConfig
 from consumers.service.edge import FoldEdge
 from consumers.service.restore import read_latest_by_key
 from producers import FaultRates, Fleet, FleetConfig
 from producers.kafka import DEFAULT_PRODUCER_CONFIG
-from runfold.settings import TopicNames
 from schemas.codec import encode_event
 from schemas.errors import RunfoldError
 

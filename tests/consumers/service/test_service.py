@@ -29,9 +29,9 @@ from service_fixtures import (
     total_records,
 )
 
+from clients.settings import TopicNames
 from consumers.service.dlq import DLQ_HEADERS, parse_dead_letter_headers
-from runfold.cmd_consume import EXIT_FENCED
-from runfold.settings import TopicNames
+from runfold.commands.consume import EXIT_FENCED
 
 pytestmark = pytest.mark.integration
 

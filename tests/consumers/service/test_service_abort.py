@@ -9,9 +9,9 @@ import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 from service_fixtures import edge_with, load_fleet, mismatches, read_output, total_records
 
+from clients.settings import TopicNames
 from consumers.service import FoldService, ServiceConfig
 from consumers.service.edge import FoldEdge
-from runfold.settings import TopicNames
 from schemas import Violation
 
 pytestmark = pytest.mark.integration

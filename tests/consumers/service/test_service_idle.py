@@ -14,8 +14,8 @@ import pytest
 from confluent_kafka import Consumer
 from service_fixtures import load_fleet, total_records
 
+from clients.settings import TopicNames
 from consumers.service import FoldService, ServiceConfig
-from runfold.settings import TopicNames
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,8 @@ from rich.progress import (
 )
 
 from producers import EventProducer, FaultRates, FaultSpecError, Fleet, FleetConfig, produce_fleet
-from producers.kafka import PRODUCER_LOG, DeliveryReport
+from producers.kafka import DeliveryReport
+from runfold.commands.options import connected_settings, metrics_port_option
 
 __all__ = ["produce"]
 
@@ -52,33 +53,25 @@ def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> Fa
               help="Same seed, same records, byte for byte.")
 @click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the expected outcome (runs, violations, DLQ count) as JSON here.")
-@click.option("--bootstrap", default=None, metavar="HOST:PORT",
+@click.option("--bootstrap", "--bootstrap-servers", "bootstrap", default=None, metavar="HOST:PORT",
               help="Kafka bootstrap servers (default: settings / the local broker).")
 @click.option("--topic", default=None, help="Events topic (default: the settings' events topic).")
 @click.option("--ensure-topics/--no-ensure-topics", default=True, show_default=True,
               help="Create runfold's topics first if they are missing.")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
-              help="Serve Prometheus metrics on this port (0: any free port).")
+@metrics_port_option
 def produce(runs: int, agents: int, rate: float | None, faults: FaultRates, seed: int,
             manifest: Path | None, bootstrap: str | None, topic: str | None,
             ensure_topics: bool, metrics_port: int | None) -> None:
     """Send a simulated fleet of agent runs (with optional faults) to Kafka."""
-    from runfold.settings import RunfoldSettings
-
-    overrides = {"bootstrap_servers": bootstrap} if bootstrap else {}
-    settings = RunfoldSettings.load(**overrides)
-    names = settings.topic_names
     # Bounded first contact: bad credentials fail in one line naming the cause.
-    from runfold.preflight import check_connection
-
-    check_connection(settings.admin_config())
+    settings = connected_settings(bootstrap)
+    names = settings.topic_names
     if topic:
         names = names.model_copy(update={"events": topic})
     if ensure_topics:
         from runfold.topics import ensure_topics as create_missing
 
-        # The filtered logger: a refused connection is one line, not twenty a second.
-        create_missing(settings.admin_config({"logger": PRODUCER_LOG}), names, timeout=10.0)
+        create_missing(settings.admin_config(), names, timeout=10.0)
     console = Console(stderr=True)
     fleet = Fleet(FleetConfig(runs=runs, agents=agents, seed=seed, faults=faults))
     producer = EventProducer(names.events, settings=settings)

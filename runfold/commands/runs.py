@@ -6,28 +6,17 @@ Rich tables for people, ``--json`` for programs (one JSON document on stdout).
 from __future__ import annotations
 
 import json
-from typing import Any
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
-from runfold.settings import RunfoldSettings
+from runfold.commands.options import connected_settings, connection_options
 
 __all__ = ["runs", "run_document"]
 
-
-def _settings(bootstrap_servers: str | None, prefix: str | None) -> RunfoldSettings:
-    overrides: dict[str, str] = {}
-    if bootstrap_servers:
-        overrides["bootstrap_servers"] = bootstrap_servers
-    if prefix is not None:
-        overrides["topic_prefix"] = prefix
-    return RunfoldSettings.load(**overrides)
-
-
-def _common(fn: Any) -> Any:
-    fn = click.option("--prefix", default=None, help="Prefix of every topic name.")(fn)
-    fn = click.option("--bootstrap-servers", default=None, help="Kafka to use.")(fn)
-    return fn
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def run_document(state: Any) -> dict[str, Any]:
@@ -43,6 +32,25 @@ def run_document(state: Any) -> dict[str, Any]:
     }
 
 
+def _run_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """The run id in its canonical text (the record key), or a usage error before any search."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a run id: run ids are UUIDs such as "
+            "3f2a9c1e-7b4d-4e8a-9c0f-5d6e7f8a9b0c (see `runfold runs list`)",
+            ctx=ctx, param=param,
+        ) from None
+
+
+def _one_run(fn: F) -> F:
+    """RUN_ID (a UUID), ``--json`` and the connection options of ``show`` and ``replay``."""
+    fn = connection_options(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")(fn)
+    return click.argument("run_id", callback=_run_id)(fn)
+
+
 @click.group()
 def runs() -> None:
     """Query folded runs (agent-runs) and replay their events (agent-run-events)."""
@@ -56,7 +64,7 @@ def runs() -> None:
     help="Only runs with this status.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout.")
-@_common
+@connection_options
 def list_command(
     status: str | None, as_json: bool, bootstrap_servers: str | None, prefix: str | None
 ) -> None:
@@ -65,7 +73,7 @@ def list_command(
     from consumers.service.queries import list_runs
     from schemas import RunStatus
 
-    settings = _settings(bootstrap_servers, prefix)
+    settings = connected_settings(bootstrap_servers, prefix)
     edge = FoldEdge.default()
     wanted = RunStatus(status.upper()) if status else None
     states = list_runs(
@@ -93,9 +101,7 @@ def list_command(
 
 
 @runs.command("show")
-@click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-@_common
+@_one_run
 def show_command(
     run_id: str, as_json: bool, bootstrap_servers: str | None, prefix: str | None
 ) -> None:
@@ -103,7 +109,7 @@ def show_command(
     from consumers.service.edge import FoldEdge
     from consumers.service.queries import find_run
 
-    settings = _settings(bootstrap_servers, prefix)
+    settings = connected_settings(bootstrap_servers, prefix)
     edge = FoldEdge.default()
     state = find_run(settings.client_config(), settings.topic_names.runs, run_id, edge.decode_state)
     doc = run_document(state)
@@ -132,9 +138,7 @@ def show_command(
 
 
 @runs.command("replay")
-@click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-@_common
+@_one_run
 def replay_command(
     run_id: str, as_json: bool, bootstrap_servers: str | None, prefix: str | None
 ) -> None:
@@ -142,7 +146,7 @@ def replay_command(
     from consumers.service.edge import FoldEdge
     from consumers.service.queries import replay_run
 
-    settings = _settings(bootstrap_servers, prefix)
+    settings = connected_settings(bootstrap_servers, prefix)
     replayed = replay_run(
         settings.client_config(), settings.topic_names.events, run_id, FoldEdge.default()
     )

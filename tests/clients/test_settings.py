@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from clients.librdkafka_log import LIBRDKAFKA_LOGGER
+from clients.settings import RunfoldSettings, TopicNames
 from runfold.cli import main
-from runfold.settings import RunfoldSettings, TopicNames
 from schemas.errors import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -64,6 +65,7 @@ def test_maps_once_to_librdkafka_dotted_keys() -> None:
         "sasl.username": "alice",
         "sasl.password": SECRET,
         "ssl.ca.location": "/ca.pem",
+        "logger": LIBRDKAFKA_LOGGER,
     }
     consumer = settings.consumer_config("folders", {"isolation.level": "read_committed"})
     assert consumer["group.id"] == "folders"

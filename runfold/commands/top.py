@@ -11,14 +11,13 @@ import time
 
 import click
 
-from runfold.settings import RunfoldSettings
+from runfold.commands.options import connected_settings, connection_options, group_option
 
 __all__ = ["top"]
 
 
 @click.command()
-@click.option("--group", default="runfold", show_default=True,
-              help="The folding consumer group whose lag is shown.")
+@group_option("The folding consumer group whose lag is shown.")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               help="Seconds between refreshes.")
 @click.option("--once", is_flag=True,
@@ -26,11 +25,11 @@ __all__ = ["top"]
                    "print one frame and exit.")
 @click.option("--width", type=click.IntRange(min=60), default=None,
               help="Render this many columns wide (default: the terminal's width).")
-@click.option("--timeout", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
-              help="Seconds to wait for the cluster's first answer.")
-@click.option("--bootstrap-servers", default=None, help="Kafka to use [default: settings].")
-@click.option("--prefix", default=None, help="Prefix of every topic name.")
-def top(group: str, interval: float, once: bool, width: int | None, timeout: float,
+@click.option("--timeout", type=click.FloatRange(min=0.5), default=None,
+              help="Seconds to wait for the cluster's first answer "
+                   "[default: the connect_timeout setting, 10].")
+@connection_options
+def top(group: str, interval: float, once: bool, width: int | None, timeout: float | None,
         bootstrap_servers: str | None, prefix: str | None) -> None:
     """Live view: runs by status, events/s, lag per partition, violations, slow/failing runs."""
     from rich.console import Console
@@ -38,14 +37,9 @@ def top(group: str, interval: float, once: bool, width: int | None, timeout: flo
 
     from runfold.live import FleetReader, render_snapshot
 
-    overrides: dict[str, str] = {}
-    if bootstrap_servers:
-        overrides["bootstrap_servers"] = bootstrap_servers
-    if prefix is not None:
-        overrides["topic_prefix"] = prefix
-    settings = RunfoldSettings.load(**overrides)
+    settings = connected_settings(bootstrap_servers, prefix, timeout=timeout)
     console = Console(width=width)
-    with FleetReader(settings, group, timeout=timeout) as reader:
+    with FleetReader(settings, group, timeout=timeout or settings.connect_timeout) as reader:
         if once:
             reader.refresh(budget=30.0, until_caught_up=True)
             time.sleep(interval)

@@ -7,7 +7,9 @@ file or as ``RUNFOLD_*`` variables, are rejected with a :class:`~schemas.errors.
 naming them. Secrets are :class:`~pydantic.SecretStr`: ``repr``/``str`` show ``**********``.
 
 The librdkafka client configuration is derived here, once, by :meth:`RunfoldSettings.client_config`
-and its producer/consumer/admin variants; nobody else maps settings to dotted keys.
+and its producer/consumer/admin variants; nobody else maps settings to dotted keys. Every such
+config carries a ``logger`` (:data:`~clients.librdkafka_log.LIBRDKAFKA_LOGGER`) that keeps
+librdkafka's own lines off the terminal, at DEBUG level in Python logging.
 
 Example ``runfold.toml``::
 
@@ -36,7 +38,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from runfold.kafka.state import default_home, read_state
+from clients.cluster_state import default_home, read_state
+from clients.librdkafka_log import LIBRDKAFKA_LOGGER
 from schemas.errors import ConfigError
 
 __all__ = ["ENV_PREFIX", "RunfoldSettings", "TopicNames"]
@@ -109,6 +112,9 @@ class RunfoldSettings(BaseSettings):
     topic_prefix: str = ""
     topics: TopicNames = TopicNames()
     schema_registry_url: str | None = None
+    connect_timeout: float = Field(
+        default=10.0, gt=0, description="seconds a command waits for the cluster's first answer"
+    )
 
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
@@ -200,12 +206,16 @@ class RunfoldSettings(BaseSettings):
         """The topic names with :attr:`topic_prefix` applied."""
         return self.topics.prefixed(self.topic_prefix) if self.topic_prefix else self.topics
 
-    def client_config(self) -> dict[str, str]:
-        """librdkafka keys shared by every client (connection and security); secrets revealed."""
-        config: dict[str, str] = {
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka keys shared by every client (connection, security, the ``logger``).
+
+        Secrets are revealed: this is for the client, never for printing.
+        """
+        config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
             "security.protocol": self.security_protocol,
+            "logger": LIBRDKAFKA_LOGGER,
         }
         optional: dict[str, str | SecretStr | None] = {
             "sasl.mechanism": self.sasl_mechanism,

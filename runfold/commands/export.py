@@ -24,7 +24,8 @@ from typing import Any
 
 import click
 
-from runfold.settings import RunfoldSettings
+from clients import RunfoldSettings
+from runfold.commands.options import connected_settings, connection_options
 from schemas.errors import ConfigError, RunfoldError
 
 __all__ = ["build_tables", "export", "read_tables", "sql"]
@@ -127,21 +128,6 @@ def read_tables(settings: RunfoldSettings) -> tuple[Any, Any]:
     return build_tables(states)
 
 
-def _settings(bootstrap_servers: str | None, prefix: str | None) -> RunfoldSettings:
-    overrides: dict[str, str] = {}
-    if bootstrap_servers:
-        overrides["bootstrap_servers"] = bootstrap_servers
-    if prefix is not None:
-        overrides["topic_prefix"] = prefix
-    return RunfoldSettings.load(**overrides)
-
-
-def _common(fn: Any) -> Any:
-    fn = click.option("--prefix", default=None, help="Prefix of every topic name.")(fn)
-    fn = click.option("--bootstrap-servers", default=None, help="Kafka to use.")(fn)
-    return fn
-
-
 def write_tables(runs: Any, violations: Any, out: Path, fmt: str) -> list[Path]:
     """Write ``runs`` and ``violations`` as ``out/runs.<fmt>`` and ``out/violations.<fmt>``."""
     if out.exists() and not out.is_dir():
@@ -167,12 +153,12 @@ def write_tables(runs: Any, violations: Any, out: Path, fmt: str) -> list[Path]:
               show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Directory to write runs.<format> and violations.<format> into.")
-@_common
+@connection_options
 def export(fmt: str, out: Path, bootstrap_servers: str | None, prefix: str | None) -> None:
     """Export the folded runs (and their violations) from agent-runs to Parquet or CSV."""
     if out.exists() and not out.is_dir():  # say so before reading the whole topic
         raise ConfigError(f"--out {out} is a file; give a directory (it is created if missing)")
-    settings = _settings(bootstrap_servers, prefix)
+    settings = connected_settings(bootstrap_servers, prefix)
     runs, violations = read_tables(settings)
     for path in write_tables(runs, violations, out, fmt):
         rows = runs.num_rows if path.stem == "runs" else violations.num_rows
@@ -185,7 +171,7 @@ def _connect(source: Path | None, settings_args: tuple[str | None, str | None]) 
 
     con = duckdb.connect()
     if source is None:
-        runs, violations = read_tables(_settings(*settings_args))
+        runs, violations = read_tables(connected_settings(*settings_args))
         con.register("runs", runs)
         con.register("violations", violations)
         return con
@@ -210,7 +196,7 @@ def _connect(source: Path | None, settings_args: tuple[str | None, str | None]) 
               help="Query an export directory instead of reading agent-runs.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True)
-@_common
+@connection_options
 def sql(query: str, source: Path | None, fmt: str, bootstrap_servers: str | None,
         prefix: str | None) -> None:
     """Run a DuckDB query over the tables `runs` and `violations`.

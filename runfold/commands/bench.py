@@ -6,8 +6,8 @@ Examples::
     runfold bench --json bench.json --doc docs/benchmarks.md --doc README.md
     runfold bench --bootstrap 127.0.0.1:9092 --stages fold,peers
 
-The stages live in the ``bench`` package of the source tree (not installed with the
-wheel): the command runs from a checkout.
+The stages live in the ``bench`` package (installed with runfold); the peers' environments
+are built under ``bench/.work/`` beside it.
 """
 
 from __future__ import annotations
@@ -22,21 +22,7 @@ import click
 
 __all__ = ["bench"]
 
-_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _import_bench() -> None:
-    """Make the source tree's ``bench`` package importable (it is not part of the wheel)."""
-    if not (_ROOT / "bench" / "suite.py").is_file():
-        raise click.ClickException(
-            f"`runfold bench` runs from a source checkout; {_ROOT / 'bench'} was not found"
-        )
-    if str(_ROOT) not in sys.path:
-        sys.path.insert(0, str(_ROOT))
-
-
 def _stages(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
-    _import_bench()
     from bench.suite import STAGES
 
     if not value:
@@ -85,7 +71,6 @@ def bench(events: int | None, quick: bool, bootstrap: str | None, partitions: in
           stages: tuple[str, ...], consume_args: tuple[str, ...], json_path: Path | None,
           doc_paths: tuple[Path, ...]) -> None:
     """Measure runfold beside the client, the broker and Quix Streams, on one broker."""
-    _import_bench()
     from rich.console import Console
 
     from bench.render import markdown, print_report, update_doc

@@ -34,9 +34,15 @@ import click
 from rich.console import Console, RenderableType
 from rich.text import Text
 
+from clients import RunfoldSettings
 from producers.faults import FaultRates, FaultSpecError
+from runfold.commands.options import (
+    bootstrap_servers_option,
+    connected_settings,
+    group_option,
+    prefix_option,
+)
 from runfold.demo_summary import KINDS, STATUSES, DemoSummary, check, next_steps, render_summary
-from runfold.settings import RunfoldSettings
 from schemas.errors import RunfoldError
 
 __all__ = ["DEFAULT_FAULTS", "DemoError", "DemoOptions", "demo", "run_demo"]
@@ -93,9 +99,9 @@ def _kafka(options: DemoOptions, say: Callable[[str], None]) -> tuple[str | None
     )
     if configured:
         return options.bootstrap_servers, "external", None
+    from clients.cluster_state import default_home
     from runfold.kafka.compose import ComposeKafka, docker_available, find_compose_file
     from runfold.kafka.local import LocalKafka
-    from runfold.kafka.state import default_home
 
     home = default_home()
     compose_file = find_compose_file()
@@ -168,12 +174,7 @@ def _run(options: DemoOptions, rates: FaultRates, bootstrap: str | None, broker:
     from runfold.live import FleetReader, render_snapshot
     from runfold.topics import ensure_topics
 
-    overrides: dict[str, str] = {}
-    if bootstrap:
-        overrides["bootstrap_servers"] = bootstrap
-    if options.prefix is not None:
-        overrides["topic_prefix"] = options.prefix
-    settings = RunfoldSettings.load(**overrides)
+    settings = connected_settings(bootstrap, options.prefix)
     names = settings.topic_names
     report = ensure_topics(settings.admin_config(_QUIET), names, partitions=options.partitions)
     for problem in report.mismatches:
@@ -400,9 +401,9 @@ def _summarize(options: DemoOptions, settings: RunfoldSettings, fleet: Any, prod
               help="Leave a broker the demo started running afterwards.")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Port for a local broker the demo starts (default 9092).")
-@click.option("--bootstrap-servers", default=None, help="Use this Kafka instead of a local one.")
-@click.option("--prefix", default=None, help="Prefix of every topic name.")
-@click.option("--group", default="runfold", show_default=True, help="Folding consumer group.")
+@bootstrap_servers_option("Use this Kafka instead of a local one.")
+@prefix_option()
+@group_option("Folding consumer group.")
 @click.option("--summary-json", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the summary as JSON here.")
 @click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -18,7 +18,12 @@ from types import FrameType
 import click
 
 from consumers.service.config import DEFAULT_BATCH_SIZE, DEFAULT_TXN_INTERVAL_MS
-from runfold.settings import RunfoldSettings
+from runfold.commands.options import (
+    connected_settings,
+    connection_options,
+    group_option,
+    metrics_port_option,
+)
 
 __all__ = ["EXIT_FENCED", "consume"]
 
@@ -27,7 +32,7 @@ EXIT_FENCED = 3
 
 
 @click.command()
-@click.option("--group", default="runfold", show_default=True, help="Consumer group id.")
+@group_option("Consumer group id.")
 @click.option(
     "--instance-id",
     default="0",
@@ -75,12 +80,10 @@ EXIT_FENCED = 3
     default=10_000,
     show_default=True,
 )
-@click.option("--bootstrap-servers", default=None, help="Kafka to use [default: settings].")
-@click.option("--prefix", default=None, help="Prefix of every topic name.")
+@connection_options
 @click.option("--stats-json", is_flag=True, help="Print the final counters as JSON on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every rebalance and restore.")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
-              help="Serve Prometheus metrics on this port (0: any free port).")
+@metrics_port_option
 def consume(
     group: str,
     instance_id: str,
@@ -104,17 +107,9 @@ def consume(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    overrides: dict[str, str] = {}
-    if bootstrap_servers:
-        overrides["bootstrap_servers"] = bootstrap_servers
-    if prefix is not None:
-        overrides["topic_prefix"] = prefix
-    settings = RunfoldSettings.load(**overrides)
     # Bounded first contact: bad credentials fail here in one line instead of librdkafka
     # reconnecting and init_transactions being retried for minutes.
-    from runfold.preflight import check_connection
-
-    check_connection(settings.admin_config())
+    settings = connected_settings(bootstrap_servers, prefix)
     config = ServiceConfig.on_topics(
         dict(settings.client_config()),
         settings.topic_names,
