@@ -47,6 +47,7 @@ from schemas.framing import (
 )
 from schemas.model import Event, Run, Violation
 from schemas.records import model_from_record, model_to_record, overflowing_fields
+from schemas.strict_reader import read_strict
 
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -86,6 +87,14 @@ def _decode_error_for(exc: Exception, what: str) -> DecodeError:
     if isinstance(exc, avro_binary.Invalid):
         reason = "invalid-json" if "not JSON" in str(exc) else "invalid-value"
         return DecodeError(f"invalid value in {what}: {exc}", reason=reason)
+    if isinstance(exc, avro_binary.Overlong):
+        return DecodeError(f"invalid {what} body: {exc}", reason="invalid-body")
+    if isinstance(exc, UnicodeDecodeError):
+        return DecodeError(
+            f"invalid {what} body: a string is not UTF-8 (byte {exc.start} of it is "
+            f"{exc.object[exc.start]:#04x}: {exc.reason})",
+            reason="invalid-body",
+        )
     return DecodeError(f"invalid {what} body: {exc or type(exc).__name__}", reason="invalid-body")
 
 
@@ -183,10 +192,7 @@ class RecordCodec:
         except Exception as exc:
             raise _decode_error_for(exc, self.name) from exc
         if body.tell() != len(data):
-            raise DecodeError(
-                f"invalid {self.name} body: {len(data) - body.tell()} bytes left after the record",
-                reason="invalid-body",
-            )
+            raise _trailing(self.name, len(data) - body.tell())
         return record
 
     def decode(self, data: bytes) -> dict[str, Any]:
@@ -261,11 +267,15 @@ class _ModelCodec(RecordCodec, Generic[M]):
         writer, kept, start = self.writer_of(data)
         if self._fast and kept is self.current:
             return self._fast_body(data, start)
-        record = self.read_body(data, writer, start)
+        # Another writer version (or a current version avro_binary was not written for):
+        # fastavro reads it, held to avro_binary's rules (schemas.strict_reader).
         try:
+            record, end = read_strict(data, start, writer, self.current.parsed)
             result: M = model_from_record(self.model, record)
-        except ValueError as exc:
+        except Exception as exc:
             raise _decode_error_for(exc, self.schema_name) from exc
+        if end != len(data):
+            raise _trailing(self.schema_name, len(data) - end)
         return result
 
     def _fast_body(self, data: bytes, start: int) -> M:
@@ -275,12 +285,18 @@ class _ModelCodec(RecordCodec, Generic[M]):
         except Exception as exc:
             raise _decode_error_for(exc, self.schema_name) from exc
         if end != len(data):
-            raise DecodeError(
-                f"invalid {self.schema_name} body: {len(data) - end} bytes left after the record",
-                reason="invalid-body",
-            )
+            raise _trailing(self.schema_name, len(data) - end)
         result: M = value
         return result
+
+
+def _trailing(what: str, left: int) -> DecodeError:
+    """The DecodeError of bytes after the end of a record (a record is the whole message)."""
+    return DecodeError(
+        f"invalid {what} body: {left} bytes left after the record (a message holds one "
+        "record; were two written into one value?)",
+        reason="invalid-body",
+    )
 
 
 class EventCodec(_ModelCodec[Event]):

@@ -14,7 +14,7 @@ from uuid import UUID
 import pydantic
 
 from schemas import serde
-from schemas.avro_binary import Invalid
+from schemas.avro_binary import Invalid, seq_from, uuid_from
 from schemas.model import EVENT_KINDS, Event, Run, Violation
 
 __all__ = ["model_from_record", "model_to_record", "overflowing_fields"]
@@ -65,12 +65,20 @@ def _value_from_avro(name: str, value: Any) -> Any:
         return {"type": _TAG_BY_CLASS_NAME[short], **fields}
     if isinstance(value, UUID):
         return str(value)
+    if name == "run_id" and isinstance(value, str):
+        return uuid_from(value, name)  # the one UUID rule of the Avro readers
     return value
 
 
 def model_from_record(model: type[Any], record: dict[str, Any]) -> Any:
-    """A validated ``model`` instance from a fastavro record (:class:`Invalid` if it cannot be)."""
+    """A validated ``model`` instance from a fastavro record (:class:`Invalid` if it cannot be).
+
+    The rules :mod:`schemas.avro_binary` applies on its path apply here too: a run_id
+    is a UUID in its 8-4-4-4-12 form, an Event's seq is 1 ..= 2**63 - 1.
+    """
     fields = {k: _value_from_avro(k, v) for k, v in record.items()}
+    if model is Event and isinstance(fields.get("seq"), int):
+        seq_from(fields["seq"])
     try:
         return model.model_validate(fields)
     except pydantic.ValidationError as exc:

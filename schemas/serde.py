@@ -11,7 +11,8 @@ to 1.0.146 used ryu, which wrote ``1e16``; the interop vectors pin 1.0.154.)
 
 :func:`loads` reads JSON text with serde_json's number rules: integers that fit
 ``u64`` (or ``i64`` when negative) stay integers, others and ``-0`` become
-floats; ``NaN``/``Infinity``, out-of-range floats and lone surrogates are rejected.
+floats; ``NaN``/``Infinity``, out-of-range floats, lone surrogates and values nested
+deeper than serde_json's recursion limit (:data:`MAX_DEPTH` levels) are rejected.
 
 Both go through the ``json`` module's public API (``JSONEncoder.encode``,
 ``JSONDecoder.raw_decode``, both C-accelerated); :func:`dumps` falls back to a
@@ -24,11 +25,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["dumps", "format_float", "loads", "loads_noting_duplicates", "quote"]
+__all__ = ["MAX_DEPTH", "dumps", "format_float", "loads", "loads_noting_duplicates", "quote"]
 
 _I64_MIN = -(2**63)
 _U64_MAX = 2**64 - 1
@@ -207,10 +209,42 @@ def _check_surrogates(value: Any) -> None:
             _check_surrogates(item)
 
 
+MAX_DEPTH = 127
+"""The deepest nesting of arrays and objects serde_json reads: its recursion limit of 128
+counts the container that exceeds it (``"[" * 127`` + ``"]" * 127`` reads, 128 does not)."""
+
+# A string literal (escapes included) or one bracket: what the depth scan walks.
+_DEPTH_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def _check_depth(text: str) -> None:
+    """ValueError if ``text`` nests deeper than :data:`MAX_DEPTH`, saying where.
+
+    Checked before parsing: Python's scanner recurses per level (100,000 levels raise
+    RecursionError), and serde_json refuses 128. Text with fewer than 128 opening
+    brackets cannot nest that deep, and counting them is the only cost for most texts.
+    """
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    depth = 0
+    for token in _DEPTH_TOKENS.finditer(text):
+        char = token.group()
+        if char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ValueError(
+                    f"JSON nested deeper than {MAX_DEPTH} levels at character {token.start()}: "
+                    "serde_json's recursion limit (128) refuses it"
+                )
+        elif char in "]}":
+            depth -= 1
+
+
 def loads(text: str | bytes) -> Any:
     """Parse JSON text as ``serde_json::from_str::<Value>`` would (ValueError if it would fail)."""
     if isinstance(text, bytes | bytearray):
         text = text.decode("utf-8")
+    _check_depth(text)
     if text and text[0] not in _JSON_WHITESPACE:
         value, end = _raw_decode(text)  # raises JSONDecodeError saying where
         if end != len(text):
@@ -249,6 +283,7 @@ def loads_noting_duplicates(text: str | bytes) -> tuple[Any, list[tuple[dict[str
     """
     if isinstance(text, bytes | bytearray):
         text = text.decode("utf-8")
+    _check_depth(text)
     _duplicates.seen = []
     try:
         value = _noting_decoder.decode(text)

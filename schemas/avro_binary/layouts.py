@@ -15,14 +15,17 @@ from typing import Any, NamedTuple
 from schemas import serde
 from schemas.avro_binary.primitives import (
     UUID_LENGTH,
+    Overlong,
     json_from,
     read_branch,
     read_long,
     read_string,
     read_string_array,
+    seq_from,
     trusted,
     u32,
     u64,
+    utf8_from,
     uuid_from,
     write_long,
     write_optional_string,
@@ -283,21 +286,34 @@ def encode_event(event: Event, run_id: bytes | None = None) -> bytes:
 
 
 def decode_event(buf: bytes, pos: int) -> tuple[Event, int]:
-    """An Event from its Avro body (Event.v1) at ``buf[pos:]``; returns it and the end."""
+    """An Event from its Avro body (Event.v1) at ``buf[pos:]``; returns it and the end.
+
+    Refuses (:class:`Invalid`, :class:`Overlong`, :class:`Truncated`, ValueError) what no
+    Rust agent could have written: a run_id that is not a UUID, a seq outside
+    1 ..= 2**63 - 1, a seq or timestamp varint past 64 bits (every i64 of nanoseconds is
+    an instant chrono's ``DateTime<Utc>`` holds), a string that is not UTF-8, a payload
+    serde_json would not read (not JSON, nested deeper than 128).
+    """
     # Inlined common cases (a 36-character run_id, one-byte seq and union branch)
     # save a call each; anything else takes the general readers.
     if buf[pos] == 0x48 and pos + 37 <= len(buf):
-        run_id = buf[pos + 1 : pos + 37].decode()
+        run_id = utf8_from(buf[pos + 1 : pos + 37], pos + 1)
         pos += 37
     else:
         run_id, pos = read_string(buf, pos)
     byte = buf[pos]
-    if byte < 0x80:
-        seq = (byte >> 1) ^ -(byte & 1)
-        pos += 1
-    else:
-        seq, pos = read_long(buf, pos)
-    timestamp, pos = read_long(buf, pos)
+    try:
+        if byte < 0x80:
+            seq = (byte >> 1) ^ -(byte & 1)
+            pos += 1
+        else:
+            seq, pos = read_long(buf, pos)
+    except Overlong as exc:
+        raise Overlong(f"seq: {exc}") from None
+    try:
+        timestamp, pos = read_long(buf, pos)
+    except Overlong as exc:
+        raise Overlong(f"timestamp: {exc}") from None
     byte = buf[pos]
     if byte < 0x80 and not byte & 1 and byte >> 1 < len(_KIND_READERS):
         kind, pos = _KIND_READERS[byte >> 1](buf, pos + 1)
@@ -309,7 +325,7 @@ def decode_event(buf: bytes, pos: int) -> tuple[Event, int]:
         Event,
         {
             "run_id": uuid_from(run_id, "run_id"),
-            "seq": u64(seq, "seq"),
+            "seq": seq_from(seq),
             "timestamp": Timestamp(timestamp),
             "kind": kind,
             "payload": json_from(payload, "payload"),

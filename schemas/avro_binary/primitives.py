@@ -10,6 +10,7 @@ model instance from values these checks already guarantee.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -22,10 +23,12 @@ __all__ = [
     "GROUP7",
     "LOW14",
     "NINE_BYTE_STAMPS",
+    "SEQ_MAX",
     "SMALL_LONGS",
     "UUID_LENGTH",
     "Invalid",
     "Overflow",
+    "Overlong",
     "Truncated",
     "json_from",
     "read_array",
@@ -34,9 +37,11 @@ __all__ = [
     "read_long",
     "read_string",
     "read_string_array",
+    "seq_from",
     "trusted",
     "u32",
     "u64",
+    "utf8_from",
     "uuid_from",
     "write_long",
     "write_optional_string",
@@ -47,6 +52,8 @@ __all__ = [
 
 _LONG_MAX = 2**63 - 1
 _U32_MAX = 2**32 - 1
+SEQ_MAX = _LONG_MAX
+"""The largest seq an Event may carry: a Rust u64 travelling in an Avro ``long``."""
 
 
 class Overflow(ValueError):
@@ -55,6 +62,10 @@ class Overflow(ValueError):
 
 class Truncated(ValueError):
     """The body ended before the record did."""
+
+
+class Overlong(ValueError):
+    """A varint runs past 64 bits: a tenth byte above 1, or more than ten bytes."""
 
 
 class Invalid(ValueError):
@@ -162,7 +173,10 @@ def write_stamp(n: int) -> bytes:
 def _compile_read_long() -> Callable[[bytes, int], tuple[int, int]]:
     """The reader of an Avro ``long``, unrolled over the ten bytes a varint may take.
 
-    A loop with a shift counter costs a fifth more on 9-byte timestamps.
+    A loop with a shift counter costs a fifth more on 9-byte timestamps. The tenth byte
+    holds the 64th bit only: above 1 (or with its continuation bit) the varint runs past
+    64 bits, which no Avro ``long`` does (Java and Rust readers refuse it), so it is
+    refused here too (:class:`Overlong`), never read into a wider Python int.
     """
     lines = [
         "def read_long(buf, pos):",
@@ -171,17 +185,34 @@ def _compile_read_long() -> Callable[[bytes, int], tuple[int, int]]:
         "        return (byte >> 1) ^ -(byte & 1), pos + 1",
         "    n = byte & 0x7F",
     ]
-    for i in range(1, 10):
+    for i in range(1, 9):
         lines.append(f"    byte = buf[pos + {i}]")
         lines.append(f"    n |= (byte & 0x7F) << {7 * i}")
         lines.append("    if byte < 0x80:")
         lines.append(f"        return (n >> 1) ^ -(n & 1), pos + {i + 1}")
-    lines.append("    raise ValueError(\"a long's varint runs over 10 bytes\")")
-    env: dict[str, Any] = {}
+    lines.append("    byte = buf[pos + 9]")
+    lines.append("    if byte > 1:")
+    lines.append("        raise Overlong(overlong(buf, pos))")
+    lines.append("    n |= byte << 63")
+    lines.append("    return (n >> 1) ^ -(n & 1), pos + 10")
+    env: dict[str, Any] = {"Overlong": Overlong, "overlong": _overlong_message}
     exec(compile("\n".join(lines) + "\n", "<avro read_long>", "exec"), env)  # noqa: S102
     read: Callable[[bytes, int], tuple[int, int]] = env["read_long"]
-    read.__doc__ = "The Avro ``long`` at ``buf[pos:]`` and the position after it."
+    read.__doc__ = (
+        "The Avro ``long`` at ``buf[pos:]`` and the position after it; :class:`Overlong` "
+        "for a varint past 64 bits."
+    )
     return read
+
+
+def _overlong_message(buf: bytes, pos: int) -> str:
+    """What :class:`Overlong` says: where the varint starts and how it ends."""
+    tenth = buf[pos + 9]
+    how = "more than 10 bytes" if tenth >= 0x80 else f"a 10th byte of {tenth:#04x} (at most 0x01)"
+    return (
+        f"the varint at byte {pos} runs past 64 bits ({how}); an Avro long is a signed "
+        "64-bit integer"
+    )
 
 
 read_long = _compile_read_long()
@@ -195,7 +226,19 @@ def read_string(buf: bytes, pos: int) -> tuple[str, int]:
         raise ValueError(f"negative string length {size}")
     if end > len(buf):
         raise Truncated(f"a string of {size} bytes runs past the end")
-    return buf[pos:end].decode(), end
+    return utf8_from(buf[pos:end], pos), end
+
+
+def utf8_from(data: bytes, pos: int) -> str:
+    """The text of a string's bytes starting at ``pos``; a ValueError saying where they are
+    not UTF-8 (an Avro string is UTF-8, and serde's ``String`` holds nothing else)."""
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"the string at byte {pos} is not UTF-8 ({data[exc.start]:#04x} at byte "
+            f"{pos + exc.start}: {exc.reason})"
+        ) from None
 
 
 def read_bytes(buf: bytes, pos: int, size: int, what: str) -> tuple[bytes, int]:
@@ -244,20 +287,29 @@ def read_string_array(buf: bytes, pos: int) -> tuple[tuple[str, ...], int]:
 _set = object.__setattr__
 
 
+# The hyphenated form, the one Avro's uuid logical type and Rust's 36-character parse take.
+# UUID(text) alone also takes other spellings ("urn:" + 32 digits, hyphens anywhere, "_"
+# between digits, surrounding spaces), which no Rust reader would.
+_HYPHENATED = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+
+
 @functools.lru_cache(maxsize=16_384)
 def _cached_uuid(text: str) -> UUID:
-    # A run's events share its run_id, so most lookups hit; a miss costs UUID(text).
-    if len(text) != 36:
-        raise ValueError("not 36 characters")
+    # A run's events share its run_id, so most lookups hit; a miss costs a match and UUID().
+    if _HYPHENATED.fullmatch(text) is None:
+        raise ValueError("not 8-4-4-4-12 hex digits")
     return UUID(text)
 
 
 def uuid_from(text: str, field: str) -> UUID:
-    """The UUID in ``text`` (hyphenated, 36 characters), else :class:`Invalid` naming ``field``."""
+    """The UUID in ``text`` (8-4-4-4-12 hex digits), else :class:`Invalid` naming ``field``."""
     try:
         return _cached_uuid(text)
     except ValueError:
-        raise Invalid(field, f"{text!r} is not a hyphenated UUID") from None
+        shown = repr(text) if len(text) <= 80 else f"{text[:60]!r}... ({len(text)} characters)"
+        raise Invalid(
+            field, f"{shown} is not a UUID (expected 8-4-4-4-12 hex digits, as Rust's uuid writes)"
+        ) from None
 
 
 def json_from(text: str, field: str) -> Any:
@@ -293,6 +345,15 @@ def u64(value: int, field: str) -> int:
     """``value`` if a Rust u64 holds it, else :class:`Invalid` naming ``field``."""
     if value < 0:
         raise Invalid(field, f"{value} is negative; a Rust u64 cannot hold it")
+    return value
+
+
+def seq_from(value: int, field: str = "seq") -> int:
+    """``value`` if it is an event's seq (1 ..= 2**63 - 1), else :class:`Invalid` naming
+    ``field``: seqs start at 1 (DESIGN §1), and 2**63 or more cannot travel in a long."""
+    if not 1 <= value <= SEQ_MAX:
+        why = "seqs start at 1" if value < 1 else "an Avro long holds at most 2**63 - 1"
+        raise Invalid(field, f"{value} is not a seq ({why})")
     return value
 
 

@@ -58,7 +58,8 @@ def kinds(long_max: int = U64_MAX) -> st.SearchStrategy[Any]:
 
 
 def events(*, avro: bool = False) -> st.SearchStrategy[Event]:
-    """Events serde can hold; with ``avro`` only those an Avro ``long`` can carry."""
+    """Events serde can hold; with ``avro`` only those the Avro codec reads back (a seq
+    of 1 ..= 2**63 - 1, u64 fields within a ``long``)."""
     long_max = I64_MAX if avro else U64_MAX
     nanos = (
         st.integers(min_value=I64_MIN, max_value=I64_MAX)
@@ -68,7 +69,7 @@ def events(*, avro: bool = False) -> st.SearchStrategy[Event]:
     return st.builds(
         Event,
         run_id=st.uuids(),
-        seq=st.integers(min_value=0, max_value=long_max),
+        seq=st.integers(min_value=1 if avro else 0, max_value=long_max),
         timestamp=nanos.map(Timestamp),
         kind=kinds(long_max),
         payload=json_values,

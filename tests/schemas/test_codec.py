@@ -102,10 +102,12 @@ def test_violations_round_trip_in_both_framings(violation: Violation) -> None:
     assert decode_violation(encode_violation(violation)) == violation
 
 
-def test_seq_zero_decodes(event_factory: Callable[..., Event]) -> None:
-    # Rust's u64 holds 0; the fold flags it, the codec must not reject it.
-    event = event_factory(seq=0)
-    assert decode_event(encode_event(event)).seq == 0
+def test_seq_zero_is_refused_at_decode(event_factory: Callable[..., Event]) -> None:
+    # Seqs start at 1 (DESIGN §1): a record with seq 0 goes to the DLQ, not into a run.
+    with pytest.raises(DecodeError) as caught:
+        decode_event(encode_event(event_factory(seq=0)))
+    assert caught.value.reason == "invalid-value"
+    assert "seq: 0 is not a seq (seqs start at 1)" in str(caught.value)
 
 
 def test_decoder_takes_memoryview_and_bytearray(event_factory: Callable[..., Event]) -> None:
@@ -186,14 +188,14 @@ DECODE_ERRORS = [
     ("header only", HEADER, "truncated", "truncated Event body"),
     ("trailing bytes", GOOD + b"\x00\x00", "invalid-body", "2 bytes left"),
     ("union branch", HEADER + body()[:47] + b"\x40", "invalid-body", "branch 32"),
-    ("bad utf-8", HEADER + b"\x04\xff\xfe" + body()[37:], "invalid-body", "utf-8"),
+    ("bad utf-8", HEADER + b"\x04\xff\xfe" + body()[37:], "invalid-body", "not UTF-8"),
     (
         "u32 too big",
         HEADER + body(kind=("runfold.NodeEntered", {"node_id": "n", "iteration": 2**32})),
         "invalid-value",
         "kind.iteration",
     ),
-    ("negative u64", HEADER + body(seq=-1), "invalid-value", "seq: -1 is negative"),
+    ("negative seq", HEADER + body(seq=-1), "invalid-value", "seq: -1 is not a seq"),
     (
         "not a uuid",
         HEADER + body(run_id="6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4X"),
@@ -337,7 +339,7 @@ def test_node_entered_literal_bytes(event_factory: Callable[..., Event]) -> None
     ("overrides", "reason", "says"),
     [
         ({"payload": "{oops"}, "invalid-json", "payload: not JSON"),
-        ({"seq": -1}, "invalid-value", "seq: Input should be greater than or equal to 0"),
+        ({"seq": -1}, "invalid-value", "seq: -1 is not a seq (seqs start at 1)"),
         (
             {"kind": ("runfold.NodeEntered", {"node_id": "n", "iteration": 2**32})},
             "invalid-value",
@@ -353,3 +355,91 @@ def test_the_fastavro_path_names_invalid_values_too(
         codec.decode(HEADER + body(**overrides))
     assert caught.value.reason == reason
     assert says in str(caught.value)
+
+
+# --- what no Rust agent writes: refused in every decode path ----------------------
+
+_SEQ_AT = 37  # the seq varint follows the run_id string (1 + 36 bytes)
+_GOOD_BODY = body()
+_STAMP_AT = _SEQ_AT + 1  # seq 1 is one byte; the timestamp is a 9-byte varint
+_UUID_DIGITS = "6f1c2a9e3b4d4e5f8a7b9c0d1e2f3a4b"
+
+# (case, body, reason, what the message must say in every path)
+# fmt: off
+REFUSED_BODIES = [
+    ("seq varint past 64 bits", _GOOD_BODY[:_SEQ_AT] + b"\xff" * 9 + b"\x02"
+     + _GOOD_BODY[_SEQ_AT + 1 :], "invalid-body", "runs past 64 bits"),
+    ("seq varint of 11 bytes", _GOOD_BODY[:_SEQ_AT] + b"\x82" + b"\x80" * 9 + b"\x00"
+     + _GOOD_BODY[_SEQ_AT + 1 :], "invalid-body", "more than 10 bytes"),
+    ("timestamp varint past 64 bits", _GOOD_BODY[:_STAMP_AT] + b"\xff" * 9 + b"\x7f"
+     + _GOOD_BODY[_STAMP_AT + 9 :], "invalid-body", "runs past 64 bits"),
+    ("seq 0", body(seq=0), "invalid-value", "seqs start at 1"),
+    ("seq 2^63 wrapped to -2^63", body(seq=-(2**63)), "invalid-value", "is not a seq"),
+    ("payload nested 128 deep", body(payload="[" * 128 + "]" * 128), "invalid-json",
+     "nested deeper than 127"),
+    ("payload nested 100k deep", body(payload="[" * 100_000 + "]" * 100_000), "invalid-json",
+     "nested deeper than 127"),
+    ("payload not UTF-8", _GOOD_BODY[:-3] + b"\x04\xc3\x28", "invalid-body", "not UTF-8"),
+    ("run_id urn: + 32 digits", body(run_id="urn:" + _UUID_DIGITS), "invalid-value",
+     "not a UUID"),
+    ("run_id hyphens misplaced", body(run_id="-" * 4 + _UUID_DIGITS), "invalid-value",
+     "not a UUID"),
+    ("run_id digits with _", body(run_id="6f1c_a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b"),
+     "invalid-value", "not a UUID"),
+    ("run_id with a space", body(run_id=" 6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b"[:36]),
+     "invalid-value", "not a UUID"),
+    ("a second record after the first", _GOOD_BODY + _GOOD_BODY, "invalid-body",
+     "bytes left after the record"),
+]
+# fmt: on
+
+
+def _paths(tmp_path: Path) -> dict[str, Callable[[bytes], Any]]:
+    """Every way an Event body is decoded: avro_binary (single-object and Confluent framing
+    of the current version) and fastavro held to the same rules (an older writer version,
+    by fingerprint and by registry id)."""
+    evolved = EventCodec(catalog=_evolved_catalog(tmp_path), registry="mock://runfold-strict")
+    v1_id = REGISTRY.header("confluent")  # registers Event.v1 in the shared mock registry
+    evolved_v1_id = evolved.header("confluent")[:0]  # the evolved codec's registry, v2 id
+    from confluent_kafka.schema_registry import Schema
+
+    v1 = default_catalog().current("Event")
+    schema_id = evolved._registry.client.register_schema(  # type: ignore[union-attr]
+        "old-writer", Schema(v1.schema_text, "AVRO")
+    )
+    old_writer = b"\x00" + int(schema_id).to_bytes(4, "big") + evolved_v1_id
+    return {
+        "avro_binary": lambda b: EventCodec().decode(HEADER + b),
+        "avro_binary, Confluent framing": lambda b: REGISTRY.decode(v1_id + b),
+        "fastavro, older version by fingerprint": lambda b: evolved.decode(HEADER + b),
+        "fastavro, older version by registry id": lambda b: evolved.decode(old_writer + b),
+    }
+
+
+@pytest.mark.parametrize(
+    ("case", "data", "reason", "says"), REFUSED_BODIES, ids=[row[0] for row in REFUSED_BODIES]
+)
+def test_what_no_rust_agent_writes_is_refused_in_every_decode_path(
+    tmp_path: Path, case: str, data: bytes, reason: str, says: str
+) -> None:
+    for path, decode in _paths(tmp_path).items():
+        with pytest.raises(DecodeError) as caught:
+            decode(data)
+        assert (caught.value.reason, path) == (reason, path), str(caught.value)
+        assert says in str(caught.value), (path, str(caught.value))
+    assert EventCodec().decode(HEADER + _GOOD_BODY).seq == 1  # the unharmed body reads
+
+
+def test_the_edges_of_the_wire_still_read(tmp_path: Path) -> None:
+    """The extremes a Rust agent can write: seq 2**63 - 1, timestamps -2**63 and 2**63 - 1
+    (years 1677 and 2262), an upper-case UUID, a payload 127 levels deep."""
+    edges = [
+        body(seq=2**63 - 1),
+        body(timestamp=-(2**63)),
+        body(timestamp=2**63 - 1),
+        body(run_id="6F1C2A9E-3B4D-4E5F-8A7B-9C0D1E2F3A4B"),
+        body(payload="[" * 127 + "]" * 127),
+    ]
+    for data in edges:
+        for path, decode in _paths(tmp_path).items():
+            assert isinstance(decode(data), Event), path

@@ -400,3 +400,14 @@ def test_a_repeated_payload_key_keeps_its_place_and_last_value_like_serde() -> N
 
 def test_one_digit_month_and_day_read_as_chrono_does() -> None:
     assert Timestamp.parse("2024-5-1T12:00:00Z").isoformat() == "2024-05-01T12:00:00Z"
+
+
+@pytest.mark.parametrize("opening", ["[", '{"k":'])
+def test_nesting_deeper_than_serde_jsons_recursion_limit_is_refused(opening: str) -> None:
+    closing = "]" if opening == "[" else "}"
+    assert serde.loads(opening * 127 + "1" + closing * 127) is not None  # serde_json reads it
+    for depth in (128, 100_000):  # serde_json: "recursion limit exceeded"; Python would recurse
+        with pytest.raises(ValueError, match="nested deeper than 127 levels at character"):
+            serde.loads(opening * depth + "1" + closing * depth)
+    # Brackets inside strings do not nest.
+    assert serde.loads('["' + "[" * 500 + '"]') == ["[" * 500]
