@@ -15,10 +15,12 @@
  * same values (tests/consumers/service/test_lane.py).
  *
  * What "certainly" covers: single-object framing with the pinned fingerprint; run_id
- * text equal to the record key (36 bytes); seq and timestamp varints within 64 bits
- * and seq >= 1; a kind of COUNTED_KINDS whose fields read as schemas.avro_binary reads
- * them (UTF-8 strings, u32 in range, u64 not negative); the payload string is the rest
- * of the record and is JSON as serde.loads reads it. `digest` is
+ * text equal to the record key and a UUID as str(uuid.UUID) writes it; every varint
+ * within 64 bits (seq, timestamp, lengths, counts, kind fields); seq >= 1 (so within
+ * 1 ..= 2**63 - 1, the codec's range); a kind of COUNTED_KINDS whose fields read as
+ * schemas.avro_binary reads them (UTF-8 strings, u32 in range, u64 not negative); the
+ * payload string is the rest of the record (no trailing bytes) and is JSON as
+ * serde.loads reads it (which refuses nesting deeper than serde_json's limit). `digest` is
  * consumers.sequence.digest_bytes of the body (what follows the single-object header).
  */
 #define PY_SSIZE_T_CLEAN
@@ -68,10 +70,10 @@ static PyObject *method_str[N_METHODS];
 
 /* --- reading bytes as schemas/avro_binary reads them --------------------------------------- */
 
-/* An Avro long's varint as avro_binary.read_long reads it: at most 10 bytes, the tenth
- * below 0x80. Returns the position after it, or -1 where _read_long would raise (past
- * the end, over 10 bytes). *raw is the zigzag value's low 64 bits; *wide holds its
- * bits 64..69 (Python reads a tenth byte above 1 into a big int), 0 when it has none. */
+/* An Avro long's varint: at most 10 bytes, the tenth below 0x80. Returns the position
+ * after it, or -1 (past the end, over 10 bytes). *raw is the zigzag value's low 64 bits;
+ * *wide holds its bits 64..69, 0 when it has none. avro_binary.read_long refuses a varint
+ * with *wide set (past 64 bits), so every caller here refuses it too. */
 static inline Py_ssize_t
 read_varint(const unsigned char *buf, Py_ssize_t pos, Py_ssize_t size, uint64_t *raw,
             unsigned int *wide)
@@ -198,6 +200,24 @@ utf8_valid(const unsigned char *s, Py_ssize_t n)
     return 1;
 }
 
+/* Whether 36 bytes are a UUID as str(uuid.UUID) writes it: 8-4-4-4-12 lower-case hex
+ * digits. The codec also reads upper case (and then the key, compared with str(run_id),
+ * does not match): only the canonical text can be the key of a run the lane folds. */
+static int
+uuid_canonical(const unsigned char *s)
+{
+    for (int i = 0; i < UUID_TEXT; i++) {
+        unsigned char c = s[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-')
+                return 0;
+        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* An Avro string as avro_binary.read_string reads it; -1 where it would raise. */
 static inline Py_ssize_t
 scan_string(const unsigned char *buf, Py_ssize_t pos, Py_ssize_t size)
@@ -229,9 +249,9 @@ scan_fields(const Branch *branch, const unsigned char *buf, Py_ssize_t pos, Py_s
             if (pos >= 0 && (wide || raw & 1 || (raw >> 1) > UINT32_MAX))
                 pos = -1;
             break;
-        case F_U64: /* 0 <= v: any width, Python's ints have none (the sign is bit 0) */
+        case F_U64: /* 0 <= v, within 64 bits (the sign is bit 0) */
             pos = read_varint(buf, pos, size, &raw, &wide);
-            if (pos >= 0 && raw & 1)
+            if (pos >= 0 && (wide || raw & 1))
                 pos = -1;
             break;
         case F_OPTIONAL_STRING:
@@ -259,7 +279,7 @@ scan_fields(const Branch *branch, const unsigned char *buf, Py_ssize_t pos, Py_s
                         return -1;
                     count = -count;
                     pos = read_varint(buf, pos, size, &raw, &wide);
-                    if (pos < 0)
+                    if (pos < 0 || wide)
                         return -1;
                 }
                 for (int64_t item = 0; item < count; item++) {
@@ -577,7 +597,8 @@ read_record(Decoder *self, PyObject *key, PyObject *value)
     const Py_ssize_t prefix_size = PyBytes_GET_SIZE(self->prefix);
     if (total < prefix_size + UUID_TEXT || PyBytes_GET_SIZE(key) != UUID_TEXT ||
         memcmp(buf, PyBytes_AS_STRING(self->prefix), prefix_size) != 0 ||
-        memcmp(buf + prefix_size, PyBytes_AS_STRING(key), UUID_TEXT) != 0)
+        memcmp(buf + prefix_size, PyBytes_AS_STRING(key), UUID_TEXT) != 0 ||
+        !uuid_canonical(buf + prefix_size))
         Py_RETURN_NONE;
     uint64_t raw, seq_raw, time_raw;
     unsigned int wide, seq_wide, time_wide;

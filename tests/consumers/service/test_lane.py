@@ -260,9 +260,14 @@ def test_the_decoder_reads_fleet_records_as_the_codec_does() -> None:
         ("tool_called", {"tool_name": "t"}, '"\\ud800"'),
         ("state_updated", {"node_id": "n", "keys_changed": ["a", "b"]}, "[1, 2.5, null]"),
         ("graph_completed", {"iterations": 1, "duration_ms": 2}, "{}"),  # not a counted kind
+        ("message_added", {"role": "r", "content_length": 2**64}, "{}"),  # varint past 64 bits
+        ("message_added", {"role": "r", "content_length": 2**63 - 1}, "{}"),
+        ("tool_called", {"tool_name": "t"}, "[" * 127 + "]" * 127),
+        ("tool_called", {"tool_name": "t"}, "[" * 128 + "]" * 128),  # deeper than serde_json
+        ("tool_called", {"tool_name": "t"}, '{"a":' * 200 + "1" + "}" * 200),
     ],
 )
-@pytest.mark.parametrize("seq", [1, 0, -1, 2**63 - 1])
+@pytest.mark.parametrize("seq", [1, 0, -1, 2**63 - 1, 2**63, -(2**63)])
 def test_edge_values_are_read_only_as_the_codec_reads_them(
     tag: str, fields: dict[str, Any], payload: str, seq: int
 ) -> None:
@@ -270,7 +275,7 @@ def test_edge_values_are_read_only_as_the_codec_reads_them(
     assert lane is not None
     _, key, value = _prepared_runs()[0]
     body = bytearray(value[: 10 + 37])
-    body += avro_binary.write_long(seq) + avro_binary.write_long(1_700_000_000_000_000_000)
+    body += _raw_long(seq) + avro_binary.write_long(1_700_000_000_000_000_000)
     body += avro_binary.write_long(list(EVENT_KINDS).index(tag))
     for name, field in EVENT_KINDS[tag].model_fields.items():
         if name == "type":
@@ -288,9 +293,46 @@ def test_edge_values_are_read_only_as_the_codec_reads_them(
             body += _raw_long(len(item)) + b"".join(map(_raw_string, item)) + b"\x00"
     body += _raw_string(payload)
     read = _assert_read_as_the_codec_reads(lane, key, bytes(body))
-    # It may refuse more than the codec (seqs below 1 are the fold's business), never less
-    # of what is certainly the common case.
-    assert read == (_oracle(key, bytes(body)) is not None and tag in COUNTED_KINDS and seq >= 1)
+    # It reads exactly what the codec reads, of the counted kinds (the codec refuses a seq
+    # outside 1 ..= 2**63 - 1 and any varint past 64 bits, and so does the lane).
+    assert read == (_oracle(key, bytes(body)) is not None and tag in COUNTED_KINDS)
+
+
+@needs_c
+def test_what_the_codec_refuses_at_the_wire_the_lane_refuses_too() -> None:
+    """Varints past 64 bits anywhere (seq, timestamp, a block's byte size), run ids that
+    are not the canonical UUID text of the key, trailing bytes: never read by the lane."""
+    lane = decoder()
+    assert lane is not None
+    _, key, value = _prepared_runs()[0]
+    head, run_id = value[:11], value[11:47]
+    rest = value[47:]
+    seq_end = 1 if rest[0] < 0x80 else None
+    assert seq_end is not None, "the first prepared record has a one-byte seq"
+    stamp = avro_binary.read_long(rest, 1)[1]
+    kind = list(EVENT_KINDS).index("state_updated")
+    wide_block = (
+        _raw_long(-1) + b"\xff" * 9 + b"\x02" + _raw_string("k") + b"\x00"  # size past 64 bits
+    )
+    refused = {
+        "seq past 64 bits": head + run_id + b"\xff" * 9 + b"\x02" + rest[1:],
+        "timestamp past 64 bits": head + run_id + rest[:1] + b"\xff" * 9 + b"\x7f" + rest[stamp:],
+        "array block size past 64 bits": head + run_id + rest[:stamp] + _raw_long(kind)
+        + _raw_string("n") + wide_block + _raw_string("{}"),
+        "trailing byte": value + b"\x00",
+    }
+    for name, data in refused.items():
+        assert lane.read_value(key, data) is None, name
+        assert _oracle(key, data) is None, name
+    # The same block with a byte size that fits is read, by both.
+    fitting = head + run_id + rest[:stamp] + _raw_long(kind) + _raw_string("n")
+    fitting += _raw_long(-1) + _raw_long(2) + _raw_string("k") + b"\x00" + _raw_string("{}")
+    assert _assert_read_as_the_codec_reads(lane, key, fitting)
+    text = run_id.decode()
+    for other in (text.upper(), "urn:" + text.replace("-", ""), "----" + text.replace("-", "")):
+        data = head + other.encode() + rest
+        assert lane.read_value(other.encode(), data) is None, other
+        assert _oracle(other.encode(), data) is None, other
 
 
 def _raw_long(n: int) -> bytes:
