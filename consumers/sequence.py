@@ -318,6 +318,8 @@ def _seen_before(state: RunState, event: Event, digest: int, seq: int) -> Outcom
     """The outcome of an event at a seq at or below ``last_seq``."""
     run_id = state.run_id
     if seq == 0:
+        # The codec refuses seq 0 (the service sends such a record to the DLQ); a
+        # hand-built Event can still carry it, and the fold stays defensive.
         return _new_outcome(
             Outcome,
             (

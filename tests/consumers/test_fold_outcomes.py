@@ -261,6 +261,7 @@ CASES = [
         config=FoldConfig(max_pending_per_run=1),
     ),
     Case(
+        # Only a hand-built Event: the codec refuses seq 0 (a DLQ record in the service).
         "seq 0: a conflict (seqs start at 1), not applied",
         lambda ev: [ev(1, "graph_started"), ev(0)],
         ["applied 1", "violation 0 +conflict(0..0)"],
