@@ -58,10 +58,11 @@ from consumers.service.config import (
 from consumers.service.dlq import DeadLetter, dead_letter_headers, fit_dead_letter
 from consumers.service.edge import FoldEdge
 from consumers.service.errors import ErrorPolicy, ServiceStopped, TransactionAbort
-from consumers.service.oversize import fit_state
+from consumers.service.oversize import StateTooLarge, shrink_to_fit
 from consumers.service.restore import position
 from consumers.service.stats import ServiceStats
 from consumers.service.store import PartitionStore
+from consumers.state import Outcome, RunState
 from schemas.errors import RunfoldError
 
 __all__ = [
@@ -118,6 +119,9 @@ class FoldService:
         # Partitions assigned and restored (set by on_assign, cleared on revoke/lost).
         self._assigned = False
         self._errors = ErrorPolicy(config, in_transaction=lambda: self._eos and self._in_txn)
+        # Runs whose state failed to encode at a commit: checked after each general-path
+        # record until a commit writes them (see _state_records).
+        self._guarded: set[bytes] = set()
 
     # ------------------------------------------------------------------ clients
 
@@ -369,30 +373,29 @@ class FoldService:
             stats.consumed += 1
             stats.replayed += 1
             return
+        # A guarded run (its state failed to encode at a commit) keeps its state from
+        # before each record, to roll back to if this record breaks it.
+        before = state.copy() if state is not None and key in self._guarded else None
         try:
             # value is the bytes just decoded, so it is not None here.
             state, outcomes = edge.apply(state, event, edge.digest(value))  # type: ignore[arg-type]
         except RunfoldError as exc:
             self._dead_letter(msg, "fold-rejected", exc)
             return
+        if key in self._guarded:
+            broken = _encoding_error(edge, state)
+            if broken is not None:
+                if before is not None:
+                    self._store.put(partition, key, before)
+                self._dead_letter(msg, "unencodable-state", broken)
+                return
         state.source_offset = offset
         self._store.put(partition, key, state)
         dirty = self._dirty.get(partition)
         if dirty is None:
             dirty = self._dirty[partition] = set()
         dirty.add(key)
-        stats.add(outcomes)
-        for outcome in outcomes:
-            if outcome.violations:
-                producer = self._producer_or_fail()
-                for violation in outcome.violations:
-                    self._produce(
-                        producer,
-                        self.config.violations_topic,
-                        key=key,
-                        value=edge.encode_violation(violation),
-                    )
-                    stats.violations_emitted += 1
+        self._publish_outcomes(key, outcomes)
 
     def _dead_letter(self, msg: Message, reason: str, exc: BaseException) -> None:
         letter = DeadLetter(
@@ -442,30 +445,26 @@ class FoldService:
     # ------------------------------------------------------------------ commit / abort
 
     def _commit(self) -> None:
-        """Produce the changed runs, commit them with the offsets, count the work."""
+        """Produce the changed runs, commit them with the offsets, count the work.
+
+        Every changed state is encoded (and shrunk to fit, :mod:`~consumers.service.oversize`)
+        before anything is produced; a state that cannot be encoded aborts the transaction
+        instead (:meth:`_state_records`), never raises out of here otherwise.
+        """
         producer = self._producer_or_fail()
         consumer = self._consumer_or_fail()
-        written = 0
-        for partition, keys in self._dirty.items():
-            runs = self._store.runs.get(partition, {})
-            for key in keys:
-                state = runs.get(key)
-                if state is None:
-                    continue
-                encode = self.edge.encode_state
-                value = fit_state(key, state, encode(state), encode, self._limits.runs)
-                if value is None:
-                    continue
-                # Same partition number as the input: agent-runs is co-partitioned,
-                # so the restore of input partition p reads agent-runs partition p.
-                self._produce(
-                    producer,
-                    self.config.runs_topic,
-                    key=key,
-                    value=value,
-                    partition=partition,
-                )
-                written += 1
+        records = self._state_records()
+        for partition, key, value in records:
+            # Same partition number as the input: agent-runs is co-partitioned,
+            # so the restore of input partition p reads agent-runs partition p.
+            self._produce(
+                producer,
+                self.config.runs_topic,
+                key=key,
+                value=value,
+                partition=partition,
+            )
+        written = len(records)
         offsets = [
             TopicPartition(self.config.events_topic, p, off)
             for p, off in self._next_offsets.items()
@@ -493,6 +492,76 @@ class FoldService:
         self._txn_stats.transactions += 1
         self.stats.merge(self._txn_stats)
         self._reset_txn()
+
+    def _state_records(self) -> list[tuple[int, bytes, bytes]]:
+        """``(partition, key, value)`` of every changed run's ``agent-runs`` record.
+
+        A state too large is shrunk in place until it fits; the outcomes of events its
+        reorder buffer released on the way are published and counted with this
+        transaction. A state that cannot be encoded (a fold bug, or a value the codec
+        let through) must not stop the service: the transaction is aborted and its
+        partitions rewound (:class:`TransactionAbort`), and the run is *guarded*: when
+        its records come again, :meth:`_fold_record` checks its state after each one
+        and sends the record that breaks it to the DLQ (``unencodable-state``), the
+        run rolled back to its state before that record.
+        """
+        records: list[tuple[int, bytes, bytes]] = []
+        broken: list[str] = []
+        encode, limit, config = self.edge.encode_state, self._limits.runs, self.edge.config
+        for partition, keys in self._dirty.items():
+            runs = self._store.runs.get(partition, {})
+            for key in keys:
+                state = runs.get(key)
+                if state is None:
+                    continue
+                try:
+                    fitted = shrink_to_fit(key, state, encode, limit, config)
+                except StateTooLarge as exc:
+                    # Only a topic limit below a few KiB gets here: a setting to fix, said
+                    # loudly; the run's previous version stays in agent-runs.
+                    log.error("%s", exc)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - any failure to encode, see above
+                    if key in self._guarded:
+                        # Its records were checked one by one and it still fails: not one
+                        # record's doing (a restored or rebuilt state). Rewinding again
+                        # would meet it again; its previous version stays in agent-runs.
+                        log.error("state of run %s cannot be encoded, not written: %s",
+                                  key.decode("utf-8", "replace"), exc)
+                        continue
+                    self._guarded.add(key)
+                    broken.append(f"{key.decode('utf-8', 'replace')}: {exc}")
+                    continue
+                self._guarded.discard(key)
+                records.append((partition, key, fitted.value))
+                if fitted.outcomes:  # released events: consumed and counted before
+                    self._publish_outcomes(key, fitted.outcomes, consumed=0)
+        if broken:
+            log.error(
+                "%d run states cannot be encoded (%s): aborting; their records are folded "
+                "again one by one and the one that breaks a state goes to the DLQ",
+                len(broken),
+                "; ".join(broken[:3]),
+            )
+            raise _Abort("unencodable state")
+        return records
+
+    def _publish_outcomes(self, key: bytes, outcomes: list[Outcome], consumed: int = 1) -> None:
+        """Count ``outcomes`` (of ``consumed`` records) and produce their violations, in the
+        open transaction."""
+        stats = self._txn_stats
+        stats.add(outcomes, consumed)
+        for outcome in outcomes:
+            if outcome.violations:
+                producer = self._producer_or_fail()
+                for violation in outcome.violations:
+                    self._produce(
+                        producer,
+                        self.config.violations_topic,
+                        key=key,
+                        value=self.edge.encode_violation(violation),
+                    )
+                    stats.violations_emitted += 1
 
     def _reset_txn(self) -> None:
         self._in_txn = False
@@ -614,6 +683,25 @@ class FoldService:
             if runs:
                 self._ensure_txn()
                 self._dirty.setdefault(tp.partition, set()).update(runs)
+
+
+def _encoding_error(edge: FoldEdge, state: RunState) -> UnencodableState | None:
+    """Why ``state`` cannot be encoded, or None when it can."""
+    try:
+        edge.encode_state(state)
+    except Exception as exc:  # noqa: BLE001 - whatever stops the encoding
+        error = UnencodableState(
+            f"folding this record would leave run {state.run_id} with a state that cannot "
+            f"be written to agent-runs ({type(exc).__name__}: {exc}); the run stays as it "
+            "was before it"
+        )
+        error.__cause__ = exc
+        return error
+    return None
+
+
+class UnencodableState(RunfoldError):
+    """Folding a record would leave its run's state impossible to encode."""
 
 
 class _KeyError(RunfoldError):

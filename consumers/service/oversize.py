@@ -1,17 +1,32 @@
-"""A run's state too large for ``agent-runs``: write it with its big JSON fields replaced.
+"""A run's state too large for ``agent-runs``: shrink it before anything commits.
 
 ``agent-runs`` accepts records up to its ``max.message.bytes`` (runfold creates it with
 twice the events topic's limit, :func:`runfold.topics.output_max_bytes`). A state can still
 be larger (a topic created elsewhere, big inputs *and* outputs, a reorder buffer of big
-events). Stopping would make the record a poison pill: every restart meets it again. So
-the written copy gets ``inputs`` and/or ``outputs`` (largest first) replaced by a marker::
+events, long identity strings). Writing nothing for it while its offsets commit would
+lose the events folded since its last written version at the next restart; stopping
+would make the record a poison pill. So :func:`shrink_to_fit` shrinks the state itself,
+in memory (what is written is what a restart restores), step by step, the least
+lossy first, until its record fits:
 
-    {"runfold.truncated": {"field": "inputs", "bytes": 10485770}}
+1. ``inputs`` / ``outputs`` (largest first, if over :data:`KEPT_CHARS` bytes) are
+   replaced by a marker::
 
-(``bytes``: the size of the field's JSON text), and a warning names the run. The state in
-memory keeps the full values until it is dropped; what is restored is the marked copy. A
-state still too large without them is not written at all (an error names the run): its
-previous version stays in ``agent-runs``.
+       {"runfold.truncated": {"field": "inputs", "bytes": 10485770}}
+
+   (``bytes``: the size of the field's JSON text);
+2. the texts of the recent violations are dropped (they were published to
+   ``agent-run-violations`` already; the counts by kind stay, ``violations_dropped``
+   grows);
+3. the reorder buffer is given up (:func:`consumers.flush`): the gaps before the
+   buffered events are declared (``gap`` violations, published in the same
+   transaction) and the events applied;
+4. identity strings (``agent_spec_digest``, ``git_sha``, ``final_state_digest``) longer
+   than :data:`KEPT_CHARS` keep their start and say how long they were.
+
+What is left then is bounded (counters, the digest window, at most ``max_missing_ranges``
+ranges): a few KiB. Each step is logged with the run's id. Only a topic limit smaller
+than that leaves a state that cannot fit (:class:`StateTooLarge`).
 """
 
 from __future__ import annotations
@@ -19,18 +34,38 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from consumers.sequence import flush
 from consumers.service.dlq import record_size
+from consumers.state import FoldConfig, Outcome, RunState
+from schemas.errors import RunfoldError
 
-__all__ = ["TRUNCATED_MARKER", "fit_state", "truncated_marker"]
+__all__ = [
+    "KEPT_CHARS",
+    "TRUNCATED_MARKER",
+    "Fitted",
+    "StateTooLarge",
+    "shrink_to_fit",
+    "truncated_marker",
+]
 
 log = logging.getLogger("runfold.consume")
 
 TRUNCATED_MARKER = "runfold.truncated"
 """The key of the JSON object that stands in for a field too large to write."""
 
-_FIELDS = ("inputs", "outputs")
+KEPT_CHARS = 256
+"""How much of an identity string too long to write is kept (step 4); JSON fields no
+larger than this are never marked (step 1)."""
+
+_JSON_FIELDS = ("inputs", "outputs")
+_TEXT_FIELDS = ("agent_spec_digest", "git_sha", "final_state_digest")
+
+
+class StateTooLarge(RunfoldError):
+    """A run's state does not fit ``agent-runs`` even shrunk: the topic's limit is too small."""
 
 
 def truncated_marker(field: str, size: int) -> dict[str, Any]:
@@ -38,56 +73,90 @@ def truncated_marker(field: str, size: int) -> dict[str, Any]:
     return {TRUNCATED_MARKER: {"field": field, "bytes": size}}
 
 
-def fit_state(
+@dataclass
+class Fitted:
+    """A state's record that fits, and what shrinking it did."""
+
+    value: bytes
+    """The record's value (``encode(state)`` of the state as it now is)."""
+    outcomes: list[Outcome] = field(default_factory=list)
+    """Outcomes of the buffered events released by step 3: to publish and count."""
+    steps: list[str] = field(default_factory=list)
+    """What was shrunk, for a person (empty: the state fitted as it was)."""
+
+
+def shrink_to_fit(
     key: bytes,
-    state: Any,
-    encoded: bytes,
-    encode: Callable[[Any], bytes],
+    state: RunState,
+    encode: Callable[[RunState], bytes],
     limit: int,
-) -> bytes | None:
-    """``encoded`` (``encode(state)``) if the record fits ``limit`` bytes; else the encoding
-    of a copy whose ``inputs``/``outputs`` are replaced by :func:`truncated_marker`; ``None``
-    when even that does not fit (or the state has no such fields)."""
-    if record_size(key, encoded) <= limit:
-        return encoded
-    run = key.decode("utf-8", "replace")
-    copy = getattr(state, "copy", None)
-    if copy is None or not all(hasattr(state, name) for name in _FIELDS):
-        log.error(
-            "state of run %s is %d bytes, over the %d allowed: not written",
-            run,
-            len(encoded),
-            limit,
-        )
-        return None
-    smaller = copy()
-    sizes = {name: _json_size(getattr(state, name)) for name in _FIELDS}
-    replaced: list[str] = []
-    for name in sorted(_FIELDS, key=lambda n: sizes[n], reverse=True):
-        if getattr(state, name) is None:
-            continue
-        setattr(smaller, name, truncated_marker(name, sizes[name]))
-        replaced.append(f"{name} ({sizes[name]} bytes)")
-        value = encode(smaller)
-        if record_size(key, value) <= limit:
-            log.warning(
-                "state of run %s is %d bytes, over the %d allowed: written with %s replaced "
-                "by a %r marker",
-                run,
-                len(encoded),
-                limit,
-                " and ".join(replaced),
-                TRUNCATED_MARKER,
-            )
-            return value
-    log.error(
-        "state of run %s is %d bytes, over the %d allowed even without inputs/outputs: not "
-        "written (its previous version stays in agent-runs)",
-        run,
-        len(encoded),
-        limit,
+    config: FoldConfig,
+) -> Fitted:
+    """``encode(state)`` as a record of at most ``limit`` bytes, shrinking ``state`` in place
+    by the steps of the module docstring until it fits; :class:`StateTooLarge` when even
+    the last step leaves it too large. Encoding errors propagate."""
+    value = encode(state)
+    if record_size(key, value) <= limit:
+        return Fitted(value)
+    fitted = Fitted(value)
+    original = len(value)
+    for step in (_mark_json_fields, _drop_violation_texts, _flush_buffer, _cut_identity):
+        for done in step(state, config, fitted.outcomes):
+            fitted.steps.append(done)
+            fitted.value = encode(state)
+            if record_size(key, fitted.value) <= limit:
+                log.warning(
+                    "state of run %s was %d bytes, over the %d allowed: shrunk (%s)",
+                    key.decode("utf-8", "replace"),
+                    original,
+                    limit,
+                    "; ".join(fitted.steps),
+                )
+                return fitted
+    raise StateTooLarge(
+        f"state of run {key.decode('utf-8', 'replace')} is {len(fitted.value)} bytes even "
+        f"shrunk ({'; '.join(fitted.steps) or 'nothing to shrink'}), over the {limit} "
+        "allowed: raise max.message.bytes of the agent-runs topic"
     )
-    return None
+
+
+def _mark_json_fields(state: RunState, config: FoldConfig, outcomes: list[Outcome]) -> Any:
+    sizes = {name: _json_size(getattr(state, name)) for name in _JSON_FIELDS}
+    for name in sorted(_JSON_FIELDS, key=lambda n: sizes[n], reverse=True):
+        value = getattr(state, name)
+        if value is None or _is_marker(value) or sizes[name] <= KEPT_CHARS:
+            continue  # a small value is not what makes the state too large
+        setattr(state, name, truncated_marker(name, sizes[name]))
+        yield f"{name} ({sizes[name]} bytes) replaced by a {TRUNCATED_MARKER!r} marker"
+
+
+def _drop_violation_texts(state: RunState, config: FoldConfig, outcomes: list[Outcome]) -> Any:
+    kept = len(state.recent_violations)
+    if kept:
+        state.recent_violations.clear()
+        state.violations_dropped += kept
+        yield f"{kept} violation texts dropped (counted by kind, published before)"
+
+
+def _flush_buffer(state: RunState, config: FoldConfig, outcomes: list[Outcome]) -> Any:
+    held = len(state.pending_events)
+    if held:
+        outcomes.extend(flush(state, config))
+        yield f"reorder buffer of {held} events flushed (gaps declared)"
+        yield from _drop_violation_texts(state, config, outcomes)
+
+
+def _cut_identity(state: RunState, config: FoldConfig, outcomes: list[Outcome]) -> Any:
+    for name in _TEXT_FIELDS:
+        text = getattr(state, name)
+        if text is not None and len(text) > KEPT_CHARS:
+            size = len(text.encode())
+            setattr(state, name, f"{text[:KEPT_CHARS]}...({TRUNCATED_MARKER}: {size} bytes)")
+            yield f"{name} ({size} bytes) cut to {KEPT_CHARS} characters"
+
+
+def _is_marker(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {TRUNCATED_MARKER}
 
 
 def _json_size(value: Any) -> int:

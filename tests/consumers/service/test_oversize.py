@@ -18,9 +18,16 @@ from consumers.service.dlq import (
     record_size,
 )
 from consumers.service.edge import FoldEdge
-from consumers.service.oversize import TRUNCATED_MARKER, fit_state
+from consumers.service.oversize import (
+    KEPT_CHARS,
+    TRUNCATED_MARKER,
+    Fitted,
+    StateTooLarge,
+    shrink_to_fit,
+)
+from consumers.state import RunState
 from runfold.topics import DEFAULT_MAX_MESSAGE_BYTES, output_max_bytes, topic_specs
-from schemas import Event, GraphStarted, Timestamp
+from schemas import Event, GraphStarted, Timestamp, ToolCalled
 
 pytestmark = pytest.mark.unit
 
@@ -52,7 +59,7 @@ def test_a_key_too_large_is_dropped_too() -> None:
     assert dict(headers)["runfold.key.truncated"] == b"50000"
 
 
-def _state_with(inputs: object, outputs: object) -> tuple[bytes, object]:
+def _state_with(inputs: object, outputs: object) -> tuple[bytes, RunState]:
     edge = FoldEdge.default()
     run_id = uuid.uuid4()
     started = Event(
@@ -68,33 +75,95 @@ def _state_with(inputs: object, outputs: object) -> tuple[bytes, object]:
     return str(run_id).encode(), state
 
 
+def _shrink(state: object, key: bytes, limit: int) -> Fitted:
+    edge = FoldEdge.default()
+    return shrink_to_fit(key, state, edge.encode_state, limit, edge.config)  # type: ignore[arg-type]
+
+
 def test_a_state_that_fits_is_written_as_is() -> None:
-    encode = FoldEdge.default().encode_state
     key, state = _state_with({"doc": "small"}, None)
-    encoded = encode(state)
-    assert fit_state(key, state, encoded, encode, 1_000_000) is encoded
+    before = state.copy()
+    fitted = _shrink(state, key, 1_000_000)
+    assert fitted.value == FoldEdge.default().encode_state(before)
+    assert fitted.steps == [] and fitted.outcomes == [] and state == before
 
 
-def test_a_state_too_large_gets_its_largest_field_marked_and_the_memory_state_kept(
+def test_a_state_too_large_gets_its_largest_field_marked_in_memory_too(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     edge = FoldEdge.default()
     key, state = _state_with({"doc": "x" * 200_000}, {"answer": "y" * 1000})
-    encoded = edge.encode_state(state)
-    written = fit_state(key, state, encoded, edge.encode_state, 100_000)
-    assert written is not None and record_size(key, written) <= 100_000
-    back = edge.decode_state(written)
+    fitted = _shrink(state, key, 100_000)
+    assert record_size(key, fitted.value) <= 100_000
+    back = edge.decode_state(fitted.value)
     assert back.inputs == {TRUNCATED_MARKER: {"field": "inputs", "bytes": 200_010}}
     assert back.outputs == {"answer": "y" * 1000}  # the small field is kept
     assert back.run_id == state.run_id and back.last_seq == 1
-    assert state.inputs == {"doc": "x" * 200_000}  # in memory: unchanged
+    assert back == state  # what a restart restores is what the service holds
     assert key.decode() in caplog.text
 
 
-def test_a_state_too_large_even_without_its_json_fields_is_not_written() -> None:
+def _buffered_state(events: int, size: int) -> tuple[bytes, RunState]:
+    key, state = _state_with({"q": 1}, None)
     edge = FoldEdge.default()
+    for seq in range(3, 3 + events):  # seq 2 never comes
+        event = Event(
+            run_id=state.run_id,
+            seq=seq,
+            timestamp=Timestamp(1 + seq),
+            kind=ToolCalled(tool_name="t"),
+            payload={"blob": "z" * size},
+        )
+        edge.apply(state, event)
+    return key, state
+
+
+def test_a_reorder_buffer_too_large_is_flushed_and_its_gap_declared() -> None:
+    key, state = _buffered_state(40, 2000)
+    assert len(state.pending_events) == 40
+    fitted = _shrink(state, key, 20_000)
+    assert record_size(key, fitted.value) <= 20_000
+    assert not state.pending_events and state.last_seq == 42
+    gaps = [v for o in fitted.outcomes for v in o.violations]
+    assert [(v.kind.value, v.first_seq, v.last_seq) for v in gaps] == [("gap", 2, 2)]
+    assert all(o.released for o in fitted.outcomes) and len(fitted.outcomes) == 40
+    assert state.missing == [(2, 2)]
+    assert any("flushed" in step for step in fitted.steps)
+
+
+def test_violation_texts_go_before_the_buffer() -> None:
+    key, state = _buffered_state(3, 10)
+    edge = FoldEdge.default()
+    for _ in range(16):  # conflicts at seq 1, long texts kept in recent_violations
+        other = Event(
+            run_id=state.run_id,
+            seq=1,
+            timestamp=Timestamp(1),
+            kind=GraphStarted(),
+            payload={"agent_spec_digest": "d" * 600, "git_sha": "g", "inputs": {}},
+        )
+        edge.apply(state, other)
+    assert len(state.recent_violations) == 16
+    size = len(edge.encode_state(state))
+    fitted = _shrink(state, key, size + 1024 - 100)  # just over the limit
+    assert not state.recent_violations and state.violations_dropped == 16
+    assert state.violation_counts["conflict"] == 16
+    assert len(state.pending_events) == 3 and fitted.outcomes == []
+
+
+def test_long_identity_strings_are_cut_last() -> None:
+    key, state = _state_with({"q": 1}, None)
+    state.git_sha = "s" * 100_000
+    fitted = _shrink(state, key, 10_000)
+    assert state.git_sha.startswith("s" * KEPT_CHARS)
+    assert state.git_sha.endswith(f"({TRUNCATED_MARKER}: 100000 bytes)")
+    assert record_size(key, fitted.value) <= 10_000
+
+
+def test_a_limit_below_what_any_state_needs_is_named() -> None:
     key, state = _state_with({"doc": "x" * 10}, None)
-    assert fit_state(key, state, edge.encode_state(state), edge.encode_state, 100) is None
+    with pytest.raises(StateTooLarge, match="raise max.message.bytes"):
+        _shrink(state, key, 100)
 
 
 def test_topics_are_sized_from_the_events_limit() -> None:
