@@ -222,10 +222,8 @@ def _check_depth(text: str) -> None:
 
     Checked before parsing: Python's scanner recurses per level (100,000 levels raise
     RecursionError), and serde_json refuses 128. Text with fewer than 128 opening
-    brackets cannot nest that deep, and counting them is the only cost for most texts.
+    brackets cannot nest that deep: callers count them first, the only cost for most texts.
     """
-    if text.count("[") + text.count("{") <= MAX_DEPTH:
-        return
     depth = 0
     for token in _DEPTH_TOKENS.finditer(text):
         char = token.group()
@@ -244,7 +242,8 @@ def loads(text: str | bytes) -> Any:
     """Parse JSON text as ``serde_json::from_str::<Value>`` would (ValueError if it would fail)."""
     if isinstance(text, bytes | bytearray):
         text = text.decode("utf-8")
-    _check_depth(text)
+    if text.count("[") + text.count("{") > MAX_DEPTH:
+        _check_depth(text)
     if text and text[0] not in _JSON_WHITESPACE:
         value, end = _raw_decode(text)  # raises JSONDecodeError saying where
         if end != len(text):
@@ -283,7 +282,8 @@ def loads_noting_duplicates(text: str | bytes) -> tuple[Any, list[tuple[dict[str
     """
     if isinstance(text, bytes | bytearray):
         text = text.decode("utf-8")
-    _check_depth(text)
+    if text.count("[") + text.count("{") > MAX_DEPTH:
+        _check_depth(text)
     _duplicates.seen = []
     try:
         value = _noting_decoder.decode(text)

@@ -297,7 +297,11 @@ def decode_event(buf: bytes, pos: int) -> tuple[Event, int]:
     # Inlined common cases (a 36-character run_id, one-byte seq and union branch)
     # save a call each; anything else takes the general readers.
     if buf[pos] == 0x48 and pos + 37 <= len(buf):
-        run_id = utf8_from(buf[pos + 1 : pos + 37], pos + 1)
+        try:
+            run_id = buf[pos + 1 : pos + 37].decode()
+        except UnicodeDecodeError:
+            utf8_from(buf[pos + 1 : pos + 37], pos + 1)  # raises, saying where
+            raise
         pos += 37
     else:
         run_id, pos = read_string(buf, pos)
