@@ -1,7 +1,8 @@
 """Dead-letter records: a poison input kept byte for byte, with headers saying why.
 
 A record that fails deterministically (it cannot be decoded, its key does not
-match the run it carries) goes to ``agent-run-events-dlq`` once, immediately:
+match the run it carries, folding it would leave its run's state impossible to write:
+``unencodable-state``) goes to ``agent-run-events-dlq`` once, immediately:
 retrying bytes that are wrong cannot make them right. Transient failures (the
 broker is unavailable) are retried by the service and never reach this module.
 

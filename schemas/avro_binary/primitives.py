@@ -223,7 +223,7 @@ def read_string(buf: bytes, pos: int) -> tuple[str, int]:
     size, pos = read_long(buf, pos)
     end = pos + size
     if size < 0:
-        raise ValueError(f"negative string length {size}")
+        raise ValueError(f"negative string length {size} at byte {pos}")
     if end > len(buf):
         raise Truncated(f"a string of {size} bytes runs past the end")
     return utf8_from(buf[pos:end], pos), end

@@ -146,6 +146,39 @@ def _hand_event(
     return b"\xc3\x01" + _EVENT.fingerprint + body
 
 
+def _kind_index(name: str) -> int:
+    return next(
+        i for i, t in enumerate(_KIND_UNION) if isinstance(t, dict) and t["name"].endswith(name)
+    )
+
+
+def _raw_body(
+    run: uuid.UUID,
+    *,
+    run_text: bytes | None = None,
+    seq: bytes = b"\x04",  # zigzag(2)
+    stamp: bytes | None = None,
+    kind: bytes | None = None,
+    payload: bytes = b"\x04{}",
+) -> bytes:
+    """An Event message from raw bytes per field (each a whole Avro value, length included):
+    for varints, strings and unions no encoder writes."""
+    text = str(run).encode() if run_text is None else run_text
+    return (
+        b"\xc3\x01"
+        + _EVENT.fingerprint
+        + _avro_string(text)
+        + seq
+        + (_zigzag(_T0 + 2) if stamp is None else stamp)
+        + (_zigzag(_TOOL_CALLED_INDEX) + _avro_string(b"x") if kind is None else kind)
+        + payload
+    )
+
+
+_PAST_64_BITS = b"\xff" * 9 + b"\x02"  # a tenth byte above 1
+_ELEVEN_BYTES = b"\x82" + b"\x80" * 9 + b"\x00"
+
+
 def _future_fingerprint() -> bytes:
     """The single-object fingerprint of an Event v2 with one more field (not kept here)."""
     schema = dict(_EVENT.parsed)
@@ -217,14 +250,81 @@ _ROWS: list[tuple[str, str, str, Builder]] = [
      lambda r: [(_key(r), _raw({**_record(_tool(r, 1)), "payload": "{not json"}))]),
     ("payload NaN", "payload 'NaN' (serde_json rejects it)", "dlq:invalid-json",
      lambda r: [(_key(r), _raw({**_record(_tool(r, 1)), "payload": "NaN"}))]),
-    ("payload nested 100k deep", "payload '[[[[...]]]]' 100,000 levels", "dlq:invalid-body",
+    ("payload nested 100k deep", "payload '[[[[...]]]]' 100,000 levels", "dlq:invalid-json",
      lambda r: [(_key(r), _raw({**_record(_tool(r, 1)), "payload": _DEEP}))]),
+    ("payload nested 128 deep", "payload 128 arrays deep (serde_json's limit: 127)",
+     "dlq:invalid-json",
+     lambda r: [(_key(r), _raw({**_record(_tool(r, 1)), "payload": "[" * 128 + "]" * 128}))]),
+    ("payload objects 200 deep", "payload {\"a\":{\"a\":...}} 200 levels", "dlq:invalid-json",
+     lambda r: [(_key(r), _raw({**_record(_tool(r, 1)), "payload": '{"a":' * 200 + "1"
+                                + "}" * 200}))]),
+    ("payload not UTF-8", "payload string bytes c3 28 (a broken 2-byte sequence)",
+     "dlq:invalid-body", lambda r: [(_key(r), _raw_body(r, payload=b"\x04\xc3\x28"))]),
+    ("payload empty", "payload string '' (serde_json: EOF while parsing)", "dlq:invalid-json",
+     lambda r: [(_key(r), _raw({**_record(_tool(r, 1)), "payload": ""}))]),
+    ("payload lone surrogate", "payload '\"\\ud800\"' (serde_json rejects it)", "dlq:invalid-json",
+     lambda r: [(_key(r), _raw({**_record(_tool(r, 1)), "payload": '"\\ud800"'}))]),
+    ("payload number beyond f64", "payload '1e400'", "dlq:invalid-json",
+     lambda r: [(_key(r), _raw({**_record(_tool(r, 1)), "payload": "1e400"}))]),
+    ("payload two values", "payload '{} {}'", "dlq:invalid-json",
+     lambda r: [(_key(r), _raw({**_record(_tool(r, 1)), "payload": "{} {}"}))]),
+    # --- varints past 64 bits (Python read them into wider ints) --------------------
+    ("seq varint past 64 bits", "seq varint with a 10th byte 02", "dlq:invalid-body",
+     lambda r: [(_key(r), _raw_body(r, seq=_PAST_64_BITS))]),
+    ("seq varint of 11 bytes", "seq varint of 11 bytes (the 10th has its continuation bit)",
+     "dlq:invalid-body", lambda r: [(_key(r), _raw_body(r, seq=_ELEVEN_BYTES))]),
+    ("timestamp varint past 64 bits", "timestamp varint with a 10th byte 7f (year ~10^13)",
+     "dlq:invalid-body",
+     lambda r: [(_key(r), _raw_body(r, stamp=b"\xff" * 9 + b"\x7f"))]),
+    ("u64 field past 64 bits", "message_added.content_length varint with a 10th byte 02",
+     "dlq:invalid-body",
+     lambda r: [(_key(r), _raw_body(r, kind=_zigzag(_kind_index("MessageAdded"))
+                                    + _avro_string(b"user") + _PAST_64_BITS))]),
+    ("array block size past 64 bits", "state_updated.keys_changed block byte size of 10 bytes, "
+     "10th 02", "dlq:invalid-body",
+     lambda r: [(_key(r), _raw_body(r, kind=_zigzag(_kind_index("StateUpdated"))
+                                    + _avro_string(b"n") + _zigzag(-1) + _PAST_64_BITS
+                                    + _avro_string(b"k") + b"\x00"))]),
+    ("string length past 64 bits", "tool_name length varint with a 10th byte 02",
+     "dlq:invalid-body",
+     lambda r: [(_key(r), _raw_body(r, kind=_zigzag(_TOOL_CALLED_INDEX) + _PAST_64_BITS))]),
+    # --- other malformed bodies -------------------------------------------------------
+    ("negative string length", "tool_name length -3", "dlq:invalid-body",
+     lambda r: [(_key(r), _raw_body(r, kind=_zigzag(_TOOL_CALLED_INDEX) + _zigzag(-3)))]),
+    ("bad optional branch", "node_exited.next_node union branch 2 (there are 0 and 1)",
+     "dlq:invalid-body",
+     lambda r: [(_key(r), _raw_body(r, kind=_zigzag(_kind_index("NodeExited"))
+                                    + _avro_string(b"n") + b"\x04" + _zigzag(1)))]),
+    ("two records in one value", "a valid graph_started written twice into one value",
+     "dlq:invalid-body",
+     lambda r: [(_key(r), encode_event(_started(r)) + encode_event(_started(r))[10:])]),
+    ("run_id not UTF-8", "36 run_id bytes with ff in them (key the same)", "dlq:invalid-body",
+     lambda r: [(b"\xff" + _key(r)[1:], _raw_body(r, run_text=b"\xff" + _key(r)[1:]))]),
     ("run_id not a UUID", "run_id 'not-a-uuid' (key the same text)", "dlq:invalid-value",
      lambda r: [(b"not-a-uuid", _raw({**_record(_tool(r, 1)), "run_id": "not-a-uuid"}))]),
+    ("run_id urn: + 32 digits", "run_id 'urn:' + 32 hex digits (uuid.UUID takes it, Rust's "
+     "36-character parse does not; key the same)", "dlq:invalid-value",
+     lambda r: [(b"urn:" + r.hex.encode(), _raw_body(r, run_text=b"urn:" + r.hex.encode()))]),
+    ("run_id hyphens misplaced", "run_id '----' + 32 hex digits (key the same)",
+     "dlq:invalid-value",
+     lambda r: [(b"----" + r.hex.encode(), _raw_body(r, run_text=b"----" + r.hex.encode()))]),
+    ("run_id empty", "run_id '' (key the same)", "dlq:invalid-value",
+     lambda r: [(b"", _raw_body(r, run_text=b""))]),
+    ("run_id upper-case", "run_id and key in upper case: a UUID, but not the key's canonical "
+     "text", "dlq:key-mismatch",
+     lambda r: [(str(r).upper().encode(), _raw_body(r, run_text=str(r).upper().encode()))]),
     ("seq >= 2^63", "seq 2^63 as it wraps in an Avro long (-2^63)", "dlq:invalid-value",
      lambda r: [(_key(r), _raw({**_record(_tool(r, 1)), "seq": -(2**63)}))]),
     ("seq -1", "negative seq", "dlq:invalid-value",
      lambda r: [(_key(r), _raw({**_record(_tool(r, 1)), "seq": -1}))]),
+    ("seq 0", "graph_started, then seq 0 (seqs start at 1)", "dlq:invalid-value",
+     _with_start(lambda r: (_key(r), encode_event(_tool(r, 0))))),
+    ("u32 negative", "node_entered.iteration = -1", "dlq:invalid-value",
+     lambda r: [(_key(r), _raw_body(r, kind=_zigzag(_kind_index("NodeEntered"))
+                                    + _avro_string(b"n") + _zigzag(-1)))]),
+    ("u64 negative", "graph_completed.duration_ms = -1", "dlq:invalid-value",
+     lambda r: [(_key(r), _raw_body(r, kind=_zigzag(_kind_index("GraphCompleted"))
+                                    + _zigzag(1) + _zigzag(-1)))]),
     ("u32 overflow", "node_entered.iteration = 2^32 (Rust u32)", "dlq:invalid-value",
      lambda r: [(_key(r), _raw({**_record(Event(run_id=r, seq=1, timestamp=Timestamp(_T0),
         kind=NodeEntered(node_id="n", iteration=1), payload={})),
@@ -241,8 +341,6 @@ _ROWS: list[tuple[str, str, str, Builder]] = [
     ("key 100 kB", "a 100,000-byte key", "dlq:key-mismatch",
      lambda r: [(b"k" * 100_000, encode_event(_started(r)))]),
     # --- sequence and time (named violations or applied) --------------------------------
-    ("seq 0", "graph_started, then seq 0", "violation:conflict",
-     _with_start(lambda r: (_key(r), encode_event(_tool(r, 0))))),
     ("seq 2^63-1", "graph_started, then seq 2^63-1 (held in the reorder buffer, no bound reached)",
      "buffered",
      _with_start(lambda r: (_key(r), encode_event(_tool(r, 2**63 - 1, ts=_T0 + 7))))),
