@@ -20,8 +20,8 @@ Sequence rules for an event with ``seq = s`` when the run's last applied seq is 
 - ``s == 0``: ``VIOLATION`` ``conflict`` (seqs start at 1).
 - ``s > l + 1``: ``BUFFERED`` in the run's reorder buffer; if an event is already
   buffered at ``s``, a duplicate or conflict of that one.
-- Buffer over a bound (more than ``max_pending_per_run`` events, or the run's newest
-  timestamp more than ``max_delay_ns`` past its oldest buffered one): a ``gap``
+- Buffer over a bound (more than ``max_pending_per_run`` events, or the stream time
+  more than ``max_delay_ns`` past its oldest buffered one): a ``gap``
   violation for ``l+1 ..= next_buffered-1``, carried by the released event that moves
   the run on; the range is remembered as missing.
 - Run terminal and ``s > l``: ``VIOLATION`` ``after_terminal``; the status never
@@ -29,6 +29,11 @@ Sequence rules for an event with ``seq = s`` when the run's last applied seq is 
 - First applied event not ``graph_started``: ``APPLIED`` with a ``missing_start``
   violation; ``started_at`` is that event's timestamp and the identity fields stay
   empty (``""``, inputs ``null``) until a ``graph_started`` is applied.
+
+The stream time is the newest timestamp of an event applied or buffered: the run's own
+for its events, the fold's (:attr:`FoldResult.stream_time`; the service's partition's)
+for every buffer, so a lost event followed by nothing in its run is still declared once
+the stream has moved on. A rejected event (conflict, after the end) moves no clock.
 
 Content is the event's timestamp, kind (tag and fields) and payload, digested by
 :func:`content_digest` (stable across processes, since the digests are persisted).
@@ -41,7 +46,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from consumers.sequence import _new_outcome, _step, flush
+from consumers.sequence import _new_outcome, _step, expire, flush
 from consumers.state import DEFAULT_CONFIG, FoldConfig, Outcome, OutcomeKind, RunState
 from consumers.tally import Tally
 from schemas import Event, RunStatus, Violation, ViolationKind
@@ -49,6 +54,7 @@ from schemas import Event, RunStatus, Violation, ViolationKind
 __all__ = ["FoldResult", "FoldStats", "fold"]
 
 _RUNNING = RunStatus.RUNNING
+_NEVER = 2**63  # past every timestamp: no buffer is due
 _APPLIED = OutcomeKind.APPLIED
 _DUPLICATE = OutcomeKind.DUPLICATE
 _VIOLATION = OutcomeKind.VIOLATION
@@ -90,6 +96,11 @@ class FoldResult:
     tally: Tally = field(default_factory=Tally)
     pending_total: int = 0
     """Events held in all reorder buffers."""
+    stream_time: int = 0
+    """The newest event time the fold has placed (applied or buffered): the clock of every
+    reorder buffer's time bound, so a run whose lost event is followed by nothing has its
+    gap declared once the fold moves ``max_delay_ns`` past it (DESIGN.md §5)."""
+    _next_expiry: int = field(default=_NEVER, repr=False)
     _order: OrderedDict[UUID, None] = field(default_factory=OrderedDict, repr=False)
     _finished: OrderedDict[UUID, None] = field(default_factory=OrderedDict, repr=False)
     _with_pending: OrderedDict[UUID, None] = field(default_factory=OrderedDict, repr=False)
@@ -127,13 +138,46 @@ class FoldResult:
             self._order[run_id] = None
         before = len(state.pending_events)
         outcomes = _step(state, event, self.config, digest)
+        if state.stream_time > self.stream_time:
+            self.stream_time = state.stream_time
         if before or state.pending_events or state.status is not _RUNNING:
             self._track(run_id, state, before)
             if self.pending_total > self.config.max_pending_total:
                 outcomes.extend(self.relieve())
+        if self.stream_time > self._next_expiry:
+            outcomes.extend(self._expire())
         if room:
             outcomes.extend(room)
         self.tally.add(outcomes)
+        return outcomes
+
+    def expire(self, stream_time: int | None = None) -> list[Outcome]:
+        """Declare the gaps of every buffer older than ``max_delay_ns`` behind the fold's
+        stream time (or ``stream_time``, when later: time that passed with no event).
+
+        :meth:`apply` does this by itself as the fold's time moves; call it to apply a
+        clock from outside. The outcomes are ``released`` ones, counted in :attr:`tally`.
+        """
+        if stream_time is not None and stream_time > self.stream_time:
+            self.stream_time = stream_time
+        outcomes = self._expire()
+        self.tally.add(outcomes, consumed=0)
+        return outcomes
+
+    def _expire(self) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        next_expiry = _NEVER
+        delay = self.config.max_delay_ns
+        for run_id in list(self._with_pending):
+            state = self.runs[run_id]
+            before = len(state.pending_events)
+            released = expire(state, self.stream_time, self.config)
+            if released:
+                outcomes.extend(released)
+                self._track(run_id, state, before)
+            if state.pending_events:
+                next_expiry = min(next_expiry, state.pending_oldest_ts + delay)
+        self._next_expiry = next_expiry
         return outcomes
 
     def _track(self, run_id: UUID, state: RunState, before: int) -> None:
@@ -141,6 +185,9 @@ class FoldResult:
         after = len(state.pending_events)
         self.pending_total += after - before
         if after:
+            due = state.pending_oldest_ts + self.config.max_delay_ns
+            if due < self._next_expiry:
+                self._next_expiry = due
             if run_id not in self._with_pending:
                 self._with_pending[run_id] = None
         else:
