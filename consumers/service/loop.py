@@ -467,6 +467,11 @@ class FoldService:
         producer = self._producer_or_fail()
         consumer = self._consumer_or_fail()
         self._expire_buffers()
+        if not self._eos:
+            # At-least-once: the violations and dead letters are delivered before the states
+            # that record them. A state that outlived a crash would make the replayed
+            # records look folded, and what they emitted would be lost, not repeated.
+            self._flush_outputs()
         written = 0
         for partition, keys in self._dirty.items():
             runs = self._store.runs.get(partition, {})
@@ -502,11 +507,7 @@ class FoldService:
                 )
             self._errors.call("commit_transaction", lambda: producer.commit_transaction(60))
         else:
-            remaining = self._errors.call("flush", lambda: producer.flush(60))
-            if remaining or self._delivery_failures:
-                failures = "; ".join(self._delivery_failures[:5])
-                log.warning("at-least-once batch not fully delivered (%s): %s", remaining, failures)
-                raise _Abort("delivery failed")
+            self._flush_outputs()
             if offsets:
                 self._errors.call(
                     "commit", lambda: consumer.commit(offsets=offsets, asynchronous=False)
@@ -515,6 +516,15 @@ class FoldService:
         self._txn_stats.transactions += 1
         self.stats.merge(self._txn_stats)
         self._reset_txn()
+
+    def _flush_outputs(self) -> None:
+        """At-least-once: wait until everything produced is delivered, or abort the batch."""
+        producer = self._producer_or_fail()
+        remaining = self._errors.call("flush", lambda: producer.flush(60))
+        if remaining or self._delivery_failures:
+            failures = "; ".join(self._delivery_failures[:5])
+            log.warning("at-least-once batch not fully delivered (%s): %s", remaining, failures)
+            raise _Abort("delivery failed")
 
     def _reset_txn(self) -> None:
         self._in_txn = False
