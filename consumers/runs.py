@@ -31,9 +31,10 @@ Sequence rules for an event with ``seq = s`` when the run's last applied seq is 
   empty (``""``, inputs ``null``) until a ``graph_started`` is applied.
 
 The stream time is the newest timestamp of an event applied or buffered: the run's own
-for its events, the fold's (:attr:`FoldResult.stream_time`; the service's partition's)
-for every buffer, so a lost event followed by nothing in its run is still declared once
-the stream has moved on. A rejected event (conflict, after the end) moves no clock.
+holds its buffer as its events come; the fold's (:attr:`FoldResult.stream_time`, held by
+:meth:`FoldResult.expire`; the service's per partition, at every commit) holds every
+buffer, so a lost event followed by nothing in its run is still declared once the stream
+has moved on. A rejected event (conflict, after the end) moves no clock.
 
 Content is the event's timestamp, kind (tag and fields) and payload, digested by
 :func:`content_digest` (stable across processes, since the digests are persisted).
@@ -54,7 +55,6 @@ from schemas import Event, RunStatus, Violation, ViolationKind
 __all__ = ["FoldResult", "FoldStats", "fold"]
 
 _RUNNING = RunStatus.RUNNING
-_NEVER = 2**63  # past every timestamp: no buffer is due
 _APPLIED = OutcomeKind.APPLIED
 _DUPLICATE = OutcomeKind.DUPLICATE
 _VIOLATION = OutcomeKind.VIOLATION
@@ -97,10 +97,8 @@ class FoldResult:
     pending_total: int = 0
     """Events held in all reorder buffers."""
     stream_time: int = 0
-    """The newest event time the fold has placed (applied or buffered): the clock of every
-    reorder buffer's time bound, so a run whose lost event is followed by nothing has its
-    gap declared once the fold moves ``max_delay_ns`` past it (DESIGN.md §5)."""
-    _next_expiry: int = field(default=_NEVER, repr=False)
+    """The newest event time the fold has placed (applied or buffered): the clock
+    :meth:`expire` holds every reorder buffer to (DESIGN.md §5)."""
     _order: OrderedDict[UUID, None] = field(default_factory=OrderedDict, repr=False)
     _finished: OrderedDict[UUID, None] = field(default_factory=OrderedDict, repr=False)
     _with_pending: OrderedDict[UUID, None] = field(default_factory=OrderedDict, repr=False)
@@ -144,8 +142,6 @@ class FoldResult:
             self._track(run_id, state, before)
             if self.pending_total > self.config.max_pending_total:
                 outcomes.extend(self.relieve())
-        if self.stream_time > self._next_expiry:
-            outcomes.extend(self._expire())
         if room:
             outcomes.extend(room)
         self.tally.add(outcomes)
@@ -153,21 +149,18 @@ class FoldResult:
 
     def expire(self, stream_time: int | None = None) -> list[Outcome]:
         """Declare the gaps of every buffer older than ``max_delay_ns`` behind the fold's
-        stream time (or ``stream_time``, when later: time that passed with no event).
+        :attr:`stream_time` (or ``stream_time``, when later: time that passed with no event).
 
-        :meth:`apply` does this by itself as the fold's time moves; call it to apply a
-        clock from outside. The outcomes are ``released`` ones, counted in :attr:`tally`.
+        Each run's own events hold its buffer to its own clock as they come; this holds
+        every buffer to the clock of all the runs, so a run whose lost event is followed by
+        nothing of its own is still declared. The folding service does it per partition at
+        every commit; :meth:`apply` does not, so that what :func:`fold` makes of a stream
+        does not depend on how runs interleave. The outcomes are ``released`` ones, counted
+        in :attr:`tally`.
         """
         if stream_time is not None and stream_time > self.stream_time:
             self.stream_time = stream_time
-        outcomes = self._expire()
-        self.tally.add(outcomes, consumed=0)
-        return outcomes
-
-    def _expire(self) -> list[Outcome]:
         outcomes: list[Outcome] = []
-        next_expiry = _NEVER
-        delay = self.config.max_delay_ns
         for run_id in list(self._with_pending):
             state = self.runs[run_id]
             before = len(state.pending_events)
@@ -175,9 +168,7 @@ class FoldResult:
             if released:
                 outcomes.extend(released)
                 self._track(run_id, state, before)
-            if state.pending_events:
-                next_expiry = min(next_expiry, state.pending_oldest_ts + delay)
-        self._next_expiry = next_expiry
+        self.tally.add(outcomes, consumed=0)
         return outcomes
 
     def _track(self, run_id: UUID, state: RunState, before: int) -> None:
@@ -185,9 +176,6 @@ class FoldResult:
         after = len(state.pending_events)
         self.pending_total += after - before
         if after:
-            due = state.pending_oldest_ts + self.config.max_delay_ns
-            if due < self._next_expiry:
-                self._next_expiry = due
             if run_id not in self._with_pending:
                 self._with_pending[run_id] = None
         else:

@@ -411,17 +411,18 @@ def test_a_lost_event_before_the_last_is_declared_once_the_stream_moves_on(
 ) -> None:
     """Seq 2 is lost and the run's last event (graph_completed, seq 3) waits in the buffer;
     no later event of the run will ever come, but another run's events move the fold's
-    stream time past the bound, and the gap is declared: the run completes."""
+    stream time past the bound, and expire() declares the gap: the run completes."""
     config = FoldConfig(max_delay_ns=1_000 * MS)
     result = FoldResult(config)
     result.apply(event_factory(1, "graph_started"))
     result.apply(event_factory(3, "graph_completed"))
     assert result.runs[RUN_ID].pending_events and result.pending_total == 1
     result.apply(event_factory(1, "graph_started", run_id=OTHER_RUN, at=T0 + 500 * MS))
-    assert result.runs[RUN_ID].status is RunStatus.RUNNING  # not yet past the bound
-    outcomes = result.apply(event_factory(2, run_id=OTHER_RUN, at=T0 + 3 * MS + 1_000 * MS + 1))
-    released = [o for o in outcomes if o.released]
-    assert [(o.kind, o.seq) for o in released] == [(OutcomeKind.APPLIED, 3)]
+    assert result.expire() == []  # not yet past the bound
+    result.apply(event_factory(2, run_id=OTHER_RUN, at=T0 + 3 * MS + 1_000 * MS + 1))
+    assert result.runs[RUN_ID].status is RunStatus.RUNNING  # apply alone does not expire
+    released = result.expire()
+    assert [(o.kind, o.seq, o.released) for o in released] == [(OutcomeKind.APPLIED, 3, True)]
     assert [v.kind for v in released[0].violations] == [ViolationKind.GAP]
     state = result.runs[RUN_ID]
     assert state.status is RunStatus.COMPLETED and state.missing == [(2, 2)]
