@@ -55,10 +55,8 @@ from schemas import Event, RunStatus, Violation, ViolationKind
 __all__ = ["FoldResult", "FoldStats", "fold"]
 
 _RUNNING = RunStatus.RUNNING
-_APPLIED = OutcomeKind.APPLIED
 _DUPLICATE = OutcomeKind.DUPLICATE
 _VIOLATION = OutcomeKind.VIOLATION
-_BUFFERED = OutcomeKind.BUFFERED
 
 
 # --- many runs -------------------------------------------------------------------------
