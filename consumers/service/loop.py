@@ -395,7 +395,38 @@ class FoldService:
         if dirty is None:
             dirty = self._dirty[partition] = set()
         dirty.add(key)
-        self._publish_outcomes(key, outcomes)
+        self._record_outcomes(key, outcomes)
+
+    def _record_outcomes(self, key: bytes, outcomes: list[Outcome], consumed: int = 1) -> None:
+        """Count the fold's outcomes of ``consumed`` records and publish their violations."""
+        stats = self._txn_stats
+        stats.add(outcomes, consumed)
+        for outcome in outcomes:
+            if outcome.violations:
+                producer = self._producer_or_fail()
+                for violation in outcome.violations:
+                    self._produce(
+                        producer,
+                        self.config.violations_topic,
+                        key=key,
+                        value=self.edge.encode_violation(violation),
+                    )
+                    stats.violations_emitted += 1
+
+    def _expire_buffers(self) -> None:
+        """Declare the gaps of reorder buffers left behind by their partition's stream time.
+
+        A run's own clock moves only with its own events, so a run whose lost event is
+        followed by nothing (its ``graph_completed`` buffered behind the gap) would wait
+        for ever; the partition's clock moves with every run. Runs in the open transaction
+        are observed first, then every watched buffer is held to the bound. What it
+        releases is counted (no record is consumed) and its run written with the rest.
+        """
+        for partition, keys in self._dirty.items():
+            self._store.observe(partition, keys)
+        for partition, key, outcomes in self._store.expire(self.edge.config):
+            self._dirty.setdefault(partition, set()).add(key)
+            self._record_outcomes(key, outcomes, consumed=0)
 
     def _dead_letter(self, msg: Message, reason: str, exc: BaseException) -> None:
         letter = DeadLetter(
@@ -453,7 +484,16 @@ class FoldService:
         """
         producer = self._producer_or_fail()
         consumer = self._consumer_or_fail()
+        self._expire_buffers()
+        # Encoded (and shrunk) before anything is flushed or produced: a state that cannot
+        # be encoded aborts here, and the violations a shrink declares are delivered with
+        # the others, before the states (at-least-once).
         records = self._state_records()
+        if not self._eos:
+            # At-least-once: the violations and dead letters are delivered before the states
+            # that record them. A state that outlived a crash would make the replayed
+            # records look folded, and what they emitted would be lost, not repeated.
+            self._flush_outputs()
         for partition, key, value in records:
             # Same partition number as the input: agent-runs is co-partitioned,
             # so the restore of input partition p reads agent-runs partition p.
@@ -479,11 +519,7 @@ class FoldService:
                 )
             self._errors.call("commit_transaction", lambda: producer.commit_transaction(60))
         else:
-            remaining = self._errors.call("flush", lambda: producer.flush(60))
-            if remaining or self._delivery_failures:
-                failures = "; ".join(self._delivery_failures[:5])
-                log.warning("at-least-once batch not fully delivered (%s): %s", remaining, failures)
-                raise _Abort("delivery failed")
+            self._flush_outputs()
             if offsets:
                 self._errors.call(
                     "commit", lambda: consumer.commit(offsets=offsets, asynchronous=False)
@@ -535,7 +571,7 @@ class FoldService:
                 self._guarded.discard(key)
                 records.append((partition, key, fitted.value))
                 if fitted.outcomes:  # released events: consumed and counted before
-                    self._publish_outcomes(key, fitted.outcomes, consumed=0)
+                    self._record_outcomes(key, fitted.outcomes, consumed=0)
         if broken:
             log.error(
                 "%d run states cannot be encoded (%s): aborting; their records are folded "
@@ -546,22 +582,14 @@ class FoldService:
             raise _Abort("unencodable state")
         return records
 
-    def _publish_outcomes(self, key: bytes, outcomes: list[Outcome], consumed: int = 1) -> None:
-        """Count ``outcomes`` (of ``consumed`` records) and produce their violations, in the
-        open transaction."""
-        stats = self._txn_stats
-        stats.add(outcomes, consumed)
-        for outcome in outcomes:
-            if outcome.violations:
-                producer = self._producer_or_fail()
-                for violation in outcome.violations:
-                    self._produce(
-                        producer,
-                        self.config.violations_topic,
-                        key=key,
-                        value=self.edge.encode_violation(violation),
-                    )
-                    stats.violations_emitted += 1
+    def _flush_outputs(self) -> None:
+        """At-least-once: wait until everything produced is delivered, or abort the batch."""
+        producer = self._producer_or_fail()
+        remaining = self._errors.call("flush", lambda: producer.flush(60))
+        if remaining or self._delivery_failures:
+            failures = "; ".join(self._delivery_failures[:5])
+            log.warning("at-least-once batch not fully delivered (%s): %s", remaining, failures)
+            raise _Abort("delivery failed")
 
     def _reset_txn(self) -> None:
         self._in_txn = False
