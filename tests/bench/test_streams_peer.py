@@ -1,0 +1,57 @@
+"""The Kafka Streams peer of ``runfold bench``: built with Maven, folds a small fleet, checked.
+
+Integration: builds ``bench/peers/streams`` (once; later runs reuse the build keyed by the
+sources' hash), runs it against the session broker over a few hundred events and asserts
+its committed state (read back from its changelog) equals the simulator's ground truth.
+Skipped with the reason when Java 17+ or Maven is missing.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.peers import streams_peer  # noqa: E402
+from bench.peers.runner import STREAMS, PeerStream, run_peer  # noqa: E402
+from bench.runfold_stages import Workload, expected_state, runfold_produce  # noqa: E402
+
+
+@pytest.mark.unit
+def test_streams_state_layout_reads_back() -> None:
+    # The layout StreamsFold.RunState.serialize writes (big-endian, see its Javadoc).
+    import struct
+
+    value = struct.pack(">b6q", 2, 7, 6, 1, 0, 10, 20) + b"\x00\x02ab\x00\x00"
+    assert streams_peer.decode_state(b"run-1", value) == ("run-1", ("FAILED", 7, 6))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("framing", ["single-object"])
+def test_streams_peer_folds_to_the_manifest(
+    kafka_bootstrap: str, topic_factory: Any, framing: str
+) -> None:
+    missing = streams_peer.missing_tools()
+    if missing is not None:
+        pytest.skip(f"Kafka Streams peer: {missing}")
+    topic = topic_factory(3)
+    workload = Workload(runs=12)
+    _, fleet = runfold_produce(kafka_bootstrap, topic, workload)
+    expected = expected_state(fleet)
+    total = sum(events for _, events, _ in expected.values())
+    lines: list[str] = []
+    measured = run_peer(
+        STREAMS, kafka_bootstrap, topic, 3, total, expected, create_venv=True, timeout=240,
+        echo=lines.append, group=f"test-streams-{uuid.uuid4().hex[:8]}",
+        stream=PeerStream(framing=framing),
+    )
+    assert measured.value is not None, measured.note
+    assert measured.valid, measured.note
+    assert measured.extra["own"]["processed"] == total
+    assert measured.extra["cpu_seconds"] is not None
