@@ -130,6 +130,23 @@ public final class StreamsFold {
     }
   }
 
+  /** A serde for values that never leave the stream thread (no repartition topic). */
+  static final class UnusedSerde<T> implements Serde<T> {
+    @Override
+    public Serializer<T> serializer() {
+      return (topic, value) -> {
+        throw new IllegalStateException("events are not written to " + topic);
+      };
+    }
+
+    @Override
+    public Deserializer<T> deserializer() {
+      return (topic, data) -> {
+        throw new IllegalStateException("events are not read from " + topic);
+      };
+    }
+  }
+
   /** Avro bytes to the Event record, one decoder per stream thread (they keep buffers). */
   static final class EventReader {
     private final BinaryMessageDecoder<GenericRecord> singleObject;
@@ -144,6 +161,7 @@ public final class StreamsFold {
       this.confluent = confluent;
     }
 
+    /** The event, or {@code null} for a record that is not one (counted, then skipped). */
     GenericRecord read(byte[] value) {
       try {
         if (!confluent) {
@@ -151,13 +169,15 @@ public final class StreamsFold {
           return record;
         }
         if (value.length < 5 || value[0] != 0) {
-          throw new IllegalArgumentException("not a Confluent-framed record (magic byte 0)");
+          return null;
         }
         reuse = DecoderFactory.get().binaryDecoder(value, 5, value.length - 5, reuse);
         record = body.read(record, reuse);
         return record;
-      } catch (IOException e) {
-        throw new IllegalStateException("undecodable event: " + e.getMessage(), e);
+      } catch (IOException | RuntimeException e) {
+        // BadHeaderException, MissingSchemaException, EOF in the body: the faulty stream's
+        // corrupt records, which runfold sends to its DLQ.
+        return null;
       }
     }
   }
@@ -255,21 +275,31 @@ public final class StreamsFold {
     AtomicLong lastNanos = new AtomicLong();
     ThreadLocal<EventReader> readers = ThreadLocal.withInitial(() -> new EventReader(schema, confluent));
 
+    AtomicLong undecodable = new AtomicLong();
+
     StreamsBuilder builder = new StreamsBuilder();
+    // Decoded before grouping (the key stays, so nothing is repartitioned and the event
+    // serde below is never called): the aggregate only sees events.
     builder.stream(opt.get("topic"), Consumed.with(Serdes.String(), Serdes.ByteArray()))
-        .groupByKey(Grouped.with(Serdes.String(), Serdes.ByteArray()))
+        .mapValues(value -> {
+          long now = System.nanoTime();
+          if (processed.getAndIncrement() == 0) {
+            firstNanos.set(now);
+            System.out.println("PEER first");
+            System.out.flush();
+          }
+          lastNanos.set(now);
+          GenericRecord event = readers.get().read(value);
+          if (event == null) {
+            undecodable.incrementAndGet();
+          }
+          return event;
+        })
+        .filter((runId, event) -> event != null)
+        .groupByKey(Grouped.with(Serdes.String(), new UnusedSerde<GenericRecord>()))
         .aggregate(
             RunState::new,
-            (runId, value, run) -> {
-              long now = System.nanoTime();
-              if (processed.getAndIncrement() == 0) {
-                firstNanos.set(now);
-                System.out.println("PEER first");
-                System.out.flush();
-              }
-              lastNanos.set(now);
-              return fold(run, readers.get().read(value));
-            },
+            (runId, event, run) -> fold(run, event),
             Materialized.<String, RunState, KeyValueStore<Bytes, byte[]>>as(STORE)
                 .withKeySerde(Serdes.String())
                 .withValueSerde(new RunStateSerde()));
@@ -301,7 +331,7 @@ public final class StreamsFold {
     double seconds = (lastNanos.get() - firstNanos.get()) / 1e9;
     System.out.println("PEER changelog [\"" + opt.get("group") + "-" + STORE + "-changelog\"]");
     System.out.println("PEER done {\"processed\": " + count + ", \"seconds\": " + seconds
-        + ", \"threads\": " + threads + "}");
+        + ", \"undecodable\": " + undecodable.get() + ", \"threads\": " + threads + "}");
     System.out.flush();
     System.exit(0);
   }
