@@ -29,6 +29,8 @@ _NAMES = {
     "peer.quix.eos": "Quix EOS",
     "peer.faust.eos": "faust EOS",
     "runfold.fold.eos": "clean stream",
+    "latency.streams.p50": "Kafka Streams",
+    "latency.streams.p99": "Kafka Streams",
 }
 
 

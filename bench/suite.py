@@ -18,7 +18,15 @@ from confluent_kafka import KafkaException
 
 from bench import ceilings, hand_producer, live_stages, runfold_stages, workloads
 from bench.kafka_env import BenchBroker, create_topic, warm_up
-from bench.peers.runner import FAUST, QUIX, QUIX_OWN, STREAMS, PeerStream, run_peer
+from bench.peers.runner import (
+    FAUST,
+    QUIX,
+    QUIX_OWN,
+    STREAMS,
+    PeerStream,
+    run_peer,
+    streams_live,
+)
 from bench.results import Goal, Measurement, Ratio, Report, machine_notes
 from schemas.errors import RunfoldError
 
@@ -73,6 +81,8 @@ RATIOS = [
     Ratio("× Quix EOS", "runfold.fold.eos", "peer.quix.eos"),
     Ratio("× faust EOS", "runfold.fold.eos", "peer.faust.eos"),
     Ratio("× Quix EOS", "peer.streams.eos", "peer.quix.eos"),
+    Ratio("× Kafka Streams", "latency.p50", "latency.streams.p50"),
+    Ratio("× Kafka Streams", "latency.p99", "latency.streams.p99"),
     *[r for v in _VARIANT_KEYS for r in (
         Ratio("of clean stream", f"runfold.fold.eos.{v}", "runfold.fold.eos"),
         Ratio("× Kafka Streams EOS", f"runfold.fold.eos.{v}", f"peer.streams.eos.{v}"),
@@ -179,7 +189,11 @@ def _goal_latency(found: dict[str, Measurement]) -> tuple[bool | None, str]:
     m = found.get("latency.p99")
     if p99 is None or m is None:
         return None, "not measured"
-    return p99 <= 100, f"p99 {p99:,.0f} ms ({m.detail.split(';')[0]})"
+    text = f"p99 {p99:,.0f} ms ({m.detail.split(';')[0]})"
+    streams = _value(found, "latency.streams.p99")
+    if streams is not None:
+        text += f"; Kafka Streams p99 {streams:,.0f} ms at the same offered rate"
+    return p99 <= 100, text
 
 
 def _goal_restore(found: dict[str, Measurement]) -> tuple[bool | None, str]:
@@ -341,6 +355,21 @@ def run_suite(options: SuiteOptions, *, echo: Echo) -> Report:
                        bootstrap, admin(), options.partitions, prefix,
                        rate=options.latency_rate, seconds=options.latency_seconds,
                        consume_args=options.consume_args))
+            # The anchor row: a JVM start-up and a 30 s load, only in full runs.
+            folder = streams_live(create=options.peers is not False, echo=echo)
+            if options.quick or isinstance(folder, str):
+                reason = folder if isinstance(folder, str) else "skipped: not with --quick"
+                for q in ("p50", "p99"):
+                    report.add(Measurement.missing(
+                        f"latency.streams.{q}", live_stages.STAGE_LATENCY,
+                        f"Kafka Streams end-to-end latency {q}", "ms", reason))
+            else:
+                _guard(report, echo, "latency.streams.p99", live_stages.STAGE_LATENCY,
+                       "Kafka Streams end-to-end latency", "ms",
+                       lambda: live_stages.measure_latency(
+                           bootstrap, admin(), options.partitions, f"{prefix}ks-",
+                           rate=options.latency_rate, seconds=options.latency_seconds,
+                           folder=folder))  # type: ignore[arg-type]
         if "restore" in wanted:
             _guard(report, echo, "restore.seconds", live_stages.STAGE_RESTORE,
                    "restore on assignment", "s",

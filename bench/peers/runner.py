@@ -28,15 +28,16 @@ from bench.kafka_env import (
     wait_committed,
 )
 from bench.peers import streams_peer
+from bench.live_stages import LiveFolder
 from bench.peers.venvs import WORK, ensure_venv
 from bench.results import Measurement
-from bench.runfold_stages import FinalState, compare_states, per_cpu
+from bench.runfold_stages import FinalState, ServiceTopics, compare_states, per_cpu
 from consumers.restore import read_latest_by_key
 from consumers.service_config import DEFAULT_BATCH_SIZE, DEFAULT_TXN_INTERVAL_MS
 
 __all__ = [
     "FAUST", "FAUST_REQUIREMENTS", "QUIX", "QUIX_OWN", "QUIX_REQUIREMENTS", "STREAMS", "Peer",
-    "PeerStream", "run_peer",
+    "PeerStream", "run_peer", "streams_live",
 ]
 
 # The peers commit on runfold's default cadence, so no one is measured with cheaper commits.
@@ -277,3 +278,36 @@ def run_peer(
         note=problem or stream.agreed,
         extra=extra,
     )
+
+
+def streams_live(
+    *, create: bool, echo: Callable[[str], None],
+) -> Callable[[str, ServiceTopics, str, float], LiveFolder] | str:
+    """The Kafka Streams peer as the latency stage's folder, or why it cannot run.
+
+    Its state lands in its changelog topic when a commit writes it (transactional, every
+    ``commit.interval.ms``): the reader of the latency stage sees it there as a downstream
+    consumer of the KTable would.
+    """
+    start = STREAMS.prepare(create=create, echo=echo)
+    if isinstance(start, str):
+        return start
+
+    def folder(bootstrap: str, topics: ServiceTopics, group: str, seconds: float) -> LiveFolder:
+        work = WORK / f"streams-state-{group}"
+        work.mkdir(parents=True, exist_ok=True)
+        cmd = STREAMS.command(start, bootstrap, topics.events, group, 0, work, "single-object")
+        # Stopped by the stage; idle only once the load has ended and the reader is done.
+        cmd[cmd.index("--idle") + 1] = str(seconds + 60)
+        process = Watched(cmd, marks={"running": r"PEER running"}, cwd=work)
+
+        def read_state(key: bytes, value: bytes) -> tuple[str, int]:
+            run_id, (_, last_seq, _) = streams_peer.decode_state(key, value)
+            return run_id, last_seq
+
+        return LiveFolder(process, "running", f"{group}-{streams_peer.STORE}-changelog",
+                          read_state, key="latency.streams",
+                          label="Kafka Streams end-to-end latency",
+                          cleanup=lambda: shutil.rmtree(work, ignore_errors=True))
+
+    return folder

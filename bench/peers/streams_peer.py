@@ -25,10 +25,12 @@ from pathlib import Path
 from bench.kafka_env import BenchError
 from bench.peers.venvs import WORK
 
-__all__ = ["MAIN_CLASS", "PROJECT", "decode_state", "ensure_jar", "java_command"]
+__all__ = ["MAIN_CLASS", "PROJECT", "STORE", "decode_state", "ensure_jar", "java_command"]
 
 PROJECT = Path(__file__).resolve().parent / "streams"
 MAIN_CLASS = "dev.runfold.bench.StreamsFold"
+STORE = "runs"
+"""The peer's state store: its changelog is ``<application.id>-runs-changelog``."""
 _JAR = "runfold-streams-peer.jar"
 _STATUS = ("RUNNING", "COMPLETED", "FAILED", "CANCELLED")
 _HEAD = struct.Struct(">b6q")
