@@ -46,7 +46,8 @@ import org.apache.kafka.streams.state.KeyValueStore;
  * KafkaAvroDeserializer does after its one registry lookup per schema id; that
  * deserializer is not on Maven Central).
  *
- * <p>Lines printed for the benchmark: {@code PEER first} when the first record is folded,
+ * <p>Lines printed for the benchmark: {@code PEER running} when the application is running,
+ * {@code PEER first} when the first record is folded,
  * {@code PEER changelog <json names>} and {@code PEER done <json counters>} at the end
  * (after {@code --idle} seconds without a record the application is closed, which commits).
  * The state value in the changelog is {@link RunState#serialize}'s fixed binary layout.
@@ -310,6 +311,13 @@ public final class StreamsFold {
       System.out.flush();
       return org.apache.kafka.streams.errors.StreamsUncaughtExceptionHandler
           .StreamThreadExceptionResponse.SHUTDOWN_APPLICATION;
+    });
+    // "PEER running": partitions assigned and stores restored (the latency stage waits for it).
+    streams.setStateListener((now, before) -> {
+      if (now == KafkaStreams.State.RUNNING) {
+        System.out.println("PEER running");
+        System.out.flush();
+      }
     });
     Runtime.getRuntime().addShutdownHook(new Thread(() -> streams.close(Duration.ofSeconds(30))));
     streams.start();
