@@ -312,9 +312,12 @@ public final class StreamsFold {
       return org.apache.kafka.streams.errors.StreamsUncaughtExceptionHandler
           .StreamThreadExceptionResponse.SHUTDOWN_APPLICATION;
     });
-    // "PEER running": partitions assigned and stores restored (the latency stage waits for it).
+    // "PEER running": every stream thread has its tasks, stores restored (the latency stage
+    // offers load after it). The first RUNNING may come before the second thread joined the
+    // group; the rebalance that follows would then be measured as latency.
     streams.setStateListener((now, before) -> {
-      if (now == KafkaStreams.State.RUNNING) {
+      if (now == KafkaStreams.State.RUNNING && streams.metadataForLocalThreads().stream()
+          .allMatch(thread -> !thread.activeTasks().isEmpty())) {
         System.out.println("PEER running");
         System.out.flush();
       }
