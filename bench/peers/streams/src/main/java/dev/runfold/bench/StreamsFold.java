@@ -49,7 +49,8 @@ import org.apache.kafka.streams.state.KeyValueStore;
  * <p>Lines printed for the benchmark: {@code PEER running} when the application is running,
  * {@code PEER first} when the first record is folded,
  * {@code PEER changelog <json names>} and {@code PEER done <json counters>} at the end
- * (after {@code --idle} seconds without a record the application is closed, which commits).
+ * (after {@code --idle} seconds without a record, once {@code --expect} records were read,
+ * the application is closed, which commits).
  * The state value in the changelog is {@link RunState#serialize}'s fixed binary layout.
  */
 public final class StreamsFold {
@@ -259,6 +260,9 @@ public final class StreamsFold {
     Schema schema = new Schema.Parser().parse(new File(opt.get("schema")));
     boolean confluent = "confluent".equals(opt.getOrDefault("framing", "single-object"));
     double idle = Double.parseDouble(opt.getOrDefault("idle", "2"));
+    // Records the topic holds (0: unknown). With it, idle means caught up: a rebalance on a
+    // busy machine can pause a thread for longer than --idle before the end is reached.
+    long expect = Long.parseLong(opt.getOrDefault("expect", "0"));
     int threads = Integer.parseInt(opt.getOrDefault(
         "threads", String.valueOf(Runtime.getRuntime().availableProcessors())));
 
@@ -333,7 +337,9 @@ public final class StreamsFold {
         System.out.println("PEER failed in state " + state);
         System.exit(2);
       }
-      if (processed.get() > 0 && System.nanoTime() - lastNanos.get() > idleNanos) {
+      long quiet = System.nanoTime() - lastNanos.get();
+      if (processed.get() > 0 && quiet > idleNanos
+          && (processed.get() >= expect || quiet > 60 * idleNanos)) {
         break;
       }
     }
