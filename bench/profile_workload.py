@@ -1,7 +1,7 @@
 """Where ``runfold consume`` spends its time on one of the bench's streams (py-spy).
 
-    .venv/bin/python bench/profile_workload.py confluent [--events 250000] [--top 25]
-    .venv/bin/python bench/profile_workload.py large --bootstrap HOST:PORT --out prof.txt
+    .venv/bin/python -m bench.profile_workload confluent [--events 250000] [--top 25]
+    .venv/bin/python -m bench.profile_workload large --bootstrap HOST:PORT --out prof.txt
 
 Starts a local broker unless ``--bootstrap`` is given, loads the stream (``clean``,
 ``confluent``, ``faulty``, ``large``; built as ``runfold bench`` builds it), then runs
@@ -22,10 +22,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench import runfold_stages, workloads  # noqa: E402
-from bench.kafka_env import BenchBroker, create_topic, warm_up  # noqa: E402
+from bench import runfold_stages, workloads
+from bench.kafka_env import BenchBroker, create_topic, warm_up
 
 
 def _top(raw: Path, top: int) -> None:

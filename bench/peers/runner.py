@@ -27,13 +27,13 @@ from bench.kafka_env import (
     end_offsets,
     wait_committed,
 )
-from bench.peers import streams_peer
 from bench.live_stages import LiveFolder
+from bench.peers import streams_peer
 from bench.peers.venvs import WORK, ensure_venv
 from bench.results import Measurement
 from bench.runfold_stages import FinalState, ServiceTopics, compare_states, per_cpu
-from consumers.restore import read_latest_by_key
-from consumers.service_config import DEFAULT_BATCH_SIZE, DEFAULT_TXN_INTERVAL_MS
+from consumers.service.config import DEFAULT_BATCH_SIZE, DEFAULT_TXN_INTERVAL_MS
+from consumers.service.restore import read_latest_by_key
 
 __all__ = [
     "FAUST", "FAUST_REQUIREMENTS", "QUIX", "QUIX_OWN", "QUIX_REQUIREMENTS", "STREAMS", "Peer",

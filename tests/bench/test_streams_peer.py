@@ -8,27 +8,21 @@ Skipped with the reason when Java 17+ or Maven is missing.
 
 from __future__ import annotations
 
-import sys
+import struct
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from bench.peers import streams_peer  # noqa: E402
-from bench.peers.runner import STREAMS, PeerStream, run_peer  # noqa: E402
-from bench.runfold_stages import Workload, expected_state, runfold_produce  # noqa: E402
-from bench.workloads import VARIANTS, load, peer_reference  # noqa: E402
+from bench.peers import streams_peer
+from bench.peers.runner import STREAMS, PeerStream, run_peer
+from bench.runfold_stages import Workload, expected_state, runfold_produce
+from bench.workloads import VARIANTS, load, peer_reference
 
 
 @pytest.mark.unit
 def test_streams_state_layout_reads_back() -> None:
     # The layout StreamsFold.RunState.serialize writes (big-endian, see its Javadoc).
-    import struct
-
     value = struct.pack(">b6q", 2, 7, 6, 1, 0, 10, 20) + b"\x00\x02ab\x00\x00"
     assert streams_peer.decode_state(b"run-1", value) == ("run-1", ("FAILED", 7, 6))
 
