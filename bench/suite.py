@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -174,7 +175,8 @@ def _goal_streams_users_have(found: dict[str, Measurement]) -> tuple[bool | None
 def _goal_fold(found: dict[str, Measurement]) -> tuple[bool | None, str]:
     rows = [("clean", "runfold.fold.eos", "peer.quix.eos"),
             *[(v, f"runfold.fold.eos.{v}", f"peer.quix.eos.{v}") for v in _VARIANT_KEYS]]
-    parts, met = [], True
+    parts: list[str] = []
+    met = True
     for name, ours, quix in rows:
         rate, theirs = _value(found, ours), _value(found, quix)
         if rate is None or theirs is None:
@@ -369,7 +371,7 @@ def run_suite(options: SuiteOptions, *, echo: Echo) -> Report:
                        lambda: live_stages.measure_latency(
                            bootstrap, admin(), options.partitions, f"{prefix}ks-",
                            rate=options.latency_rate, seconds=options.latency_seconds,
-                           folder=folder))  # type: ignore[arg-type]
+                           folder=folder))
         if "restore" in wanted:
             _guard(report, echo, "restore.seconds", live_stages.STAGE_RESTORE,
                    "restore on assignment", "s",
@@ -398,12 +400,12 @@ def _workloads(report: Report, echo: Echo, options: SuiteOptions, bootstrap: str
                     else runfold_stages.RUNFOLD)
         timeout = 120 + total / 2_000
         key = f"runfold.fold.eos.{variant.name}"
+        # Calls bound now (partial), not late-binding lambdas over the loop's variables.
         _guard(report, echo, key, "workloads", f"runfold fold, {variant.label}", "ev/s",
-               lambda v=variant, t=topic, n=total, e=expected, la=launcher, to=timeout:  # type: ignore[misc]
-               runfold_stages.fold_service(
-                   bootstrap, admin(), t, options.partitions, n, "exactly-once", prefix, e,
-                   timeout=to, consume_args=options.consume_args, variant=v.name,
-                   variant_label=v.label, launcher=la))
+               partial(runfold_stages.fold_service, bootstrap, admin(), topic,
+                       options.partitions, total, "exactly-once", prefix, expected,
+                       timeout=timeout, consume_args=options.consume_args,
+                       variant=variant.name, variant_label=variant.label, launcher=launcher))
         found = report.by_key().get(key)
         if found is not None:
             found.detail += f"; {variant.detail}, {size:,} B average record"
@@ -420,10 +422,9 @@ def _workloads(report: Report, echo: Echo, options: SuiteOptions, bootstrap: str
         for peer in () if options.quick else (STREAMS, QUIX):
             _guard(report, echo, peer.key + stream.key_suffix, "workloads",
                    peer.label + stream.label_suffix, "ev/s",
-                   lambda p=peer, t=topic, n=total, e=peer_expected, s=stream, to=timeout:  # type: ignore[misc]
-                   run_peer(p, bootstrap, t, options.partitions, n, e, create_venv=build,
-                            timeout=to, echo=echo, group=f"{prefix}{p.key}.{variant.name}",
-                            stream=s))
+                   partial(run_peer, peer, bootstrap, topic, options.partitions, total,
+                           peer_expected, create_venv=build, timeout=timeout, echo=echo,
+                           group=f"{prefix}{peer.key}.{variant.name}", stream=stream))
     _active_runs(report, echo, options, bootstrap, admin, prefix)
 
 

@@ -160,8 +160,8 @@ def peer_reference(records: Records) -> FinalState:
         if not value.startswith(header):
             continue
         try:
-            event = fastavro.schemaless_reader(io.BytesIO(value[len(header):]), schema, None,
-                                               return_record_name=True)
+            event: dict[str, Any] = fastavro.schemaless_reader(  # type: ignore[assignment]
+                io.BytesIO(value[len(header):]), schema, None, return_record_name=True)
         except (EOFError, ValueError, IndexError, UnicodeDecodeError):
             continue
         run_id = key.decode()

@@ -93,7 +93,8 @@ def main() -> None:
         loglevel="WARNING",
     )
     topic = app.topic(
-        args.topic, key_deserializer="str", value_deserializer=EventDeserializer(args.schema, args.framing)
+        args.topic, key_deserializer="str",
+        value_deserializer=EventDeserializer(args.schema, args.framing),
     )
     processed = 0
 

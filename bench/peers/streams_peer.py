@@ -91,7 +91,8 @@ def ensure_jar(*, create: bool, echo: Callable[[str], None], timeout: float = 90
                 done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                                       check=False)
             except subprocess.TimeoutExpired as exc:
-                raise BenchError(f"building the Kafka Streams peer took over {timeout:.0f}s") from exc
+                raise BenchError(
+                    f"building the Kafka Streams peer took over {timeout:.0f}s") from exc
             if done.returncode == 0:
                 break
         assert done is not None
