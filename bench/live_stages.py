@@ -20,11 +20,13 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from bench.kafka_env import BenchError, create_topic, rss_bytes
+from bench.kafka_env import BenchError, Watched, create_topic, rss_bytes
 from bench.results import Measurement
 from bench.runfold_stages import ServiceTopics, start_service
 from consumers import apply_event
@@ -34,7 +36,7 @@ from producers.kafka import DEFAULT_PRODUCER_CONFIG
 from schemas import Event, NodeEntered, NodeExited, ToolCalled, ToolReturned
 from schemas.codec import EventCodec
 
-__all__ = ["measure_latency", "measure_restore"]
+__all__ = ["LiveFolder", "measure_latency", "measure_restore", "runfold_folder"]
 
 STAGE_LATENCY = "latency"
 STAGE_RESTORE = "restore"
@@ -119,18 +121,55 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def measure_latency(
-    bootstrap: str, admin: Any, partitions: int, prefix: str, *, rate: float, seconds: float,
-    consume_args: tuple[str, ...] = (),
-) -> list[Measurement]:
-    """p50/p99 from event timestamp to its run committed to agent-runs, at ``rate`` ev/s."""
-    topics = ServiceTopics.own(f"{prefix}lat-events", f"{prefix}lat-")
-    create_topic(admin, topics.events, partitions)
-    topics.create(admin, partitions)
-    group = f"{prefix}lat"
+@dataclass(frozen=True)
+class LiveFolder:
+    """What folds the live events: a started process, when it is ready, where its state lands."""
+
+    process: Watched
+    ready: str
+    """The mark of ``process`` after which load is offered (assigned, restored)."""
+    state_topic: str
+    read_state: Callable[[bytes, bytes], tuple[str, int]]
+    """``(run_id, last_seq)`` of one committed state record (key, value)."""
+    key: str = "latency"
+    label: str = "end-to-end latency"
+    cleanup: Callable[[], None] = lambda: None
+    """Called once the process is stopped (its working directory removed)."""
+
+
+def runfold_folder(bootstrap: str, topics: ServiceTopics, group: str, seconds: float,
+                   consume_args: tuple[str, ...]) -> LiveFolder:
+    """``runfold consume`` exactly-once, its state read from ``agent-runs``."""
     service = start_service(bootstrap, topics, group, "exactly-once",
                             until_idle=seconds + 120, extra=list(consume_args))
     edge = FoldEdge.default()
+
+    def read_state(_key: bytes, value: bytes) -> tuple[str, int]:
+        state = edge.decode_state(value)
+        return str(state.run_id), state.last_seq
+
+    return LiveFolder(service, "restored", topics.runs, read_state)
+
+
+def measure_latency(
+    bootstrap: str, admin: Any, partitions: int, prefix: str, *, rate: float, seconds: float,
+    consume_args: tuple[str, ...] = (),
+    folder: Callable[[str, ServiceTopics, str, float], LiveFolder] | None = None,
+) -> list[Measurement]:
+    """p50/p99 from event timestamp to its run's state committed, at ``rate`` ev/s.
+
+    ``folder(bootstrap, topics, group, seconds)`` starts what folds (runfold's service
+    unless given: the Kafka Streams peer is the other).
+    """
+    topics = ServiceTopics.own(f"{prefix}lat-events", f"{prefix}lat-")
+    create_topic(admin, topics.events, partitions)
+    group = f"{prefix}lat"
+    if folder is None:
+        topics.create(admin, partitions)
+        live = runfold_folder(bootstrap, topics, group, seconds, consume_args)
+    else:
+        live = folder(bootstrap, topics, group, seconds)
+    service = live.process
     latencies: list[float] = []
     stop = threading.Event()
     producer = EventProducer(topics.events, bootstrap_servers=bootstrap)
@@ -142,7 +181,7 @@ def measure_latency(
             "isolation.level": "read_committed", "enable.auto.commit": False,
             "fetch.wait.max.ms": 5,
         })
-        consumer.assign([TopicPartition(topics.runs, p, OFFSET_BEGINNING)
+        consumer.assign([TopicPartition(live.state_topic, p, OFFSET_BEGINNING)
                          for p in range(partitions)])
         try:
             while not stop.is_set():
@@ -156,10 +195,10 @@ def measure_latency(
                     if msg.error() is not None or value is None:
                         continue
                     now = time.time_ns()
-                    state = edge.decode_state(value)
+                    run_id, last_seq = live.read_state(msg.key() or b"", value)
                     with sink.lock:
-                        waiting = sink.pending.get(str(state.run_id))
-                        while waiting and waiting[0][0] <= state.last_seq:
+                        waiting = sink.pending.get(run_id)
+                        while waiting and waiting[0][0] <= last_seq:
                             stamp = waiting.popleft()[1]
                             if stamp:
                                 latencies.append((now - stamp) / 1e6)
@@ -173,7 +212,7 @@ def measure_latency(
     gc.collect()
     gc.freeze()
     try:
-        service.wait_mark("restored", 90)
+        service.wait_mark(live.ready, 90)
         reader.start()
         producer.connect()
         # The first second of a fresh topic, producer and transaction (metadata, the first
@@ -191,6 +230,7 @@ def measure_latency(
         stop.set()
         reader.join(timeout=10)
         service.stop()
+        live.cleanup()
         producer.close(timeout=10)
         gc.unfreeze()
     if not latencies:
@@ -198,14 +238,14 @@ def measure_latency(
     seen = f"{len(latencies):,} of {sent:,} events seen committed"
     detail = (f"offered {rate:,.0f} ev/s for {seconds:.0f}s after {_WARM_UP:.0f}s of warm-up "
               f"(achieved {sent / took:,.0f}); {seen}")
-    if consume_args:
+    if consume_args and folder is None:
         detail += f"; runfold consume {' '.join(consume_args)}"
     complete = len(latencies) == sent
     note = "" if complete else f"only {seen}"
     return [
-        Measurement("latency.p50", STAGE_LATENCY, "end-to-end latency p50",
+        Measurement(f"{live.key}.p50", STAGE_LATENCY, f"{live.label} p50",
                     _percentile(latencies, 50), "ms", detail=detail, valid=complete, note=note),
-        Measurement("latency.p99", STAGE_LATENCY, "end-to-end latency p99",
+        Measurement(f"{live.key}.p99", STAGE_LATENCY, f"{live.label} p99",
                     _percentile(latencies, 99), "ms", detail=detail, valid=complete, note=note,
                     extra={"max_ms": max(latencies)}),
     ]

@@ -23,6 +23,7 @@ from bench.kafka_env import (
     cpu_seconds,
     create_topic,
     end_offsets,
+    rss_bytes,
     wait_committed,
 )
 from bench.producer_bench import record_runs, recorded_runs
@@ -40,6 +41,7 @@ __all__ = [
     "read_run_states",
     "runfold_produce",
     "runfold_record",
+    "RUNFOLD",
     "service_env",
     "start_service",
 ]
@@ -117,13 +119,17 @@ def service_env(topics: ServiceTopics) -> dict[str, str]:
     }
 
 
+RUNFOLD = (sys.executable, "-m", "runfold")
+"""How the bench starts runfold's CLI (as a user would: ``python -m runfold``)."""
+
+
 def start_service(
     bootstrap: str, topics: ServiceTopics, group: str, guarantee: str, *,
-    until_idle: float, extra: list[str] | None = None,
+    until_idle: float, extra: list[str] | None = None, launcher: tuple[str, ...] = RUNFOLD,
 ) -> Watched:
     """``runfold consume`` as a child process, its log lines watched."""
     cmd = [
-        sys.executable, "-m", "runfold", "consume",
+        *launcher, "consume",
         "--bootstrap-servers", bootstrap,
         "--group", group,
         "--instance-id", "0",
@@ -288,11 +294,19 @@ def compare_states(name: str, got: Mapping[str, tuple[str, int, int]],
 def fold_service(
     bootstrap: str, admin: Any, events_topic: str, partitions: int, total: int,
     guarantee: str, prefix: str, expected: FinalState, *, timeout: float,
-    consume_args: tuple[str, ...] = (),
+    consume_args: tuple[str, ...] = (), variant: str = "", variant_label: str = "",
+    launcher: tuple[str, ...] = RUNFOLD,
 ) -> Measurement:
-    """The folding service over the pre-loaded topic; its final state checked."""
+    """The folding service over the pre-loaded topic; its final state checked.
+
+    ``variant`` names one of the bench's other streams (key ``runfold.fold.eos.<variant>``,
+    ``variant_label`` appended to the label); ``launcher`` replaces ``python -m runfold``
+    (the Confluent-framed stream needs a registry configured in the service's process).
+    """
     tag = "eos" if guarantee == "exactly-once" else "alo"
     key, label = f"runfold.fold.{tag}", f"runfold fold, {guarantee}"
+    if variant:
+        key, label, tag = f"{key}.{variant}", f"{label}, {variant_label}", f"{tag}-{variant}"
     topics = ServiceTopics.own(events_topic, f"{prefix}{tag}-")
     topics.create(admin, partitions)
     group = f"{prefix}{tag}"
@@ -300,10 +314,11 @@ def fold_service(
     # Stopped by SIGTERM once everything is committed (it commits its open transaction and
     # exits 0); --until-idle is only a safety net should the benchmark die first.
     service = start_service(bootstrap, topics, group, guarantee, until_idle=120.0,
-                            extra=list(consume_args))
+                            extra=list(consume_args), launcher=launcher)
     try:
         started = service.wait_mark("restored", 90)
         cpu_start = cpu_seconds(service.pid)
+        rss_start = rss_bytes(service.pid)
         try:
             done = wait_committed(
                 bootstrap, group, events_topic, targets, timeout=timeout, alive=service.alive
@@ -311,6 +326,7 @@ def fold_service(
         except BenchError as exc:
             raise BenchError(f"{exc}; its output: {service.tail(8)}") from exc
         cpu_end = cpu_seconds(service.pid)
+        rss_end = rss_bytes(service.pid)
         service.proc.terminate()
         code = service.finish(timeout=60)
     finally:
@@ -329,7 +345,8 @@ def fold_service(
         f"{stats.get('transactions', '?')} commits",
         valid=not problem,
         note=problem or "final state = simulator manifest",
-        extra={"seconds": seconds, "cpu_seconds": cpu, "stats": stats, "runs": len(states)},
+        extra={"seconds": seconds, "cpu_seconds": cpu, "stats": stats, "runs": len(states),
+               "rss_start": rss_start, "rss_end": rss_end},
     )
 
 

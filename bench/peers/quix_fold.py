@@ -22,6 +22,8 @@ import sys
 from typing import Any
 
 import fastavro
+from fastavro.schema import fingerprint as schema_fingerprint
+from fastavro.schema import to_parsing_canonical_form
 from peer_fold import fold_run  # the script's own directory is on sys.path
 from quixstreams import Application
 from quixstreams.models.serializers import Deserializer
@@ -30,17 +32,34 @@ _STATE_KEY = "run"
 
 
 class EventDeserializer(Deserializer):
-    """Single-object framed Avro (10-byte header) to a dict, with fastavro."""
+    """Framed Avro to a dict with fastavro; ``None`` for a record it cannot read.
 
-    def __init__(self, schema_path: str) -> None:
+    Single-object framing: the 10-byte header must carry the schema's fingerprint.
+    Confluent framing: magic byte 0, then a 4-byte schema id (not looked up: the bench
+    has one writer schema), then the body.
+    """
+
+    def __init__(self, schema_path: str, framing: str) -> None:
         super().__init__()
         with open(schema_path, encoding="utf-8") as handle:
             self._schema = fastavro.parse_schema(json.load(handle))
+        fingerprint = to_parsing_canonical_form(self._schema)
+        if framing == "confluent":
+            self._magic, self._skip = b"\x00", 5
+        else:
+            self._magic = b"\xc3\x01" + bytes.fromhex(
+                schema_fingerprint(fingerprint, "CRC-64-AVRO"))
+            self._skip = 10
 
     def __call__(self, value: bytes, ctx: Any) -> Any:
-        return fastavro.schemaless_reader(
-            io.BytesIO(value[10:]), self._schema, None, return_record_name=True
-        )
+        if not value.startswith(self._magic):
+            return None
+        try:
+            return fastavro.schemaless_reader(
+                io.BytesIO(value[self._skip:]), self._schema, None, return_record_name=True
+            )
+        except (EOFError, ValueError, IndexError, UnicodeDecodeError):
+            return None  # a corrupt record of the faulty stream: skipped, as runfold's DLQ
 
 
 def fold(event: dict[str, Any], state: Any) -> None:
@@ -59,6 +78,8 @@ def main() -> None:
     parser.add_argument("--commit-every", type=int, required=True)
     parser.add_argument("--commit-interval", type=float, required=True)
     parser.add_argument("--idle", type=float, default=3.0)
+    parser.add_argument("--framing", choices=("single-object", "confluent"),
+                        default="single-object")
     args = parser.parse_args()
 
     app = Application(
@@ -72,7 +93,8 @@ def main() -> None:
         loglevel="WARNING",
     )
     topic = app.topic(
-        args.topic, key_deserializer="str", value_deserializer=EventDeserializer(args.schema)
+        args.topic, key_deserializer="str",
+        value_deserializer=EventDeserializer(args.schema, args.framing),
     )
     processed = 0
 
@@ -84,6 +106,7 @@ def main() -> None:
         fold(event, state)
 
     sdf = app.dataframe(topic)
+    sdf = sdf.filter(lambda event: event is not None)
     sdf.update(counted_fold, stateful=True)
     app.run(timeout=args.idle, collect=False)
     changelogs = [t.name for t in app._topic_manager.changelog_topics_list]  # noqa: SLF001

@@ -27,14 +27,17 @@ from bench.kafka_env import (
     end_offsets,
     wait_committed,
 )
+from bench.live_stages import LiveFolder
+from bench.peers import streams_peer
 from bench.peers.venvs import WORK, ensure_venv
 from bench.results import Measurement
-from bench.runfold_stages import FinalState, compare_states, per_cpu
+from bench.runfold_stages import FinalState, ServiceTopics, compare_states, per_cpu
 from consumers.service.config import DEFAULT_BATCH_SIZE, DEFAULT_TXN_INTERVAL_MS
 from consumers.service.restore import read_latest_by_key
 
 __all__ = [
-    "FAUST", "FAUST_REQUIREMENTS", "QUIX", "QUIX_OWN", "QUIX_REQUIREMENTS", "Peer", "run_peer",
+    "FAUST", "FAUST_REQUIREMENTS", "QUIX", "QUIX_OWN", "QUIX_REQUIREMENTS", "STREAMS", "Peer",
+    "PeerStream", "run_peer", "streams_live",
 ]
 
 # The peers commit on runfold's default cadence, so no one is measured with cheaper commits.
@@ -50,12 +53,19 @@ _PEERS = Path(__file__).resolve().parent
 _EVENT_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "avro" / "Event.v1.avsc"
 
 
-def _changelog_state(bootstrap: str, topics: list[str], partitions: int) -> FinalState:
-    """A peer's committed state from its changelog topics (read_committed, latest per key).
+def _json_state(key: bytes, value: bytes) -> tuple[str, tuple[str, int, int]]:
+    """A Python peer's changelog record: JSON text key and value.
 
-    Keys are JSON text: Quix writes ``"<run_id>"|"run"`` (message key, then state key),
-    faust ``"<run_id>"``; values are the JSON state of :func:`peer_fold.fold_run`.
+    Quix writes ``"<run_id>"|"run"`` (message key, then state key), faust ``"<run_id>"``;
+    values are the JSON state of :func:`peer_fold.fold_run`.
     """
+    run = json.loads(value)
+    return json.loads(key.split(b"|", 1)[0]), (run["status"], run["last_seq"], run["events"])
+
+
+def _changelog_state(bootstrap: str, topics: list[str], partitions: int,
+                     decode: StateDecoder) -> FinalState:
+    """A peer's committed state from its changelog topics (read_committed, latest per key)."""
     states: FinalState = {}
     for topic in topics:
         latest = read_latest_by_key(
@@ -63,10 +73,12 @@ def _changelog_state(bootstrap: str, topics: list[str], partitions: int) -> Fina
         )
         for part in latest.values():
             for key, value in part.latest.items():
-                run_id = json.loads(key.split(b"|", 1)[0])
-                run = json.loads(value)
-                states[run_id] = (run["status"], run["last_seq"], run["events"])
+                run_id, state = decode(key, value)
+                states[run_id] = state
     return states
+
+
+StateDecoder = Callable[[bytes, bytes], tuple[str, tuple[str, int, int]]]
 
 
 @dataclass(frozen=True)
@@ -85,15 +97,42 @@ class Peer:
     """Seconds the peer gets; past them its rate is taken from what it committed so far."""
     cadence: tuple[str, ...] = tuple(_CADENCE)
     """Its commit options: runfold's default cadence unless said otherwise."""
+    java: bool = False
+    """A JVM peer built with Maven (``script`` is then its project directory)."""
 
-    def command(self, python: Path, bootstrap: str, topic: str, group: str,
-                partitions: int, work: Path) -> list[str]:
-        """The peer's command line."""
-        cmd = [str(python), str(_PEERS / self.script), "--bootstrap", bootstrap,
-               "--topic", topic, "--group", group, "--schema", str(_EVENT_SCHEMA), *self.cadence]
-        if self.venv == "quix":
-            return [*cmd, "--state-dir", str(work), "--idle", "2"]
+    def prepare(self, *, create: bool, echo: Callable[[str], None]) -> list[str] | str:
+        """The start of its command line (interpreter or JVM), or why it cannot run."""
+        if self.java:
+            missing = streams_peer.missing_tools()
+            if missing is not None:
+                return f"skipped: {missing}"
+            target = streams_peer.ensure_jar(create=create, echo=echo)
+            if target is None:
+                return ("skipped: the Kafka Streams peer is not built yet (--quick does not "
+                        "build it; a run without --quick, or --peers, does)")
+            return streams_peer.java_command(target)
+        python = ensure_venv(self.venv, self.requirements, create=create, echo=echo)
+        if python is None:
+            return (f"skipped: its environment bench/.work/{self.venv}-venv is not built yet "
+                    "(--quick does not build it; a run without --quick, or --peers, does)")
+        return [str(python), str(_PEERS / self.script)]
+
+    def command(self, start: list[str], bootstrap: str, topic: str, group: str,
+                partitions: int, work: Path, framing: str, total: int = 0) -> list[str]:
+        """The peer's command line after :meth:`prepare`'s start (``total``: records to read)."""
+        cmd = [*start, "--bootstrap", bootstrap, "--topic", topic, "--group", group,
+               "--schema", str(_EVENT_SCHEMA), *self.cadence]
+        if self.java:
+            cmd += ["--expect", str(total)]
+        if self.java or self.venv == "quix":
+            cmd += ["--state-dir", str(work), "--idle", "2", "--framing", framing]
+            return cmd
         return [*cmd, "--partitions", str(partitions)]
+
+    @property
+    def decode_state(self) -> StateDecoder:
+        """How its changelog records read back."""
+        return streams_peer.decode_state if self.java else _json_state
 
 
 QUIX = Peer(
@@ -111,6 +150,15 @@ QUIX_OWN = Peer(
     stops_by_itself=True,
     cadence=("--commit-every", "0", "--commit-interval", "5"),
 )
+STREAMS = Peer(
+    "peer.streams.eos", "Kafka Streams 4.1 fold, exactly_once_v2", "", (),
+    "streams",
+    "Avro BinaryMessageDecoder, KTable aggregate in RocksDB + changelog, "
+    f"commit.interval.ms {DEFAULT_TXN_INTERVAL_MS}, one stream thread per core",
+    stops_by_itself=True,
+    cadence=("--commit-interval-ms", str(DEFAULT_TXN_INTERVAL_MS)),
+    java=True,
+)
 FAUST = Peer(
     "peer.faust.eos", "faust-streaming 0.15 fold, exactly_once", "faust", FAUST_REQUIREMENTS,
     "faust_fold.py",
@@ -120,8 +168,20 @@ FAUST = Peer(
 )
 
 
+@dataclass(frozen=True)
+class PeerStream:
+    """Which of the bench's streams a peer reads, and what its state is checked against."""
+
+    key_suffix: str = ""
+    label_suffix: str = ""
+    framing: str = "single-object"
+    detail: str = ""
+    agreed: str = "final state = runfold's (status, last_seq, events per run)"
+    """The note of a row whose state matched."""
+
+
 def _partial(peer: Peer, bootstrap: str, group: str, topic: str, partitions: int,
-             total: int, started: float) -> Measurement:
+             total: int, started: float, key: str, label: str) -> Measurement:
     """The rate of a peer stopped at its budget, from the offsets it had committed."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
@@ -131,7 +191,7 @@ def _partial(peer: Peer, bootstrap: str, group: str, topic: str, partitions: int
     seconds = time.monotonic() - started
     done = sum(max(0, offset) for offset in committed.values())
     return Measurement(
-        peer.key, STAGE, peer.label, done / seconds, "ev/s",
+        key, STAGE, label, done / seconds, "ev/s",
         detail=f"{done:,} of {total:,} events committed in {seconds:.0f}s, {peer.detail}",
         valid=False,
         note=f"stopped at its {peer.budget:.0f} s budget: rate from committed progress, "
@@ -151,21 +211,22 @@ def run_peer(
     timeout: float,
     echo: Callable[[str], None],
     group: str,
+    stream: PeerStream | None = None,
 ) -> Measurement:
-    """``peer`` doing the fold over ``events_topic``, timed and checked."""
-    python = ensure_venv(peer.venv, peer.requirements, create=create_venv, echo=echo)
-    if python is None:
-        return Measurement.missing(
-            peer.key, STAGE, peer.label, "ev/s",
-            f"skipped: its environment bench/.work/{peer.venv}-venv is not built yet "
-            "(--quick does not build it; a run without --quick, or --peers, does)",
-        )
-    work = WORK / f"{peer.venv}-state-{group}"
+    """``peer`` doing the fold over ``events_topic``, timed and checked against ``expected``."""
+    stream = stream or PeerStream()
+    key, label = peer.key + stream.key_suffix, peer.label + stream.label_suffix
+    start = peer.prepare(create=create_venv, echo=echo)
+    if isinstance(start, str):
+        return Measurement.missing(key, STAGE, label, "ev/s", start)
+    work = WORK / f"{peer.venv or peer.script}-state-{group}"
     work.mkdir(parents=True, exist_ok=True)
     targets = end_offsets(bootstrap, events_topic, partitions)
     process = Watched(
-        peer.command(python, bootstrap, events_topic, group, partitions, work),
-        marks={"first": r"PEER first", "changelog": r"^PEER changelog (.*)$"},
+        peer.command(start, bootstrap, events_topic, group, partitions, work, stream.framing,
+                     total),
+        marks={"first": r"PEER first", "changelog": r"^PEER changelog (.*)$",
+               "done": r"^PEER done (.*)$"},
         cwd=work,  # faust writes its data directory into the working directory
     )
     try:
@@ -179,7 +240,8 @@ def run_peer(
         except BenchError as exc:
             if not process.alive() or peer.budget is None:
                 raise BenchError(f"{exc}; its output: {process.tail(8)}") from exc
-            return _partial(peer, bootstrap, group, events_topic, partitions, total, started)
+            return _partial(peer, bootstrap, group, events_topic, partitions, total, started,
+                            key, label)
         cpu_end = cpu_seconds(process.pid)
         if peer.stops_by_itself:
             code = process.finish(timeout=120)
@@ -195,17 +257,60 @@ def run_peer(
         changelogs = [f"{group}-runs-changelog"]
     seconds = done - started
     if not changelogs:
-        problem = f"{peer.label}: no changelog topic reported, its state could not be checked"
+        problem = f"{label}: no changelog topic reported, its state could not be checked"
     else:
         problem = compare_states(
-            peer.label, _changelog_state(bootstrap, changelogs, partitions), expected
+            label, _changelog_state(bootstrap, changelogs, partitions, peer.decode_state),
+            expected,
         )
     cpu = cpu_end - cpu_start if cpu_start is not None and cpu_end is not None else None
-    extra: dict[str, Any] = {"seconds": seconds, "cpu_seconds": cpu, "changelogs": changelogs}
+    found = process.match("done")
+    own: dict[str, Any] = json.loads(found.group(1)) if found else {}
+    extra: dict[str, Any] = {"seconds": seconds, "cpu_seconds": cpu, "changelogs": changelogs,
+                             "own": own}
+    detail = f"{total:,} events in {seconds:.2f}s{per_cpu(total, cpu)}, {peer.detail}"
+    if own.get("seconds"):
+        detail += (f"; its own count: {own['processed']:,} folded in {own['seconds']:.2f}s "
+                   "(first to last record)")
+    if stream.detail:
+        detail += f"; {stream.detail}"
     return Measurement(
-        peer.key, STAGE, peer.label, total / seconds, "ev/s",
-        detail=f"{total:,} events in {seconds:.2f}s{per_cpu(total, cpu)}, {peer.detail}",
+        key, STAGE, label, total / seconds, "ev/s",
+        detail=detail,
         valid=not problem,
-        note=problem or "final state = runfold's (status, last_seq, events per run)",
+        note=problem or stream.agreed,
         extra=extra,
     )
+
+
+def streams_live(
+    *, create: bool, echo: Callable[[str], None],
+) -> Callable[[str, ServiceTopics, str, float], LiveFolder] | str:
+    """The Kafka Streams peer as the latency stage's folder, or why it cannot run.
+
+    Its state lands in its changelog topic when a commit writes it (transactional, every
+    ``commit.interval.ms``): the reader of the latency stage sees it there as a downstream
+    consumer of the KTable would.
+    """
+    start = STREAMS.prepare(create=create, echo=echo)
+    if isinstance(start, str):
+        return start
+
+    def folder(bootstrap: str, topics: ServiceTopics, group: str, seconds: float) -> LiveFolder:
+        work = WORK / f"streams-state-{group}"
+        work.mkdir(parents=True, exist_ok=True)
+        cmd = STREAMS.command(start, bootstrap, topics.events, group, 0, work, "single-object")
+        # Stopped by the stage; idle only once the load has ended and the reader is done.
+        cmd[cmd.index("--idle") + 1] = str(seconds + 60)
+        process = Watched(cmd, marks={"running": r"PEER running"}, cwd=work)
+
+        def read_state(key: bytes, value: bytes) -> tuple[str, int]:
+            run_id, (_, last_seq, _) = streams_peer.decode_state(key, value)
+            return run_id, last_seq
+
+        return LiveFolder(process, "running", f"{group}-{streams_peer.STORE}-changelog",
+                          read_state, key="latency.streams",
+                          label="Kafka Streams end-to-end latency",
+                          cleanup=lambda: shutil.rmtree(work, ignore_errors=True))
+
+    return folder

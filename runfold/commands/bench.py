@@ -56,7 +56,8 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
               help="Build the peers' environments (bench/.work) when missing "
                    "[default: yes, except with --quick].")
 @click.option("--stages", callback=_stages, default=None, metavar="A,B,...",
-              help="Only these stages: anchors, producer, fold, peers, latency, restore.")
+              help="Only these stages: anchors, producer, fold, peers, workloads, latency, "
+                   "restore.")
 @click.option("--consume-arg", "consume_args", multiple=True, metavar="ARG",
               help="Extra option for every `runfold consume` of the fold and latency stages, "
                    "e.g. --consume-arg=--txn-interval-ms=100 (repeatable).")

@@ -47,13 +47,14 @@ def test_ratio_of_an_invalid_number_is_missing() -> None:
 @pytest.mark.unit
 def test_goals_met_missed_and_unmeasured() -> None:
     report = _report(
-        runfold__produce=160_000.0, client__produce=300_000.0,
-        runfold__fold__eos=90_000.0, peer__quix__eos=20_000.0,
+        runfold__record=160_000.0, client__serializing=60_000.0, client__produce=300_000.0,
+        runfold__fold__eos=120_000.0, peer__streams__eos=150_000.0,
     )
     results = {text: met for text, met, _ in report.goal_results()}
-    assert results[GOALS[0].text] is True
-    assert results[GOALS[1].text] is False  # 90k < 100k although 4.5x Quix
-    assert results[GOALS[2].text] is None
+    assert results["RunRecorder.emit ≥ 2× hand-written SerializingProducer, ≥ 0.5× client "
+                   "ceiling"] is True  # 2.7x by hand, 0.53x the ceiling
+    assert results["EOS fold ≥ 1.0× Kafka Streams EOS, same events"] is False
+    assert results["p99 end-to-end ≤ 100 ms at 10,000 ev/s, exactly-once"] is None
 
 
 @pytest.mark.unit
@@ -91,13 +92,18 @@ def test_quick_bench_measures_every_stage(kafka_bootstrap: str, tmp_path: Path) 
     found = {m["key"]: m for m in report["measurements"]}
     for key in ("client.produce", "client.consume", "broker.produce", "broker.consume",
                 "runfold.produce", "runfold.fold.eos", "runfold.fold.alo",
-                "latency.p50", "latency.p99", "restore.seconds", "restore.rss_per_run"):
+                "latency.p50", "latency.p99", "restore.seconds", "restore.rss_per_run",
+                "client.serializing", "runfold.fold.eos.confluent", "runfold.fold.eos.faulty",
+                "runfold.fold.eos.large", "memory.rss_per_active_run"):
         assert key in found, f"{key} missing from the report"
         assert found[key]["value"] is not None, f"{key}: {found[key]['note']}"
     # The folds' final states were checked against the simulator's manifest.
     assert found["runfold.fold.eos"]["valid"], found["runfold.fold.eos"]["note"]
     assert found["runfold.fold.alo"]["valid"], found["runfold.fold.alo"]["note"]
     assert found["restore.seconds"]["valid"], found["restore.seconds"]["note"]
+    for variant in ("confluent", "faulty", "large"):
+        fold = found[f"runfold.fold.eos.{variant}"]
+        assert fold["valid"], fold["note"]
     # Quix runs only when its environment exists; when it ran, it was checked too.
     quix = found["peer.quix.eos"]
     assert quix["value"] is None or quix["valid"], quix["note"]
