@@ -1,0 +1,582 @@
+"""Record LangGraph runs into runfold: :class:`RunfoldCallback`, one object per graph.
+
+::
+
+    from producers.integrations.langgraph import RunfoldCallback
+    tracer = RunfoldCallback(RunRecorder(EventProducer()), graph)
+    graph.invoke(inputs, config={"callbacks": [tracer], "configurable": {"thread_id": "t-1"}})
+
+It is a LangGraph ``GraphCallbackHandler`` (the callback LangGraph's docs name for
+observing graph lifecycle, itself a LangChain callback handler), so it sees every node,
+tool, interrupt and resume through LangGraph's own callbacks and emits through
+:class:`~producers.recorder.RunRecorder`'s public API only:
+
+======================================  ===============================================
+LangGraph                               runfold event (payload extras)
+======================================  ===============================================
+graph invoked (root chain starts)       ``graph_started`` (identity: spec digest of the
+                                        graph's structure, git sha, inputs, graph name,
+                                        entry point); ``message_added`` per input message
+node starts / ends                      ``node_entered`` (step, task id, LangGraph run and
+                                        thread ids) / ``state_updated`` (keys written),
+                                        ``message_added`` per message written,
+                                        ``node_exited`` (duration, next node when known)
+node raises, then runs again            ``node_retrying`` (attempt, measured delay) before
+(a ``RetryPolicy``)                     its next ``node_entered``
+node raises for good                    ``node_failed``
+tool starts / ends / raises             ``tool_called`` / ``tool_returned`` / ``tool_failed``
+``interrupt()`` or a static breakpoint  ``graph_interrupted`` (interrupt ids and values);
+                                        the run stays RUNNING
+``Command(resume=...)``, same thread    the SAME run goes on: ``checkpoint_restored``
+each invocation ends (checkpointer)     ``checkpoint_saved`` per checkpoint it wrote
+graph returns / raises                  ``graph_completed`` (outputs, final state digest)
+                                        / ``graph_failed``
+======================================  ===============================================
+
+One runfold run per graph invocation; an invocation that pauses on an interrupt keeps
+its run open, and the next invocation on the same ``thread_id`` (through this object)
+continues it, seq and all. Events of one object are serialized by a lock, so seq stays
+contiguous when LangGraph runs parallel branches on threads or tasks; nothing is
+emitted after a run's end. The recorder's sink may fail (no broker at start-up): the
+run is then left unrecorded, counted in :attr:`RunfoldCallback.sink_failures`, logged,
+and the graph runs on; for :attr:`RunfoldCallback.retry_after` seconds new runs are
+not attempted (counted in ``runs_dropped``) so an outage costs no start-up timeouts.
+A broker lost mid-run is the producer's business: events queue and are accounted as
+delivered, failed or indeterminate in its ``DeliveryReport``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from typing import Any
+
+try:
+    from langchain_core.messages import BaseMessage
+    from langgraph.callbacks import GraphCallbackHandler, GraphInterruptEvent, GraphResumeEvent
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+    from langgraph.errors import GraphBubbleUp, GraphInterrupt
+    from langgraph.types import Command, Send
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "producers.integrations.langgraph needs LangGraph 1.2 or later: "
+        "pip install 'runfold[langgraph]'"
+    ) from exc
+
+from producers.integrations.values import current_git_sha, spec_digest, state_digest, to_json
+from producers.recorder import RunHandle, RunRecorder
+from schemas import (
+    CheckpointRestored,
+    CheckpointSaved,
+    GraphInterrupted,
+    MessageAdded,
+    NodeEntered,
+    NodeExited,
+    NodeFailed,
+    NodeRetrying,
+    StateUpdated,
+    ToolCalled,
+    ToolFailed,
+    ToolReturned,
+)
+
+__all__ = ["RunfoldCallback", "graph_structure"]
+
+_log = logging.getLogger("runfold.langgraph")
+
+_START, _END = "__start__", "__end__"
+_ROLES = {"human": "user", "ai": "assistant", "AIMessageChunk": "assistant",
+          "system": "system", "tool": "tool", "function": "tool"}
+"""LangChain message types as the roles runfold's events use."""
+_CHECKPOINT_STEP_NODES = {-1: "__input__", 0: _START}
+"""LangGraph's checkpoints before the first node: the input, then the start node's writes."""
+
+_ROOT, _NODE, _TOOL, _INNER = range(4)
+
+
+class _Run:
+    """One runfold run: a graph invocation, or several on one thread across interrupts."""
+
+    def __init__(self, scope: AbstractContextManager[RunHandle], handle: RunHandle,
+                 thread_id: str | None) -> None:
+        self.scope = scope
+        """The :meth:`RunRecorder.run` block, left when the run ends."""
+        self.handle = handle
+        self.thread_id = thread_id
+        self.langgraph_run_id = ""
+        """LangGraph's id of the invocation in progress."""
+        self.visits: Counter[str] = Counter()
+        self.step_nodes: dict[int, list[str]] = {}
+        """Top-level nodes by LangGraph step: a checkpoint's ``node_id``."""
+        self.last_checkpoint: str | None = None
+        self.paused_at: str | None = None
+        """The node whose ``interrupt()`` paused the run last."""
+        self.paused = False
+        """An interrupt happened in the invocation in progress."""
+        self.failed_attempts: dict[str, _Attempt] = {}
+        """Task namespace -> its failed attempt, until the task runs again or the step ends."""
+        self.broken = False
+        """The sink failed: nothing more is sent for this run."""
+
+
+class _Attempt:
+    __slots__ = ("error", "failed_ns", "node_id", "number", "step", "task")
+
+    def __init__(self, span: _Span, error: str) -> None:
+        self.node_id, self.task, self.step = span.node_id, span.task, span.step
+        self.number = span.failed_before + 1
+        self.error = error
+        self.failed_ns = time.monotonic_ns()
+
+
+class _Span:
+    """A LangChain run this object follows: the graph, a node, a tool or something inside."""
+
+    __slots__ = ("failed_before", "kind", "name", "node_id", "run", "started_ns", "step", "task")
+
+    def __init__(self, run: _Run | None, kind: int, node_id: str, task: str, step: int = 0,
+                 name: str = "") -> None:
+        self.run, self.kind, self.node_id, self.task, self.step = run, kind, node_id, task, step
+        self.name = name
+        self.failed_before = 0
+        self.started_ns = time.monotonic_ns()
+
+
+def graph_structure(graph: Any) -> dict[str, Any]:
+    """What identifies a compiled graph's definition: name, node ids, edges, retry policies.
+
+    The ``agent_spec_digest`` is the digest of this; functions are named, never
+    ``repr``-ed, so the digest is the same in every process running the same code.
+    """
+    drawable = graph.get_graph()
+    edges = sorted(
+        (edge.source, edge.target, bool(edge.conditional),
+         edge.data if isinstance(edge.data, str) else None)
+        for edge in drawable.edges
+    )
+    retries: dict[str, list[list[Any]]] = {}
+    for name, node in sorted(getattr(graph, "nodes", {}).items()):
+        policies = getattr(node, "retry_policy", None) or ()
+        retries[name] = [
+            [p.max_attempts, p.initial_interval, p.backoff_factor, p.max_interval, p.jitter,
+             getattr(p.retry_on, "__qualname__", None) or repr(p.retry_on)]
+            for p in policies
+        ]
+    return {"name": graph.get_name(), "nodes": sorted(drawable.nodes), "edges": edges,
+            "retry_policies": retries}
+
+
+class RunfoldCallback(GraphCallbackHandler):  # type: ignore[misc]
+    """Records each invocation of ``graph`` as a runfold run (see the module docstring).
+
+    Pass it in the invocation's config: ``config={"callbacks": [callback], ...}``. One
+    object may serve many invocations, also concurrent ones (each is its own run).
+    ``git_sha`` defaults to :func:`~producers.integrations.values.current_git_sha`;
+    ``checkpoints=False`` skips the checkpointer queries behind ``checkpoint_saved``.
+    """
+
+    run_inline = True
+    """Called on the event loop's thread under ``ainvoke``: events keep their order and
+    no thread hop is paid per callback (emit only queues to the producer)."""
+    # Not followed: models (their messages reach the state, where they are counted) and the
+    # rest. ``ignore_agent`` stays False: LangChain routes tool callbacks through it.
+    ignore_llm = ignore_chat_model = ignore_retriever = ignore_custom_event = True
+
+    def __init__(self, recorder: RunRecorder, graph: Any, *, git_sha: str | None = None,
+                 checkpoints: bool = True, retry_after: float = 30.0) -> None:
+        self.recorder = recorder
+        self.graph_name: str = graph.get_name()
+        structure = graph_structure(graph)
+        self.agent_spec_digest = spec_digest(structure)
+        self.git_sha = current_git_sha() if git_sha is None else git_sha
+        self.entry_point = ",".join(t for s, t, _, _ in structure["edges"] if s == _START) or None
+        self._next_node = _static_successors(structure["edges"])
+        saver = getattr(graph, "checkpointer", None)
+        self._checkpointer = saver if checkpoints and isinstance(saver, BaseCheckpointSaver) \
+            else None
+        self.retry_after = retry_after
+        """Seconds during which no new run is attempted after the sink failed."""
+        self.sink_failures = 0
+        """Runs whose recording stopped because the sink raised."""
+        self.runs_dropped = 0
+        """Invocations not recorded because the sink had failed less than ``retry_after`` ago."""
+        self.last_run_id: uuid.UUID | None = None
+        """The runfold run id of the latest run started."""
+        self._sink_down_until = 0.0
+        self._lock = threading.Lock()
+        self._spans: dict[uuid.UUID, _Span] = {}
+        self._roots: dict[uuid.UUID, _Run] = {}
+        self._paused: dict[str, _Run] = {}
+
+    # --- what users may ask ------------------------------------------------------------
+
+    def paused_run(self, thread_id: str) -> uuid.UUID | None:
+        """The run id waiting for a resume on ``thread_id``, if any."""
+        with self._lock:
+            run = self._paused.get(thread_id)
+            return None if run is None else run.handle.run_id
+
+    def cancel(self, thread_id: str, reason: str | None = None) -> bool:
+        """End the run paused on ``thread_id`` as CANCELLED (nobody will resume it).
+
+        Returns False when no run is paused there.
+        """
+        with self._lock:
+            run = self._paused.pop(thread_id, None)
+            if run is None:
+                return False
+            if not run.broken:
+                try:
+                    run.handle.cancel(reason=reason, node_id=run.paused_at)
+                    run.scope.__exit__(None, None, None)
+                except Exception as exc:  # noqa: BLE001 - see _sink_failed
+                    self._sink_failed(exc, run)
+            return True
+
+    # --- LangChain / LangGraph callbacks -----------------------------------------------
+
+    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: uuid.UUID,
+                       parent_run_id: uuid.UUID | None = None,
+                       metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        """A graph, node or inner runnable starts."""
+        meta = metadata or {}
+        with self._lock:
+            parent = self._spans.get(parent_run_id) if parent_run_id is not None else None
+            if parent is None:
+                self._open_invocation(run_id, inputs, meta, kwargs.get("name"))
+                return
+            task = meta.get("langgraph_checkpoint_ns")
+            if not isinstance(task, str) or task == parent.task:
+                self._spans[run_id] = _Span(parent.run, _INNER, parent.node_id, parent.task)
+                return
+            self._enter_node(run_id, parent.run, task, meta)
+
+    def on_chain_end(self, outputs: Any, *, run_id: uuid.UUID, **kwargs: Any) -> None:
+        """A graph, node or inner runnable returns."""
+        with self._lock:
+            span = self._spans.pop(run_id, None)
+            if span is None or span.run is None:
+                return
+            if span.kind == _ROOT:
+                self._close_invocation(run_id, span.run, outputs, None)
+            elif span.kind == _NODE:
+                self._exit_node(span, span.run, outputs)
+
+    def on_chain_error(self, error: BaseException, *, run_id: uuid.UUID,
+                       **kwargs: Any) -> None:
+        """A graph, node or inner runnable raises."""
+        with self._lock:
+            span = self._spans.pop(run_id, None)
+            if span is None or span.run is None:
+                return
+            run = span.run
+            if span.kind == _ROOT:
+                # A graph run as a subgraph of one we do not follow bubbles its pause up.
+                paused = isinstance(error, GraphInterrupt)
+                self._close_invocation(run_id, run, None, None if paused else error)
+            elif span.kind == _NODE:
+                if isinstance(error, GraphBubbleUp):
+                    # A pause (interrupt) or a jump (Command to the parent), not a failure.
+                    if isinstance(error, GraphInterrupt):
+                        run.paused_at = span.node_id
+                    return
+                run.failed_attempts[span.task] = _Attempt(span, _error_text(error))
+
+    def on_tool_start(self, serialized: Any, input_str: str, *, run_id: uuid.UUID,
+                      parent_run_id: uuid.UUID | None = None, **kwargs: Any) -> None:
+        """A tool is called inside a node we follow."""
+        with self._lock:
+            parent = self._spans.get(parent_run_id) if parent_run_id is not None else None
+            if parent is None:
+                return
+            name = (serialized or {}).get("name") or kwargs.get("name") or "tool"
+            span = _Span(parent.run, _TOOL, parent.node_id, parent.task, name=str(name))
+            self._spans[run_id] = span
+            payload: dict[str, Any] = {"node_id": parent.node_id}
+            if kwargs.get("tool_call_id") is not None:
+                payload["tool_call_id"] = str(kwargs["tool_call_id"])
+            self._emit(span.run, ToolCalled(tool_name=span.name), payload)
+
+    def on_tool_end(self, output: Any, *, run_id: uuid.UUID, **kwargs: Any) -> None:
+        """A tool returns."""
+        with self._lock:
+            span = self._spans.pop(run_id, None)
+            if span is not None and span.kind == _TOOL:
+                self._emit(span.run, ToolReturned(tool_name=span.name),
+                           {"node_id": span.node_id, "duration_ms": _ms_since(span)})
+
+    def on_tool_error(self, error: BaseException, *, run_id: uuid.UUID, **kwargs: Any) -> None:
+        """A tool raises (an ``interrupt()`` inside a tool is a pause, not a failure)."""
+        with self._lock:
+            span = self._spans.pop(run_id, None)
+            if span is not None and span.kind == _TOOL and not isinstance(error, GraphBubbleUp):
+                self._emit(span.run, ToolFailed(tool_name=span.name),
+                           {"node_id": span.node_id, "error": _error_text(error)})
+
+    def on_interrupt(self, event: GraphInterruptEvent) -> None:
+        """The graph pauses: ``graph_interrupted``; the run stays open for the resume."""
+        if event.checkpoint_ns:  # a subgraph's pause; its root graph reports it too
+            return
+        with self._lock:
+            run = self._roots.get(event.run_id) if event.run_id is not None else None
+            if run is None:
+                return
+            run.paused = True
+            reason = "interrupt" if event.status == "pending" else event.status
+            payload = {
+                "checkpoint_id": event.checkpoint_id,
+                "interrupts": [{"id": i.id, "value": to_json(i.value)} for i in event.interrupts],
+                "langgraph_run_id": run.langgraph_run_id,
+                "thread_id": run.thread_id,
+            }
+            self._emit(run, GraphInterrupted(reason=reason, node_id=run.paused_at or ""),
+                       payload)
+
+    def on_resume(self, event: GraphResumeEvent) -> None:
+        """The graph resumes from a checkpoint: ``checkpoint_restored``."""
+        if event.checkpoint_ns:
+            return
+        with self._lock:
+            run = self._roots.get(event.run_id) if event.run_id is not None else None
+            if run is None:
+                return
+            self._emit(
+                run,
+                CheckpointRestored(checkpoint_id=event.checkpoint_id,
+                                   node_id=run.paused_at or ""),
+                {"langgraph_run_id": run.langgraph_run_id, "thread_id": run.thread_id},
+            )
+
+    # --- the mapping ---------------------------------------------------------------------
+
+    def _open_invocation(self, run_id: uuid.UUID, inputs: Any, meta: Mapping[str, Any],
+                         name: Any) -> None:
+        thread = meta.get("thread_id")
+        thread_id = None if thread is None else str(thread)
+        run = self._paused.pop(thread_id, None) if thread_id is not None else None
+        if run is None:
+            run = self._start_run(inputs, thread_id, str(name or self.graph_name))
+        self._spans[run_id] = _Span(run, _ROOT, "", "")
+        if run is not None:
+            run.langgraph_run_id = str(run_id)
+            self._roots[run_id] = run
+
+    def _start_run(self, inputs: Any, thread_id: str | None, graph_name: str) -> _Run | None:
+        if time.monotonic() < self._sink_down_until:
+            self.runs_dropped += 1
+            return None
+        scope = self.recorder.run(self.agent_spec_digest, self.git_sha, to_json(inputs),
+                                  graph_name=graph_name, entry_point=self.entry_point)
+        try:
+            handle = scope.__enter__()
+        except Exception as exc:  # noqa: BLE001 - see _sink_failed
+            self._sink_failed(exc, None)
+            return None
+        run = _Run(scope, handle, thread_id)
+        self.last_run_id = handle.run_id
+        run.last_checkpoint = self._latest_checkpoint(thread_id)
+        if isinstance(inputs, Mapping):
+            self._emit_messages(run, inputs)
+        return run
+
+    def _enter_node(self, run_id: uuid.UUID, run: _Run | None, task: str,
+                    meta: Mapping[str, Any]) -> None:
+        step = meta.get("langgraph_step")
+        span = _Span(run, _NODE, _node_id(task), task, step if isinstance(step, int) else 0)
+        self._spans[run_id] = span
+        if run is None:
+            return
+        self._settle_failures(run, task, span.step)
+        attempt = run.failed_attempts.pop(task, None)
+        if attempt is not None:
+            span.failed_before = attempt.number
+            delay_ms = (span.started_ns - attempt.failed_ns) // 1_000_000
+            self._emit(run, NodeRetrying(node_id=span.node_id, attempt=attempt.number,
+                                         delay_ms=delay_ms), {"error": attempt.error})
+        else:
+            run.visits[span.node_id] += 1
+            nodes = run.step_nodes.setdefault(span.step, [])
+            if "|" not in task and span.node_id not in nodes:  # top level, once per step
+                nodes.append(span.node_id)
+        payload = {"step": span.step, "task_id": task.rpartition(":")[2],
+                   "langgraph_run_id": run.langgraph_run_id, "thread_id": run.thread_id}
+        self._emit(run, NodeEntered(node_id=span.node_id, iteration=run.visits[span.node_id]),
+                   payload)
+
+    def _exit_node(self, span: _Span, run: _Run, outputs: Any) -> None:
+        update, goto = _split_output(outputs)
+        if update:
+            keys = [str(key) for key in update]
+            self._emit(run, StateUpdated(node_id=span.node_id, keys_changed=keys))
+            self._emit_messages(run, update)
+        targets = goto or self._next_node.get(span.node_id.rpartition("/")[2], [])
+        self._emit(run, NodeExited(node_id=span.node_id,
+                                   next_node=",".join(targets) or None,
+                                   duration_ms=_ms_since(span)))
+
+    def _emit_messages(self, run: _Run, values: Mapping[Any, Any]) -> None:
+        for message in _messages(values):
+            self._emit(run, MessageAdded(role=_ROLES.get(message.type, message.type),
+                                         content_length=_content_length(message.content)))
+
+    def _settle_failures(self, run: _Run, task: str | None, step: int | None) -> None:
+        """Failed attempts that will not run again become ``node_failed``: all of them
+        (``task`` None, the invocation ends) or those of earlier steps in ``task``'s graph."""
+        if not run.failed_attempts:
+            return
+        graph_ns = None if task is None else task.rpartition("|")[0]
+        for key, attempt in list(run.failed_attempts.items()):
+            if graph_ns is None or (attempt.task.rpartition("|")[0] == graph_ns
+                                    and step is not None and attempt.step < step):
+                del run.failed_attempts[key]
+                self._emit(run, NodeFailed(node_id=attempt.node_id, error=attempt.error),
+                           {"attempts": attempt.number})
+
+    def _close_invocation(self, run_id: uuid.UUID, run: _Run, outputs: Any,
+                          error: BaseException | None) -> None:
+        self._roots.pop(run_id, None)
+        self._settle_failures(run, None, None)
+        self._record_checkpoints(run)
+        if error is None and run.paused:
+            run.paused = False
+            if run.thread_id is not None:
+                self._paused[run.thread_id] = run
+            return  # RUNNING until an invocation on the same thread ends it
+        if run.broken:
+            return
+        try:
+            if error is None:
+                run.handle.complete(to_json(outputs), state_digest(outputs))
+                run.scope.__exit__(None, None, None)
+            else:
+                run.scope.__exit__(type(error), error, error.__traceback__)
+        except Exception as exc:  # noqa: BLE001 - see _sink_failed
+            self._sink_failed(exc, run)
+
+    # --- checkpoints ---------------------------------------------------------------------
+
+    def _thread_config(self, thread_id: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+
+    def _latest_checkpoint(self, thread_id: str | None) -> str | None:
+        saver = self._checkpointer
+        if saver is None or thread_id is None:
+            return None
+        try:
+            latest = saver.get_tuple(self._thread_config(thread_id))
+        except Exception as exc:  # noqa: BLE001 - e.g. an async-only saver
+            self._checkpoints_unreadable(exc)
+            return None
+        return None if latest is None else str(latest.config["configurable"]["checkpoint_id"])
+
+    def _record_checkpoints(self, run: _Run) -> None:
+        """``checkpoint_saved`` for each checkpoint written since the run last looked."""
+        saver = self._checkpointer
+        if saver is None or run.thread_id is None or run.broken:
+            return
+        written = []
+        try:
+            for item in saver.list(self._thread_config(run.thread_id)):
+                checkpoint_id = str(item.config["configurable"]["checkpoint_id"])
+                # Newest first; LangGraph's checkpoint ids sort in time order.
+                if run.last_checkpoint is not None and checkpoint_id <= run.last_checkpoint:
+                    break
+                written.append((checkpoint_id, item.metadata or {}))
+        except Exception as exc:  # noqa: BLE001 - e.g. an async-only saver
+            self._checkpoints_unreadable(exc)
+            return
+        for checkpoint_id, metadata in reversed(written):
+            step = metadata.get("step")
+            node_id = _CHECKPOINT_STEP_NODES.get(step) if isinstance(step, int) else None
+            if node_id is None:
+                node_id = ",".join(run.step_nodes.get(step, ())) if isinstance(step, int) else ""
+            self._emit(run, CheckpointSaved(checkpoint_id=checkpoint_id, node_id=node_id),
+                       {"step": to_json(step), "source": to_json(metadata.get("source"))})
+            run.last_checkpoint = checkpoint_id
+
+    def _checkpoints_unreadable(self, exc: Exception) -> None:
+        _log.warning("runfold: cannot read the graph's checkpointer (%s: %s); "
+                     "checkpoint_saved events are off for this callback",
+                     type(exc).__name__, exc)
+        self._checkpointer = None
+
+    # --- sending -------------------------------------------------------------------------
+
+    def _emit(self, run: _Run | None, kind: Any, payload: Any = None) -> None:
+        if run is None or run.broken or run.handle.ended:
+            return
+        try:
+            run.handle.emit(kind, payload)
+        except Exception as exc:  # noqa: BLE001 - see _sink_failed
+            self._sink_failed(exc, run)
+
+    def _sink_failed(self, exc: Exception, run: _Run | None) -> None:
+        """The graph must not fail because recording did: stop this run, pause new ones."""
+        self.sink_failures += 1
+        self._sink_down_until = time.monotonic() + self.retry_after
+        if run is not None:
+            run.broken = True
+        _log.warning("runfold: recording %s stopped, the event sink raised %s: %s; the graph "
+                     "runs on, new runs are not recorded for %gs",
+                     f"run {run.handle.run_id}" if run is not None else "a new run",
+                     type(exc).__name__, exc, self.retry_after)
+
+
+def _node_id(task: str) -> str:
+    """``"sub:<task id>|inner:<task id>"`` -> ``"sub/inner"``: the node's path of names."""
+    return "/".join(part.rpartition(":")[0] or part for part in task.split("|"))
+
+
+def _static_successors(edges: list[tuple[str, str, bool, Any]]) -> dict[str, list[str]]:
+    """Node -> its next nodes when its edges are all plain (no branch decides), END left out."""
+    targets: dict[str, list[str]] = {}
+    branching: set[str] = set()
+    for source, target, conditional, _ in edges:
+        if conditional:
+            branching.add(source)
+        elif target != _END:
+            targets.setdefault(source, []).append(target)
+    return {node: sorted(t) for node, t in targets.items() if node not in branching}
+
+
+def _split_output(outputs: Any) -> tuple[Mapping[Any, Any] | None, list[str]]:
+    """A node's return value as (state update, nodes it sends control to)."""
+    if isinstance(outputs, Command):
+        update = outputs.update
+        if isinstance(update, list | tuple):
+            update = dict(item for item in update if isinstance(item, tuple) and len(item) == 2)
+        gotos = outputs.goto if isinstance(outputs.goto, list | tuple) else [outputs.goto]
+        names = [g.node if isinstance(g, Send) else str(g) for g in gotos if g]
+        return (update if isinstance(update, Mapping) else None), [n for n in names if n != _END]
+    return (outputs if isinstance(outputs, Mapping) else None), []
+
+
+def _messages(values: Mapping[Any, Any]) -> Iterator[BaseMessage]:
+    for value in values.values():
+        items = value if isinstance(value, list | tuple) else (value,)
+        for item in items:
+            if isinstance(item, BaseMessage) and item.type != "remove":
+                yield item
+
+
+def _content_length(content: Any) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):  # content blocks: count the text ones
+        return sum(_content_length(part if isinstance(part, str) else part.get("text", ""))
+                   for part in content if isinstance(part, str | dict))
+    return len(str(content))
+
+
+def _ms_since(span: _Span) -> int:
+    return (time.monotonic_ns() - span.started_ns) // 1_000_000
+
+
+def _error_text(exc: BaseException) -> str:
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
