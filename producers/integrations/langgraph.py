@@ -58,6 +58,7 @@ from typing import Any
 
 try:
     from langchain_core.messages import BaseMessage
+    from langchain_core.runnables import RunnableConfig
     from langgraph.callbacks import GraphCallbackHandler, GraphInterruptEvent, GraphResumeEvent
     from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.errors import GraphBubbleUp, GraphInterrupt
@@ -171,7 +172,7 @@ def graph_structure(graph: Any) -> dict[str, Any]:
             "retry_policies": retries}
 
 
-class RunfoldCallback(GraphCallbackHandler):  # type: ignore[misc]
+class RunfoldCallback(GraphCallbackHandler):
     """Records each invocation of ``graph`` as a runfold run (see the module docstring).
 
     Pass it in the invocation's config: ``config={"callbacks": [callback], ...}``. One
@@ -411,7 +412,7 @@ class RunfoldCallback(GraphCallbackHandler):  # type: ignore[misc]
     def _exit_node(self, span: _Span, run: _Run, outputs: Any) -> None:
         update, goto = _split_output(outputs)
         if update:
-            keys = [str(key) for key in update]
+            keys = tuple(str(key) for key in update)
             self._emit(run, StateUpdated(node_id=span.node_id, keys_changed=keys))
             self._emit_messages(run, update)
         targets = goto or self._next_node.get(span.node_id.rpartition("/")[2], [])
@@ -460,7 +461,7 @@ class RunfoldCallback(GraphCallbackHandler):  # type: ignore[misc]
 
     # --- checkpoints ---------------------------------------------------------------------
 
-    def _thread_config(self, thread_id: str) -> dict[str, Any]:
+    def _thread_config(self, thread_id: str) -> RunnableConfig:
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
 
     def _latest_checkpoint(self, thread_id: str | None) -> str | None:
