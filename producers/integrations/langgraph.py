@@ -452,7 +452,8 @@ class RunfoldCallback(GraphCallbackHandler):
             return
         try:
             if error is None:
-                run.handle.complete(to_json(outputs), state_digest(outputs))
+                final = to_json(outputs)
+                run.handle.complete(final, state_digest(final, converted=True))
                 run.scope.__exit__(None, None, None)
             else:
                 run.scope.__exit__(type(error), error, error.__traceback__)

@@ -84,9 +84,10 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def state_digest(value: Any) -> str:
-    """SHA-256 (hex) of the canonical JSON of :func:`to_json` of ``value``."""
-    return hashlib.sha256(canonical_json(to_json(value))).hexdigest()
+def state_digest(value: Any, *, converted: bool = False) -> str:
+    """SHA-256 (hex) of the canonical JSON of :func:`to_json` of ``value``
+    (``converted``: ``value`` is already what :func:`to_json` returned)."""
+    return hashlib.sha256(canonical_json(value if converted else to_json(value))).hexdigest()
 
 
 def spec_digest(structure: Mapping[str, Any]) -> str:
