@@ -133,7 +133,7 @@ def main() -> None:
             variants: dict[str, dict[str, Any]] = {
                 "bare": {},
                 "noop-callback": {"callbacks": [NoopHandler()]},
-                "runfold/list": {"callbacks": [RunfoldCallback(recorders[0], graph)]},
+                "runfold/list": {"callbacks": [RunfoldCallback(graph, recorders[0])]},
             }
             if bootstrap:
                 from confluent_kafka.admin import AdminClient
@@ -146,7 +146,7 @@ def main() -> None:
                 producer.connect()
                 recorders.append(RunRecorder(producer))
                 variants["runfold/kafka"] = {
-                    "callbacks": [RunfoldCallback(recorders[1], graph)]}
+                    "callbacks": [RunfoldCallback(graph, recorders[1])]}
             results = measure(graph, variants, args.invocations, args.rounds)
             best_bare, median_bare, cpu_bare = results["bare"]
             label = "nodes return at once" if not node_seconds else \

@@ -196,9 +196,9 @@ def main() -> None:
     start = end_offsets(settings, topic)
 
     agent = build_agent()
-    # The three lines a LangGraph app adds (README, "Use it from LangGraph"):
-    recorder = RunRecorder(EventProducer(topic, settings=settings))
-    tracer = RunfoldCallback(recorder, agent)
+    # What a LangGraph app adds (README, "Use it from LangGraph"); the recorder is given
+    # here only because this script found its broker itself (the default reads RUNFOLD_*).
+    tracer = RunfoldCallback(agent, RunRecorder(EventProducer(topic, settings=settings)))
     config = {"callbacks": [tracer], "configurable": {"thread_id": "ticket-1042"}}
 
     ticket = {"messages": [HumanMessage("My order A-1042 is 4 days late, I want a refund.")]}
@@ -208,7 +208,7 @@ def main() -> None:
     done = agent.invoke(Command(resume="approved"), config)
     print(f"the agent replies: {done['messages'][-1].content!r}")
 
-    report = recorder.close()
+    report = tracer.close()
     print(f"producer: {report.summary()}")
     assert tracer.last_run_id is not None, "the callback started no run"
     run_id = str(tracer.last_run_id)

@@ -3,8 +3,10 @@
 ::
 
     from producers.integrations.langgraph import RunfoldCallback
-    tracer = RunfoldCallback(RunRecorder(EventProducer()), graph)
+    tracer = RunfoldCallback(graph)   # a RunRecorder over an EventProducer from RUNFOLD_*
     graph.invoke(inputs, config={"callbacks": [tracer], "configurable": {"thread_id": "t-1"}})
+    ...
+    tracer.close()                    # at exit: flush, the DeliveryReport
 
 It is a LangGraph ``GraphCallbackHandler`` (the callback LangGraph's docs name for
 observing graph lifecycle, itself a LangChain callback handler), so it sees every node,
@@ -70,6 +72,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from producers.integrations.values import current_git_sha, spec_digest, state_digest, to_json
+from producers.kafka import EventProducer
 from producers.recorder import RunHandle, RunRecorder
 from schemas import (
     CheckpointRestored,
@@ -177,8 +180,10 @@ class RunfoldCallback(GraphCallbackHandler):
 
     Pass it in the invocation's config: ``config={"callbacks": [callback], ...}``. One
     object may serve many invocations, also concurrent ones (each is its own run).
-    ``git_sha`` defaults to :func:`~producers.integrations.values.current_git_sha`;
-    ``checkpoints=False`` skips the checkpointer queries behind ``checkpoint_saved``.
+    ``recorder`` defaults to a :class:`RunRecorder` over an :class:`EventProducer` built
+    from the ``RUNFOLD_*`` settings (no connection until the first event); ``git_sha``
+    to :func:`~producers.integrations.values.current_git_sha`; ``checkpoints=False``
+    skips the checkpointer queries behind ``checkpoint_saved``.
     """
 
     run_inline = True
@@ -188,9 +193,10 @@ class RunfoldCallback(GraphCallbackHandler):
     # rest. ``ignore_agent`` stays False: LangChain routes tool callbacks through it.
     ignore_llm = ignore_chat_model = ignore_retriever = ignore_custom_event = True
 
-    def __init__(self, recorder: RunRecorder, graph: Any, *, git_sha: str | None = None,
-                 checkpoints: bool = True, retry_after: float = 30.0) -> None:
-        self.recorder = recorder
+    def __init__(self, graph: Any, recorder: RunRecorder | None = None, *,
+                 git_sha: str | None = None, checkpoints: bool = True,
+                 retry_after: float = 30.0) -> None:
+        self.recorder = RunRecorder(EventProducer()) if recorder is None else recorder
         self.graph_name: str = graph.get_name()
         structure = graph_structure(graph)
         self.agent_spec_digest = spec_digest(structure)
@@ -215,6 +221,10 @@ class RunfoldCallback(GraphCallbackHandler):
         self._paused: dict[str, _Run] = {}
 
     # --- what users may ask ------------------------------------------------------------
+
+    def close(self, timeout: float = 30.0) -> Any:
+        """Close the recorder's sink (flush the producer); returns its ``DeliveryReport``."""
+        return self.recorder.close(timeout)
 
     def paused_run(self, thread_id: str) -> uuid.UUID | None:
         """The run id waiting for a resume on ``thread_id``, if any."""

@@ -155,7 +155,7 @@ def parallel_graph(*, failing: str | None = None, asynchronous: bool = False,
 
 def recorded(graph: Any, **options: Any) -> tuple[ListSink, RunfoldCallback]:
     sink = ListSink()
-    return sink, RunfoldCallback(RunRecorder(sink), graph, git_sha=GIT_SHA, **options)
+    return sink, RunfoldCallback(graph, RunRecorder(sink), git_sha=GIT_SHA, **options)
 
 
 def config(callback: RunfoldCallback, thread_id: str | None = None) -> dict[str, Any]:
@@ -438,7 +438,7 @@ class BrokenSink:
 def test_a_failing_sink_never_breaks_the_graph() -> None:
     graph = support_graph(with_approval=False)
     sink = BrokenSink()
-    callback = RunfoldCallback(RunRecorder(sink), graph, git_sha=GIT_SHA)
+    callback = RunfoldCallback(graph, RunRecorder(sink), git_sha=GIT_SHA)
     inputs = {"messages": [], "total": 0, "trail": []}
     result = graph.invoke(inputs, config(callback))
     assert result["trail"] == ["plan", "fetch", "price", "answer"]
@@ -455,7 +455,7 @@ def test_no_broker_at_start_up_costs_one_bounded_wait_and_no_exception() -> None
     producer = EventProducer("events", bootstrap_servers=f"127.0.0.1:{port}",
                              startup_timeout=0.5)
     graph = support_graph(with_approval=False)
-    callback = RunfoldCallback(RunRecorder(producer), graph, git_sha=GIT_SHA)
+    callback = RunfoldCallback(graph, RunRecorder(producer), git_sha=GIT_SHA)
     inputs = {"messages": [], "total": 0, "trail": []}
     started = time.monotonic()
     for _ in range(3):
@@ -494,7 +494,7 @@ def broker_recorder(kafka_settings: Any, unique_topics: Any) -> Callable[..., An
     def record(graph: Any) -> tuple[RunfoldCallback, Callable[[], list[Event]]]:
         producer = EventProducer(unique_topics.events, settings=kafka_settings)
         recorder = RunRecorder(producer)
-        callback = RunfoldCallback(recorder, graph, git_sha=GIT_SHA)
+        callback = RunfoldCallback(graph, recorder, git_sha=GIT_SHA)
 
         def finish() -> list[Event]:
             report = recorder.close(timeout=30)
@@ -567,3 +567,29 @@ def test_parallel_branches_through_the_broker_stay_contiguous(
         assert (state.status, state.nodes_entered, state.tool_calls) == (
             RunStatus.COMPLETED, 7, 5)
     assert Counter(e.kind.type for e in events)["graph_started"] == 3
+
+
+# --- packaging ---------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_importing_producers_does_not_need_langgraph() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, producers, producers.integrations; "
+            "assert 'langgraph' not in sys.modules and 'langchain_core' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.unit
+def test_without_a_recorder_it_builds_a_producer_from_the_settings(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNFOLD_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    callback = RunfoldCallback(support_graph())  # no connection is made here
+    assert isinstance(callback.recorder.sink, EventProducer)
+    assert callback.recorder.sink.config["bootstrap.servers"] == "127.0.0.1:1"
+    assert callback.close().produced == 0
