@@ -141,10 +141,13 @@ class _Attempt:
 class _Span:
     """A LangChain run this object follows: the graph, a node, a tool or something inside."""
 
-    __slots__ = ("failed_before", "kind", "name", "node_id", "run", "started_ns", "step", "task")
+    __slots__ = ("failed_before", "kind", "name", "node_id", "root", "run", "started_ns", "step",
+                 "task")
 
-    def __init__(self, run: _Run | None, kind: int, node_id: str, task: str, step: int = 0,
-                 name: str = "") -> None:
+    def __init__(self, root: uuid.UUID, run: _Run | None, kind: int, node_id: str, task: str,
+                 step: int = 0, name: str = "") -> None:
+        self.root = root
+        """The LangChain run id of the graph invocation this span belongs to."""
         self.run, self.kind, self.node_id, self.task, self.step = run, kind, node_id, task, step
         self.name = name
         self.failed_before = 0
@@ -263,14 +266,15 @@ class RunfoldCallback(GraphCallbackHandler):
                 return
             task = meta.get("langgraph_checkpoint_ns")
             if not isinstance(task, str) or task == parent.task:
-                self._spans[run_id] = _Span(parent.run, _INNER, parent.node_id, parent.task)
+                self._spans[run_id] = _Span(parent.root, parent.run, _INNER, parent.node_id,
+                                            parent.task)
                 return
-            self._enter_node(run_id, parent.run, task, meta)
+            self._enter_node(run_id, parent, task, meta)
 
     def on_chain_end(self, outputs: Any, *, run_id: uuid.UUID, **kwargs: Any) -> None:
         """A graph, node or inner runnable returns."""
         with self._lock:
-            span = self._spans.pop(run_id, None)
+            span = self._pop_span(run_id)
             if span is None or span.run is None:
                 return
             if span.kind == _ROOT:
@@ -282,7 +286,7 @@ class RunfoldCallback(GraphCallbackHandler):
                        **kwargs: Any) -> None:
         """A graph, node or inner runnable raises."""
         with self._lock:
-            span = self._spans.pop(run_id, None)
+            span = self._pop_span(run_id)
             if span is None or span.run is None:
                 return
             run = span.run
@@ -306,7 +310,8 @@ class RunfoldCallback(GraphCallbackHandler):
             if parent is None:
                 return
             name = (serialized or {}).get("name") or kwargs.get("name") or "tool"
-            span = _Span(parent.run, _TOOL, parent.node_id, parent.task, name=str(name))
+            span = _Span(parent.root, parent.run, _TOOL, parent.node_id, parent.task,
+                         name=str(name))
             self._spans[run_id] = span
             payload: dict[str, Any] = {"node_id": parent.node_id}
             if kwargs.get("tool_call_id") is not None:
@@ -372,10 +377,20 @@ class RunfoldCallback(GraphCallbackHandler):
         run = self._paused.pop(thread_id, None) if thread_id is not None else None
         if run is None:
             run = self._start_run(inputs, thread_id, str(name or self.graph_name))
-        self._spans[run_id] = _Span(run, _ROOT, "", "")
+        self._spans[run_id] = _Span(run_id, run, _ROOT, "", "")
         if run is not None:
             run.langgraph_run_id = str(run_id)
             self._roots[run_id] = run
+
+    def _pop_span(self, run_id: uuid.UUID) -> _Span | None:
+        """The span ``run_id`` ends. When it is an invocation's, the spans of that
+        invocation whose end never came (a branch still running when the graph raised)
+        go too, so that nothing accumulates."""
+        span = self._spans.pop(run_id, None)
+        if span is not None and span.kind == _ROOT:
+            for key in [key for key, other in self._spans.items() if other.root == run_id]:
+                del self._spans[key]
+        return span
 
     def _start_run(self, inputs: Any, thread_id: str | None, graph_name: str) -> _Run | None:
         if time.monotonic() < self._sink_down_until:
@@ -395,10 +410,12 @@ class RunfoldCallback(GraphCallbackHandler):
             self._emit_messages(run, inputs)
         return run
 
-    def _enter_node(self, run_id: uuid.UUID, run: _Run | None, task: str,
+    def _enter_node(self, run_id: uuid.UUID, parent: _Span, task: str,
                     meta: Mapping[str, Any]) -> None:
         step = meta.get("langgraph_step")
-        span = _Span(run, _NODE, _node_id(task), task, step if isinstance(step, int) else 0)
+        run = parent.run
+        span = _Span(parent.root, run, _NODE, _node_id(task), task,
+                     step if isinstance(step, int) else 0)
         self._spans[run_id] = span
         if run is None:
             return

@@ -401,6 +401,7 @@ def test_concurrent_invocations_are_separate_runs() -> None:
     for event in sink.events:
         by_run.setdefault(event.run_id, []).append(event)
     assert len(by_run) == 4
+    assert not callback._spans
     for events in by_run.values():
         assert_contiguous(events)
     assert {s.status for s in fold(sink.events).runs.values()} == {RunStatus.COMPLETED}
@@ -417,6 +418,7 @@ def test_a_failing_branch_fails_the_run_and_nothing_follows_the_end() -> None:
     while len(finished) < len(BRANCHES) - 1 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(finished) == len(BRANCHES) - 1
+    assert not callback._spans  # what the graph left running is forgotten, not leaked
     assert sink.events[-1].kind.type == "graph_failed"
     assert sink.events[-1].kind.error == "ValueError: b3 broke"
     state = only_run(sink.events)
