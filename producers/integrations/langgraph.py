@@ -141,8 +141,8 @@ class _Attempt:
 class _Span:
     """A LangChain run this object follows: the graph, a node, a tool or something inside."""
 
-    __slots__ = ("failed_before", "kind", "name", "node_id", "root", "run", "started_ns", "step",
-                 "task")
+    __slots__ = ("call_id", "failed_before", "kind", "name", "node_id", "root", "run",
+                 "started_ns", "step", "task")
 
     def __init__(self, root: uuid.UUID, run: _Run | None, kind: int, node_id: str, task: str,
                  step: int = 0, name: str = "") -> None:
@@ -150,6 +150,8 @@ class _Span:
         """The LangChain run id of the graph invocation this span belongs to."""
         self.run, self.kind, self.node_id, self.task, self.step = run, kind, node_id, task, step
         self.name = name
+        self.call_id: str | None = None
+        """A tool span's ``tool_call_id`` (the model's id of the call), when it has one."""
         self.failed_before = 0
         self.started_ns = time.monotonic_ns()
 
@@ -312,11 +314,10 @@ class RunfoldCallback(GraphCallbackHandler):
             name = (serialized or {}).get("name") or kwargs.get("name") or "tool"
             span = _Span(parent.root, parent.run, _TOOL, parent.node_id, parent.task,
                          name=str(name))
-            self._spans[run_id] = span
-            payload: dict[str, Any] = {"node_id": parent.node_id}
             if kwargs.get("tool_call_id") is not None:
-                payload["tool_call_id"] = str(kwargs["tool_call_id"])
-            self._emit(span.run, ToolCalled(tool_name=span.name), payload)
+                span.call_id = str(kwargs["tool_call_id"])
+            self._spans[run_id] = span
+            self._emit(span.run, ToolCalled(tool_name=span.name), _tool_payload(span))
 
     def on_tool_end(self, output: Any, *, run_id: uuid.UUID, **kwargs: Any) -> None:
         """A tool returns."""
@@ -324,7 +325,7 @@ class RunfoldCallback(GraphCallbackHandler):
             span = self._spans.pop(run_id, None)
             if span is not None and span.kind == _TOOL:
                 self._emit(span.run, ToolReturned(tool_name=span.name),
-                           {"node_id": span.node_id, "duration_ms": _ms_since(span)})
+                           _tool_payload(span, duration_ms=_ms_since(span)))
 
     def on_tool_error(self, error: BaseException, *, run_id: uuid.UUID, **kwargs: Any) -> None:
         """A tool raises (an ``interrupt()`` inside a tool is a pause, not a failure)."""
@@ -332,7 +333,7 @@ class RunfoldCallback(GraphCallbackHandler):
             span = self._spans.pop(run_id, None)
             if span is not None and span.kind == _TOOL and not isinstance(error, GraphBubbleUp):
                 self._emit(span.run, ToolFailed(tool_name=span.name),
-                           {"node_id": span.node_id, "error": _error_text(error)})
+                           _tool_payload(span, error=_error_text(error)))
 
     def on_interrupt(self, event: GraphInterruptEvent) -> None:
         """The graph pauses: ``graph_interrupted``; the run stays open for the resume."""
@@ -600,6 +601,15 @@ def _content_length(content: Any) -> int:
         return sum(_content_length(part if isinstance(part, str) else part.get("text", ""))
                    for part in content if isinstance(part, str | dict))
     return len(str(content))
+
+
+def _tool_payload(span: _Span, **extra: Any) -> dict[str, Any]:
+    """A tool event's payload: the node calling it, the model's call id, then ``extra``."""
+    payload: dict[str, Any] = {"node_id": span.node_id}
+    if span.call_id is not None:
+        payload["tool_call_id"] = span.call_id
+    payload.update(extra)
+    return payload
 
 
 def _ms_since(span: _Span) -> int:

@@ -292,6 +292,37 @@ def test_a_tool_that_raises_is_tool_failed_and_the_node_goes_on() -> None:
 
 
 @pytest.mark.unit
+def test_a_prebuilt_tool_node_records_each_tool_call_and_its_messages() -> None:
+    from langgraph.prebuilt import ToolNode, tools_condition
+
+    def model(state: State) -> dict[str, Any]:  # a scripted model: one round of two tools
+        if any(m.type == "tool" for m in state["messages"]):
+            return {"messages": [AIMessage("done")]}
+        calls = [{"name": "add_tax", "args": {"amount": 50}, "id": "call-1"},
+                 {"name": "lookup", "args": {"key": "nope"}, "id": "call-2"}]
+        return {"messages": [AIMessage("", tool_calls=calls)]}
+
+    builder = StateGraph(State)
+    builder.add_node("model", model)
+    builder.add_node("tools", ToolNode([add_tax, lookup], handle_tool_errors=True))
+    builder.add_edge(START, "model")
+    builder.add_conditional_edges("model", tools_condition)
+    builder.add_edge("tools", "model")
+    graph = builder.compile()
+    sink, callback = recorded(graph)
+    graph.invoke({"messages": [HumanMessage("go")], "total": 0, "trail": []}, config(callback))
+    tools = sorted((e.kind.type, e.kind.tool_name, e.payload.get("tool_call_id"))
+                   for e in sink.events if "tool_" in e.kind.type)
+    assert tools == [("tool_called", "add_tax", "call-1"), ("tool_called", "lookup", "call-2"),
+                     ("tool_failed", "lookup", "call-2"), ("tool_returned", "add_tax", "call-1")]
+    roles = [e.kind.role for e in sink.events if e.kind.type == "message_added"]
+    assert roles == ["user", "assistant", "tool", "tool", "assistant"]
+    state = only_run(sink.events)
+    assert (state.status, state.tool_calls, state.tool_returns, state.tool_failures,
+            state.messages) == (RunStatus.COMPLETED, 2, 1, 1, 5)
+
+
+@pytest.mark.unit
 def test_subgraph_nodes_are_named_by_their_path() -> None:
     class Inner(TypedDict):
         total: int
