@@ -54,17 +54,27 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
 try:
-    from langchain_core.messages import BaseMessage
-    from langchain_core.runnables import RunnableConfig
     from langgraph.callbacks import GraphCallbackHandler, GraphInterruptEvent, GraphResumeEvent
     from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.errors import GraphBubbleUp, GraphInterrupt
-    from langgraph.types import Command, Send
+
+    from producers.integrations.langgraph_graph import (
+        START,
+        chat_messages,
+        checkpoints_after,
+        content_length,
+        graph_structure,
+        latest_checkpoint,
+        message_role,
+        node_path,
+        split_output,
+        static_successors,
+    )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "producers.integrations.langgraph needs LangGraph 1.2 or later: "
@@ -89,15 +99,11 @@ from schemas import (
     ToolReturned,
 )
 
-__all__ = ["RunfoldCallback", "graph_structure"]
+__all__ = ["RunfoldCallback"]
 
 _log = logging.getLogger("runfold.langgraph")
 
-_START, _END = "__start__", "__end__"
-_ROLES = {"human": "user", "ai": "assistant", "AIMessageChunk": "assistant",
-          "system": "system", "tool": "tool", "function": "tool"}
-"""LangChain message types as the roles runfold's events use."""
-_CHECKPOINT_STEP_NODES = {-1: "__input__", 0: _START}
+_CHECKPOINT_STEP_NODES = {-1: "__input__", 0: START}
 """LangGraph's checkpoints before the first node: the input, then the start node's writes."""
 
 _ROOT, _NODE, _TOOL, _INNER = range(4)
@@ -156,30 +162,6 @@ class _Span:
         self.started_ns = time.monotonic_ns()
 
 
-def graph_structure(graph: Any) -> dict[str, Any]:
-    """What identifies a compiled graph's definition: name, node ids, edges, retry policies.
-
-    The ``agent_spec_digest`` is the digest of this; functions are named, never
-    ``repr``-ed, so the digest is the same in every process running the same code.
-    """
-    drawable = graph.get_graph()
-    edges = sorted(
-        (edge.source, edge.target, bool(edge.conditional),
-         edge.data if isinstance(edge.data, str) else None)
-        for edge in drawable.edges
-    )
-    retries: dict[str, list[list[Any]]] = {}
-    for name, node in sorted(getattr(graph, "nodes", {}).items()):
-        policies = getattr(node, "retry_policy", None) or ()
-        retries[name] = [
-            [p.max_attempts, p.initial_interval, p.backoff_factor, p.max_interval, p.jitter,
-             getattr(p.retry_on, "__qualname__", None) or repr(p.retry_on)]
-            for p in policies
-        ]
-    return {"name": graph.get_name(), "nodes": sorted(drawable.nodes), "edges": edges,
-            "retry_policies": retries}
-
-
 class RunfoldCallback(GraphCallbackHandler):
     """Records each invocation of ``graph`` as a runfold run (see the module docstring).
 
@@ -206,8 +188,8 @@ class RunfoldCallback(GraphCallbackHandler):
         structure = graph_structure(graph)
         self.agent_spec_digest = spec_digest(structure)
         self.git_sha = current_git_sha() if git_sha is None else git_sha
-        self.entry_point = ",".join(t for s, t, _, _ in structure["edges"] if s == _START) or None
-        self._next_node = _static_successors(structure["edges"])
+        self.entry_point = ",".join(t for s, t, _, _ in structure["edges"] if s == START) or None
+        self._next_node = static_successors(structure["edges"])
         saver = getattr(graph, "checkpointer", None)
         self._checkpointer = saver if checkpoints and isinstance(saver, BaseCheckpointSaver) \
             else None
@@ -408,14 +390,14 @@ class RunfoldCallback(GraphCallbackHandler):
         self.last_run_id = handle.run_id
         run.last_checkpoint = self._latest_checkpoint(thread_id)
         if isinstance(inputs, Mapping):
-            self._emit_messages(run, inputs)
+            self._emitchat_messages(run, inputs)
         return run
 
     def _enter_node(self, run_id: uuid.UUID, parent: _Span, task: str,
                     meta: Mapping[str, Any]) -> None:
         step = meta.get("langgraph_step")
         run = parent.run
-        span = _Span(parent.root, run, _NODE, _node_id(task), task,
+        span = _Span(parent.root, run, _NODE, node_path(task), task,
                      step if isinstance(step, int) else 0)
         self._spans[run_id] = span
         if run is None:
@@ -438,20 +420,20 @@ class RunfoldCallback(GraphCallbackHandler):
                    payload)
 
     def _exit_node(self, span: _Span, run: _Run, outputs: Any) -> None:
-        update, goto = _split_output(outputs)
+        update, goto = split_output(outputs)
         if update:
             keys = tuple(str(key) for key in update)
             self._emit(run, StateUpdated(node_id=span.node_id, keys_changed=keys))
-            self._emit_messages(run, update)
+            self._emitchat_messages(run, update)
         targets = goto or self._next_node.get(span.node_id.rpartition("/")[2], [])
         self._emit(run, NodeExited(node_id=span.node_id,
                                    next_node=",".join(targets) or None,
                                    duration_ms=_ms_since(span)))
 
-    def _emit_messages(self, run: _Run, values: Mapping[Any, Any]) -> None:
-        for message in _messages(values):
-            self._emit(run, MessageAdded(role=_ROLES.get(message.type, message.type),
-                                         content_length=_content_length(message.content)))
+    def _emitchat_messages(self, run: _Run, values: Mapping[Any, Any]) -> None:
+        for message in chat_messages(values):
+            self._emit(run, MessageAdded(role=message_role(message),
+                                         content_length=content_length(message.content)))
 
     def _settle_failures(self, run: _Run, task: str | None, step: int | None) -> None:
         """Failed attempts that will not run again become ``node_failed``: all of them
@@ -490,43 +472,29 @@ class RunfoldCallback(GraphCallbackHandler):
 
     # --- checkpoints ---------------------------------------------------------------------
 
-    def _thread_config(self, thread_id: str) -> RunnableConfig:
-        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
-
     def _latest_checkpoint(self, thread_id: str | None) -> str | None:
-        saver = self._checkpointer
-        if saver is None or thread_id is None:
+        if self._checkpointer is None or thread_id is None:
             return None
         try:
-            latest = saver.get_tuple(self._thread_config(thread_id))
+            return latest_checkpoint(self._checkpointer, thread_id)
         except Exception as exc:  # noqa: BLE001 - e.g. an async-only saver
             self._checkpoints_unreadable(exc)
             return None
-        return None if latest is None else str(latest.config["configurable"]["checkpoint_id"])
 
     def _record_checkpoints(self, run: _Run) -> None:
         """``checkpoint_saved`` for each checkpoint written since the run last looked."""
-        saver = self._checkpointer
-        if saver is None or run.thread_id is None or run.broken:
+        if self._checkpointer is None or run.thread_id is None or run.broken:
             return
-        written = []
         try:
-            for item in saver.list(self._thread_config(run.thread_id)):
-                checkpoint_id = str(item.config["configurable"]["checkpoint_id"])
-                # Newest first; LangGraph's checkpoint ids sort in time order.
-                if run.last_checkpoint is not None and checkpoint_id <= run.last_checkpoint:
-                    break
-                written.append((checkpoint_id, item.metadata or {}))
+            written = checkpoints_after(self._checkpointer, run.thread_id, run.last_checkpoint)
         except Exception as exc:  # noqa: BLE001 - e.g. an async-only saver
             self._checkpoints_unreadable(exc)
             return
-        for checkpoint_id, metadata in reversed(written):
-            step = metadata.get("step")
-            node_id = _CHECKPOINT_STEP_NODES.get(step) if isinstance(step, int) else None
-            if node_id is None:
-                node_id = ",".join(run.step_nodes.get(step, ())) if isinstance(step, int) else ""
+        for checkpoint_id, step, source in written:
+            node_id = "" if step is None else _CHECKPOINT_STEP_NODES.get(step) or ",".join(
+                run.step_nodes.get(step, ()))
             self._emit(run, CheckpointSaved(checkpoint_id=checkpoint_id, node_id=node_id),
-                       {"step": to_json(step), "source": to_json(metadata.get("source"))})
+                       {"step": step, "source": source})
             run.last_checkpoint = checkpoint_id
 
     def _checkpoints_unreadable(self, exc: Exception) -> None:
@@ -555,52 +523,6 @@ class RunfoldCallback(GraphCallbackHandler):
                      "runs on, new runs are not recorded for %gs",
                      f"run {run.handle.run_id}" if run is not None else "a new run",
                      type(exc).__name__, exc, self.retry_after)
-
-
-def _node_id(task: str) -> str:
-    """``"sub:<task id>|inner:<task id>"`` -> ``"sub/inner"``: the node's path of names."""
-    return "/".join(part.rpartition(":")[0] or part for part in task.split("|"))
-
-
-def _static_successors(edges: list[tuple[str, str, bool, Any]]) -> dict[str, list[str]]:
-    """Node -> its next nodes when its edges are all plain (no branch decides), END left out."""
-    targets: dict[str, list[str]] = {}
-    branching: set[str] = set()
-    for source, target, conditional, _ in edges:
-        if conditional:
-            branching.add(source)
-        elif target != _END:
-            targets.setdefault(source, []).append(target)
-    return {node: sorted(t) for node, t in targets.items() if node not in branching}
-
-
-def _split_output(outputs: Any) -> tuple[Mapping[Any, Any] | None, list[str]]:
-    """A node's return value as (state update, nodes it sends control to)."""
-    if isinstance(outputs, Command):
-        update = outputs.update
-        if isinstance(update, list | tuple):
-            update = dict(item for item in update if isinstance(item, tuple) and len(item) == 2)
-        gotos = outputs.goto if isinstance(outputs.goto, list | tuple) else [outputs.goto]
-        names = [g.node if isinstance(g, Send) else str(g) for g in gotos if g]
-        return (update if isinstance(update, Mapping) else None), [n for n in names if n != _END]
-    return (outputs if isinstance(outputs, Mapping) else None), []
-
-
-def _messages(values: Mapping[Any, Any]) -> Iterator[BaseMessage]:
-    for value in values.values():
-        items = value if isinstance(value, list | tuple) else (value,)
-        for item in items:
-            if isinstance(item, BaseMessage) and item.type != "remove":
-                yield item
-
-
-def _content_length(content: Any) -> int:
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):  # content blocks: count the text ones
-        return sum(_content_length(part if isinstance(part, str) else part.get("text", ""))
-                   for part in content if isinstance(part, str | dict))
-    return len(str(content))
 
 
 def _tool_payload(span: _Span, **extra: Any) -> dict[str, Any]:

@@ -27,7 +27,8 @@ from langgraph.types import Command, RetryPolicy, interrupt  # noqa: E402
 
 from consumers import COUNTER_NAMES, RunState, fold  # noqa: E402
 from producers import EventProducer, ListSink, RunRecorder  # noqa: E402
-from producers.integrations.langgraph import RunfoldCallback, graph_structure  # noqa: E402
+from producers.integrations.langgraph import RunfoldCallback  # noqa: E402
+from producers.integrations.langgraph_graph import graph_structure  # noqa: E402
 from producers.integrations.values import spec_digest, state_digest  # noqa: E402
 from schemas import Event, RunStatus  # noqa: E402
 from schemas.codec import EventCodec  # noqa: E402
