@@ -202,7 +202,9 @@ class RunfoldCallback(GraphCallbackHandler):
         self.last_run_id: uuid.UUID | None = None
         """The runfold run id of the latest run started."""
         self._sink_down_until = 0.0
-        self._lock = threading.Lock()
+        # Reentrant: converting a user's value (its repr, its model_dump) under the lock
+        # could call back into this object; that must never deadlock the graph.
+        self._lock = threading.RLock()
         self._spans: dict[uuid.UUID, _Span] = {}
         self._roots: dict[uuid.UUID, _Run] = {}
         self._paused: dict[str, _Run] = {}
@@ -275,9 +277,12 @@ class RunfoldCallback(GraphCallbackHandler):
                 return
             run = span.run
             if span.kind == _ROOT:
-                # A graph run as a subgraph of one we do not follow bubbles its pause up.
-                paused = isinstance(error, GraphInterrupt)
-                self._close_invocation(run_id, run, None, None if paused else error)
+                # A graph invoked inside one we do not follow bubbles its pause (and its
+                # Command to the parent graph) up: a pause, and control flow, not failures.
+                if isinstance(error, GraphInterrupt) and not run.paused:
+                    self._pause(run, "interrupt", error.args[0] if error.args else (), None)
+                failed = None if isinstance(error, GraphBubbleUp) else error
+                self._close_invocation(run_id, run, None, failed)
             elif span.kind == _NODE:
                 if isinstance(error, GraphBubbleUp):
                     # A pause (interrupt) or a jump (Command to the parent), not a failure.
@@ -318,28 +323,19 @@ class RunfoldCallback(GraphCallbackHandler):
                            _tool_payload(span, error=_error_text(error)))
 
     def on_interrupt(self, event: GraphInterruptEvent) -> None:
-        """The graph pauses: ``graph_interrupted``; the run stays open for the resume."""
-        if event.checkpoint_ns:  # a subgraph's pause; its root graph reports it too
-            return
+        """The graph pauses: ``graph_interrupted``; the run stays open for the resume.
+
+        Only for a graph invocation this object opened a run for: a subgraph's pause is
+        reported by its root graph too.
+        """
         with self._lock:
             run = self._roots.get(event.run_id) if event.run_id is not None else None
-            if run is None:
-                return
-            run.paused = True
-            reason = "interrupt" if event.status == "pending" else event.status
-            payload = {
-                "checkpoint_id": event.checkpoint_id,
-                "interrupts": [{"id": i.id, "value": to_json(i.value)} for i in event.interrupts],
-                "langgraph_run_id": run.langgraph_run_id,
-                "thread_id": run.thread_id,
-            }
-            self._emit(run, GraphInterrupted(reason=reason, node_id=run.paused_at or ""),
-                       payload)
+            if run is not None:
+                reason = "interrupt" if event.status == "pending" else event.status
+                self._pause(run, reason, event.interrupts, event.checkpoint_id)
 
     def on_resume(self, event: GraphResumeEvent) -> None:
         """The graph resumes from a checkpoint: ``checkpoint_restored``."""
-        if event.checkpoint_ns:
-            return
         with self._lock:
             run = self._roots.get(event.run_id) if event.run_id is not None else None
             if run is None:
@@ -447,6 +443,19 @@ class RunfoldCallback(GraphCallbackHandler):
                 del run.failed_attempts[key]
                 self._emit(run, NodeFailed(node_id=attempt.node_id, error=attempt.error),
                            {"attempts": attempt.number})
+
+    def _pause(self, run: _Run, reason: str, interrupts: Any, checkpoint_id: str | None
+               ) -> None:
+        """``graph_interrupted``; the run stays open until an invocation on its thread ends."""
+        run.paused = True
+        payload = {
+            "checkpoint_id": checkpoint_id,
+            "interrupts": [{"id": getattr(i, "id", None), "value": to_json(getattr(i, "value", i))}
+                           for i in interrupts],
+            "langgraph_run_id": run.langgraph_run_id,
+            "thread_id": run.thread_id,
+        }
+        self._emit(run, GraphInterrupted(reason=reason, node_id=run.paused_at or ""), payload)
 
     def _close_invocation(self, run_id: uuid.UUID, run: _Run, outputs: Any,
                           error: BaseException | None) -> None:

@@ -384,6 +384,32 @@ def test_interrupt_keeps_the_run_open_and_the_resume_continues_it() -> None:
 
 
 @pytest.mark.unit
+def test_a_graph_called_from_an_untraced_graph_pauses_and_resumes_as_one_run() -> None:
+    class Value(TypedDict):
+        total: int
+
+    inner = StateGraph(Value)
+    inner.add_node("ask", lambda s: {"total": interrupt("how much?")})
+    inner.add_edge(START, "ask")
+    child = inner.compile()
+    sink, callback = recorded(child)
+    outer = StateGraph(Value)  # the caller's graph, not recorded: only the child gets the callback
+    outer.add_node("delegate", lambda s: child.invoke(s, {"callbacks": [callback]}))
+    outer.add_edge(START, "delegate")
+    parent = outer.compile(checkpointer=InMemorySaver())
+    thread = {"configurable": {"thread_id": "outer-1"}}
+
+    parent.invoke({"total": 0}, thread)
+    assert kinds(sink.events)[-1] == "graph_interrupted"  # raised through the child's root
+    assert sink.events[-1].payload["interrupts"][0]["value"] == "how much?"
+    assert parent.invoke(Command(resume=7), thread) == {"total": 7}
+    assert_contiguous(sink.events)
+    state = only_run(sink.events)
+    assert (state.status, state.interrupts, state.checkpoints_restored) == (
+        RunStatus.COMPLETED, 1, 1)
+
+
+@pytest.mark.unit
 def test_a_paused_run_nobody_resumes_can_be_cancelled() -> None:
     graph = support_graph(checkpointer=InMemorySaver())
     sink, callback = recorded(graph)
