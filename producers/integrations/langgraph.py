@@ -125,7 +125,9 @@ class _Run:
         """Top-level nodes by LangGraph step: a checkpoint's ``node_id``."""
         self.last_checkpoint: str | None = None
         self.paused_at: str | None = None
-        """The node whose ``interrupt()`` paused the run last."""
+        """The node whose ``interrupt()`` (or breakpoint) paused the run last."""
+        self.last_exit: tuple[str, list[str]] = ("", [])
+        """The node that exited last and its next nodes, where a breakpoint stands."""
         self.paused = False
         """An interrupt happened in the invocation in progress."""
         self.failed_attempts: dict[str, _Attempt] = {}
@@ -330,9 +332,16 @@ class RunfoldCallback(GraphCallbackHandler):
         """
         with self._lock:
             run = self._roots.get(event.run_id) if event.run_id is not None else None
-            if run is not None:
-                reason = "interrupt" if event.status == "pending" else event.status
-                self._pause(run, reason, event.interrupts, event.checkpoint_id)
+            if run is None:
+                return
+            # A breakpoint stands after the node that exited last, or before its next one.
+            exited, following = run.last_exit
+            if event.status == "interrupt_after":
+                run.paused_at = exited
+            elif event.status == "interrupt_before":
+                run.paused_at = ",".join(following)
+            reason = "interrupt" if event.status == "pending" else event.status
+            self._pause(run, reason, event.interrupts, event.checkpoint_id)
 
     def on_resume(self, event: GraphResumeEvent) -> None:
         """The graph resumes from a checkpoint: ``checkpoint_restored``."""
@@ -386,7 +395,7 @@ class RunfoldCallback(GraphCallbackHandler):
         self.last_run_id = handle.run_id
         run.last_checkpoint = self._latest_checkpoint(thread_id)
         if isinstance(inputs, Mapping):
-            self._emitchat_messages(run, inputs)
+            self._emit_messages(run, inputs)
         return run
 
     def _enter_node(self, run_id: uuid.UUID, parent: _Span, task: str,
@@ -420,13 +429,14 @@ class RunfoldCallback(GraphCallbackHandler):
         if update:
             keys = tuple(str(key) for key in update)
             self._emit(run, StateUpdated(node_id=span.node_id, keys_changed=keys))
-            self._emitchat_messages(run, update)
+            self._emit_messages(run, update)
         targets = goto or self._next_node.get(span.node_id.rpartition("/")[2], [])
+        run.last_exit = (span.node_id, targets)
         self._emit(run, NodeExited(node_id=span.node_id,
                                    next_node=",".join(targets) or None,
                                    duration_ms=_ms_since(span)))
 
-    def _emitchat_messages(self, run: _Run, values: Mapping[Any, Any]) -> None:
+    def _emit_messages(self, run: _Run, values: Mapping[Any, Any]) -> None:
         for message in chat_messages(values):
             self._emit(run, MessageAdded(role=message_role(message),
                                          content_length=content_length(message.content)))

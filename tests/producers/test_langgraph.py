@@ -410,6 +410,27 @@ def test_a_graph_called_from_an_untraced_graph_pauses_and_resumes_as_one_run() -
 
 
 @pytest.mark.unit
+def test_a_static_breakpoint_pauses_the_run_until_the_thread_goes_on() -> None:
+    builder = StateGraph(State)
+    builder.add_node("plan", plan)
+    builder.add_node("answer", answer)
+    builder.add_edge(START, "plan")
+    builder.add_edge("plan", "answer")
+    graph = builder.compile(checkpointer=InMemorySaver(), interrupt_before=["answer"])
+    sink, callback = recorded(graph)
+    graph.invoke({"messages": [], "total": 0, "trail": []}, config(callback, "bp"))
+    paused = [e.kind for e in sink.events if e.kind.type == "graph_interrupted"]
+    assert [(k.reason, k.node_id) for k in paused] == [("interrupt_before", "answer")]
+    assert callback.paused_run("bp") == sink.events[0].run_id
+    graph.invoke(None, config(callback, "bp"))  # go on from the breakpoint
+    restored = [e.kind for e in sink.events if e.kind.type == "checkpoint_restored"]
+    assert [k.node_id for k in restored] == ["answer"]
+    assert_contiguous(sink.events)
+    state = only_run(sink.events)
+    assert (state.status, state.nodes_exited, state.interrupts) == (RunStatus.COMPLETED, 2, 1)
+
+
+@pytest.mark.unit
 def test_a_paused_run_nobody_resumes_can_be_cancelled() -> None:
     graph = support_graph(checkpointer=InMemorySaver())
     sink, callback = recorded(graph)
