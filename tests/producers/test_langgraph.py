@@ -410,6 +410,25 @@ def test_a_graph_called_from_an_untraced_graph_pauses_and_resumes_as_one_run() -
 
 
 @pytest.mark.unit
+def test_interrupt_and_resume_under_ainvoke_are_one_run() -> None:
+    graph = support_graph(checkpointer=InMemorySaver())
+    sink, callback = recorded(graph)
+
+    async def pause_then_resume() -> dict[str, Any]:
+        await graph.ainvoke({"messages": [], "total": 0, "trail": []}, config(callback, "a"))
+        result: dict[str, Any] = await graph.ainvoke(Command(resume="ok"), config(callback, "a"))
+        return result
+
+    assert asyncio.run(pause_then_resume())["trail"][-1] == "answer"
+    assert_contiguous(sink.events)
+    state = only_run(sink.events)
+    assert (state.status, state.interrupts, state.checkpoints_restored, state.retries) == (
+        RunStatus.COMPLETED, 1, 1, 1)
+    assert state.checkpoints_saved == len(list(graph.checkpointer.list(
+        {"configurable": {"thread_id": "a"}})))
+
+
+@pytest.mark.unit
 def test_a_static_breakpoint_pauses_the_run_until_the_thread_goes_on() -> None:
     builder = StateGraph(State)
     builder.add_node("plan", plan)
