@@ -37,7 +37,9 @@ graph returns / raises                  ``graph_completed`` (outputs, final stat
 
 One runfold run per graph invocation; an invocation that pauses on an interrupt keeps
 its run open, and the next invocation on the same ``thread_id`` (through this object)
-continues it, seq and all. Events of one object are serialized by a lock, so seq stays
+continues it, seq and all. A paused run lives in this object: :meth:`~RunfoldCallback.
+cancel` ends one nobody will resume, and ``close()`` (or the object's end) ends those
+left as CANCELLED. Events of one object are serialized by a lock, so seq stays
 contiguous when LangGraph runs parallel branches on threads or tasks; nothing is
 emitted after a run's end. The recorder's sink may fail (no broker at start-up): the
 run is then left unrecorded, counted in :attr:`RunfoldCallback.sink_failures`, logged,
@@ -49,10 +51,12 @@ delivered, failed or indeterminate in its ``DeliveryReport``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
@@ -135,6 +139,13 @@ class _Run:
         self.broken = False
         """The sink failed: nothing more is sent for this run."""
 
+    def end_unfinished(self, detail: str | None) -> None:
+        """End the run as CANCELLED (``detail`` in the payload) unless it has ended."""
+        if self.broken or self.handle.ended:
+            return
+        self.handle.cancel(reason=detail, node_id=self.paused_at)
+        self.scope.__exit__(None, None, None)
+
 
 class _Attempt:
     __slots__ = ("error", "failed_ns", "node_id", "number", "step", "task")
@@ -210,11 +221,23 @@ class RunfoldCallback(GraphCallbackHandler):
         self._spans: dict[uuid.UUID, _Span] = {}
         self._roots: dict[uuid.UUID, _Run] = {}
         self._paused: dict[str, _Run] = {}
+        # Discarded without close(): its paused runs end as cancelled. A weakref callback
+        # runs before the collector finalizes the runs' recorder blocks, which would
+        # report the GeneratorExit they receive as a failure of the graph. Not at exit:
+        # the producer may be closed by then.
+        weakref.finalize(self, _cancel_paused, self._paused).atexit = False
 
     # --- what users may ask ------------------------------------------------------------
 
     def close(self, timeout: float = 30.0) -> Any:
-        """Close the recorder's sink (flush the producer); returns its ``DeliveryReport``."""
+        """End the runs still paused as CANCELLED (nothing can resume them through this
+        object any more), then close the recorder's sink (flush the producer); returns
+        its ``DeliveryReport``."""
+        with self._lock:
+            paused = list(self._paused.values())
+            self._paused.clear()
+            for run in paused:
+                self._end_paused(run, "the runfold callback was closed while the run was paused")
         return self.recorder.close(timeout)
 
     def paused_run(self, thread_id: str) -> uuid.UUID | None:
@@ -232,13 +255,14 @@ class RunfoldCallback(GraphCallbackHandler):
             run = self._paused.pop(thread_id, None)
             if run is None:
                 return False
-            if not run.broken:
-                try:
-                    run.handle.cancel(reason=reason, node_id=run.paused_at)
-                    run.scope.__exit__(None, None, None)
-                except Exception as exc:  # noqa: BLE001 - see _sink_failed
-                    self._sink_failed(exc, run)
+            self._end_paused(run, reason)
             return True
+
+    def _end_paused(self, run: _Run, detail: str | None) -> None:
+        try:
+            run.end_unfinished(detail)
+        except Exception as exc:  # noqa: BLE001 - see _sink_failed
+            self._sink_failed(exc, run)
 
     # --- LangChain / LangGraph callbacks -----------------------------------------------
 
@@ -476,6 +500,8 @@ class RunfoldCallback(GraphCallbackHandler):
             run.paused = False
             if run.thread_id is not None:
                 self._paused[run.thread_id] = run
+            else:  # cannot happen with LangGraph's checkpointers, which need a thread id
+                self._end_paused(run, "paused without a thread_id: nothing can resume it")
             return  # RUNNING until an invocation on the same thread ends it
         if run.broken:
             return
@@ -542,6 +568,13 @@ class RunfoldCallback(GraphCallbackHandler):
                      "runs on, new runs are not recorded for %gs",
                      f"run {run.handle.run_id}" if run is not None else "a new run",
                      type(exc).__name__, exc, self.retry_after)
+
+
+def _cancel_paused(paused: dict[str, _Run]) -> None:
+    for run in paused.values():
+        with contextlib.suppress(Exception):  # nothing may escape a finalizer
+            run.end_unfinished("the runfold callback was discarded while the run was paused")
+    paused.clear()
 
 
 def _tool_payload(span: _Span, **extra: Any) -> dict[str, Any]:

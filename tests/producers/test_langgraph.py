@@ -462,6 +462,28 @@ def test_a_paused_run_nobody_resumes_can_be_cancelled() -> None:
 
 
 @pytest.mark.unit
+def test_closing_or_dropping_the_callback_cancels_its_paused_runs() -> None:
+    import gc
+
+    graph = support_graph(checkpointer=InMemorySaver())
+    sink, callback = recorded(graph)
+    graph.invoke({"messages": [], "total": 0, "trail": []}, config(callback, "c1"))
+    callback.close()
+    assert callback.paused_run("c1") is None
+    closed = sink.events[-1]
+    assert (closed.kind.type, closed.kind.reason) == ("graph_interrupted", "cancelled")
+    assert closed.payload == {"detail": "the runfold callback was closed while the run was paused"}
+
+    sink, callback = recorded(graph)  # dropped without close(): cancelled, never "failed"
+    graph.invoke({"messages": [], "total": 0, "trail": []}, config(callback, "c2"))
+    del callback
+    gc.collect()
+    assert (sink.events[-1].kind.type, sink.events[-1].kind.reason) == (
+        "graph_interrupted", "cancelled")
+    assert only_run(sink.events).status is RunStatus.CANCELLED
+
+
+@pytest.mark.unit
 def test_parallel_branches_keep_seq_contiguous_and_one_run() -> None:
     graph = parallel_graph()
     sink, callback = recorded(graph)
