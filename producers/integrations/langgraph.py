@@ -37,9 +37,9 @@ graph returns / raises                  ``graph_completed`` (outputs, final stat
 
 One runfold run per graph invocation; an invocation that pauses on an interrupt keeps
 its run open, and the next invocation on the same ``thread_id`` (through this object)
-continues it, seq and all. A paused run lives in this object: :meth:`~RunfoldCallback.
-cancel` ends one nobody will resume, and ``close()`` (or the object's end) ends those
-left as CANCELLED. Events of one object are serialized by a lock, so seq stays
+continues it, seq and all. A paused run lives in this object: ``cancel(thread_id)``
+ends one nobody will resume, and ``close()`` (or the object's end) ends those left, as
+CANCELLED. Events of one object are serialized by a lock, so seq stays
 contiguous when LangGraph runs parallel branches on threads or tasks; nothing is
 emitted after a run's end. The recorder's sink may fail (no broker at start-up): the
 run is then left unrecorded, counted in :attr:`RunfoldCallback.sink_failures`, logged,
