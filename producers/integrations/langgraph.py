@@ -545,7 +545,7 @@ class RunfoldCallback(GraphCallbackHandler):
     def _checkpoints_unreadable(self, exc: Exception) -> None:
         _log.warning("runfold: cannot read the graph's checkpointer (%s: %s); "
                      "checkpoint_saved events are off for this callback",
-                     type(exc).__name__, exc)
+                     type(exc).__name__, str(exc))
         self._checkpointer = None
 
     # --- sending -------------------------------------------------------------------------
@@ -559,7 +559,11 @@ class RunfoldCallback(GraphCallbackHandler):
             self._sink_failed(exc, run)
 
     def _sink_failed(self, exc: Exception, run: _Run | None) -> None:
-        """The graph must not fail because recording did: stop this run, pause new ones."""
+        """The graph must not fail because recording did: stop this run, pause new ones.
+
+        Logged as text: a log record holding ``exc`` would keep its traceback, and with it
+        a half-built Kafka client retrying its broker, alive.
+        """
         self.sink_failures += 1
         self._sink_down_until = time.monotonic() + self.retry_after
         if run is not None:
@@ -567,7 +571,7 @@ class RunfoldCallback(GraphCallbackHandler):
         _log.warning("runfold: recording %s stopped, the event sink raised %s: %s; the graph "
                      "runs on, new runs are not recorded for %gs",
                      f"run {run.handle.run_id}" if run is not None else "a new run",
-                     type(exc).__name__, exc, self.retry_after)
+                     type(exc).__name__, str(exc), self.retry_after)
 
 
 def _cancel_paused(paused: dict[str, _Run]) -> None:
