@@ -12,7 +12,7 @@ The broker is found as ``runfold demo`` finds it: ``KAFKA_BOOTSTRAP_SERVERS`` /
 ``RUNFOLD_BOOTSTRAP_SERVERS`` / ``RUNFOLD_CONFIG`` when set, else the local broker
 ``runfold kafka up`` started, else a local broker is started for the script's
 lifetime (``--keep`` leaves it running; ``make kafka-down`` stops it). The run's
-events are read back from the events topic and folded with ``consumers.fold``.
+events are read back from the events topic and folded with ``consumers.fold()``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from langgraph.types import Command, RetryPolicy, interrupt
 from consumers import COUNTER_NAMES, fold
 from producers import EventProducer, RunRecorder
 from producers.integrations.langgraph import RunfoldCallback
-from runfold.settings import RunfoldSettings
+from clients.settings import RunfoldSettings
 from schemas import Event
 from schemas.codec import EventCodec
 
@@ -122,7 +122,7 @@ def kafka_settings(keep: bool) -> RunfoldSettings:
     if any(os.environ.get(name) for name in configured):
         return RunfoldSettings.load()
     from runfold.kafka.local import LocalKafka
-    from runfold.kafka.state import default_home
+    from clients.cluster_state import default_home
 
     local = LocalKafka(default_home())
     if local.is_running() and local.bootstrap:
