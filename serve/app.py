@@ -60,7 +60,8 @@ def create_app(settings: ServeSettings, kafka: RunfoldSettings) -> FastAPI:
             retention_s=settings.event_retention_s, on_change=feed.publish,
         )
         producer = EventProducer(
-            names.events, settings=kafka, config={**_QUIET, "linger.ms": 2}
+            names.events, settings=kafka, config={**_QUIET, "linger.ms": 2},
+            startup_timeout=settings.ack_timeout_s,
         )
         ingest = IngestWorker(producer, ack_timeout_s=settings.ack_timeout_s)
         app.state.ctx = ServeContext(

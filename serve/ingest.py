@@ -181,7 +181,9 @@ class IngestWorker:
         except Exception as exc:  # the broker is unreachable, the producer is misconfigured
             log.warning("ingestion could not produce %d request(s): %s", len(group), exc)
             for pending in group:
-                pending.done.set_exception(exc)
+                # A request that gave up waiting has cancelled its future.
+                if pending.done.set_running_or_notify_cancel():
+                    pending.done.set_exception(exc)
             return
         acknowledged = (
             after.pending == 0
@@ -196,7 +198,8 @@ class IngestWorker:
             log.warning("Kafka did not acknowledge a group of %d events: %s", events,
                         after.summary())
         for pending in group:
-            pending.done.set_result(acknowledged)
+            if pending.done.set_running_or_notify_cancel():
+                pending.done.set_result(acknowledged)
 
 
 def results_body(

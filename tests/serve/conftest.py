@@ -44,9 +44,27 @@ def kafka(kafka_bootstrap: str, unique_topics: TopicNames) -> RunfoldSettings:
     return RunfoldSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix)
 
 
+@pytest.fixture(scope="module")
+def module_kafka(kafka_bootstrap: str, kafka_admin: Any) -> Iterator[RunfoldSettings]:
+    """Like ``kafka``, for a whole test module (topics created once, deleted after)."""
+    from runfold.topics import ensure_topics
+
+    prefix = f"test-serve-{uuid.uuid4().hex[:8]}-"
+    names = TopicNames().prefixed(prefix)
+    report = ensure_topics(kafka_admin, names, partitions=3, replication=1)
+    assert report.ok, report.mismatches
+    yield RunfoldSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix)
+    kafka_admin.delete_topics(names.all(), operation_timeout=10)
+
+
 @pytest.fixture
 def fold(kafka: RunfoldSettings) -> Iterator[FoldService]:
     """The folding service on the test's topics, in a thread, stopped after the test."""
+    yield from folding(kafka)
+
+
+def folding(kafka: RunfoldSettings) -> Iterator[FoldService]:
+    """Run the folding service on ``kafka``'s topics while the generator is suspended."""
     service = FoldService(ServiceConfig.on_topics(
         dict(kafka.client_config()), kafka.topic_names,
         group=f"serve-test-{uuid.uuid4().hex[:8]}", instance_id="t", txn_interval_ms=100,
@@ -66,6 +84,28 @@ def fold(kafka: RunfoldSettings) -> Iterator[FoldService]:
     service.stop()
     thread.join(30)
     assert not failure, failure
+
+
+@pytest.fixture(scope="module")
+def module_server(
+    module_kafka: RunfoldSettings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServeHandle]:
+    """One server (auth off) over the module's topics, with the fold running behind it."""
+    fold = folding(module_kafka)
+    next(fold)
+    handle = start_in_thread(
+        ServeSettings(data_dir=tmp_path_factory.mktemp("serve"), port=0), module_kafka, port=0
+    )
+    yield handle
+    handle.stop()
+    next(fold, None)
+
+
+@pytest.fixture(scope="module")
+def module_client(module_server: ServeHandle) -> Iterator[httpx.Client]:
+    """An HTTP client on ``module_server``."""
+    with httpx.Client(base_url=module_server.url, timeout=30) as http:
+        yield http
 
 
 ServerFactory = Callable[..., ServeHandle]
