@@ -262,8 +262,12 @@ class ViewTailer:
         lag: dict[str, int | None] = {}
         for tp in positions:
             try:
-                low, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+                # What the last fetch response said: no request per partition (those took
+                # up to a second each), at most a fetch wait (0.5 s) old.
+                low, high = consumer.get_watermark_offsets(tp, cached=True)
             except KafkaException:
+                low = high = -1
+            if high < 0:
                 lag[tp.topic] = None
                 continue
             at = tp.offset if tp.offset >= 0 else stored.get((tp.topic, tp.partition), low)
@@ -271,5 +275,5 @@ class ViewTailer:
             current = lag.get(tp.topic, 0)
             lag[tp.topic] = None if current is None else current + behind
         self._lag = lag
-        if all(value == 0 for value in lag.values()):
+        if lag and all(value == 0 for value in lag.values()):
             self.caught_up.set()
