@@ -25,12 +25,18 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message
-from confluent_kafka import TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
-from serve.store import EventRow, RunRow, ViewBatch, ViewWriter, ViolationRow, kind_mask
 from schemas import decode_event, decode_violation
 from schemas.errors import RunfoldError
+from serve.store import EventRow, RunRow, ViewBatch, ViewWriter, ViolationRow, kind_mask
 
 __all__ = ["ViewTailer", "run_row"]
 
