@@ -35,7 +35,7 @@ from serve.settings import ServeSettings
 from serve.store import ViewReader, open_view
 from serve.tailer import ViewTailer
 
-__all__ = ["ServeHandle", "create_app", "serve_forever", "start_in_thread"]
+__all__ = ["ServeHandle", "create_app", "serve_forever", "start_in_thread", "view_source"]
 
 log = logging.getLogger(__name__)
 _STATIC = resources.files("serve") / "static"
@@ -50,8 +50,7 @@ def create_app(settings: ServeSettings, kafka: RunfoldSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        source = f"{kafka.bootstrap_servers}|{names.runs}|{names.violations}|{names.events}"
-        writer = open_view(settings.view_path, source)
+        writer = open_view(settings.view_path, view_source(kafka))
         feed = ChangeFeed()
         feed.bind(asyncio.get_running_loop())
         tailer = ViewTailer(
@@ -107,6 +106,12 @@ def create_app(settings: ServeSettings, kafka: RunfoldSettings) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
     return app
+
+
+def view_source(kafka: RunfoldSettings) -> str:
+    """What a view file is built from: another broker or other topics start it afresh."""
+    names = kafka.topic_names
+    return f"{kafka.bootstrap_servers}|{names.runs}|{names.violations}|{names.events}"
 
 
 def _config(app: FastAPI, settings: ServeSettings, port: int, **options: Any) -> uvicorn.Config:
