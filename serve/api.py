@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from schemas import Event, ViolationKind
+from schemas import ViolationKind
 from schemas.errors import ValidationError
 from schemas.ledger import replay_digest
 from serve.auth import Authenticator
@@ -176,8 +176,8 @@ def get_events(
     events = ctx.reader.events(run_id, after_seq=after_seq, limit=limit)
     if not events:
         _found(ctx, run_id)
-    # The stored serde JSON goes out as it is, byte for byte what Rust would write.
-    body = f'{{"run_id":"{run_id}","events":[{",".join(events)}]}}'
+    # Each event's serde JSON as it is, byte for byte what Rust would write.
+    body = f'{{"run_id":"{run_id}","events":[{",".join(e.to_json() for e in events)}]}}'
     return Response(body, media_type="application/json")
 
 
@@ -186,7 +186,7 @@ def get_digest(ctx: Reader, run_id: str) -> dict[str, Any]:
     run_id = _run_id(run_id)
     doc = _found(ctx, run_id)
     last_seq = int(doc["last_seq"])
-    events = [Event.from_json(text) for text in ctx.reader.events(run_id, limit=last_seq or 1)]
+    events = ctx.reader.events(run_id, limit=last_seq or 1)
     applied = [event for event in events if event.seq <= last_seq]
     return {
         "run_id": run_id,

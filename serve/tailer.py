@@ -34,6 +34,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from runfold.cmd_runs import run_document
 from schemas import decode_event, decode_violation
 from schemas.errors import RunfoldError
 from serve.store import EventRow, RunRow, ViewBatch, ViewWriter, ViolationRow, kind_mask
@@ -53,8 +54,6 @@ _RATE_WINDOW_S = 10
 
 def run_row(state: Any, kafka_ms: int) -> RunRow:
     """The view's row for a decoded agent-runs state, published at ``kafka_ms``."""
-    from runfold.cmd_runs import run_document
-
     counts = {kind: n for kind, n in state.violation_counts.items() if n}
     stalled = getattr(state, "stalled_since", None)
     return RunRow(
@@ -227,7 +226,7 @@ class ViewTailer:
                         event = decode_event(value)
                         batch.events.append(
                             EventRow(str(event.run_id), event.seq, kafka_ms, event.kind.type,
-                                     event.to_json())
+                                     value)
                         )
                 elif topic == self.runs_topic:
                     key = (msg.key() or b"").decode()

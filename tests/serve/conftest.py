@@ -146,10 +146,9 @@ def load_fleet(kafka: RunfoldSettings, *, runs: int, seed: int = 7, faults: str 
 
     fleet = Fleet(FleetConfig(runs=runs, agents=4, seed=seed, faults=FaultRates.parse(faults)))
     producer = EventProducer(kafka.topic_names.events, settings=kafka, config=dict(_QUIET))
-    result = produce_fleet(fleet, producer)
+    produce_fleet(fleet, producer)
     report = producer.close()
     assert report.ok, report.summary()
-    del result
     return fleet.manifest()
 
 
