@@ -333,7 +333,8 @@ class ViewReader:
 
     def _stalled_sql(self) -> tuple[str, int]:
         cutoff = int(time.time() * 1000) - self.stall_after_ms
-        return "(stalled_ns IS NOT NULL OR (status = 'RUNNING' AND updated_ms < ?))", cutoff
+        # Only a RUNNING run can be stalled; saying so lets SQLite use the status index.
+        return "(status = 'RUNNING' AND (stalled_ns IS NOT NULL OR updated_ms < ?))", cutoff
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         """One run's document with its view columns, or ``None``."""
@@ -441,8 +442,8 @@ class ViewReader:
     def _summary(self, row: Sequence[Any]) -> dict[str, Any]:
         (run_id, status, agent, started_ns, finished_ns, applied, mask, violations,
          updated_ms, stalled_ns, change_seq) = row
-        stalled = stalled_ns is not None or (
-            status == "RUNNING" and updated_ms < time.time() * 1000 - self.stall_after_ms
+        stalled = status == "RUNNING" and (
+            stalled_ns is not None or updated_ms < time.time() * 1000 - self.stall_after_ms
         )
         return {
             "run_id": run_id,

@@ -1,40 +1,24 @@
 """Fixtures for ``runfold serve``: a folding service on unique topics, a server over them.
 
 Everything is real: the session's broker, the folding service (in a thread, as the demo
-runs it), the server under uvicorn on a free port, HTTP through httpx.
+runs it), the server under uvicorn on a free port, HTTP through httpx. Helpers that tests
+import are in serve_fixtures.py.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
+from serve_fixtures import ServerFactory, folding
 
-from consumers import FoldService, ServiceConfig
-from producers import EventProducer, Fleet, FleetConfig, produce_fleet
+from consumers import FoldService
 from runfold.settings import RunfoldSettings, TopicNames
 from serve import ServeHandle, ServeSettings, start_in_thread
-
-T = TypeVar("T")
-_QUIET = {"log_level": 2}
-
-
-def wait_for(check: Callable[[], T | None], timeout: float = 60.0, what: str = "") -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what or check}; last {last!r}")
 
 
 @pytest.fixture
@@ -63,29 +47,6 @@ def fold(kafka: RunfoldSettings) -> Iterator[FoldService]:
     yield from folding(kafka)
 
 
-def folding(kafka: RunfoldSettings) -> Iterator[FoldService]:
-    """Run the folding service on ``kafka``'s topics while the generator is suspended."""
-    service = FoldService(ServiceConfig.on_topics(
-        dict(kafka.client_config()), kafka.topic_names,
-        group=f"serve-test-{uuid.uuid4().hex[:8]}", instance_id="t", txn_interval_ms=100,
-        consumer_overrides=dict(_QUIET), producer_overrides=dict(_QUIET),
-    ))
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            service.run()
-        except BaseException as exc:  # re-raised below, in the test's thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    yield service
-    service.stop()
-    thread.join(30)
-    assert not failure, failure
-
-
 @pytest.fixture(scope="module")
 def module_server(
     module_kafka: RunfoldSettings, tmp_path_factory: pytest.TempPathFactory
@@ -106,9 +67,6 @@ def module_client(module_server: ServeHandle) -> Iterator[httpx.Client]:
     """An HTTP client on ``module_server``."""
     with httpx.Client(base_url=module_server.url, timeout=30) as http:
         yield http
-
-
-ServerFactory = Callable[..., ServeHandle]
 
 
 @pytest.fixture
@@ -138,23 +96,3 @@ def client(server: ServeHandle) -> Iterator[httpx.Client]:
     """An HTTP client on ``server``."""
     with httpx.Client(base_url=server.url, timeout=30) as http:
         yield http
-
-
-def load_fleet(kafka: RunfoldSettings, *, runs: int, seed: int = 7, faults: str = "") -> Any:
-    """Produce a simulated fleet to the events topic; its manifest."""
-    from producers import FaultRates
-
-    fleet = Fleet(FleetConfig(runs=runs, agents=4, seed=seed, faults=FaultRates.parse(faults)))
-    producer = EventProducer(kafka.topic_names.events, settings=kafka, config=dict(_QUIET))
-    produce_fleet(fleet, producer)
-    report = producer.close()
-    assert report.ok, report.summary()
-    return fleet.manifest()
-
-
-def view_has(client: httpx.Client, runs: int) -> Callable[[], bool]:
-    """Whether the view lists ``runs`` runs, all folded to their end."""
-    def check() -> bool:
-        fleet = client.get("/v1/fleet").json()
-        return bool(fleet["runs"] == runs and fleet["view"]["caught_up"])
-    return check

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import (  # type: ignore[import-not-found]
+from serve_fixtures import (
     ServerFactory,
     load_fleet,
     view_has,

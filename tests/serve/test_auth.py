@@ -6,7 +6,7 @@ import logging
 
 import httpx
 import pytest
-from conftest import ServerFactory  # type: ignore[import-not-found]
+from serve_fixtures import ServerFactory
 
 from schemas.errors import ConfigError
 from serve import ApiKey, ServeSettings, hash_key, new_key

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import load_fleet, view_has, wait_for  # type: ignore[import-not-found]
+from serve_fixtures import load_fleet, view_has, wait_for
 
 from producers import ListSink, RunRecorder
 from runfold.settings import RunfoldSettings

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServerFactory, wait_for  # type: ignore[import-not-found]
+from serve_fixtures import ServerFactory, wait_for
 
 from consumers import FoldEdge
 from producers import ListSink, RunRecorder

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import httpx
-from conftest import ServerFactory, load_fleet, view_has, wait_for  # type: ignore[import-not-found]
+from serve_fixtures import ServerFactory, load_fleet, view_has, wait_for
 
 from runfold.settings import RunfoldSettings
 
