@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -154,7 +154,10 @@ def start_in_thread(
     deadline = time.monotonic() + ready_timeout
     while not server.started:
         if not thread.is_alive():
-            raise ConfigError(f"runfold serve could not listen on {settings.host}:{port}")
+            raise ConfigError(
+                f"runfold serve could not listen on {settings.host}:{server.config.port} "
+                "(in use? --port 0 picks a free port)"
+            )
         if time.monotonic() > deadline:
             server.should_exit = True
             raise ConfigError(f"runfold serve did not start within {ready_timeout:g}s")
@@ -164,7 +167,16 @@ def start_in_thread(
     return ServeHandle(url=f"http://{shown}:{bound}/", server=server, thread=thread)
 
 
-def serve_forever(settings: ServeSettings, kafka: RunfoldSettings) -> None:
-    """Serve in the foreground until interrupted (``runfold serve``)."""
-    app = create_app(settings, kafka)
-    uvicorn.Server(_config(app, settings, settings.port)).run()
+def serve_forever(
+    settings: ServeSettings, kafka: RunfoldSettings, on_ready: Callable[[str], None]
+) -> None:
+    """Serve until interrupted (``runfold serve``); ``on_ready(url)`` once it listens."""
+    handle = start_in_thread(settings, kafka)
+    on_ready(handle.url)
+    try:
+        while handle.thread.is_alive():
+            handle.thread.join(0.5)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C: stop as asked, without a traceback
+    finally:
+        handle.stop()

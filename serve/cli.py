@@ -58,10 +58,12 @@ def serve(
         kafka_overrides["topic_prefix"] = prefix
     kafka = RunfoldSettings.load(**kafka_overrides)
     settings.check_exposure()
-    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
-    click.echo(
-        f"runfold serve: http://{shown}:{settings.port}/ (API docs at /docs) over "
-        f"{kafka.topic_names.runs} on {kafka.bootstrap_servers}; view in {settings.view_path}"
-        + ("" if settings.auth_enabled else "; no API keys: open on loopback only")
-    )
-    serve_forever(settings, kafka)
+
+    def ready(url: str) -> None:
+        click.echo(
+            f"runfold serve: {url} (API docs at {url}docs) over {kafka.topic_names.runs} on "
+            f"{kafka.bootstrap_servers}; view in {settings.view_path}"
+            + ("" if settings.auth_enabled else "; no API keys: open on loopback only")
+        )
+
+    serve_forever(settings, kafka, ready)

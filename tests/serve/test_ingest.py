@@ -179,3 +179,35 @@ def test_unreachable_kafka_is_503_with_a_reason(
         assert "posting it again is safe" in results[0]["reason"]
     finally:
         handle.stop()
+
+
+def test_the_stream_tells_each_change_of_a_run(
+    client: httpx.Client, module_server: Any
+) -> None:
+    """/v1/stream (Server-Sent Events) sends the run when it starts and when it completes."""
+    events = recorded_run()
+    run_id = str(events[0].run_id)
+    seen: list[dict[str, Any]] = []
+    with httpx.Client(base_url=module_server.url, timeout=30) as streaming, \
+            streaming.stream("GET", "/v1/stream") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.iter_lines()
+        assert next(lines).startswith("retry:")
+        assert next(lines) == "event: hello"
+        for part in (events[:1], events[1:]):
+            answer = client.post("/v1/events", content=ndjson(part), headers=NDJSON)
+            assert answer.status_code == 200
+            status = "RUNNING" if len(part) == 1 else "COMPLETED"
+            event_type = None
+            for line in lines:
+                if line.startswith("event: "):
+                    event_type = line[7:]
+                elif line.startswith("data: ") and event_type == "run":
+                    change = json.loads(line[6:])
+                    if change["run_id"] == run_id:
+                        seen.append(change)
+                        if change["status"] == status:
+                            break
+    assert seen[0]["status"] == "RUNNING" and seen[-1]["status"] == "COMPLETED"
+    assert seen[-1]["events_applied"] == len(events)
+    assert [c["change"] for c in seen] == sorted(c["change"] for c in seen)

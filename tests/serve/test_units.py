@@ -118,3 +118,12 @@ def test_a_view_of_other_topics_is_started_afresh(tmp_path: Path) -> None:
     writer.close()
     assert open_view(tmp_path / "v.sqlite", "a").offsets() == {("t", 0): 5}
     assert open_view(tmp_path / "v.sqlite", "b").offsets() == {}
+
+
+def test_events_past_retention_are_deleted(tmp_path: Path) -> None:
+    from serve.store import EventRow
+
+    writer = open_view(tmp_path / "v.sqlite", "a")
+    writer.apply(ViewBatch(events=[EventRow("r", seq, seq * 100, "x", b"") for seq in (1, 2, 3)]))
+    assert writer.expire_events(older_than_ms=250) == 2
+    assert writer.expire_events(older_than_ms=250) == 0
