@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -46,17 +47,10 @@ def serve(
     from runfold.settings import RunfoldSettings
     from serve.app import serve_forever
 
-    overrides: dict[str, object] = {}
-    for name, value in (("port", port), ("host", host), ("data_dir", data_dir)):
-        if value is not None:
-            overrides[name] = value
-    settings = ServeSettings.load(**overrides)
-    kafka_overrides: dict[str, str] = {}
-    if bootstrap_servers:
-        kafka_overrides["bootstrap_servers"] = bootstrap_servers
-    if prefix is not None:
-        kafka_overrides["topic_prefix"] = prefix
-    kafka = RunfoldSettings.load(**kafka_overrides)
+    settings = ServeSettings.load(**_given(port=port, host=host, data_dir=data_dir))
+    kafka = RunfoldSettings.load(
+        **_given(bootstrap_servers=bootstrap_servers or None, topic_prefix=prefix)
+    )
     settings.check_exposure()
 
     def ready(url: str) -> None:
@@ -67,3 +61,8 @@ def serve(
         )
 
     serve_forever(settings, kafka, ready)
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options given on the command line (the others come from the settings)."""
+    return {name: value for name, value in options.items() if value is not None}

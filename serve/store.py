@@ -350,23 +350,16 @@ class ViewReader:
         self, where: RunFilter, *, limit: int, cursor: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Runs matching ``where``, newest ``started_at`` first; and the next page's cursor."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        if where.status is not None:
-            clauses.append("status = ?")
-            params.append(where.status)
-        if where.agent_spec_digest is not None:
-            clauses.append("agent_spec_digest = ?")
-            params.append(where.agent_spec_digest)
-        if where.started_after_ns is not None:
-            clauses.append("started_ns >= ?")
-            params.append(where.started_after_ns)
-        if where.started_before_ns is not None:
-            clauses.append("started_ns < ?")
-            params.append(where.started_before_ns)
-        if where.violation_kind is not None:
-            clauses.append("(violation_mask & ?) != 0")
-            params.append(kind_mask([where.violation_kind]))
+        mask = None if where.violation_kind is None else kind_mask([where.violation_kind])
+        conditions = (
+            ("status = ?", where.status),
+            ("agent_spec_digest = ?", where.agent_spec_digest),
+            ("started_ns >= ?", where.started_after_ns),
+            ("started_ns < ?", where.started_before_ns),
+            ("(violation_mask & ?) != 0", mask),
+        )
+        clauses = [sql for sql, value in conditions if value is not None]
+        params: list[Any] = [value for _, value in conditions if value is not None]
         if where.stalled is not None:
             sql, cutoff = self._stalled_sql()
             clauses.append(sql if where.stalled else f"NOT {sql}")
