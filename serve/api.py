@@ -199,7 +199,10 @@ def get_digest(ctx: Reader, run_id: str) -> dict[str, Any]:
     }
 
 
-@router.get("/fleet", summary="Runs by status, events/s, the view's lag, recent violations")
+@router.get(
+    "/fleet",
+    summary="Runs by status, events/s, the fold's and the view's lag, recent violations",
+)
 def fleet(ctx: Reader) -> dict[str, Any]:
     cached = ctx._summary
     now = time.monotonic()
@@ -213,6 +216,7 @@ def fleet(ctx: Reader) -> dict[str, Any]:
         **counts,
         "events_per_s": tail["events_per_s"],
         "lag": tail["lag"],
+        "fold_lag": tail["fold_lag"],
         "view": {key: tail[key] for key in ("records_read", "undecodable", "partitions",
                                             "caught_up", "error")},
         "ingested": {"acknowledged": ctx.ingest.acknowledged,

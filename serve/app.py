@@ -56,7 +56,8 @@ def create_app(settings: ServeSettings, kafka: RunfoldSettings) -> FastAPI:
         tailer = ViewTailer(
             {**kafka.client_config(), **_QUIET}, writer,
             runs_topic=names.runs, violations_topic=names.violations, events_topic=names.events,
-            retention_s=settings.event_retention_s, on_change=feed.publish,
+            retention_s=settings.event_retention_s, fold_group=settings.fold_group,
+            on_change=feed.publish,
         )
         producer = EventProducer(
             names.events, settings=kafka, config={**_QUIET, "linger.ms": 2},

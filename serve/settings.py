@@ -94,6 +94,8 @@ class ServeSettings(BaseSettings):
     """Largest single event (one JSON document or NDJSON line)."""
     max_batch_events: int = Field(50_000, ge=1)
     """Most events in one ingestion request."""
+    fold_group: str | None = "runfold"
+    """The folding consumer group whose lag the fleet summary reports (None: not reported)."""
     ack_timeout_s: float = Field(30.0, gt=0)
     """How long an ingestion request waits for Kafka's acknowledgement."""
 

@@ -83,9 +83,14 @@ class ViewTailer:
         violations_topic: str,
         events_topic: str,
         retention_s: float,
+        fold_group: str | None = None,
         on_change: Callable[[int], None] = lambda change: None,
     ) -> None:
-        """Prepare (not connect); ``on_change(change_seq)`` is called after each write of runs."""
+        """Prepare (not connect); ``on_change(change_seq)`` is called after each write of runs.
+
+        ``fold_group``: the folding consumer group whose lag on the events topic
+        :meth:`status` reports (its committed offsets are read, never written).
+        """
         self._config = {
             **kafka_config,
             # Required by the client; never used to commit (no subscribe, no commit).
@@ -96,6 +101,9 @@ class ViewTailer:
             "auto.offset.reset": "earliest",
             "logger": _kafka_log,
         }
+        self.fold_group = fold_group
+        self._fold_lag: int | None = None
+        self._group_offsets: Consumer | None = None
         self.writer = writer
         self.runs_topic = runs_topic
         self.violations_topic = violations_topic
@@ -132,6 +140,7 @@ class ViewTailer:
         window = range(now - _RATE_WINDOW_S, now)
         return {
             "lag": dict(self._lag),
+            "fold_lag": self._fold_lag,
             "events_per_s": sum(self._rate.get(s, 0) for s in window) / _RATE_WINDOW_S,
             "records_read": self.records,
             "undecodable": self.undecodable,
@@ -146,13 +155,22 @@ class ViewTailer:
         consumer: Consumer | None = None
         try:
             consumer = Consumer(self._config)
+            if self.fold_group is not None:
+                # Only for committed() of the folding group: never subscribes (never joins)
+                # nor commits; read_uncommitted, as read_committed would wait for "stable"
+                # offsets while the fold's transaction is open.
+                self._group_offsets = Consumer({
+                    **self._config, "group.id": self.fold_group,
+                    "isolation.level": "read_uncommitted",
+                })
             self._loop(consumer)
         except Exception as exc:  # reported through status(); the API keeps serving the file
             log.exception("the view's tailer stopped")
             self.error = f"tailer stopped: {exc}"
         finally:
-            if consumer is not None:
-                consumer.close()
+            for client in (consumer, self._group_offsets):
+                if client is not None:
+                    client.close()
 
     def _loop(self, consumer: Consumer) -> None:
         from consumers.edge import FoldEdge
@@ -282,3 +300,22 @@ class ViewTailer:
         self._lag = lag
         if lag and all(value == 0 for value in lag.values()):
             self.caught_up.set()
+        self._fold_lag = self._measure_fold_lag(consumer)
+
+    def _measure_fold_lag(self, consumer: Consumer) -> int | None:
+        """Records of the events topic the folding group has not committed yet."""
+        group = self._group_offsets
+        tps = [TopicPartition(t, p) for t, p in sorted(self._assigned) if t == self.events_topic]
+        if group is None or not tps:
+            return None
+        try:
+            committed = group.committed(tps, timeout=2.0)
+        except KafkaException:
+            return None  # the coordinator is not there yet: unknown until the next try
+        behind = 0
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                return None
+            behind += max(0, high - (tp.offset if tp.offset >= 0 else max(low, 0)))
+        return behind

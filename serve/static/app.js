@@ -72,6 +72,7 @@ async function refreshFleet() {
     }
     $("f-stalled").textContent = fleet.stalled;
     $("f-rate").textContent = Math.round(fleet.events_per_s);
+    $("f-fold-lag").textContent = fleet.fold_lag === null ? "?" : fleet.fold_lag;
     const lags = Object.values(fleet.lag);
     $("f-lag").textContent = lags.length && lags.every((v) => v !== null)
       ? lags.reduce((a, b) => a + b, 0) : "?";

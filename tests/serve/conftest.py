@@ -52,11 +52,11 @@ def module_server(
     module_kafka: RunfoldSettings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServeHandle]:
     """One server (auth off) over the module's topics, with the fold running behind it."""
-    fold = folding(module_kafka)
+    group = f"serve-test-{uuid.uuid4().hex[:8]}"
+    fold = folding(module_kafka, group)
     next(fold)
-    handle = start_in_thread(
-        ServeSettings(data_dir=tmp_path_factory.mktemp("serve"), port=0), module_kafka, port=0
-    )
+    settings = ServeSettings(data_dir=tmp_path_factory.mktemp("serve"), port=0, fold_group=group)
+    handle = start_in_thread(settings, module_kafka, port=0)
     yield handle
     handle.stop()
     next(fold, None)

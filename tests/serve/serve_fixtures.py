@@ -32,11 +32,11 @@ def wait_for(check: Callable[[], T | None], timeout: float = 60.0, what: str = "
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what or check}; last {last!r}")
 
 
-def folding(kafka: RunfoldSettings) -> Iterator[FoldService]:
+def folding(kafka: RunfoldSettings, group: str | None = None) -> Iterator[FoldService]:
     """Run the folding service on ``kafka``'s topics while the generator is suspended."""
     service = FoldService(ServiceConfig.on_topics(
         dict(kafka.client_config()), kafka.topic_names,
-        group=f"serve-test-{uuid.uuid4().hex[:8]}", instance_id="t", txn_interval_ms=100,
+        group=group or f"serve-test-{uuid.uuid4().hex[:8]}", instance_id="t", txn_interval_ms=100,
         consumer_overrides=dict(QUIET), producer_overrides=dict(QUIET),
     ))
     failure: list[BaseException] = []
