@@ -244,8 +244,11 @@ def main() -> None:
                 one = timed_gets(client, [f"/v1/runs/{rng.choice(ids)}"
                                           for _ in range(options.requests)])
                 listed = timed_gets(client, random_filters(rng, options.requests // 2))
+                fleet = timed_gets(client, ["/v1/fleet"])  # counts over every run: cached 1 s
             print(f"GET /v1/runs/{{id}} with {options.runs:,} runs: {percentiles(one)}")
             print(f"GET /v1/runs?<filter> (first page of 50): {percentiles(listed)}")
+            print(f"GET /v1/fleet (uncached, counts over {options.runs:,} runs): "
+                  f"{fleet[0] * 1000:.0f} ms")
 
             lines = [line for run in runs for line in run]
             batches = [("\n".join(lines[i:i + options.batch]) + "\n").encode()

@@ -52,6 +52,10 @@ def serve(
         **_given(bootstrap_servers=bootstrap_servers or None, topic_prefix=prefix)
     )
     settings.check_exposure()
+    from runfold.preflight import check_connection
+
+    # An unreachable broker or bad credentials: one sentence now, not an empty view later.
+    check_connection(kafka.admin_config())
 
     def ready(url: str) -> None:
         click.echo(
