@@ -65,9 +65,13 @@ def load_fleet(kafka: RunfoldSettings, *, runs: int, seed: int = 7, faults: str 
     return fleet.manifest()
 
 
-def view_has(client: httpx.Client, runs: int) -> Callable[[], bool]:
-    """Whether the view lists ``runs`` runs, all folded to their end."""
+def view_has(client: httpx.Client, manifest: dict[str, Any]) -> Callable[[], bool]:
+    """Whether the view holds every run of ``manifest`` as the fold ends it (status and
+    events applied), read through the uncached runs list."""
+    expected = {r["run_id"]: (r["run"]["status"], r["applied"]) for r in manifest["runs"]}
+
     def check() -> bool:
-        fleet = client.get("/v1/fleet").json()
-        return bool(fleet["runs"] == runs and fleet["view"]["caught_up"])
+        runs = client.get("/v1/runs", params={"limit": 1000}).json()["runs"]
+        return {r["run_id"]: (r["status"], r["events_applied"]) for r in runs} == expected
+
     return check

@@ -14,6 +14,7 @@ from serve_fixtures import (
     wait_for,
 )
 
+from producers import ListSink, RunRecorder
 from runfold.settings import RunfoldSettings
 from schemas import Event
 from schemas.ledger import replay_digest
@@ -25,7 +26,7 @@ FAULTS = "gap=0.15,conflict=0.15,after_end=0.15"
 def fleet(module_kafka: RunfoldSettings, module_client: httpx.Client) -> dict[str, Any]:
     """A fleet of 30 runs with faults, folded and in the view (once per module); its manifest."""
     manifest = load_fleet(module_kafka, runs=30, faults=FAULTS)
-    wait_for(view_has(module_client, 30), what="the view to hold the fleet")
+    wait_for(view_has(module_client, manifest), what="the view to hold the fleet")
     return dict(manifest)
 
 
@@ -120,25 +121,33 @@ def test_a_run_with_violations_lists_them(fleet: dict[str, Any], client: httpx.C
 def test_fleet_summary_counts_statuses_and_violations(
     fleet: dict[str, Any], client: httpx.Client
 ) -> None:
-    summary = client.get("/v1/fleet").json()
     totals = fleet["totals"]
     statuses = {k.split(".", 1)[1]: v for k, v in totals.items() if k.startswith("status.")}
-    assert summary["runs_by_status"] == statuses
     kinds = {k.split(".", 1)[1]: v for k, v in totals.items() if k.startswith("violations.")}
+    # The counts are reused for a second or more: poll until they are of the final view.
+    summary = wait_for(
+        lambda: (s := client.get("/v1/fleet").json())["runs_by_status"] == statuses and s,
+        what="the summary's counts",
+    )
     assert summary["violations_by_kind"] == kinds
     assert summary["lag"] == {t: 0 for t in summary["topics"].values()}
     # The fold committed everything (the view read what it wrote, so this comes soon).
     wait_for(lambda: client.get("/v1/fleet").json()["fold_lag"] == 0, what="fold lag 0")
-    assert summary["events_per_s"] > 0  # the fleet was produced within the last seconds
     assert len(summary["recent_violations"]) == min(10, totals["violations"])
+    # events/s counts events that reached Kafka in the last 10 s: post one now.
+    sink = ListSink()
+    with RunRecorder(sink).run("spec-rate", "sha", {}):
+        pass
+    posted = client.post("/v1/events", content="\n".join(e.to_json() for e in sink.events),
+                         headers={"content-type": "application/x-ndjson"})
+    assert posted.status_code == 200, posted.text
+    wait_for(lambda: client.get("/v1/fleet").json()["events_per_s"] > 0, what="events/s > 0")
 
 
 def test_stalled_runs(
     kafka: RunfoldSettings, fold: object, serve_factory: ServerFactory
 ) -> None:
     """A RUNNING run whose state does not change for stall_after is listed as stalled."""
-    from producers import ListSink, RunRecorder
-
     server = serve_factory(stall_after_s=1.0)
     sink = ListSink()
     handle = RunRecorder(sink).run("spec-stall", "sha", {})

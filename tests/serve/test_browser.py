@@ -46,7 +46,7 @@ def browser() -> Iterator[Any]:
 def fleet(module_kafka: RunfoldSettings, module_client: httpx.Client) -> dict[str, Any]:
     """A small fleet with faults, folded and in the view."""
     manifest = load_fleet(module_kafka, runs=12, seed=3, faults="gap=0.2,after_end=0.2")
-    wait_for(view_has(module_client, 12), what="the view to hold the fleet")
+    wait_for(view_has(module_client, manifest), what="the view to hold the fleet")
     return dict(manifest)
 
 
