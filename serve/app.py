@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -139,17 +140,23 @@ class ServeHandle:
 
 def start_in_thread(
     settings: ServeSettings, kafka: RunfoldSettings, port: int | None = None,
-    *, ready_timeout: float = 30.0,
+    *, any_port_if_taken: bool = False, ready_timeout: float = 30.0,
 ) -> ServeHandle:
     """Serve in a daemon thread; returns once it listens (``port`` 0: a free one).
 
-    From the demo::
+    ``port`` defaults to the settings' port; with ``any_port_if_taken`` a port in use is
+    replaced by a free one (``handle.url`` says which). From the demo::
 
-        handle = start_in_thread(ServeSettings.load(), settings, port=8080)
-        print(f"web view: {handle.url}")
+        handle = start_in_thread(
+            ServeSettings.load(fold_group=group), settings, any_port_if_taken=True
+        )
+        print(f"web view: {handle.url}")      # handle.stop() when done
     """
     app = create_app(settings, kafka)
-    server = uvicorn.Server(_config(app, settings, settings.port if port is None else port))
+    port = settings.port if port is None else port
+    if any_port_if_taken and port and not _port_free(settings.host, port):
+        port = 0
+    server = uvicorn.Server(_config(app, settings, port))
     thread = threading.Thread(target=server.run, name="runfold-serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + ready_timeout
@@ -166,6 +173,17 @@ def start_in_thread(
     host, bound = server.servers[0].sockets[0].getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     return ServeHandle(url=f"http://{shown}:{bound}/", server=server, thread=thread)
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def serve_forever(

@@ -59,3 +59,28 @@ def test_new_key_prints_a_key_and_its_hash() -> None:
     key = re.search(r"(rf_\S+)", result.output)
     assert key and hash_key(key.group(1)) in result.output
     assert '"scopes": ["read", "ingest"]' in result.output
+
+
+def test_a_taken_port_is_replaced_when_asked(
+    kafka_bootstrap: str, unique_topics: TopicNames, tmp_path: Path
+) -> None:
+    """What the demo uses: the web view on 8080, or on a free port when 8080 is taken."""
+    import socket
+
+    from runfold.settings import RunfoldSettings
+    from serve import ServeSettings, start_in_thread
+
+    prefix = unique_topics.events[: -len(TopicNames().events)]
+    kafka = RunfoldSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = ServeSettings(data_dir=tmp_path, port=port)
+        handle = start_in_thread(settings, kafka, any_port_if_taken=True)
+        try:
+            assert handle.url.startswith("http://127.0.0.1:")
+            assert not handle.url.endswith(f":{port}/")
+            assert httpx.get(handle.url + "v1/runs", timeout=30).status_code == 200
+        finally:
+            handle.stop()
