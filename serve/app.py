@@ -1,6 +1,6 @@
 """The ``runfold serve`` application: FastAPI routes, the web view, and the background parts.
 
-:func:`create_app` builds the app; its lifespan opens the view, starts the tailer and the
+:func:`create_app` builds the app and opens (locks) its view; its lifespan starts the tailer and the
 ingestion worker, and stops them. :func:`start_in_thread` runs it under uvicorn in a
 background thread and returns a handle with the URL (what ``runfold demo`` uses to leave
 the web view running); :func:`serve_forever` is the foreground server of the CLI.
@@ -44,14 +44,17 @@ _QUIET = {"log_level": 2}
 
 
 def create_app(settings: ServeSettings, kafka: RunfoldSettings) -> FastAPI:
-    """The app serving the view of ``kafka``'s topics; nothing starts until its lifespan."""
+    """The app serving the view of ``kafka``'s topics (its file opened and locked now);
+    the tailer and the ingestion worker start with its lifespan."""
     settings.check_exposure()
     names = kafka.topic_names
     topics = {"events": names.events, "runs": names.runs, "violations": names.violations}
+    # Opened (and locked) now, so that a view in use by another server is refused here
+    # rather than inside uvicorn's start-up; the lifespan closes it.
+    writer = open_view(settings.view_path, view_source(kafka))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        writer = open_view(settings.view_path, view_source(kafka))
         feed = ChangeFeed()
         feed.bind(asyncio.get_running_loop())
         tailer = ViewTailer(

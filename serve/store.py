@@ -20,6 +20,7 @@ connection per thread; WAL lets them read while the writer writes.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import sqlite3
 import threading
@@ -27,10 +28,10 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from schemas import Event, ViolationKind, decode_event
-from schemas.errors import RunfoldError
+from schemas.errors import ConfigError, RunfoldError
 
 __all__ = [
     "BadCursor",
@@ -184,6 +185,7 @@ def open_view(path: Path, source: str) -> ViewWriter:
     is a file SQLite cannot read; the topics are the truth, the file only a cache.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    lock = _lock(path)
     try:
         writer = ViewWriter(path)
         if writer.meta("source") in (None, source) and writer.meta("schema") in (
@@ -191,6 +193,7 @@ def open_view(path: Path, source: str) -> ViewWriter:
             _SCHEMA_VERSION,
         ):
             writer.set_meta({"source": source, "schema": _SCHEMA_VERSION})
+            writer.lock = lock
             return writer
         writer.close()
     except sqlite3.DatabaseError:
@@ -199,7 +202,22 @@ def open_view(path: Path, source: str) -> ViewWriter:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     writer = ViewWriter(path)
     writer.set_meta({"source": source, "schema": _SCHEMA_VERSION})
+    writer.lock = lock
     return writer
+
+
+def _lock(path: Path) -> IO[bytes]:
+    """An exclusive lock on ``path``'s view: two writers would move each other's offsets."""
+    handle = open(f"{path}.lock", "ab")  # noqa: SIM115 - held until the writer closes
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ConfigError(
+            f"another runfold serve is using the view {path}; stop it, or give this one "
+            "its own data directory (--data-dir)"
+        ) from None
+    return handle
 
 
 class ViewWriter:
@@ -207,6 +225,8 @@ class ViewWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.lock: IO[bytes] | None = None
+        """The view's lock file, held while this writer is open (see :func:`open_view`)."""
         self._conn = _connect(path)
         self._conn.executescript(_SCHEMA)
         row = self._conn.execute("SELECT max(change_seq) FROM runs").fetchone()
@@ -277,8 +297,11 @@ class ViewWriter:
         return _Transaction(self._conn)
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection and let go of the view's lock."""
         self._conn.close()
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
 
 
 class _Transaction:

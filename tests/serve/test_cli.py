@@ -84,3 +84,20 @@ def test_a_taken_port_is_replaced_when_asked(
             assert httpx.get(handle.url + "v1/runs", timeout=30).status_code == 200
         finally:
             handle.stop()
+
+
+def test_a_second_server_on_the_same_view_is_refused(
+    kafka_bootstrap: str, unique_topics: TopicNames, tmp_path: Path
+) -> None:
+    from runfold.settings import RunfoldSettings
+    from schemas.errors import ConfigError
+    from serve import ServeSettings, start_in_thread
+
+    prefix = unique_topics.events[: -len(TopicNames().events)]
+    kafka = RunfoldSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix)
+    first = start_in_thread(ServeSettings(data_dir=tmp_path, port=0), kafka)
+    try:
+        with pytest.raises(ConfigError, match="another runfold serve is using the view"):
+            start_in_thread(ServeSettings(data_dir=tmp_path, port=0), kafka)
+    finally:
+        first.stop()

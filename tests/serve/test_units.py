@@ -116,8 +116,12 @@ def test_a_view_of_other_topics_is_started_afresh(tmp_path: Path) -> None:
     writer = open_view(tmp_path / "v.sqlite", "a")
     writer.apply(ViewBatch(runs={"r": _row(1)}, offsets={("t", 0): 5}))
     writer.close()
-    assert open_view(tmp_path / "v.sqlite", "a").offsets() == {("t", 0): 5}
-    assert open_view(tmp_path / "v.sqlite", "b").offsets() == {}
+    again = open_view(tmp_path / "v.sqlite", "a")
+    assert again.offsets() == {("t", 0): 5}
+    again.close()
+    other = open_view(tmp_path / "v.sqlite", "b")
+    assert other.offsets() == {}
+    other.close()
 
 
 def test_events_past_retention_are_deleted(tmp_path: Path) -> None:
@@ -127,3 +131,13 @@ def test_events_past_retention_are_deleted(tmp_path: Path) -> None:
     writer.apply(ViewBatch(events=[EventRow("r", seq, seq * 100, "x", b"") for seq in (1, 2, 3)]))
     assert writer.expire_events(older_than_ms=250) == 2
     assert writer.expire_events(older_than_ms=250) == 0
+
+
+def test_one_writer_per_view(tmp_path: Path) -> None:
+    from schemas.errors import ConfigError
+
+    first = open_view(tmp_path / "v.sqlite", "a")
+    with pytest.raises(ConfigError, match="another runfold serve is using the view"):
+        open_view(tmp_path / "v.sqlite", "a")
+    first.close()
+    open_view(tmp_path / "v.sqlite", "a").close()
