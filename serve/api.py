@@ -166,7 +166,10 @@ def get_run(ctx: Reader, run_id: str) -> dict[str, Any]:
     return doc
 
 
-@router.get("/runs/{run_id}/events", summary="A run's events in seq order (serde JSON)")
+@router.get(
+    "/runs/{run_id}/events",
+    summary="A run's events in seq order (serde JSON); next_after_seq pages on",
+)
 def get_events(
     ctx: Reader,
     run_id: str,
@@ -177,8 +180,12 @@ def get_events(
     events = ctx.reader.events(run_id, after_seq=after_seq, limit=limit)
     if not events:
         _found(ctx, run_id)
+    more = events[-1].seq if len(events) == limit else None
     # Each event's serde JSON as it is, byte for byte what Rust would write.
-    body = f'{{"run_id":"{run_id}","events":[{",".join(e.to_json() for e in events)}]}}'
+    body = (
+        f'{{"run_id":"{run_id}","events":[{",".join(e.to_json() for e in events)}],'
+        f'"next_after_seq":{"null" if more is None else more}}}'
+    )
     return Response(body, media_type="application/json")
 
 

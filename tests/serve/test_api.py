@@ -105,6 +105,8 @@ def test_one_run_its_events_and_digest(fleet: dict[str, Any], client: httpx.Clie
 
     events = client.get(f"/v1/runs/{run_id}/events").json()["events"]
     assert [e["seq"] for e in events] == list(range(1, truth["applied"] + 1))
+    page = client.get(f"/v1/runs/{run_id}/events", params={"after_seq": 2, "limit": 3}).json()
+    assert [e["seq"] for e in page["events"]] == [3, 4, 5] and page["next_after_seq"] == 5
     parsed = [Event.from_json(json.dumps(e, separators=(",", ":"))) for e in events]
     digest = client.get(f"/v1/runs/{run_id}/digest").json()
     assert digest == {"run_id": run_id, "digest": replay_digest(parsed),
