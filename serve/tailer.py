@@ -104,6 +104,7 @@ class ViewTailer:
         self.fold_group = fold_group
         self._fold_lag: int | None = None
         self._group_offsets: Consumer | None = None
+        self._known_watermarks: dict[tuple[str, int], tuple[int, int]] = {}
         self.writer = writer
         self.runs_topic = runs_topic
         self.violations_topic = violations_topic
@@ -284,12 +285,7 @@ class ViewTailer:
         stored = self.writer.offsets()
         lag: dict[str, int | None] = {}
         for tp in positions:
-            try:
-                # What the last fetch response said: no request per partition (those took
-                # up to a second each), at most a fetch wait (0.5 s) old.
-                low, high = consumer.get_watermark_offsets(tp, cached=True)
-            except KafkaException:
-                low = high = -1
+            low, high = self._watermarks(consumer, tp)
             if high < 0:
                 lag[tp.topic] = None
                 continue
@@ -314,8 +310,22 @@ class ViewTailer:
             return None  # the coordinator is not there yet: unknown until the next try
         behind = 0
         for tp in committed:
-            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            low, high = self._watermarks(consumer, tp)
             if high < 0:
                 return None
             behind += max(0, high - (tp.offset if tp.offset >= 0 else max(low, 0)))
         return behind
+
+    def _watermarks(self, consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
+        """(low, high) of a partition as the last fetch response said (no request per
+        partition: those took up to a second each); the last known ones while a fetch
+        has not said yet; (-1, -1) before any."""
+        key = (tp.topic, tp.partition)
+        try:
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
+        except KafkaException:
+            low = high = -1
+        if high >= 0:
+            self._known_watermarks[key] = (low, high)
+            return low, high
+        return self._known_watermarks.get(key, (-1, -1))

@@ -132,7 +132,8 @@ def test_fleet_summary_counts_statuses_and_violations(
         what="the summary's counts",
     )
     assert summary["violations_by_kind"] == kinds
-    assert summary["lag"] == {t: 0 for t in summary["topics"].values()}
+    wait_for(lambda: client.get("/v1/fleet").json()["lag"]
+             == {t: 0 for t in summary["topics"].values()}, what="the view's lag to be 0")
     # The fold committed everything (the view read what it wrote, so this comes soon).
     wait_for(lambda: client.get("/v1/fleet").json()["fold_lag"] == 0, what="fold lag 0")
     assert len(summary["recent_violations"]) == min(10, totals["violations"])
