@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +25,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from producers import EventProducer
+from runfold.kafka.process import port_is_free
 from runfold.settings import RunfoldSettings
 from schemas.errors import ConfigError
 from serve.api import ChangeFeed, ServeContext, router
@@ -157,7 +157,7 @@ def start_in_thread(
     """
     app = create_app(settings, kafka)
     port = settings.port if port is None else port
-    if any_port_if_taken and port and not _port_free(settings.host, port):
+    if any_port_if_taken and port and not port_is_free(settings.host, port):
         port = 0
     server = uvicorn.Server(_config(app, settings, port))
     thread = threading.Thread(target=server.run, name="runfold-serve", daemon=True)
@@ -176,17 +176,6 @@ def start_in_thread(
     host, bound = server.servers[0].sockets[0].getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     return ServeHandle(url=f"http://{shown}:{bound}/", server=server, thread=thread)
-
-
-def _port_free(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def serve_forever(
