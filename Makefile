@@ -30,8 +30,8 @@ $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11+ not found on PATH (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-# setup.py and the C source too: a changed consumers/_fastlane.c is rebuilt in place.
-$(STAMP): pyproject.toml setup.py consumers/_fastlane.c | $(BIN)/python
+# setup.py and the C source too: a changed consumers/service/_lane.c is rebuilt in place.
+$(STAMP): pyproject.toml setup.py consumers/service/_lane.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@
 

@@ -1,7 +1,9 @@
-"""Build the optional C fast lane (consumers/_fastlane.c); all metadata is in pyproject.toml.
+"""Build the batch lane's optional C decoder (consumers/service/_lane.c); all metadata is in
+pyproject.toml.
 
-The extension is optional: without a compiler or Python headers the install
-still succeeds and :mod:`consumers.fastlane` uses its pure-Python lane.
+The extension is optional: without a compiler or Python headers the install still
+succeeds and every record takes the fold's general path. Where a compiler is present
+(CI), tests/consumers/service/test_lane.py fails if it did not build.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "consumers._fastlane",
-            sources=["consumers/_fastlane.c"],
+            "consumers.service._lane",
+            sources=["consumers/service/_lane.c"],
             optional=True,
         )
     ]

@@ -1,6 +1,6 @@
 """Benchmarks of runfold against its anchors: the client, the broker and peer frameworks.
 
-``runfold bench`` (:mod:`runfold.cmd_bench`) drives :func:`bench.suite.run_suite`, which
+``runfold bench`` (:mod:`runfold.commands.bench`) drives :func:`bench.suite.run_suite`, which
 measures, in one invocation against one broker:
 
 1. the client ceiling (confluent-kafka producing/consuming runfold's encoded bytes);

@@ -1,6 +1,6 @@
 """Codec cost per event against bare fastavro on the same record (a script, not a test).
 
-    .venv/bin/python bench/codec_bench.py [--number 20000] [--repeat 7]
+    .venv/bin/python -m bench.codec_bench [--number 20000] [--repeat 7]
 
 Prints µs per event (CPU time of this process, best of ``--repeat`` rounds; the
 four timings alternate within each round so that load from other processes on a

@@ -27,8 +27,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from bench.kafka_env import BenchError, create_topic, rss_bytes
 from bench.results import Measurement
 from bench.runfold_stages import ServiceTopics, start_service
-from consumers.edge import FoldEdge
-from consumers.fold import apply_event
+from consumers import apply_event
+from consumers.service.edge import FoldEdge
 from producers import EventProducer, Fleet, FleetConfig, RunRecorder
 from producers.kafka import DEFAULT_PRODUCER_CONFIG
 from schemas import Event, NodeEntered, NodeExited, ToolCalled, ToolReturned

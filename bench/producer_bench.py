@@ -1,8 +1,8 @@
 """Producer throughput: the simulator alone, and producing to a real broker.
 
-    python bench/producer_bench.py                        # simulator + encode only
-    python bench/producer_bench.py --bootstrap 127.0.0.1:9092 --runs 5000
-    python bench/producer_bench.py --bootstrap ... --matrix   # compression x linger
+    python -m bench.producer_bench                        # simulator + encode only
+    python -m bench.producer_bench --bootstrap 127.0.0.1:9092 --runs 5000
+    python -m bench.producer_bench --bootstrap ... --matrix   # compression x linger
 
 Four numbers, each in events (records) per second, best of ``--repeat``:
 

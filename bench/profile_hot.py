@@ -1,10 +1,10 @@
 """Profiles of runfold's hot paths (cProfile on the main thread's CPU clock).
 
-    .venv/bin/python bench/profile_hot.py costs [--runs 500]      # no profiler: µs per step
-    .venv/bin/python bench/profile_hot.py offline [--runs 1500]
-    .venv/bin/python bench/profile_hot.py producer --bootstrap HOST:PORT [--runs 1500]
-    .venv/bin/python bench/profile_hot.py fold --bootstrap HOST:PORT --events-topic T [--eos]
-    .venv/bin/python bench/profile_hot.py restore [--runs 20000]
+    .venv/bin/python -m bench.profile_hot costs [--runs 500]      # no profiler: µs per step
+    .venv/bin/python -m bench.profile_hot offline [--runs 1500]
+    .venv/bin/python -m bench.profile_hot producer --bootstrap HOST:PORT [--runs 1500]
+    .venv/bin/python -m bench.profile_hot fold --bootstrap HOST:PORT --events-topic T [--eos]
+    .venv/bin/python -m bench.profile_hot restore [--runs 20000]
 
 The timer is ``time.thread_time``: CPU seconds of the main thread only, so a busy shared
 machine (other processes, librdkafka's own threads) does not inflate the numbers the way
@@ -23,14 +23,10 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
-import sys
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _profile(label: str, events: Callable[[], int], top: int, out: str | None) -> None:
@@ -52,7 +48,7 @@ def _profile(label: str, events: Callable[[], int], top: int, out: str | None) -
 
 def offline(runs: int) -> Callable[[], int]:
     """Decode, fold and encode the states of a fleet's events (no Kafka)."""
-    from consumers.edge import FoldEdge
+    from consumers.service.edge import FoldEdge
     from producers import Fleet, FleetConfig
 
     records = [value for _, value, _ in Fleet(FleetConfig(runs=runs, agents=16)).records()]
@@ -65,7 +61,7 @@ def offline(runs: int) -> Callable[[], int]:
             event = edge.decode_event(value, "t", 0, index)
             run_id = str(event.run_id)
             state, _ = edge.apply(states.get(run_id), event)
-            edge.set_source_offset(state, index)
+            state.source_offset = index
             states[run_id] = state
             dirty.add(run_id)
             if index % 2000 == 1999:  # one state record per changed run per transaction
@@ -125,9 +121,8 @@ def fold(bootstrap: str, events_topic: str, eos: bool) -> Callable[[], int]:
 
 def restore(runs: int) -> Callable[[], int]:
     """Decode ``runs`` stored states, as restore on assignment does for each run."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench.live_stages import _template_state
-    from consumers.edge import FoldEdge
+    from consumers.service.edge import FoldEdge
 
     template, old_id = _template_state()
     values = [template.replace(old_id, str(uuid.uuid4()).encode()) for _ in range(runs)]
@@ -155,7 +150,7 @@ def _best_cpu(run: Callable[[], object], count: int, repeat: int = 3) -> float:
 
 def costs(runs: int) -> None:
     """µs of main-thread CPU per event for each step of the producer and the fold."""
-    from consumers.edge import FoldEdge
+    from consumers.service.edge import FoldEdge
     from producers import Fleet, FleetConfig
     from schemas.codec import EventCodec
 

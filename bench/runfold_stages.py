@@ -27,8 +27,8 @@ from bench.kafka_env import (
 )
 from bench.producer_bench import record_runs, recorded_runs
 from bench.results import Measurement
-from consumers.edge import FoldEdge
-from consumers.restore import read_latest_by_key
+from consumers.service.edge import FoldEdge
+from consumers.service.restore import read_latest_by_key
 from producers import EventProducer, Fleet, FleetConfig, RunRecorder, produce_fleet
 
 __all__ = [

@@ -39,8 +39,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.kafka_env import BenchBroker  # noqa: E402
+from clients import RunfoldSettings, TopicNames  # noqa: E402
 from producers import ListSink, RunRecorder  # noqa: E402
-from runfold.settings import RunfoldSettings, TopicNames  # noqa: E402
 from runfold.topics import ensure_topics  # noqa: E402
 from schemas import NodeEntered, NodeExited, ToolCalled, ToolReturned  # noqa: E402
 from serve import ServeSettings, start_in_thread  # noqa: E402

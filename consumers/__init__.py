@@ -1,21 +1,24 @@
-"""The folding side: the pure fold of run events into ``Run`` state, and its Kafka edges."""
+"""The folding side's pure core: run events in, ``Run`` state and named anomalies out.
+
+No Kafka here (importing :mod:`consumers` never imports ``confluent_kafka``; a test
+checks): :mod:`consumers.sequence` holds the rules of one run, :mod:`consumers.runs`
+the fold of many runs within global bounds, :mod:`consumers.tally` the accounting of
+outcomes, :mod:`consumers.state` the values and :mod:`consumers.state_codec` their Avro
+record. The Kafka service around it is :mod:`consumers.service`.
+"""
 
 from __future__ import annotations
 
-from consumers.edge import FoldEdge
-from consumers.fold import (
-    FoldResult,
-    FoldStats,
-    Tally,
+from consumers.runs import FoldResult, FoldStats, fold
+from consumers.sequence import (
+    COUNTED_KINDS,
     apply_event,
     content_digest,
     digest_bytes,
+    expire,
     flush,
-    fold,
+    fold_next,
 )
-from consumers.kafka_errors import ServiceStopped
-from consumers.service import FoldService
-from consumers.service_config import ServiceConfig
 from consumers.state import (
     COUNTER_NAMES,
     DEFAULT_CONFIG,
@@ -26,9 +29,10 @@ from consumers.state import (
     RunState,
 )
 from consumers.state_codec import from_record, to_record
-from consumers.stats import ServiceStats
+from consumers.tally import Tally
 
 __all__ = [
+    "COUNTED_KINDS",
     "COUNTER_NAMES",
     "DEFAULT_CONFIG",
     "FoldConfig",
@@ -42,14 +46,10 @@ __all__ = [
     "apply_event",
     "content_digest",
     "digest_bytes",
+    "expire",
     "flush",
     "fold",
+    "fold_next",
     "from_record",
     "to_record",
-    # the folding service
-    "FoldEdge",
-    "FoldService",
-    "ServiceConfig",
-    "ServiceStats",
-    "ServiceStopped",
 ]

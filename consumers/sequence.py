@@ -1,7 +1,7 @@
 """One run's fold: sequence rules, reorder buffer, content digests, one function per kind.
 
-:func:`apply_event` is the pure step; :mod:`consumers.fold` documents the rules and
-adds the many-run layer (:class:`~consumers.fold.FoldResult`, :func:`~consumers.fold.fold`).
+:func:`apply_event` is the pure step; :mod:`consumers.runs` documents the rules and
+adds the many-run layer (:class:`~consumers.runs.FoldResult`, :func:`~consumers.runs.fold`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,15 @@ from collections.abc import Callable
 from consumers.state import DEFAULT_CONFIG, FoldConfig, FoldError, Outcome, OutcomeKind, RunState
 from schemas import Event, RunStatus, Violation, ViolationKind
 
-__all__ = ["apply_event", "content_digest", "digest_bytes", "flush"]
+__all__ = [
+    "COUNTED_KINDS",
+    "apply_event",
+    "content_digest",
+    "digest_bytes",
+    "expire",
+    "flush",
+    "fold_next",
+]
 
 _RUNNING = RunStatus.RUNNING
 _APPLIED = OutcomeKind.APPLIED
@@ -143,7 +151,7 @@ COUNTED_KINDS: dict[str, str] = {
 
 Their events change nothing else: neither the kind's fields nor the payload are
 read, which lets the service's fast lane fold them from their bytes alone
-(:mod:`consumers.fastlane`)."""
+(:mod:`consumers.service.lane`)."""
 
 
 _PROJECTORS: dict[str, Callable[[RunState, Event], None]] = {
@@ -174,21 +182,29 @@ def _violation(
 
 
 def _apply(
-    state: RunState, event: Event, digest: int, carried: tuple[Violation, ...]
+    state: RunState, seq: int, tag: str, digest: int, event: Event | None
 ) -> tuple[Violation, ...]:
-    """Fold an event whose seq is ``last_seq + 1`` into a RUNNING run.
+    """Apply the event at ``last_seq + 1`` of a RUNNING run: THE next-event rule.
 
-    Returns ``carried`` plus the violation noticed on the way, if any.
+    Every path that applies an event comes here: :func:`apply_event` (in order, released
+    from the reorder buffer, after a declared gap) and :func:`fold_next` (what the
+    service's batch lane hands over). Returns the violation noticed on the way, if any
+    (``missing_start`` for a first event that is not ``graph_started``). ``event`` may
+    be None only for the kinds of :data:`COUNTED_KINDS`, whose projection reads nothing
+    but the tag.
     """
-    seq = event.seq
-    state.last_seq = seq
     digests = state.digests
-    digests[seq % len(digests)] = digest
-    tag = event.kind.type
-    if state.events_applied == 0 and not state.has_identity:
-        state.started_at = event.timestamp
+    try:
+        digests[seq % len(digests)] = digest
+    except (OverflowError, TypeError):
+        raise _bad_digest(state, seq, digest) from None
+    state.last_seq = seq
+    noticed: tuple[Violation, ...] = ()
+    if not state.events_applied and not state.has_identity:
+        # A first event: fold_next never hands one over, so ``event`` is here.
+        state.started_at = event.timestamp  # type: ignore[union-attr]
         if tag != "graph_started":
-            carried += (
+            noticed = (
                 _violation(
                     state,
                     ViolationKind.MISSING_START,
@@ -199,8 +215,34 @@ def _apply(
                 ),
             )
     state.events_applied += 1
-    _PROJECTORS[tag](state, event)
-    return carried
+    _PROJECTORS[tag](state, event)  # type: ignore[arg-type]  # None only for counted kinds
+    return noticed
+
+
+def fold_next(state: RunState, seq: int, timestamp: int, tag: str, digest: int) -> bool:
+    """Fold the next event of a run under way when it needs nothing but the rule.
+
+    True (and the event applied by :func:`_apply`, the stream time advanced) when the
+    run is RUNNING, has applied an event, buffers none, ``seq`` is ``last_seq + 1`` and
+    ``tag`` is one of :data:`COUNTED_KINDS`: then the outcome is ``APPLIED`` with no
+    violation and nothing released, exactly what :func:`apply_event` would return.
+    False and nothing changed otherwise: the caller takes :func:`apply_event`.
+
+    For callers that have the event's values without its model: the folding service's
+    batch lane reads them from the record's bytes (:mod:`consumers.service.lane`).
+    """
+    if (
+        seq != state.last_seq + 1
+        or state.status is not _RUNNING
+        or not state.events_applied
+        or state.pending_events
+        or tag not in COUNTED_KINDS
+    ):
+        return False
+    if timestamp > state.stream_time:
+        state.stream_time = timestamp
+    _apply(state, seq, tag, digest, None)
+    return True
 
 
 def _drain(state: RunState, outcomes: list[Outcome], released: bool = False) -> None:
@@ -216,7 +258,7 @@ def _drain(state: RunState, outcomes: list[Outcome], released: bool = False) -> 
             break
         released = True
         event, digest = entry
-        carried = _apply(state, event, digest, ())
+        carried = _apply(state, event.seq, event.kind.type, digest, event)
         outcomes.append(_new_outcome(Outcome, (_APPLIED, run_id, event.seq, carried, True)))
     if pending and state.status is not _RUNNING:
         for seq in sorted(pending):
@@ -266,18 +308,41 @@ def _declare_first_gap(state: RunState, config: FoldConfig, outcomes: list[Outco
         digests[seq % window] = 0  # those slots describe older seqs now: unknown
     state.last_seq = last
     event, digest = pending.pop(next_seq)
-    carried = _apply(state, event, digest, (gap,))
+    carried = (gap, *_apply(state, next_seq, event.kind.type, digest, event))
     outcomes.append(_new_outcome(Outcome, (_APPLIED, state.run_id, next_seq, carried, True)))
     _drain(state, outcomes, released=True)
 
 
-def _enforce_bounds(state: RunState, config: FoldConfig, outcomes: list[Outcome]) -> None:
+def _enforce_bounds(
+    state: RunState, config: FoldConfig, outcomes: list[Outcome], clock: int | None = None
+) -> None:
+    """Declare gaps while the buffer is over a bound: more than ``max_pending_per_run``
+    events, or its oldest event more than ``max_delay_ns`` behind ``clock`` (the run's
+    own stream time unless a later one is given: the partition's, see :func:`expire`)."""
     pending = state.pending_events
+    now = state.stream_time if clock is None or clock < state.stream_time else clock
     while pending and (
         len(pending) > config.max_pending_per_run
-        or state.stream_time - state.pending_oldest_ts > config.max_delay_ns
+        or now - state.pending_oldest_ts > config.max_delay_ns
     ):
         _declare_first_gap(state, config, outcomes)
+
+
+def expire(state: RunState, stream_time: int, config: FoldConfig = DEFAULT_CONFIG) -> list[Outcome]:
+    """Hold ``state``'s reorder buffer to its time bound against ``stream_time``.
+
+    ``stream_time`` is the newest event time seen where the run lives (the folding
+    service passes its partition's; :meth:`~consumers.runs.FoldResult.expire` the whole
+    fold's). A run's own stream time only moves with its own events, so a run whose
+    missing event is followed by nothing (a ``graph_completed`` buffered behind a lost
+    seq) would wait forever; against the partition's clock its gap is declared once the
+    partition has moved ``max_delay_ns`` past the buffered event. The outcomes are all
+    ``released`` (none when nothing is due).
+    """
+    outcomes: list[Outcome] = []
+    if state.pending_events:
+        _enforce_bounds(state, config, outcomes, stream_time)
+    return outcomes
 
 
 def _seen_before(state: RunState, event: Event, digest: int, seq: int) -> Outcome:
@@ -361,28 +426,20 @@ def _step(state: RunState, event: Event, config: FoldConfig, digest: int | None)
     """Fold one event of ``state``'s run; the heart of :func:`apply_event`."""
     seq = event.seq
     timestamp = event.timestamp
-    if timestamp > state.stream_time:
-        state.stream_time = timestamp
     if digest is None:
         digest = content_digest(event)
-    if seq == state.last_seq + 1 and state.status is _RUNNING and state.events_applied:
-        # The common case, _apply inlined: the next event of a run under way.
-        state.last_seq = seq
-        digests = state.digests
-        try:
-            digests[seq % len(digests)] = digest
-        except (OverflowError, TypeError):
-            raise _bad_digest(state, seq, digest) from None
-        state.events_applied += 1
-        _PROJECTORS[event.kind.type](state, event)
-        outcomes = [_new_outcome(Outcome, (_APPLIED, state.run_id, seq, (), False))]
-        if state.pending_events:
-            _drain(state, outcomes)
-            if state.pending_events:
-                _enforce_bounds(state, config, outcomes)
-        return outcomes
-    outcomes = [_step_aside(state, event, seq, digest)]
-    if outcomes[0].kind is _APPLIED and state.pending_events:
+    tag = event.kind.type
+    if fold_next(state, seq, timestamp, tag, digest):
+        return [_new_outcome(Outcome, (_APPLIED, state.run_id, seq, (), False))]
+    outcome = _step_aside(state, event, seq, digest)
+    kind = outcome.kind
+    # Only an event that takes its place in the run moves the run's reorder clock: a
+    # rejected one (a conflict, an event after the end) stamped an hour ahead must not
+    # declare gaps in a buffer that is waiting in time.
+    if (kind is _APPLIED or kind is _BUFFERED) and timestamp > state.stream_time:
+        state.stream_time = timestamp
+    outcomes = [outcome]
+    if kind is _APPLIED and state.pending_events:
         _drain(state, outcomes)
     if state.pending_events:
         _enforce_bounds(state, config, outcomes)
@@ -402,10 +459,9 @@ def _step_aside(state: RunState, event: Event, seq: int, digest: int) -> Outcome
         raise _bad_digest(state, seq, digest)
     last = state.last_seq
     run_id = state.run_id
-    if seq == last + 1 and state.status is _RUNNING:  # the run's first applied event
-        return _new_outcome(
-            Outcome, (_APPLIED, run_id, seq, _apply(state, event, digest, ()), False)
-        )
+    if seq == last + 1 and state.status is _RUNNING:
+        carried = _apply(state, seq, event.kind.type, digest, event)
+        return _new_outcome(Outcome, (_APPLIED, run_id, seq, carried, False))
     if seq <= last:
         return _seen_before(state, event, digest, seq)
     if state.status is not _RUNNING:

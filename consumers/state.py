@@ -4,7 +4,7 @@
 STYLE.md points to. The fold has a budget of about 2 µs per in-order event
 (notes/performance.md); copying a 40-field immutable value per event, or
 rebuilding the pydantic :class:`~schemas.Run`, costs more than that on its own.
-The functions in :mod:`consumers.fold` are still the only writers, there is no
+The functions in :mod:`consumers.runs` are still the only writers, there is no
 clock, I/O or logging in them, and :attr:`RunState.run` builds the immutable
 :class:`~schemas.Run` on demand. Callers that need a snapshot take
 :meth:`RunState.copy`.
@@ -22,7 +22,7 @@ from uuid import UUID
 
 from pydantic import JsonValue
 
-from schemas import Event, Run, RunStatus, Timestamp, Violation, ViolationKind
+from schemas import MAX_REORDER_DELAY_NS, Event, Run, RunStatus, Timestamp, Violation, ViolationKind
 from schemas.errors import RunfoldError
 
 __all__ = [
@@ -34,8 +34,6 @@ __all__ = [
     "OutcomeKind",
     "RunState",
 ]
-
-_NS_PER_SECOND = 1_000_000_000
 
 
 class FoldError(RunfoldError, ValueError):
@@ -54,7 +52,7 @@ class FoldConfig:
 
     max_pending_per_run: int = 128
     """Events held per run while waiting for a missing seq; one more declares a gap."""
-    max_delay_ns: int = 60 * _NS_PER_SECOND
+    max_delay_ns: int = MAX_REORDER_DELAY_NS
     """Event-time bound of the reorder buffer: when the run's newest timestamp seen
     is this far past its oldest buffered event, the gap is declared."""
     digest_window: int = 64
@@ -65,9 +63,9 @@ class FoldConfig:
     max_missing_ranges: int = 32
     """Declared-missing seq ranges remembered per run, to name late events."""
     max_runs: int = 100_000
-    """Runs tracked by one :class:`~consumers.fold.FoldResult`; finished runs are evicted first."""
+    """Runs tracked by one :class:`~consumers.runs.FoldResult`; finished runs are evicted first."""
     max_pending_total: int = 100_000
-    """Buffered events over all runs of one :class:`~consumers.fold.FoldResult`."""
+    """Buffered events over all runs of one :class:`~consumers.runs.FoldResult`."""
     max_tombstones: int = 100_000
     """Evicted finished runs remembered (id and last seq) so their late events stay named."""
 
@@ -188,7 +186,7 @@ class RunState:
     """Everything the fold knows about one run: its ``Run`` fields, sequence position,
     counters, reorder buffer, digest window and violations.
 
-    Create one with :meth:`new`; change it only through :mod:`consumers.fold`.
+    Create one with :meth:`new`; change it only through :mod:`consumers.runs`.
     """
 
     __slots__ = _RUN_FIELDS + _SEQUENCE_FIELDS + COUNTER_NAMES + ("pending_oldest_ts",)

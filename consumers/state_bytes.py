@@ -3,9 +3,9 @@
 The general codec path builds the record dict (:mod:`consumers.state_codec`) and has
 fastavro walk the schema: about 80 µs per state each way, paid for every run a
 transaction changed and for every run restored on assignment. These functions write
-and read the same bytes directly, for the one schema version they were written for
-(pinned by fingerprint). The service uses them through
-:meth:`~consumers.edge.FoldEdge.default`, falling back to the general path whenever
+and read the same bytes with :mod:`schemas.avro_binary`, for the one schema version it
+was written for (pinned by fingerprint). The service uses them through
+:meth:`~consumers.service.edge.FoldEdge.default`, falling back to the general path whenever
 they decline (another version, another framing) or fail (a value out of range,
 damaged bytes), so that errors keep their precise messages.
 
@@ -16,13 +16,10 @@ the states equal :func:`~consumers.state_codec.from_record`'s.
 from __future__ import annotations
 
 from collections.abc import Callable
-from operator import attrgetter
-from typing import Any
-from uuid import UUID
 
-from consumers.state import COUNTER_NAMES, DEFAULT_CONFIG, FoldConfig, RunState
-from consumers.state_codec import _restore_window, _ring_bytes, _ring_from
-from schemas import Event, RunStatus, Timestamp, ViolationKind, fastpath, serde
+from consumers.state import DEFAULT_CONFIG, FoldConfig, RunState
+from consumers.state_codec import from_values, to_values
+from schemas.avro_binary import PINNED, UUID_LENGTH, decode_state, encode_state
 from schemas.framing import SINGLE_OBJECT_MAGIC
 
 __all__ = [
@@ -34,12 +31,10 @@ __all__ = [
     "unpack_stored",
 ]
 
-PINNED_RUN_STATE = bytes.fromhex("7feade7acdfc2988")
+PINNED_RUN_STATE = PINNED["RunState"]
 """Fingerprint of the ``runfold.RunState`` version written and read here (v1)."""
 
-_UUID_LENGTH = b"\x48"  # zigzag(36): str(UUID) is 36 ASCII characters
-_STATUSES = list(RunStatus)
-_KINDS = list(ViolationKind)
+_HEADER = SINGLE_OBJECT_MAGIC + PINNED_RUN_STATE
 
 
 def _schemas_pinned() -> bool:
@@ -47,14 +42,9 @@ def _schemas_pinned() -> bool:
     from schemas.codec import RecordCodec
 
     catalog = RecordCodec("RunState").catalog
-    return (
-        catalog.current("RunState").fingerprint == PINNED_RUN_STATE
-        and catalog.current("Run").fingerprint == fastpath.PINNED["Run"]
-        and catalog.current("Violation").fingerprint == fastpath.PINNED["Violation"]
-        # The order the Avro enums and records list them in, as this module assumes.
-        and [s.value for s in _STATUSES] == ["RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
-        and [k.value for k in _KINDS]
-        == ["gap", "duplicate", "conflict", "after_terminal", "missing_start"]
+    return all(
+        catalog.current(name).fingerprint == PINNED[name]
+        for name in ("RunState", "Run", "Violation")
     )
 
 
@@ -66,67 +56,9 @@ def state_writer() -> Callable[[RunState], bytes] | None:
     """
     if not _schemas_pinned():
         return None
-    header = SINGLE_OBJECT_MAGIC + PINNED_RUN_STATE
-    long_ = fastpath._long
-    string = fastpath._string
-    optional_string = fastpath._optional_string
-    status_index = fastpath._STATUS_INDEX
-    encode_violation = fastpath.encode_violation
-    dumps = serde.dumps
-    counters = attrgetter(*COUNTER_NAMES)
-    small = [long_(n) for n in range(64)]
-
-    def longs(values: tuple[int, ...] | list[int]) -> bytes:
-        return b"".join([small[v] if 0 <= v < 64 else long_(v) for v in values])
 
     def write(state: RunState) -> bytes:
-        finished = state.finished_at
-        outputs = state.outputs
-        recent = state.recent_violations
-        pending = state.pending_events
-        missing = state.missing
-        window = _ring_bytes(state.digests)
-        counts = state.violation_counts
-        parts = [
-            header,
-            _UUID_LENGTH,
-            str(state.run_id).encode(),
-            string(state.agent_spec_digest),
-            string(state.git_sha),
-            long_(int(state.started_at)),
-            b"\x00" if finished is None else b"\x02" + long_(int(finished)),
-            status_index[state.status],
-            string(dumps(state.inputs)),
-            b"\x00" if outputs is None else b"\x02" + string(dumps(outputs)),
-            optional_string(state.final_state_digest),
-            long_(state.last_seq),
-            longs(counters(state)),
-            longs([counts[kind] for kind in _KINDS]),
-        ]
-        if recent:
-            parts.append(long_(len(recent)))
-            parts.extend(map(encode_violation, recent))
-        parts.append(b"\x00")
-        parts.append(long_(state.source_offset))
-        parts.append(b"\x01" if state.has_identity else b"\x00")
-        parts.append(long_(int(state.stream_time)))
-        if pending:
-            parts.append(long_(len(pending)))
-            for seq in sorted(pending):
-                event, digest = pending[seq]
-                parts.append(long_(seq))
-                parts.append(digest.to_bytes(8, "little"))
-                parts.append(string(event.to_json()))
-        parts.append(b"\x00")
-        parts.append(long_(len(window)))
-        parts.append(window)
-        if missing:
-            parts.append(long_(len(missing)))
-            for first, last in missing:
-                parts.append(long_(first))
-                parts.append(long_(last))
-        parts.append(b"\x00")
-        return b"".join(parts)
+        return _HEADER + encode_state(to_values(state))
 
     return write
 
@@ -143,145 +75,15 @@ def state_reader(
     """
     if not _schemas_pinned():
         return None
-    header = SINGLE_OBJECT_MAGIC + PINNED_RUN_STATE
-    start = len(header)
-    read_long = fastpath._read_long
-    read_string = fastpath._read_string
-    decode_violation = fastpath.decode_violation
-    loads = serde.loads
-    from_json = Event.from_json
-    # One generated function sets every counter (a setattr loop costs several times more).
-    env: dict[str, Callable[[RunState, list[int]], None]] = {}
-    source = (
-        "def set_counters(state, values):\n    ("
-        + ", ".join(f"state.{name}" for name in COUNTER_NAMES)
-        + ",) = values\n"
-    )
-    exec(source, env)  # noqa: S102
-    set_counters = env["set_counters"]
-    n_counters = len(COUNTER_NAMES)
-
-    def longs(value: bytes, pos: int, count: int) -> tuple[list[int], int]:
-        out = []
-        for _ in range(count):
-            byte = value[pos]
-            if byte < 0x80:
-                out.append((byte >> 1) ^ -(byte & 1))
-                pos += 1
-            else:
-                number, pos = read_long(value, pos)
-                out.append(number)
-        return out, pos
-
-    def branch(value: bytes, pos: int) -> bool:
-        byte = value[pos]
-        if byte not in (0, 2):
-            raise ValueError(f"union branch byte {byte}")
-        return byte == 2
-
-    def array(
-        value: bytes, pos: int, item: Callable[[bytes, int], tuple[Any, int]]
-    ) -> tuple[list[Any], int]:
-        """An Avro array: blocks of ``count`` items, ended by a zero count."""
-        items: list[Any] = []
-        while True:
-            count, pos = read_long(value, pos)
-            if count == 0:
-                return items, pos
-            if count < 0:
-                raise ValueError("array block with a byte size")
-            for _ in range(count):
-                element, pos = item(value, pos)
-                items.append(element)
-
-    def pending_item(value: bytes, pos: int) -> tuple[tuple[int, bytes, str], int]:
-        seq, pos = read_long(value, pos)
-        digest = value[pos : pos + 8]
-        if len(digest) != 8:
-            raise ValueError("truncated digest")
-        event_json, pos = read_string(value, pos + 8)
-        return (seq, digest, event_json), pos
-
-    def missing_item(value: bytes, pos: int) -> tuple[tuple[int, int], int]:
-        first, pos = read_long(value, pos)
-        last, pos = read_long(value, pos)
-        return (first, last), pos
+    start = len(_HEADER)
 
     def read(value: bytes) -> RunState | None:
-        if not value.startswith(header):
+        if not value.startswith(_HEADER):
             return None
-        run_id_text, pos = read_string(value, start)
-        if len(run_id_text) != 36:
-            raise ValueError("run_id is not 36 characters")
-        run_id = UUID(run_id_text)
-        agent_spec_digest, pos = read_string(value, pos)
-        git_sha, pos = read_string(value, pos)
-        started_at, pos = read_long(value, pos)
-        finished_at = None
-        if branch(value, pos):
-            finished_at, pos = read_long(value, pos + 1)
-        else:
-            pos += 1
-        status_index, pos = read_long(value, pos)
-        status = _STATUSES[status_index] if 0 <= status_index < len(_STATUSES) else None
-        if status is None:
-            raise ValueError(f"status index {status_index}")
-        inputs_text, pos = read_string(value, pos)
-        outputs_text = None
-        if branch(value, pos):
-            outputs_text, pos = read_string(value, pos + 1)
-        else:
-            pos += 1
-        final_state_digest = None
-        if branch(value, pos):
-            final_state_digest, pos = read_string(value, pos + 1)
-        else:
-            pos += 1
-        last_seq, pos = read_long(value, pos)
-        counter_values, pos = longs(value, pos, n_counters)
-        violation_values, pos = longs(value, pos, len(_KINDS))
-        violations, pos = array(value, pos, decode_violation)
-        source_offset, pos = read_long(value, pos)
-        flag = value[pos]
-        if flag > 1:
-            raise ValueError(f"boolean byte {flag}")
-        has_identity = flag == 1
-        stream_time, pos = read_long(value, pos + 1)
-        pending, pos = array(value, pos, pending_item)
-        size, pos = read_long(value, pos)
-        end = pos + size
-        if size < 0 or end > len(value):
-            raise ValueError("digest window runs past the end")
-        window = value[pos:end]
-        pos = end
-        missing, pos = array(value, pos, missing_item)
-        if pos != len(value):
+        values, end = decode_state(value, start)
+        if end != len(value):
             raise ValueError("bytes left after the record")
-        # What consumers.state_codec.from_record does with the record.
-        state = RunState.new(run_id, Timestamp(started_at), config)
-        state.agent_spec_digest = agent_spec_digest
-        state.git_sha = git_sha
-        state.finished_at = None if finished_at is None else Timestamp(finished_at)
-        state.status = status
-        state.inputs = loads(inputs_text)
-        state.outputs = None if outputs_text is None else loads(outputs_text)
-        state.final_state_digest = final_state_digest
-        state.last_seq = last_seq
-        set_counters(state, counter_values)
-        state.violation_counts = dict(zip(_KINDS, violation_values, strict=True))
-        state.recent_violations.extend(violations)
-        state.source_offset = source_offset
-        state.has_identity = has_identity
-        state.stream_time = stream_time
-        for seq, digest, event_json in pending:
-            state.pending_events[seq] = (from_json(event_json), int.from_bytes(digest, "little"))
-        if state.pending_events:
-            state.pending_oldest_ts = min(
-                int(event.timestamp) for event, _ in state.pending_events.values()
-            )
-        _restore_window(state, _ring_from(window))
-        state.missing = missing
-        return state
+        return from_values(values, config)
 
     return read
 
@@ -304,7 +106,7 @@ def state_reader(
 _RAW = b"\x00"
 _NO_ID = b"\x01"
 _NO_ID_SHORT_WINDOW = b"\x02"
-_ID_PREFIX = SINGLE_OBJECT_MAGIC + PINNED_RUN_STATE + _UUID_LENGTH
+_ID_PREFIX = _HEADER + UUID_LENGTH
 _ID_START = len(_ID_PREFIX)
 _ID_END = _ID_START + 36
 _WINDOW_LENGTH = b"\x80\x08"  # Avro long 512

@@ -1,11 +1,15 @@
-"""RunState to and from the record of ``schemas/avro/RunState.v1.avsc`` (a plain dict).
+"""RunState to and from the record of ``schemas/avro/RunState.v1.avsc``.
 
-The record is what fastavro writes and reads: ``run`` in the shape of
-``runfold.Run`` (JSON values as serde JSON text), counters, the violation
-summary, and a ``restore`` part with the reorder buffer (events as serde JSON,
-each with its content digest), the digest window and the declared-missing
-ranges. ``from_record(to_record(s), config) == s`` for a state built with
-``config``.
+Two forms of the record: its values (:class:`~schemas.avro_binary.StateRecord`, which
+:mod:`schemas.avro_binary` writes and reads as bytes; :func:`to_values`,
+:func:`from_values`) and the plain dict fastavro writes and reads (:func:`to_record`,
+:func:`from_record`, the general path for any schema version).
+
+The record holds ``run`` in the shape of ``runfold.Run`` (JSON values as serde JSON
+text), counters, the violation summary, and a ``restore`` part with the reorder
+buffer (events as serde JSON, each with its content digest), the digest window and
+the declared-missing ranges. ``from_record(to_record(s), config) == s`` for a state
+built with ``config``.
 
 Avro ``long`` is signed: a seq of 2**63 or more cannot be written and raises
 :class:`~schemas.errors.EncodeError` (the event codec refuses such events too).
@@ -15,17 +19,39 @@ from __future__ import annotations
 
 import sys
 from array import array
+from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
 from consumers.state import COUNTER_NAMES, DEFAULT_CONFIG, FoldConfig, RunState
 from schemas import Event, RunStatus, Timestamp, Violation, ViolationKind, serde
+from schemas.avro_binary import RunRecord, StateRecord
 from schemas.errors import EncodeError, SchemaError
 
+# to_values/from_values serve consumers.state_bytes (the byte path); the package's public
+# API stays the record form.
 __all__ = ["from_record", "to_record"]
 
 _LONG_MAX = 2**63 - 1
 _LITTLE = sys.byteorder == "little"
+_KINDS = list(ViolationKind)
+_counters = attrgetter(*COUNTER_NAMES)
+# _record(StateRecord, values): the NamedTuple without its Python-level __new__ (a third
+# of its cost; a state is written per run per transaction). ``values`` must be complete.
+_record = tuple.__new__
+
+
+def _compile_set_counters() -> Callable[[RunState, Sequence[int]], None]:
+    # One generated assignment sets every counter (a setattr loop costs several times more).
+    env: dict[str, Any] = {}
+    targets = ", ".join(f"state.{name}" for name in COUNTER_NAMES)
+    exec(f"def set_counters(state, values):\n    ({targets},) = values\n", env)  # noqa: S102
+    set_counters: Callable[[RunState, Sequence[int]], None] = env["set_counters"]
+    return set_counters
+
+
+_set_counters = _compile_set_counters()
 
 
 def _long(value: int, what: str, run_id: UUID) -> int:
@@ -53,54 +79,116 @@ def _ring_from(data: bytes) -> array[int]:
     return ring
 
 
+def to_values(state: RunState) -> StateRecord:
+    """The ``runfold.RunState`` record's values of ``state``, for :mod:`schemas.avro_binary`."""
+    finished = state.finished_at
+    outputs = state.outputs
+    counts = state.violation_counts
+    pending = state.pending_events
+    run = _record(RunRecord, (
+        str(state.run_id),
+        state.agent_spec_digest,
+        state.git_sha,
+        int(state.started_at),
+        None if finished is None else int(finished),
+        state.status,
+        serde.dumps(state.inputs),
+        None if outputs is None else serde.dumps(outputs),
+        state.final_state_digest,
+    ))
+    return _record(StateRecord, (
+        run,
+        state.last_seq,
+        _counters(state),
+        [counts[kind] for kind in _KINDS],
+        state.recent_violations,
+        state.source_offset,
+        state.has_identity,
+        int(state.stream_time),
+        [
+            (seq, digest.to_bytes(8, "little"), event.to_json())
+            for seq, (event, digest) in sorted(pending.items())
+        ]
+        if pending
+        else (),
+        _ring_bytes(state.digests),
+        state.missing,
+    ))
+
+
+def from_values(values: StateRecord, config: FoldConfig = DEFAULT_CONFIG) -> RunState:
+    """The RunState of a ``runfold.RunState`` record's values (bounds from ``config``).
+
+    A digest window of another size is re-laid by seq, and only the newest
+    ``max_recent_violations`` violations are kept.
+    """
+    run = values.run
+    state = RunState.new(UUID(run.run_id), Timestamp(run.started_at), config)
+    state.agent_spec_digest = run.agent_spec_digest
+    state.git_sha = run.git_sha
+    finished = run.finished_at
+    state.finished_at = None if finished is None else Timestamp(finished)
+    state.status = run.status
+    state.inputs = serde.loads(run.inputs)
+    state.outputs = None if run.outputs is None else serde.loads(run.outputs)
+    state.final_state_digest = run.final_state_digest
+    state.last_seq = values.last_seq
+    _set_counters(state, values.counters)
+    state.violation_counts = dict(zip(_KINDS, values.violation_counts, strict=True))
+    state.recent_violations.extend(values.recent_violations)
+    state.source_offset = values.source_offset
+    state.has_identity = values.has_identity
+    state.stream_time = values.stream_time
+    pending = state.pending_events
+    for seq, digest, event_json in values.pending:
+        pending[seq] = (Event.from_json(event_json), int.from_bytes(digest, "little"))
+    if pending:
+        state.pending_oldest_ts = min(int(event.timestamp) for event, _ in pending.values())
+    _restore_window(state, _ring_from(values.digest_window))
+    state.missing = list(values.missing)
+    return state
+
+
 def to_record(state: RunState) -> dict[str, Any]:
     """The fastavro record of ``state`` for ``runfold.RunState`` v1."""
+    v = to_values(state)
     run_id = state.run_id
-    violations = state.violation_counts
     return {
-        "run": {
-            "run_id": str(run_id),
-            "agent_spec_digest": state.agent_spec_digest,
-            "git_sha": state.git_sha,
-            "started_at": int(state.started_at),
-            "finished_at": None if state.finished_at is None else int(state.finished_at),
-            "status": state.status.value,
-            "inputs": serde.dumps(state.inputs),
-            "outputs": None if state.outputs is None else serde.dumps(state.outputs),
-            "final_state_digest": state.final_state_digest,
+        "run": {**v.run._asdict(), "status": v.run.status.value},
+        "last_seq": _long(v.last_seq, "last_seq", run_id),
+        "counters": dict(zip(COUNTER_NAMES, v.counters, strict=True)),
+        "violation_counts": {
+            kind.value: count for kind, count in zip(_KINDS, v.violation_counts, strict=True)
         },
-        "last_seq": _long(state.last_seq, "last_seq", run_id),
-        "counters": {name: getattr(state, name) for name in COUNTER_NAMES},
-        "violation_counts": {kind.value: violations[kind] for kind in ViolationKind},
         "recent_violations": [
             {
-                "run_id": str(v.run_id),
-                "kind": v.kind.value,
-                "first_seq": _long(v.first_seq, "a violation's first_seq", run_id),
-                "last_seq": _long(v.last_seq, "a violation's last_seq", run_id),
-                "message": v.message,
+                "run_id": str(violation.run_id),
+                "kind": violation.kind.value,
+                "first_seq": _long(violation.first_seq, "a violation's first_seq", run_id),
+                "last_seq": _long(violation.last_seq, "a violation's last_seq", run_id),
+                "message": violation.message,
             }
-            for v in state.recent_violations
+            for violation in v.recent_violations
         ],
         "restore": {
-            "source_offset": state.source_offset,
-            "has_identity": state.has_identity,
-            "stream_time": int(state.stream_time),
+            "source_offset": v.source_offset,
+            "has_identity": v.has_identity,
+            "stream_time": v.stream_time,
             "pending": [
                 {
                     "seq": _long(seq, "a buffered event's seq", run_id),
-                    "digest": digest.to_bytes(8, "little"),
-                    "event_json": event.to_json(),
+                    "digest": digest,
+                    "event_json": event_json,
                 }
-                for seq, (event, digest) in sorted(state.pending_events.items())
+                for seq, digest, event_json in v.pending
             ],
-            "digest_window": _ring_bytes(state.digests),
+            "digest_window": v.digest_window,
             "missing": [
                 {
                     "first_seq": _long(first, "a missing range's first_seq", run_id),
                     "last_seq": _long(last, "a missing range's last_seq", run_id),
                 }
-                for first, last in state.missing
+                for first, last in v.missing
             ],
         },
     }
@@ -109,57 +197,53 @@ def to_record(state: RunState) -> dict[str, Any]:
 def from_record(record: dict[str, Any], config: FoldConfig = DEFAULT_CONFIG) -> RunState:
     """The RunState in a ``runfold.RunState`` record (as fastavro reads it).
 
-    Bounds come from ``config``: a digest window of another size is re-laid by
-    seq, and only the newest ``max_recent_violations`` violations are kept.
-    Raises :class:`~schemas.errors.SchemaError` naming the field that is wrong.
+    Bounds come from ``config`` (see :func:`from_values`). Raises
+    :class:`~schemas.errors.SchemaError` naming the field that is wrong.
     """
     where = "RunState record"
     try:
         run = record["run"]
         run_id = run["run_id"] if isinstance(run["run_id"], UUID) else UUID(run["run_id"])
         where = f"RunState record of run {run_id}"
-        state = RunState.new(run_id, Timestamp(run["started_at"]), config)
-        state.agent_spec_digest = run["agent_spec_digest"]
-        state.git_sha = run["git_sha"]
-        finished = run["finished_at"]
-        state.finished_at = None if finished is None else Timestamp(finished)
-        state.status = RunStatus(run["status"])
-        state.inputs = serde.loads(run["inputs"])
-        state.outputs = None if run["outputs"] is None else serde.loads(run["outputs"])
-        state.final_state_digest = run["final_state_digest"]
-        state.last_seq = record["last_seq"]
         counters = record["counters"]
-        for name in COUNTER_NAMES:
-            setattr(state, name, counters.get(name, 0))
         counts = record["violation_counts"]
-        state.violation_counts = {kind: counts.get(kind.value, 0) for kind in ViolationKind}
-        state.recent_violations.extend(
-            Violation(
-                run_id=v["run_id"],
-                kind=ViolationKind(v["kind"]),
-                first_seq=v["first_seq"],
-                last_seq=v["last_seq"],
-                message=v["message"],
-            )
-            for v in record["recent_violations"]
-        )
         restore = record["restore"]
-        state.source_offset = restore["source_offset"]
-        state.has_identity = restore["has_identity"]
-        state.stream_time = restore["stream_time"]
-        for item in restore["pending"]:
-            event = Event.from_json(item["event_json"])
-            state.pending_events[item["seq"]] = (event, int.from_bytes(item["digest"], "little"))
-        if state.pending_events:
-            state.pending_oldest_ts = min(
-                int(event.timestamp) for event, _ in state.pending_events.values()
-            )
-        _restore_window(state, _ring_from(restore["digest_window"]))
-        state.missing = [(r["first_seq"], r["last_seq"]) for r in restore["missing"]]
+        values = StateRecord(
+            RunRecord(
+                str(run_id),
+                run["agent_spec_digest"],
+                run["git_sha"],
+                run["started_at"],
+                run["finished_at"],
+                RunStatus(run["status"]),
+                run["inputs"],
+                run["outputs"],
+                run["final_state_digest"],
+            ),
+            record["last_seq"],
+            [counters.get(name, 0) for name in COUNTER_NAMES],
+            [counts.get(kind.value, 0) for kind in _KINDS],
+            [
+                Violation(
+                    run_id=v["run_id"],
+                    kind=ViolationKind(v["kind"]),
+                    first_seq=v["first_seq"],
+                    last_seq=v["last_seq"],
+                    message=v["message"],
+                )
+                for v in record["recent_violations"]
+            ],
+            restore["source_offset"],
+            restore["has_identity"],
+            restore["stream_time"],
+            [(p["seq"], p["digest"], p["event_json"]) for p in restore["pending"]],
+            restore["digest_window"],
+            [(r["first_seq"], r["last_seq"]) for r in restore["missing"]],
+        )
+        return from_values(values, config)
     except (KeyError, TypeError, ValueError) as exc:
         problem = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
         raise SchemaError(f"{where} cannot be restored: {problem}") from exc
-    return state
 
 
 def _restore_window(state: RunState, saved: array[int]) -> None:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import operator
-import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -51,15 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, overload
 
-from producers.fastwrite import (
-    GROUP7_VARINT,
-    LOW14_VARINT,
-    NINE_BYTE_STAMPS,
-    below_draws,
-    completed_kind,
-    direct_writer,
-    stamp_bytes9,
-)
+from producers.fastwrite import PlanRandom, completed_kind, direct_writer
 from producers.faults import FaultRates
 from producers.manifest import SEMANTICS, expected_counters, violation
 from producers.runs import (
@@ -72,6 +63,7 @@ from producers.runs import (
     plan_run,
 )
 from schemas import (
+    MAX_REORDER_DELAY_NS,
     Event,
     MessageAdded,
     Run,
@@ -80,6 +72,8 @@ from schemas import (
     ToolCalled,
     serde,
 )
+from schemas.avro_binary import write_stamp
+from schemas.codec import event_encoder
 from schemas.errors import ConfigError
 
 __all__ = [
@@ -101,15 +95,12 @@ _GAP_MARGIN_MS = 1_000
 def default_gap_delay_ms() -> int:
     """How far apart a gap's following events are stamped: the fold's reorder bound + 1 s.
 
-    The fold declares a gap when a run's newest timestamp is ``FoldConfig.max_delay_ns``
-    past its oldest buffered event; stamping past that bound makes the declaration
-    depend on event time only, never on how fast the consumer runs.
+    The fold declares a gap when a run's newest timestamp is its reorder bound
+    (:data:`schemas.MAX_REORDER_DELAY_NS`, ``FoldConfig.max_delay_ns``'s default) past
+    its oldest buffered event; stamping past that bound makes the declaration depend
+    on event time only, never on how fast the consumer runs.
     """
-    try:
-        from consumers.state import FoldConfig
-    except ImportError:
-        return 60_000 + _GAP_MARGIN_MS
-    return int(FoldConfig().max_delay_ns) // 1_000_000 + _GAP_MARGIN_MS
+    return MAX_REORDER_DELAY_NS // 1_000_000 + _GAP_MARGIN_MS
 
 
 class RecordMeta(NamedTuple):
@@ -242,7 +233,7 @@ class Fleet:
                  framing: str = "single-object") -> None:
         self.config = config
         self.agents: list[AgentProfile] = agent_profiles(config.seed, config.agents)
-        self._encode = encode or _codec_encoder(framing)
+        self._encode = encode or event_encoder(framing)
         # The default encoder's bytes, written here without building each Event model
         # (it was most of the simulator's cost); None when another encoder is used.
         self._direct = direct_writer() if encode is None and framing == "single-object" else None
@@ -273,11 +264,11 @@ class Fleet:
         """
         with_meta = meta
         config = self.config
-        scheduler = random.Random(f"runfold-fleet:{config.seed}")
-        # The scheduler's draws are randrange's (a random.Random draws below n with
-        # getrandbits of n's bit length, again while out of range), written out inline
-        # in the common path; the pinned records prove the sequence is unchanged.
-        below = below_draws(scheduler)
+        scheduler = PlanRandom(f"runfold-fleet:{config.seed}")
+        # The scheduler's draws are PlanRandom.below's (getrandbits of n's bit length,
+        # again while out of range), written out inline in the common path; the pinned
+        # records prove the sequence is unchanged.
+        below = scheduler.below
         getrandbits = scheduler.getrandbits
         tick_lo, tick_hi = (t * 1_000 for t in config.tick_us)
         tick_width = tick_hi - tick_lo + 1
@@ -285,10 +276,7 @@ class Fleet:
         jump = config.gap_delay_ms * 1_000_000
         now = int(config.start)
         direct = self._direct
-        inline = direct is not None and below is not scheduler.randrange
-        nine_low, nine_high = NINE_BYTE_STAMPS.start, NINE_BYTE_STAMPS.stop
-        low14, group7 = LOW14_VARINT, GROUP7_VARINT
-        last_high, high_bytes = -1, b""
+        inline = direct is not None
         # Agent a runs fleet runs a, a + M, a + 2M, ... one after another.
         queues = [list(range(a, config.runs, config.agents)) for a in range(config.agents)]
         for queue in queues:
@@ -298,14 +286,11 @@ class Fleet:
             if queue:
                 active.append((agent_index, self._start(queue.pop(), agent_index)))
         while active:
-            if inline:
-                count = len(active)
-                bits = count.bit_length()
+            count = len(active)  # slot = scheduler.below(len(active)), inline
+            bits = count.bit_length()
+            slot = getrandbits(bits)
+            while slot >= count:
                 slot = getrandbits(bits)
-                while slot >= count:
-                    slot = getrandbits(bits)
-            else:
-                slot = below(len(active))  # scheduler.randrange(len(active))
             agent_index, run = active[slot]
             unit = run.units[run.next_unit]
             run.next_unit += 1
@@ -319,18 +304,9 @@ class Fleet:
                     now += tick_lo + tick
                     run.stamps[seq] = now
                     tail = run.tails[seq]
-                    if tail is not None and nine_low <= now < nine_high:
-                        # DirectWriter.write's bytes, stamp_bytes9 by parts: the 9-byte
-                        # varint of z = 2 * now is 2 bytes of its low 14 bits, 1 of the next
-                        # 7 and 6 of z >> 21, which changes about once a millisecond (per
-                        # big-int operation the inline expression cost as much as a draw).
-                        z = now << 1
-                        high = z >> 21
-                        if high != last_high:
-                            last_high = high
-                            high_bytes = stamp_bytes9(now)[3:]
-                        value = b"".join((run.heads[seq], low14[z & 16383],
-                                          group7[z >> 14 & 127], high_bytes, tail))
+                    if tail is not None:
+                        # DirectWriter.write's bytes: only the stamp was not known before.
+                        value = b"".join((run.heads[seq], write_stamp(now), tail))
                     else:
                         value = direct(run, seq)  # type: ignore[misc]
                     if seq == run.dup:
@@ -545,23 +521,6 @@ def _manifest_entry(sent: _SentRun, totals: Counter[str]) -> dict[str, Any]:
 def _run_json(run: Run) -> str:
     to_json = getattr(run, "to_json", None)
     return str(to_json()) if callable(to_json) else run.model_dump_json()
-
-
-def _codec_encoder(framing: str) -> Callable[[Event], bytes]:
-    """The codec's event encoder for ``framing``, built once."""
-    from schemas.codec import EventCodec, encode_event
-
-    if framing == "single-object":
-        # A codec of our own: its schemas are parsed once, and no registry is involved.
-        encode: Callable[[Event], bytes] = EventCodec().encode
-        return encode
-    if framing != "confluent":
-        raise ConfigError(f"framing {framing!r} is unknown; use 'single-object' or 'confluent'")
-
-    def encode_confluent(event: Event) -> bytes:
-        return encode_event(event, framing="confluent")
-
-    return encode_confluent
 
 
 @dataclass

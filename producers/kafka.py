@@ -19,10 +19,7 @@ One :class:`EventProducer` wraps one ``confluent_kafka.Producer``:
 
 from __future__ import annotations
 
-import logging
-import re
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,13 +27,16 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from clients import RunfoldSettings
+from clients.connection import unreachable_message
+from clients.librdkafka_log import LIBRDKAFKA_LOGGER
 from schemas import Event
+from schemas.codec import event_encoder, keyed_event_encoder
 from schemas.errors import ConfigError, KafkaSetupError
 
 __all__ = [
     "DEFAULT_PRODUCER_CONFIG",
     "EVENT_PRODUCER_CONFIG",
-    "PRODUCER_LOG",
     "DeliveryReport",
     "EventProducer",
     "load_settings",
@@ -82,36 +82,6 @@ _FORBIDDEN = {
 
 _MAX_FAILURE_SAMPLES = 20
 _KEY_CACHE_SIZE = 4096  # runs in flight whose keys are kept (then started afresh)
-
-PRODUCER_LOG = logging.getLogger("runfold.producer")
-"""Where librdkafka's logs go (repeated lines filtered out); usable by other clients."""
-_log = PRODUCER_LOG
-
-
-class _RepeatFilter(logging.Filter):
-    """Let each distinct librdkafka message through once per ``interval`` seconds.
-
-    A broker that refuses connections makes librdkafka log the same failure about
-    twenty times a second; one line says it, and our own error follows.
-    """
-
-    _DIGITS = re.compile(r"\d+")
-
-    def __init__(self, interval: float = 30.0) -> None:
-        super().__init__()
-        self.interval = interval
-        self._last: dict[str, float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = self._DIGITS.sub("#", record.getMessage())
-        now = time.monotonic()
-        if now - self._last.get(key, -self.interval) < self.interval:
-            return False
-        self._last[key] = now
-        return True
-
-
-_log.addFilter(_RepeatFilter())
 
 
 @dataclass
@@ -162,11 +132,11 @@ def producer_config(
     overrides: Mapping[str, Any] | None = None,
     *,
     bootstrap_servers: str | None = None,
-    settings: Any | None = None,
+    settings: RunfoldSettings | None = None,
 ) -> dict[str, Any]:
     """The librdkafka configuration: :data:`EVENT_PRODUCER_CONFIG`, settings, ``overrides``.
 
-    ``settings`` (a :class:`runfold.settings.RunfoldSettings`; loaded from the environment
+    ``settings`` (a :class:`clients.RunfoldSettings`; loaded from the environment
     and ``$RUNFOLD_CONFIG`` when not given) supplies the connection (bootstrap servers,
     security); ``overrides`` (librdkafka dotted keys) wins over both, and an explicit
     ``bootstrap_servers`` over everything. Settings that would weaken delivery
@@ -192,20 +162,14 @@ def producer_config(
     return conf
 
 
-def load_settings() -> Any | None:
-    """``RunfoldSettings.load()`` when the ``runfold`` package is installed, else ``None``."""
-    try:
-        from runfold.settings import RunfoldSettings
-    except ImportError:
-        return None
+def load_settings() -> RunfoldSettings:
+    """The settings from the environment and ``$RUNFOLD_CONFIG`` (:meth:`RunfoldSettings.load`)."""
     return RunfoldSettings.load()
 
 
-def _settings_config(settings: Any | None) -> dict[str, Any]:
+def _settings_config(settings: RunfoldSettings | None) -> dict[str, Any]:
     """Connection settings (librdkafka keys) from the runfold settings object."""
     settings = settings if settings is not None else load_settings()
-    if settings is None:
-        return {}
     return dict(settings.producer_config())
 
 
@@ -223,7 +187,7 @@ class EventProducer:
         *,
         bootstrap_servers: str | None = None,
         config: Mapping[str, Any] | None = None,
-        settings: Any | None = None,
+        settings: RunfoldSettings | None = None,
         framing: str = "single-object",
         startup_timeout: float = 10.0,
     ) -> None:
@@ -234,7 +198,7 @@ class EventProducer:
         """
         settings = settings if settings is not None else load_settings()
         if topic is None:
-            topic = settings.topic_names.events if settings is not None else "agent-run-events"
+            topic = settings.topic_names.events
         self.topic: str = topic
         self.framing = framing
         self.startup_timeout = startup_timeout
@@ -295,8 +259,8 @@ class EventProducer:
     def _build(self) -> Producer:
         conf = dict(self._conf)
         conf["on_delivery"] = self._on_delivery
-        # Through Python logging (served by poll), so repeats can be filtered.
-        conf.setdefault("logger", _log)
+        # librdkafka's lines into Python logging at DEBUG (served by poll), off the terminal.
+        conf.setdefault("logger", LIBRDKAFKA_LOGGER)
         try:
             producer = Producer(conf)
         except KafkaException as exc:
@@ -304,11 +268,11 @@ class EventProducer:
         try:
             metadata = producer.list_topics(self.topic, timeout=self.startup_timeout)
         except KafkaException as exc:
-            raise KafkaSetupError(
-                f"no Kafka broker answered at {conf['bootstrap.servers']} within "
-                f"{self.startup_timeout:g}s ({exc.args[0].str() if exc.args else exc}); "
-                f"is the broker running? (`runfold kafka up` starts a local one)"
-            ) from exc
+            raise KafkaSetupError(unreachable_message(
+                conf["bootstrap.servers"], self.startup_timeout,
+                conf.get("security.protocol", "PLAINTEXT"),
+                exc.args[0].str() if exc.args else str(exc),
+            )) from exc
         topic_meta = metadata.topics.get(self.topic)
         if topic_meta is not None and topic_meta.error is not None:
             code = topic_meta.error.code()
@@ -410,8 +374,8 @@ class EventProducer:
         """Encode ``event`` with the codec and queue it under its run_id."""
         encode = self._encode
         if encode is None:
-            encode = self._encode = _encoder(self.framing)
-            self._keyed = _keyed_encoder(self.framing)
+            encode = self._encode = event_encoder(self.framing)
+            self._keyed = keyed_event_encoder(self.framing)
         run_id = event.run_id
         # A run's key is formatted once (UUID.__str__ was a tenth of a send): the cache
         # holds the UUID itself, so an id() cannot be reused while its entry lives.
@@ -467,43 +431,4 @@ class EventProducer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _keyed_encoder(framing: str) -> Callable[[Event, bytes], bytes] | None:
-    """The codec's single-object bytes written with the key the producer holds, or None.
-
-    Byte for byte ``EventCodec().encode(event)`` (a test compares them) without
-    formatting the run_id twice; None when the fast path does not apply (Confluent
-    framing, or a current Event schema the fast path was not written for).
-    """
-    from schemas import fastpath
-    from schemas.codec import EventCodec
-
-    codec = EventCodec()
-    if framing != "single-object" or codec.current.fingerprint != fastpath.PINNED["Event"]:
-        return None
-    header = codec.header("single-object")
-    body = fastpath.encode_event_keyed
-
-    def encode(event: Event, key: bytes) -> bytes:
-        return header + body(event, key)
-
-    return encode
-
-
-def _encoder(framing: str) -> Callable[[Event], bytes]:
-    """The codec's event encoder for ``framing``, built once."""
-    from schemas.codec import EventCodec, encode_event
-
-    if framing == "single-object":
-        # A codec of our own: its schemas are parsed once, and no registry is involved.
-        encode: Callable[[Event], bytes] = EventCodec().encode
-        return encode
-    if framing != "confluent":
-        raise ConfigError(f"framing {framing!r} is unknown; use 'single-object' or 'confluent'")
-
-    def encode_confluent(event: Event) -> bytes:
-        return encode_event(event, framing="confluent")
-
-    return encode_confluent
 

@@ -50,8 +50,8 @@ from schemas import (
     NodeEntered,
     Timestamp,
 )
+from schemas.avro_binary import trusted
 from schemas.errors import RunfoldError
-from schemas.fastpath import trusted
 from schemas.model import U64_MAX, SerdeJson
 
 __all__ = [

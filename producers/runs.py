@@ -39,7 +39,7 @@ from schemas import (
     ToolReturned,
     serde,
 )
-from schemas.fastpath import trusted
+from schemas.avro_binary import trusted
 
 __all__ = ["KIND_TAGS", "AgentProfile", "FaultPlan", "PlannedStep", "RunPlan", "agent_profiles",
            "kind_model", "plan_run"]

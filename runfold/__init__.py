@@ -1,6 +1,6 @@
 """runfold's command line, settings, topic setup and local Kafka.
 
-Public API: :class:`~runfold.settings.RunfoldSettings`, :class:`~runfold.settings.TopicNames`,
+Public API: :class:`~clients.settings.RunfoldSettings`, :class:`~clients.settings.TopicNames`,
 :func:`~runfold.topics.ensure_topics` and :class:`~runfold.kafka.LocalKafka`. Import them from
 their modules (``from runfold.topics import ensure_topics``): this package imports nothing
 heavy so that ``runfold --help`` stays fast.

@@ -2,17 +2,23 @@
 
 Adding a subcommand (one module, one line here)
 -----------------------------------------------
-1. Write a click command or group in your own module, e.g. ``consumers/cli.py``::
+1. Write a click command or group in its own module, ``runfold/commands/<name>.py``, taking
+   the shared options (``--bootstrap-servers``, ``--prefix``, ``--group`` ...) and the
+   settings from :mod:`runfold.commands.options`::
 
        import click
 
+       from runfold.commands.options import connection_options, load_settings
+
        @click.command()
-       def fold() -> None:
+       @connection_options
+       def fold(bootstrap_servers: str | None, prefix: str | None) -> None:
            "Fold agent-run-events into agent-runs."
+           settings = load_settings(bootstrap_servers, prefix)
 
 2. Register it below with ONE line, naming it by ``"module:attribute"``::
 
-       main.add_lazy_command("fold", "consumers.cli:fold")
+       main.add_lazy_command("fold", "runfold.commands.fold:fold")
 
 The module is imported only when the command runs (or ``--help`` lists it), so a slow import
 or a half-finished module of one command never breaks the others. Raise
@@ -89,12 +95,12 @@ assert isinstance(main, RunfoldGroup)
 # -- subcommands: one line each ----------------------------------------------------------
 main.add_lazy_command("kafka", "runfold.commands.kafka:kafka")
 main.add_lazy_command("topics", "runfold.commands.topics:topics")
-main.add_lazy_command("consume", "runfold.cmd_consume:consume")
-main.add_lazy_command("runs", "runfold.cmd_runs:runs")
-main.add_lazy_command("produce", "runfold.cmd_produce:produce")
-main.add_lazy_command("top", "runfold.cmd_top:top")
-main.add_lazy_command("export", "runfold.cmd_export:export")
-main.add_lazy_command("sql", "runfold.cmd_export:sql")
-main.add_lazy_command("bench", "runfold.cmd_bench:bench")
-main.add_lazy_command("demo", "runfold.cmd_demo:demo")
+main.add_lazy_command("consume", "runfold.commands.consume:consume")
+main.add_lazy_command("runs", "runfold.commands.runs:runs")
+main.add_lazy_command("produce", "runfold.commands.produce:produce")
+main.add_lazy_command("top", "runfold.commands.top:top")
+main.add_lazy_command("export", "runfold.commands.export:export")
+main.add_lazy_command("sql", "runfold.commands.export:sql")
+main.add_lazy_command("bench", "runfold.commands.bench:bench")
+main.add_lazy_command("demo", "runfold.commands.demo:demo")
 main.add_lazy_command("serve", "serve.cli:serve")

@@ -129,7 +129,7 @@ def count_dead_letters(config: Mapping[str, Any], scope: DemoScope, *,
     the folding service has stopped. A record is this demo's when its source offset is at
     or past ``scope.events_start`` of its source partition.
     """
-    from consumers.dlq import parse_dead_letter_headers
+    from consumers.service.dlq import parse_dead_letter_headers
 
     consumer = _consumer(config, f"runfold-demo-dlq-{time.time_ns()}")
     ours = earlier = 0

@@ -42,7 +42,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from runfold.settings import RunfoldSettings, TopicNames
+from clients.settings import RunfoldSettings, TopicNames
 from schemas.errors import KafkaSetupError
 
 __all__ = [
@@ -174,7 +174,7 @@ class FleetReader:
     def _connect(self) -> Consumer:
         if self._consumer is not None:
             return self._consumer
-        from consumers.edge import FoldEdge
+        from consumers.service.edge import FoldEdge
         from schemas.codec import decode_violation
 
         self._decode_state = FoldEdge.default().decode_state

@@ -1,7 +1,7 @@
 """Prometheus metrics of the folding service and the producer (``--metrics-port``).
 
 Counters are not kept twice: a collector reads the service's own
-:class:`~consumers.stats.ServiceStats` (and the producer's
+:class:`~consumers.service.stats.ServiceStats` (and the producer's
 :class:`~producers.kafka.DeliveryReport`) at scrape time, so a scrape shows exactly
 what ``runfold consume --stats-json`` would print. Like those stats, the consumer's
 counters move only when a transaction commits.
@@ -12,8 +12,9 @@ What the stats do not hold is measured around the service, without changing it:
   commit step is wrapped (:func:`instrument_service`), and the records a commit
   accounted are the growth of ``stats.consumed`` across it;
 - restore time: the instance's restore step is wrapped the same way;
-- violations by kind: the service's :class:`~consumers.edge.FoldEdge` is replaced by one
-  whose ``encode_violation`` counts; counts of an aborted transaction are discarded;
+- violations by kind: the ``encode_violation`` of the service's
+  :class:`~consumers.service.edge.FoldEdge` is wrapped to count; counts of an aborted
+  transaction are discarded;
 - consumer lag per partition: from librdkafka's statistics (last stable offset minus
   the next offset the fold will get), requested through the service's
   ``consumer_overrides``. The group's *committed* lag is what ``runfold top`` shows.
@@ -24,7 +25,6 @@ Grafana dashboard ``dashboards/grafana-runfold.json`` plots them.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 import time
@@ -88,8 +88,10 @@ class ServiceCollector(Collector):
         yield _counter("consumer_records_consumed", "Records consumed and committed.",
                        stats.consumed)
         outcomes = CounterMetricFamily(
-            "runfold_consumer_outcomes", "Consumed records by outcome (DESIGN.md §5); "
-            "'released' counts buffered events resolved later.", labels=["outcome"])
+            "runfold_consumer_outcomes", "Consumed records by outcome (DESIGN.md §5): "
+            "consumed = applied + duplicate + violation + (buffered - released) + dlq + replayed; "
+            "a buffered event resolved later counts in 'released' and in 'applied' or "
+            "'violation'.", labels=["outcome"])
         for name in _OUTCOMES:
             outcomes.add_metric([name], getattr(stats, name))
         yield outcomes
@@ -212,7 +214,7 @@ def instrument_service(service: Any, registry: CollectorRegistry) -> ServiceColl
     # Instance attributes shadow the methods; the service calls them through self.
     setattr(service, "_commit", timed_commit)  # noqa: B010
     setattr(service, "_restore", timed_restore)  # noqa: B010
-    service.edge = dataclasses.replace(service.edge, encode_violation=counting_encode)
+    service.edge.encode_violation = counting_encode
     previous_cb = service.config.consumer_overrides.get("stats_cb")
 
     def stats_cb(payload: str) -> None:

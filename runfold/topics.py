@@ -19,7 +19,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from runfold.settings import TopicNames
+from clients.settings import TopicNames
 from schemas.errors import ConfigError, KafkaSetupError
 
 __all__ = [

@@ -32,6 +32,7 @@ from schemas.errors import (
 from schemas.ledger import replay_digest
 from schemas.model import (
     EVENT_KINDS,
+    MAX_REORDER_DELAY_NS,
     CheckpointDeleted,
     CheckpointRestored,
     CheckpointSaved,
@@ -75,6 +76,7 @@ __all__ = [
     "GraphInterrupted",
     "GraphStarted",
     "KafkaSetupError",
+    "MAX_REORDER_DELAY_NS",
     "MessageAdded",
     "NodeEntered",
     "NodeExited",

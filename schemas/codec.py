@@ -16,8 +16,8 @@ it to the current version. Anything undecodable raises
 :class:`~schemas.errors.DecodeError` with a ``reason`` code and the library's
 error as ``__cause__``.
 
-The current Event, Run and Violation versions go through the hand-written
-:mod:`schemas.fastpath`; other writer versions and other records (any schema
+The current Event, Run and Violation versions go through runfold's own Avro layer,
+:mod:`schemas.avro_binary`; other writer versions and other records (any schema
 in ``schemas/avro``, see :class:`RecordCodec`) go through fastavro.
 
 Limit: Rust ``u64`` values travel in an Avro ``long`` (signed), so a value of
@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import fastavro
 
-from schemas import fastpath
+from schemas import avro_binary
 from schemas.catalog import SchemaCatalog, SchemaVersion, default_catalog
-from schemas.errors import DecodeError, EncodeError
+from schemas.errors import ConfigError, DecodeError, EncodeError
 from schemas.framing import (
     CONFLUENT_HEADER_SIZE,
     CONFLUENT_MAGIC,
@@ -66,11 +66,13 @@ __all__ = [
     "encode_record",
     "encode_run",
     "encode_violation",
+    "event_encoder",
+    "keyed_event_encoder",
 ]
 
 M = TypeVar("M", Event, Run, Violation)
 
-_TRUNCATION_ERRORS = (EOFError, IndexError, fastpath.Truncated)
+_TRUNCATION_ERRORS = (EOFError, IndexError, avro_binary.Truncated)
 _MAGIC_HELP = "expected C3 01 (Avro single-object) or 00 (Confluent wire format)"
 
 
@@ -81,7 +83,7 @@ def _decode_error_for(exc: Exception, what: str) -> DecodeError:
     if isinstance(exc, _TRUNCATION_ERRORS):
         detail = str(exc) or type(exc).__name__
         return DecodeError(f"truncated {what} body: {detail}", reason="truncated")
-    if isinstance(exc, fastpath.Invalid):
+    if isinstance(exc, avro_binary.Invalid):
         reason = "invalid-json" if "not JSON" in str(exc) else "invalid-value"
         return DecodeError(f"invalid value in {what}: {exc}", reason=reason)
     return DecodeError(f"invalid {what} body: {exc or type(exc).__name__}", reason="invalid-body")
@@ -199,9 +201,9 @@ class RecordCodec:
 
 
 _FAST_PATHS: dict[str, tuple[Callable[[Any], bytes], Callable[[bytes, int], tuple[Any, int]]]] = {
-    "Event": (fastpath.encode_event, fastpath.decode_event),
-    "Run": (fastpath.encode_run, fastpath.decode_run),
-    "Violation": (fastpath.encode_violation, fastpath.decode_violation),
+    "Event": (avro_binary.encode_event, avro_binary.decode_event),
+    "Run": (avro_binary.encode_run, avro_binary.decode_run),
+    "Violation": (avro_binary.encode_violation, avro_binary.decode_violation),
 }
 
 
@@ -226,8 +228,8 @@ class _ModelCodec(RecordCodec, Generic[M]):
             subject=subject or self.default_subject,
         )
         # The fast path is exact for one schema version only; any other current
-        # version (a new .avsc not yet taught to fastpath) goes through fastavro.
-        self._fast = self.current.fingerprint == fastpath.PINNED[self.schema_name]
+        # version (a new .avsc not yet taught to avro_binary) goes through fastavro.
+        self._fast = self.current.fingerprint == avro_binary.PINNED[self.schema_name]
         fast = _FAST_PATHS[self.schema_name]
         self._fast_encode: Callable[[Any], bytes] = fast[0]
         self._fast_decode: Callable[[bytes, int], tuple[Any, int]] = fast[1]
@@ -239,7 +241,7 @@ class _ModelCodec(RecordCodec, Generic[M]):
             if self._fast:
                 return header + self._fast_encode(value)
             return super().encode(model_to_record(value, self.current.parsed), framing=framing)
-        except fastpath.Overflow as exc:
+        except avro_binary.Overflow as exc:
             fields = ", ".join(overflowing_fields(value))
             raise EncodeError(
                 f"cannot encode {self.schema_name}: {fields} is 2**63 or more, beyond an Avro "
@@ -255,37 +257,29 @@ class _ModelCodec(RecordCodec, Generic[M]):
         if type(data) is not bytes:
             data = bytes(data)  # memoryview, bytearray: the fast path slices and decodes bytes
         if self._fast and data[:10] == self._single_object_header:
-            try:
-                value, end = self._fast_decode(data, SINGLE_OBJECT_HEADER_SIZE)
-            except Exception as exc:
-                raise _decode_error_for(exc, self.schema_name) from exc
-            if end != len(data):
-                raise DecodeError(
-                    f"invalid {self.schema_name} body: {len(data) - end} bytes left after "
-                    "the record",
-                    reason="invalid-body",
-                )
-            result: M = value
-            return result
+            return self._fast_body(data, SINGLE_OBJECT_HEADER_SIZE)
         writer, kept, start = self.writer_of(data)
         if self._fast and kept is self.current:
-            try:
-                value, end = self._fast_decode(data, start)
-            except Exception as exc:
-                raise _decode_error_for(exc, self.schema_name) from exc
-            if end != len(data):
-                raise DecodeError(
-                    f"invalid {self.schema_name} body: {len(data) - end} bytes left after "
-                    "the record",
-                    reason="invalid-body",
-                )
-            result = value
-            return result
+            return self._fast_body(data, start)
         record = self.read_body(data, writer, start)
         try:
-            result = model_from_record(self.model, record)
+            result: M = model_from_record(self.model, record)
         except ValueError as exc:
             raise _decode_error_for(exc, self.schema_name) from exc
+        return result
+
+    def _fast_body(self, data: bytes, start: int) -> M:
+        """The value of the current version's body at ``data[start:]``, by avro_binary."""
+        try:
+            value, end = self._fast_decode(data, start)
+        except Exception as exc:
+            raise _decode_error_for(exc, self.schema_name) from exc
+        if end != len(data):
+            raise DecodeError(
+                f"invalid {self.schema_name} body: {len(data) - end} bytes left after the record",
+                reason="invalid-body",
+            )
+        result: M = value
         return result
 
 
@@ -399,3 +393,40 @@ def decode_record(name: str, data: bytes) -> dict[str, Any]:
     """The record of schema ``name`` in an Avro message, resolved to the current version."""
     codec: RecordCodec = _default(f"record:{name}", lambda: RecordCodec(name, registry=_registry))
     return codec.decode(data)
+
+
+def event_encoder(framing: str) -> Callable[[Event], bytes]:
+    """``event -> bytes`` in ``framing`` (``"single-object"`` or ``"confluent"``), built once.
+
+    Single-object: a codec of the caller's own (schemas parsed once, no registry);
+    Confluent: the module-level codec with the configured registry.
+    """
+    if framing == "single-object":
+        encode: Callable[[Event], bytes] = EventCodec().encode
+        return encode
+    if framing != "confluent":
+        raise ConfigError(f"framing {framing!r} is unknown; use 'single-object' or 'confluent'")
+
+    def encode_confluent(event: Event) -> bytes:
+        return encode_event(event, framing="confluent")
+
+    return encode_confluent
+
+
+def keyed_event_encoder(framing: str) -> Callable[[Event, bytes], bytes] | None:
+    """``(event, key) -> bytes`` for a producer that holds ``key = str(event.run_id).encode()``.
+
+    Byte for byte ``EventCodec().encode(event)`` without formatting the run_id twice;
+    None where that does not apply (Confluent framing, or a current Event schema
+    :mod:`schemas.avro_binary` was not written for).
+    """
+    codec = EventCodec()
+    if framing != "single-object" or not codec._fast:
+        return None
+    header = codec.header("single-object")
+    body = avro_binary.encode_event
+
+    def encode(event: Event, key: bytes) -> bytes:
+        return header + body(event, key)
+
+    return encode

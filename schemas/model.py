@@ -33,6 +33,11 @@ U64 = Annotated[int, Field(ge=0, le=U64_MAX, strict=True)]
 
 _I64_MIN = -(2**63)
 
+MAX_REORDER_DELAY_NS = 60 * 1_000_000_000
+"""How late (event time, ns) an event may arrive after a later one of its run before the
+fold declares the seqs between missing: ``consumers.FoldConfig.max_delay_ns`` defaults to
+it, and the fleet simulator stamps a gap's following events past it."""
+
 
 def _serde_number(value: Any) -> Any:
     if isinstance(value, bool):

@@ -1,6 +1,6 @@
 """Models to and from the record dicts fastavro writes and reads (the general, slower path).
 
-Used for writer versions other than the one :mod:`schemas.fastpath` is pinned
+Used for writer versions other than the one :mod:`schemas.avro_binary` is pinned
 to, and by tests as the reference the fast path must match byte for byte.
 JSON-valued fields (``payload``, ``inputs``, ``outputs``) travel as serde JSON text.
 """
@@ -14,7 +14,7 @@ from uuid import UUID
 import pydantic
 
 from schemas import serde
-from schemas.fastpath import Invalid
+from schemas.avro_binary import Invalid
 from schemas.model import EVENT_KINDS, Event, Run, Violation
 
 __all__ = ["model_from_record", "model_to_record", "overflowing_fields"]

@@ -13,8 +13,9 @@ to 1.0.146 used ryu, which wrote ``1e16``; the interop vectors pin 1.0.154.)
 ``u64`` (or ``i64`` when negative) stay integers, others and ``-0`` become
 floats; ``NaN``/``Infinity``, out-of-range floats and lone surrogates are rejected.
 
-Both go through the C ``json`` module; :func:`dumps` falls back to a careful
-pure-Python writer only when the C output holds something serde writes
+Both go through the ``json`` module's public API (``JSONEncoder.encode``,
+``JSONDecoder.raw_decode``, both C-accelerated); :func:`dumps` falls back to a
+careful pure-Python writer only when ``json``'s output holds something serde writes
 differently (found by cheap substring tests), so the common case costs what
 ``json.dumps``/``json.loads`` cost.
 """
@@ -22,12 +23,9 @@ differently (found by cheap substring tests), so the common case costs what
 from __future__ import annotations
 
 import json
-import json.scanner
 import math
 import threading
 from collections.abc import Callable
-from json.encoder import c_make_encoder  # type: ignore[attr-defined]
-from json.encoder import encode_basestring as _c_encode_str  # same escapes as serde_json
 from typing import Any
 
 __all__ = ["dumps", "format_float", "loads", "loads_noting_duplicates", "quote"]
@@ -35,22 +33,22 @@ __all__ = ["dumps", "format_float", "loads", "loads_noting_duplicates", "quote"]
 _I64_MIN = -(2**63)
 _U64_MAX = 2**64 - 1
 
-quote: Callable[[str], str] = _c_encode_str
-"""A JSON string literal with serde_json's escapes (``quote("a\\n") == '"a\\\\n"'``)."""
-
 
 def _not_json(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
-# The C encoder built once: JSONEncoder.encode would build it again on every call.
-_c_encoder = c_make_encoder(None, _not_json, _c_encode_str, None, ":", ",", False, False, True)
+# Compact, non-ASCII raw, no circular-reference bookkeeping (JSON values are trees);
+# NaN and Infinity are written (as Python spells them) and caught by _dumps_suspect.
+_encoder = json.JSONEncoder(
+    ensure_ascii=False, check_circular=False, allow_nan=True, separators=(",", ":"),
+    default=_not_json,
+)
+_json_dumps = _encoder.encode
 
-
-def _c_dumps(value: Any) -> str:
-    if isinstance(value, str):  # the C encoder wants a container or scalar, not a bare str
-        return _c_encode_str(value)
-    return "".join(_c_encoder(value, 0))
+quote: Callable[[str], str] = _encoder.encode
+"""A JSON string literal with serde_json's escapes (``quote("a\\n") == '"a\\\\n"'``):
+``"``, ``\\`` and the control characters, non-ASCII raw, as ``json`` escapes them."""
 
 
 # What the C encoder writes differently from serde_json: small exponent floats
@@ -114,7 +112,7 @@ def _dumps_slow(value: Any) -> str:
 
 def _write(value: Any, out: Callable[[str], None]) -> None:
     if isinstance(value, str):
-        out(_c_encode_str(value))
+        out(quote(value))
     elif value is None:
         out("null")
     elif value is True:
@@ -134,7 +132,7 @@ def _write(value: Any, out: Callable[[str], None]) -> None:
             if not first:
                 out(",")
             first = False
-            out(_c_encode_str(key))
+            out(quote(key))
             out(":")
             _write(item, out)
         out("}")
@@ -152,7 +150,7 @@ def _write(value: Any, out: Callable[[str], None]) -> None:
 def dumps(value: Any) -> str:
     """Compact JSON text of ``value``, byte-identical to ``serde_json::to_string``."""
     try:
-        text: str = _c_dumps(value)
+        text: str = _json_dumps(value)
     except (TypeError, ValueError):
         return _dumps_slow(value)  # raises the precise error
     if _dumps_suspect(text):
@@ -186,9 +184,9 @@ _decoder = json.JSONDecoder(
     parse_constant=_reject_constant, parse_int=_serde_int, parse_float=_serde_float
 )
 _loads = _decoder.decode
-# The C scanner itself, without JSONDecoder.decode's two whitespace regex matches:
-# compact text (what serde and runfold write) starts and ends with a value.
-_scan_once = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]  # typeshed: a context
+# raw_decode is the C scanner without decode's two whitespace regex matches: compact
+# text (what serde and runfold write) starts and ends with a value.
+_raw_decode = _decoder.raw_decode
 _JSON_WHITESPACE = " \t\n\r"
 
 
@@ -214,10 +212,7 @@ def loads(text: str | bytes) -> Any:
     if isinstance(text, bytes | bytearray):
         text = text.decode("utf-8")
     if text and text[0] not in _JSON_WHITESPACE:
-        try:
-            value, end = _scan_once(text, 0)
-        except StopIteration:
-            value, end = _loads(text), len(text)  # raises JSONDecodeError saying where
+        value, end = _raw_decode(text)  # raises JSONDecodeError saying where
         if end != len(text):
             value = _loads(text)  # trailing whitespace is fine, anything else is an error
     else:

@@ -24,9 +24,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from clients import RunfoldSettings
 from producers import EventProducer
 from runfold.kafka.process import port_is_free
-from runfold.settings import RunfoldSettings
 from schemas.errors import ConfigError
 from serve.api import ChangeFeed, ServeContext, router
 from serve.auth import Authenticator

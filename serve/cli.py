@@ -44,7 +44,7 @@ def serve(
         click.echo(f"settings entry: RUNFOLD_SERVE_API_KEYS='{json.dumps([entry])}'")
         return
 
-    from runfold.settings import RunfoldSettings
+    from clients import RunfoldSettings
     from serve.app import serve_forever
 
     settings = ServeSettings.load(**_given(port=port, host=host, data_dir=data_dir))
@@ -52,7 +52,7 @@ def serve(
         **_given(bootstrap_servers=bootstrap_servers or None, topic_prefix=prefix)
     )
     settings.check_exposure()
-    from runfold.preflight import check_connection
+    from clients.connection import check_connection
 
     # An unreachable broker or bad credentials: one sentence now, not an empty view later.
     check_connection(kafka.admin_config())

@@ -3,7 +3,7 @@
 Read from ``RUNFOLD_SERVE_*`` environment variables (``RUNFOLD_SERVE_PORT=8080``,
 ``RUNFOLD_SERVE_API_KEYS='[{"name": "grafana", "sha256": "...", "scopes": ["read"]}]'``)
 and keyword arguments; the Kafka connection and topic names stay in
-:class:`runfold.settings.RunfoldSettings`.
+:class:`clients.RunfoldSettings`.
 
 API keys are kept as the SHA-256 hex of the key, never the key itself:
 ``runfold serve --new-key read`` prints a fresh key and the entry to configure.
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from runfold.kafka.state import default_home
+from clients.cluster_state import default_home
 from schemas.errors import ConfigError
 
 __all__ = ["ApiKey", "Scope", "ServeSettings", "hash_key", "is_loopback", "new_key"]

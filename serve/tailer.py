@@ -9,8 +9,8 @@ transaction as the rows, so a restart resumes where the file is and a deleted fi
 read again from the beginning of each topic.
 
 Records are decoded with the project's codec: agent-runs values with the fold's state
-codec (:meth:`consumers.edge.FoldEdge.decode_state`) and shown as ``runfold runs show
---json`` shows them (:func:`runfold.cmd_runs.run_document`), violations with
+codec (:meth:`consumers.service.FoldEdge.decode_state`) and shown as ``runfold runs show
+--json`` shows them (:func:`runfold.commands.runs.run_document`), violations with
 :func:`schemas.decode_violation`, events with :func:`schemas.decode_event`. A record that
 does not decode is counted and skipped (the fold sent its event to the DLQ already).
 """
@@ -34,7 +34,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from runfold.cmd_runs import run_document
+from runfold.commands.runs import run_document
 from schemas import decode_event, decode_violation
 from schemas.errors import RunfoldError
 from serve.store import EventRow, RunRow, ViewBatch, ViewWriter, ViolationRow, kind_mask
@@ -174,7 +174,7 @@ class ViewTailer:
                     client.close()
 
     def _loop(self, consumer: Consumer) -> None:
-        from consumers.edge import FoldEdge
+        from consumers.service import FoldEdge
 
         decode_state = FoldEdge.default().decode_state
         next_metadata = next_lag = 0.0

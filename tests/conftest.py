@@ -29,12 +29,13 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from runfold.settings import RunfoldSettings, TopicNames
+from clients.settings import RunfoldSettings, TopicNames
 from runfold.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
 TopicFactory = Callable[..., str]
+TopicRecords = list[tuple[int, bytes, bytes]]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -150,6 +151,36 @@ def topic_factory(
     yield make
     if created:  # best effort: a temporary broker is thrown away anyway
         kafka_admin.delete_topics(created, operation_timeout=10)
+
+
+@pytest.fixture
+def read_topic(kafka_bootstrap: str) -> Callable[..., TopicRecords]:
+    """``read(topic, expected, timeout=60.0)``: every record as (partition, key, value).
+
+    Polls from offset 0 of every partition until ``expected`` records arrived (or the
+    deadline), then once more for a second: a record beyond ``expected`` would be a
+    duplicate write, and the caller's count check sees it.
+    """
+
+    def read(topic: str, expected: int, timeout: float = 60.0) -> TopicRecords:
+        consumer = Consumer({"bootstrap.servers": kafka_bootstrap,
+                             "group.id": f"read-{uuid.uuid4()}", "enable.auto.commit": False})
+        try:
+            partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+            consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+            records: TopicRecords = []
+            deadline = time.monotonic() + timeout
+            while len(records) < expected and time.monotonic() < deadline:
+                for msg in consumer.consume(1000, timeout=0.5):
+                    assert msg.error() is None, msg.error()
+                    records.append((msg.partition(), msg.key(), msg.value()))
+            for msg in consumer.consume(1000, timeout=1.0):
+                records.append((msg.partition(), msg.key(), msg.value()))
+            return records
+        finally:
+            consumer.close()
+
+    return read
 
 
 @pytest.fixture

@@ -30,8 +30,8 @@ from bench.kafka_env import (
 from bench.peers.venvs import WORK, ensure_venv
 from bench.results import Measurement
 from bench.runfold_stages import FinalState, compare_states, per_cpu
-from consumers.restore import read_latest_by_key
-from consumers.service_config import DEFAULT_BATCH_SIZE, DEFAULT_TXN_INTERVAL_MS
+from consumers.service.config import DEFAULT_BATCH_SIZE, DEFAULT_TXN_INTERVAL_MS
+from consumers.service.restore import read_latest_by_key
 
 __all__ = [
     "FAUST", "FAUST_REQUIREMENTS", "QUIX", "QUIX_OWN", "QUIX_REQUIREMENTS", "Peer", "run_peer",

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
+from clients.cluster_state import default_home, read_state
 from runfold.kafka.compose import ComposeKafka, docker_available, find_compose_file
 from runfold.kafka.local import LocalKafka
-from runfold.kafka.state import default_home, read_state
 from schemas.errors import KafkaSetupError
 
 __all__ = ["kafka"]

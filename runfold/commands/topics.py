@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from runfold.settings import RunfoldSettings
+from runfold.commands.options import connected_settings, connection_options
 from runfold.topics import DEFAULT_PARTITIONS, ensure_topics
 
 __all__ = ["topics"]
@@ -29,24 +29,12 @@ def topics() -> None:
     default=None,
     help="Replication factor [default: min(3, brokers)].",
 )
-@click.option(
-    "--prefix", default=None, help="Prefix for every topic name (e.g. per test or tenant)."
-)
-@click.option(
-    "--bootstrap-servers",
-    default=None,
-    help="Kafka to use [default: settings, else the cluster `runfold kafka up` started].",
-)
+@connection_options
 def create(
     partitions: int, replication: int | None, prefix: str | None, bootstrap_servers: str | None
 ) -> None:
     """Create agent-run-events, agent-runs (compacted), -violations and -events-dlq; idempotent."""
-    overrides: dict[str, str] = {}
-    if bootstrap_servers:
-        overrides["bootstrap_servers"] = bootstrap_servers
-    if prefix is not None:
-        overrides["topic_prefix"] = prefix
-    settings = RunfoldSettings.load(**overrides)
+    settings = connected_settings(bootstrap_servers, prefix)
     report = ensure_topics(settings.admin_config(), settings.topic_names, partitions, replication)
     for name in report.created:
         click.echo(f"created {name}")

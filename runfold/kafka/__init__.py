@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from clients.cluster_state import ClusterState, NodeState, default_home
 from runfold.kafka.jars import KAFKA_VERSION, find_java, kafka_lib
 from runfold.kafka.local import DEFAULT_PORT, LocalKafka, NodeStatus
-from runfold.kafka.state import ClusterState, NodeState, default_home
 
 __all__ = [
     "DEFAULT_PORT",

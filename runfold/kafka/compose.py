@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from runfold.kafka.state import ClusterState, NodeState, read_state, write_state
+from clients.cluster_state import ClusterState, NodeState, read_state, write_state
 from schemas.errors import KafkaSetupError
 
 __all__ = ["COMPOSE_BOOTSTRAP", "ComposeKafka", "docker_available"]

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clients.cluster_state import ClusterState, NodeState, default_home, read_state, write_state
 from runfold.kafka import process, scram
 from runfold.kafka.jars import KAFKA_VERSION, RESOURCES, find_java, kafka_lib
-from runfold.kafka.state import ClusterState, NodeState, default_home, read_state, write_state
 from schemas.errors import KafkaSetupError
 
 __all__ = ["DEFAULT_PORT", "LocalKafka", "NodeStatus"]

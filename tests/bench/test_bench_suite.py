@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from bench.render import BEGIN, END, markdown, update_doc
+from bench.results import Measurement, Ratio, Report
+from bench.runfold_stages import compare_states
+from bench.suite import GOALS, RATIOS
 
-from bench.render import BEGIN, END, markdown, update_doc  # noqa: E402
-from bench.results import Measurement, Ratio, Report  # noqa: E402
-from bench.runfold_stages import compare_states  # noqa: E402
-from bench.suite import GOALS, RATIOS  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _report(**values: float | None) -> Report:

@@ -12,8 +12,8 @@ import random
 
 import pytest
 
-from consumers.edge import FoldEdge, body_digest
-from consumers.fold import apply_event
+from consumers import apply_event
+from consumers.service.edge import FoldEdge, body_digest
 from consumers.state import FoldConfig, RunState
 from consumers.state_bytes import state_reader, state_writer
 from consumers.state_codec import from_record, to_record
@@ -111,3 +111,11 @@ def test_a_state_the_writer_cannot_write_gets_the_general_paths_error() -> None:
     state.last_seq = 2**63
     with pytest.raises(RunfoldError, match="last_seq"):
         edge.encode_state(state)
+
+
+def test_the_state_counters_are_the_records_counters_in_order() -> None:
+    """StateRecord.counters is written in LAYOUTS order from RunState's COUNTER_NAMES."""
+    from consumers.state import COUNTER_NAMES
+    from schemas.avro_binary import LAYOUTS
+
+    assert tuple(name for name, _ in LAYOUTS["RunCounters"]) == COUNTER_NAMES

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.edge import FoldEdge
+from consumers.service.edge import FoldEdge
 from consumers.state import FoldConfig, RunState
 from consumers.state_bytes import PACKED_STATES, pack_stored, unpack_stored
 from tests.consumers.test_state_bytes import _states

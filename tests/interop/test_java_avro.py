@@ -24,7 +24,7 @@ from java_support import (
     write_hex_lines,
 )
 
-from consumers.fold import fold
+from consumers import fold
 from producers.fleet import DEFAULT_START, Fleet, FleetConfig
 from schemas import (
     DecodeError,

@@ -23,10 +23,10 @@ import pytest
 from confluent_kafka import Consumer
 from java_support import JavaInterop, edge_events
 
+from clients.settings import RunfoldSettings, TopicNames
 from producers import FaultRates
 from producers.fleet import Fleet, FleetConfig, produce_fleet
 from producers.kafka import EventProducer
-from runfold.settings import RunfoldSettings, TopicNames
 from schemas import Timestamp
 from schemas.codec import encode_event
 

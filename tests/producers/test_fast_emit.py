@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from producers import ListSink, RunRecorder
-from producers.kafka import _keyed_encoder
 from producers.recorder import _Declined, _event, _plain_json
 from schemas import (
     EVENT_KINDS,
@@ -32,7 +31,7 @@ from schemas import (
     Timestamp,
     ToolCalled,
 )
-from schemas.codec import EventCodec
+from schemas.codec import EventCodec, keyed_event_encoder
 from schemas.errors import ValidationError
 from schemas.model import SerdeJson
 
@@ -157,7 +156,7 @@ def test_kind_subclasses_keep_their_meaning() -> None:
        stamp=st.integers(min_value=-(2**63), max_value=2**63 - 1))
 def test_keyed_encoder_writes_the_codecs_bytes(kind: Any, payload: Any, seq: int,
                                                stamp: int) -> None:
-    keyed = _keyed_encoder("single-object")
+    keyed = keyed_event_encoder("single-object")
     assert keyed is not None
     try:
         event = Event(run_id=uuid.uuid4(), seq=seq, timestamp=Timestamp(stamp), kind=kind,
@@ -167,9 +166,9 @@ def test_keyed_encoder_writes_the_codecs_bytes(kind: Any, payload: Any, seq: int
     assert keyed(event, str(event.run_id).encode()) == EventCodec().encode(event)
 
 
-def test_every_kind_goes_through_the_keyed_encoder() -> None:
-    keyed = _keyed_encoder("single-object")
-    assert keyed is not None and _keyed_encoder("confluent") is None
+def test_every_kind_goes_through_thekeyed_event_encoder() -> None:
+    keyed = keyed_event_encoder("single-object")
+    assert keyed is not None and keyed_event_encoder("confluent") is None
     for cls in EVENT_KINDS.values():
         kind = cls.model_validate({name: _sample(f.annotation) for name, f in
                                    cls.model_fields.items() if name != "type"})
@@ -203,9 +202,9 @@ def test_send_of_an_unencodable_event_raises_the_codecs_error() -> None:
        st.integers(min_value=0, max_value=2**22))
 def test_stamp_varints_equal_the_generic_writer(stamps: list[int], step: int) -> None:
     """Successive readings (top bytes kept between calls), Timestamps or ints, any range."""
-    from schemas.fastpath import _long, _long_stamp
+    from schemas.avro_binary import write_long, write_stamp
 
     for stamp in stamps:
         for value in (stamp, stamp + step, Timestamp(stamp), 1_767_225_600_000_000_000 + step):
             if -(2**63) <= value < 2**63:
-                assert _long_stamp(value) == _long(value)
+                assert write_stamp(value) == write_long(value)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from consumers.fold import fold
+from consumers import fold
 from producers import Fleet, FleetConfig, RecordMeta
 from producers.fleet import DEFAULT_START, default_gap_delay_ms
 from schemas import Event, RunStatus

@@ -90,7 +90,7 @@ def test_planned_kinds_equal_their_validated_models() -> None:
 
 def test_planned_values_and_text_write_what_the_models_and_serde_write() -> None:
     """Each planned step's kind bytes and payload text equal the model's and serde's."""
-    from schemas import fastpath, serde
+    from schemas import avro_binary, serde
 
     agents = agent_profiles(11, 5)
     seen: set[type] = set()
@@ -101,7 +101,8 @@ def test_planned_values_and_text_write_what_the_models_and_serde_write() -> None
             if cls is None:
                 continue
             seen.add(cls)
-            assert fastpath.KIND_VALUE_WRITERS[cls](values) == fastpath._KIND_WRITERS[cls](kind)
+            written = avro_binary.KIND_VALUE_WRITERS[cls](values)
+            assert written == avro_binary.KIND_WRITERS[cls](kind)
     assert len(seen) == 15  # every kind but graph_completed, which the fleet builds
 
 
@@ -130,12 +131,12 @@ def test_planned_values_and_text_write_what_the_models_and_serde_write() -> None
 )
 def test_kind_value_writers_equal_the_model_writers(kind: str) -> None:
     import schemas
-    from schemas import fastpath
+    from schemas import avro_binary
 
     model = eval(kind, vars(schemas))  # noqa: S307 - a literal table of this test
     values = tuple(v for name, v in model.__dict__.items() if name != "type")
-    writer = fastpath.KIND_VALUE_WRITERS[type(model)]
-    assert writer(values) == fastpath._KIND_WRITERS[type(model)](model)
+    writer = avro_binary.KIND_VALUE_WRITERS[type(model)]
+    assert writer(values) == avro_binary.KIND_WRITERS[type(model)](model)
 
 
 def test_the_manifest_is_built_once_and_counts_runs_as_they_finish() -> None:
@@ -185,10 +186,8 @@ def test_records_without_meta_are_the_same_records() -> None:
 @pytest.mark.parametrize("stamp", [1 << 55, (1 << 62) - 1, 1_767_225_600_000_000_000,
                                    1_767_225_600_123_456_789, (1 << 61) + (1 << 20) - 1])
 def test_stamp_varints_by_parts_equal_the_codecs(stamp: int) -> None:
-    from producers.fastwrite import GROUP7_VARINT, LOW14_VARINT, NINE_BYTE_STAMPS, stamp_bytes9
-    from schemas.fastpath import _long
+    from schemas.avro_binary import NINE_BYTE_STAMPS, write_long, write_stamp
 
     assert stamp in NINE_BYTE_STAMPS
-    z = stamp << 1
-    by_parts = LOW14_VARINT[z & 16383] + GROUP7_VARINT[z >> 14 & 127] + stamp_bytes9(stamp)[3:]
-    assert by_parts == stamp_bytes9(stamp) == _long(stamp)
+    for value in (stamp, stamp ^ 1, stamp):  # the kept top bytes, then fresh ones
+        assert write_stamp(value) == write_long(value)

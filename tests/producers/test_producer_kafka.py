@@ -3,6 +3,7 @@ delivery accounting and a broker that is not there."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -12,84 +13,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
-from producers import EventProducer, RunRecorder
+from consumers.service.queries import partition_for
+from producers import AsyncRunRecorder, EventProducer, RunRecorder
 from schemas import Event, MessageAdded, NodeEntered, NodeExited, ToolCalled, ToolReturned
+from schemas.codec import EventCodec
 from schemas.errors import KafkaSetupError
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "murmur2_partitions.json"
 
 
-def murmur2(data: bytes) -> int:
-    """Kafka's ``Utils.murmur2`` (Java), as an unsigned 32-bit value."""
-    length = len(data)
-    m = 0x5BD1E995
-    h = (0x9747B28C ^ length) & 0xFFFFFFFF
-    for i in range(0, length - length % 4, 4):
-        k = data[i] | data[i + 1] << 8 | data[i + 2] << 16 | data[i + 3] << 24
-        k = (k * m) & 0xFFFFFFFF
-        k ^= k >> 24
-        k = (k * m) & 0xFFFFFFFF
-        h = (h * m) & 0xFFFFFFFF
-        h ^= k
-    tail, rest = length & ~3, length % 4
-    if rest == 3:
-        h ^= data[tail + 2] << 16
-    if rest >= 2:
-        h ^= data[tail + 1] << 8
-    if rest >= 1:
-        h ^= data[tail]
-        h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 15
-    return h
-
-
-def java_partition(key: bytes, partitions: int) -> int:
-    """The Java client's default partition for a keyed record."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize(
-    ("text", "java_value"),
-    # Kafka's own UtilsTest.testMurmur2 vectors (signed Java ints).
-    [("21", -973932308), ("foobar", -790332482), ("a-little-bit-long-string", -985981536),
-     ("a-little-bit-longer-string", -1486304829),
-     ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971), ("abc", 479470107)],
-)
-def test_python_murmur2_matches_kafkas_own_vectors(text: str, java_value: int) -> None:
-    assert murmur2(text.encode()) == java_value & 0xFFFFFFFF
-
-
-def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list[
-        tuple[int, bytes, bytes]]:
-    """Every record of ``topic`` as (partition, key, value), polling until ``expected``."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4()}",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    try:
-        metadata = consumer.list_topics(topic, timeout=10)
-        partitions = sorted(metadata.topics[topic].partitions)
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        records: list[tuple[int, bytes, bytes]] = []
-        deadline = time.monotonic() + timeout
-        while len(records) < expected and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, timeout=0.5):
-                assert msg.error() is None, msg.error()
-                records.append((msg.partition(), msg.key(), msg.value()))
-        # A short extra poll: anything beyond ``expected`` would be a duplicate write.
-        for msg in consumer.consume(1000, timeout=1.0):
-            records.append((msg.partition(), msg.key(), msg.value()))
-        return records
-    finally:
-        consumer.close()
-
-
 @pytest.mark.integration
 def test_thousand_recorded_runs_read_back_in_order_on_murmur2_partitions(
-    kafka_bootstrap: str, topic_factory: Callable[..., str]
+    kafka_bootstrap: str, topic_factory: Callable[..., str],
+    read_topic: Callable[..., list[tuple[int, bytes, bytes]]]
 ) -> None:
     from schemas.codec import decode_event
 
@@ -115,7 +52,7 @@ def test_thousand_recorded_runs_read_back_in_order_on_murmur2_partitions(
     assert report.delivered == total, report.summary()
     assert report.failed == report.indeterminate == report.pending == 0
 
-    records = read_all(kafka_bootstrap, topic, total)
+    records = read_topic(topic, total)
     assert len(records) == report.delivered
     seqs: dict[str, list[int]] = defaultdict(list)
     partition_of: dict[str, set[int]] = defaultdict(set)
@@ -127,24 +64,15 @@ def test_thousand_recorded_runs_read_back_in_order_on_murmur2_partitions(
     assert seqs.keys() == lengths.keys()
     for run_id, n in lengths.items():
         assert seqs[run_id] == list(range(1, n + 1)), run_id
-        assert partition_of[run_id] == {java_partition(run_id.encode(), partitions)}
+        assert partition_of[run_id] == {partition_for(run_id.encode(), partitions)}
     assert len({p for ps in partition_of.values() for p in ps}) == partitions
-
-
-@pytest.mark.unit
-def test_python_murmur2_matches_the_java_table() -> None:
-    table = json.loads(VECTORS.read_text())
-    for row in table["vectors"]:
-        key = row["key"].encode()
-        assert murmur2(key) == row["murmur2"] & 0xFFFFFFFF, row["key"]
-        for count, partition in row["partitions"].items():
-            assert java_partition(key, int(count)) == partition, (row["key"], count)
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("partitions", [3, 12, 64])
 def test_partitions_match_the_java_clients_table(
-    kafka_bootstrap: str, topic_factory: Callable[..., str], partitions: int
+    kafka_bootstrap: str, topic_factory: Callable[..., str],
+    read_topic: Callable[..., list[tuple[int, bytes, bytes]]], partitions: int
 ) -> None:
     """Keys land where Java's ``Utils.murmur2`` puts them (tests/vectors, from the jars)."""
     rows = json.loads(VECTORS.read_text())["vectors"]
@@ -153,7 +81,7 @@ def test_partitions_match_the_java_clients_table(
     for row in rows:
         producer.produce(row["key"], row["key"].encode() or b"-")
     assert producer.close(timeout=30).delivered == len(rows)
-    placed = {value: p for p, _, value in read_all(kafka_bootstrap, topic, len(rows))}
+    placed = {value: p for p, _, value in read_topic(topic, len(rows))}
     for row in rows:
         expected = row["partitions"][str(partitions)]
         assert placed[row["key"].encode() or b"-"] == expected, row["key"]
@@ -161,7 +89,8 @@ def test_partitions_match_the_java_clients_table(
 
 @pytest.mark.integration
 def test_a_tiny_queue_applies_back_pressure_and_drops_nothing(
-    kafka_bootstrap: str, topic_factory: Callable[..., str]
+    kafka_bootstrap: str, topic_factory: Callable[..., str],
+    read_topic: Callable[..., list[tuple[int, bytes, bytes]]]
 ) -> None:
     topic = topic_factory(partitions=3)
     producer = EventProducer(topic, bootstrap_servers=kafka_bootstrap,
@@ -171,13 +100,14 @@ def test_a_tiny_queue_applies_back_pressure_and_drops_nothing(
         producer.produce(f"run-{i % 50}", i.to_bytes(4, "big"))
     report = producer.close(timeout=60)
     assert report.produced == report.delivered == count, report.summary()
-    records = read_all(kafka_bootstrap, topic, count)
+    records = read_topic(topic, count)
     assert sorted(int.from_bytes(v, "big") for _, _, v in records) == list(range(count))
 
 
 @pytest.mark.integration
 def test_produce_many_keeps_order_partitions_and_back_pressure(
-    kafka_bootstrap: str, topic_factory: Callable[..., str]
+    kafka_bootstrap: str, topic_factory: Callable[..., str],
+    read_topic: Callable[..., list[tuple[int, bytes, bytes]]]
 ) -> None:
     """The bulk loop produce_fleet uses: same records, same partitions, none dropped."""
     partitions = 6
@@ -193,11 +123,11 @@ def test_produce_many_keeps_order_partitions_and_back_pressure(
     assert producer.produce_many(iter(rows[1000:])) == count - 1000
     report = producer.close(timeout=60)
     assert report.produced == report.delivered == count, report.summary()
-    records = read_all(kafka_bootstrap, topic, count)
+    records = read_topic(topic, count)
     assert len(records) == count
     by_key: dict[bytes, list[int]] = defaultdict(list)
     for partition, key, value in records:
-        assert partition == java_partition(key, partitions)
+        assert partition == partition_for(key, partitions)
         by_key[key].append(int.from_bytes(value, "big"))
     for key, values in by_key.items():
         assert values == [i for i in range(count) if rows[i][0] == key]
@@ -283,3 +213,35 @@ def test_a_broker_that_is_not_there_gives_a_clear_error_in_bounded_time() -> Non
         producer.produce("k", b"v")
     assert time.monotonic() - started < 10
     assert producer.close(timeout=1).produced == 0
+
+
+@pytest.mark.integration
+def test_async_agents_record_concurrently_through_kafka(
+    kafka_bootstrap: str, topic_factory: Callable[..., str],
+    read_topic: Callable[..., list[tuple[int, bytes, bytes]]],
+) -> None:
+    topic = topic_factory(partitions=3)
+    producer = EventProducer(topic, bootstrap_servers=kafka_bootstrap)
+    recorder = AsyncRunRecorder(producer)
+    lengths: dict[str, int] = {}
+
+    async def agent(index: int) -> None:
+        async with recorder.run("spec", "sha", {"agent": index}) as run:
+            for step in range(1, 6 + index % 4):
+                await run.emit(NodeEntered(node_id="n", iteration=step))
+                await asyncio.sleep(0)
+                await run.emit(ToolCalled(tool_name="t"))
+        lengths[str(run.run_id)] = run.seq
+
+    async def fleet() -> None:
+        await asyncio.gather(*(agent(i) for i in range(40)))
+
+    asyncio.run(fleet())
+    report = asyncio.run(recorder.aclose(timeout=30))
+    assert report.delivered == report.produced == sum(lengths.values())
+    seqs: dict[str, list[int]] = defaultdict(list)
+    codec = EventCodec()
+    for _, key, value in read_topic(topic, report.delivered):
+        seqs[key.decode()].append(codec.decode(value).seq)
+    assert {k: v for k, v in seqs.items()} == {
+        run_id: list(range(1, n + 1)) for run_id, n in lengths.items()}

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from clients.cluster_state import ClusterState, read_state, write_state
 from runfold.kafka.process import die_with_parent, is_alive
-from runfold.kafka.state import ClusterState, read_state, write_state
 
 
 def leader_of(admin: AdminClient, topic: str, partition: int) -> int:
@@ -23,9 +23,11 @@ def leader_of(admin: AdminClient, topic: str, partition: int) -> int:
 
 def in_sync(admin: AdminClient, topic: str, partitions: Sequence[int], replicas: int) -> bool:
     """True when every partition has all ``replicas`` in its ISR."""
-    meta = admin.list_topics(topic, timeout=10)
-    parts = meta.topics[topic].partitions
-    return all(len(parts[p].isrs) == replicas for p in partitions)
+    meta = admin.list_topics(topic, timeout=10).topics.get(topic)
+    if meta is None or meta.error is not None:  # a leaderless cluster may not know it yet
+        return False
+    parts = meta.partitions
+    return all(p in parts and len(parts[p].isrs) == replicas for p in partitions)
 
 
 class Cluster:

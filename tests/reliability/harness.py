@@ -34,11 +34,11 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from consumers.edge import FoldEdge
-from consumers.restore import iter_partition, read_latest_by_key
+from clients.settings import TopicNames
+from consumers.service.edge import FoldEdge
+from consumers.service.restore import iter_partition, read_latest_by_key
 from consumers.state import RunState
 from producers import FleetConfig
-from runfold.settings import TopicNames
 from runfold.topics import ensure_topics
 from schemas import Violation
 from schemas.codec import decode_event, decode_violation

@@ -27,7 +27,7 @@ from harness import (
 )
 from truth import RESULTS_DIR
 
-from consumers.dlq import DLQ_HEADERS, parse_dead_letter_headers
+from consumers.service.dlq import DLQ_HEADERS, parse_dead_letter_headers
 
 pytestmark = pytest.mark.integration
 

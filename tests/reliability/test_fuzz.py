@@ -25,8 +25,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.dlq import DLQ_HEADERS
 from consumers.service import FoldService, ServiceConfig
+from consumers.service.dlq import DLQ_HEADERS
 from schemas import Event, GraphStarted, Timestamp, ToolCalled
 from schemas.codec import decode_event, encode_event
 from schemas.errors import DECODE_REASONS, DecodeError

@@ -7,7 +7,7 @@ coordinator moved). librdkafka then delivers a *message* whose error code is
 the client's fatal state, not to the message). ``FoldService._consumer_error`` checks only
 the fenced codes and ``fatal()``, logged "consumer error (will retry)" and went on: the
 process stayed alive, folded nothing more and held its partitions, so a supervisor that
-restarts dead processes never replaced it. Fixed in ``consumers/kafka_errors.py``.
+restarts dead processes never replaced it. Fixed in ``consumers/service/errors.py``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError
 
-from consumers.kafka_errors import ErrorPolicy, ServiceStopped
-from consumers.service_config import ServiceConfig
+from consumers.service.config import ServiceConfig
+from consumers.service.errors import ErrorPolicy, ServiceStopped
 
 pytestmark = pytest.mark.unit
 

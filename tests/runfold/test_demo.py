@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 from user_day_fixtures import EVERY_FAULT, expected_statuses, expected_violations, send_fleet
 
+from clients.settings import RunfoldSettings, TopicNames
 from runfold.cli import main
 from runfold.demo_summary import DemoSummary, check, next_steps, render_summary
-from runfold.settings import RunfoldSettings, TopicNames
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 from user_day_fixtures import expected_statuses, fold, prefix_of, send_fleet, settings_for
 
+from clients.settings import TopicNames
 from consumers.state import COUNTER_NAMES
 from runfold.cli import main
-from runfold.cmd_export import build_tables, write_tables
-from runfold.settings import TopicNames
+from runfold.commands.export import build_tables, write_tables
 from schemas import Timestamp
 
 
@@ -87,7 +87,7 @@ def test_parquet_read_back_with_duckdb_equals_runs_list_json(
 
 @pytest.mark.unit
 def test_csv_export_and_errors(tmp_path: Path) -> None:
-    from consumers.fold import apply_event
+    from consumers import apply_event
     from producers import FaultRates, Fleet, FleetConfig
     from schemas.codec import decode_event
 

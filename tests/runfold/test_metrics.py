@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from user_day_fixtures import expected_violations, fold_service, send_fleet, settings_for
 
+from clients.settings import TopicNames
 from runfold.metrics import (
     METRIC_NAMES,
     ProducerCollector,
@@ -20,7 +21,6 @@ from runfold.metrics import (
     start_producer_metrics,
     start_service_metrics,
 )
-from runfold.settings import TopicNames
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -92,7 +92,7 @@ def test_scraped_counters_equal_what_the_run_produced(
 
 @pytest.mark.unit
 def test_service_collector_reads_stats_and_keeps_only_committed_violations() -> None:
-    from consumers.stats import ServiceStats
+    from consumers.service.stats import ServiceStats
 
     class FakeService:
         stats = ServiceStats(consumed=7, applied=5, duplicate=1, dlq=1,

@@ -23,8 +23,8 @@ from user_day_fixtures import (
     settings_for,
 )
 
+from clients.settings import RunfoldSettings, TopicNames
 from runfold.live import FleetSnapshot, PartitionLag, RunSummary, ViolationRow, render_snapshot
-from runfold.settings import RunfoldSettings, TopicNames
 
 RUN_A = "aaaaaaaa-0000-4000-8000-000000000001"
 RUN_B = "bbbbbbbb-0000-4000-8000-000000000002"

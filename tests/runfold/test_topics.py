@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
+from clients.settings import TopicNames
 from runfold.cli import main
-from runfold.settings import TopicNames
 from runfold.topics import DLQ_RETENTION_MS, ensure_topics, topic_specs
 from schemas.errors import ConfigError, KafkaSetupError
 

@@ -10,10 +10,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from clients.settings import RunfoldSettings, TopicNames
 from consumers.service import FoldService, ServiceConfig
-from consumers.stats import ServiceStats
+from consumers.service.stats import ServiceStats
 from producers import EventProducer, FaultRates, Fleet, FleetConfig, produce_fleet
-from runfold.settings import RunfoldSettings, TopicNames
 
 EVERY_FAULT = "gap=0.15,dup=0.15,conflict=0.15,after_end=0.15,corrupt=0.15,reorder=0.15"
 

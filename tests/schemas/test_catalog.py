@@ -12,8 +12,8 @@ from avro_samples import assert_full_compatible, read_across, sample_records
 from fastavro.schema import parse_schema
 
 from schemas import SchemaError, default_catalog
+from schemas.avro_binary import PINNED
 from schemas.catalog import AVRO_DIR, SchemaCatalog
-from schemas.fastpath import PINNED
 
 pytestmark = pytest.mark.unit
 
@@ -48,9 +48,9 @@ def test_event_kind_is_a_union_of_sixteen_named_records() -> None:
 @pytest.mark.parametrize("name", sorted(PINNED))
 def test_the_fast_path_is_pinned_to_the_current_version(name: str) -> None:
     # Not a correctness failure (other versions go through fastavro), a reminder:
-    # a new current version needs schemas/fastpath.py taught, or the codec slows down.
+    # a new current version needs schemas/avro_binary/ taught, or the codec slows down.
     assert CATALOG.current(name).fingerprint == PINNED[name], (
-        f"{name}'s current version changed; update schemas/fastpath.py and PINNED"
+        f"{name}'s current version changed; update schemas/avro_binary/ and PINNED"
     )
 
 

@@ -21,7 +21,7 @@ from harness import clean_env, read_events, read_output
 from scram_fixtures import PASSWORD, ScramCluster
 from truth import fleet_config, fleet_truth, measure
 
-from runfold.preflight import check_connection
+from clients.connection import check_connection
 from schemas.errors import KafkaSetupError
 
 pytestmark = pytest.mark.integration
@@ -75,7 +75,7 @@ def test_secrets_on_disk_are_private(scram_cluster: ScramCluster) -> None:
 def test_fleet_through_the_authenticated_broker_and_no_output_holds_the_password(
     scram_cluster: ScramCluster, tmp_path: Path
 ) -> None:
-    from runfold.settings import TopicNames
+    from clients.settings import TopicNames
     from runfold.topics import ensure_topics
 
     prefix = f"sec-{os.getpid()}-{time.monotonic_ns() % 10**6}-"
@@ -129,7 +129,19 @@ def test_fleet_through_the_authenticated_broker_and_no_output_holds_the_password
     assert "INFO" in consumed.stderr, "verbose logs were captured (the check saw real logs)"
 
 
-@pytest.mark.parametrize("command", ["produce", "consume"])
+# Every command that talks to Kafka, with the arguments it needs.
+_KAFKA_COMMANDS = {
+    "produce": ["produce", "--runs", "5"],
+    "consume": ["consume", "--until-idle", "2"],
+    "topics create": ["topics", "create"],
+    "runs list": ["runs", "list"],
+    "runs show": ["runs", "show", "5b3c1e8a-0d4f-4c7e-9a21-7f6e5d4c3b2a"],
+    "top": ["top", "--once"],
+    "sql": ["sql", "SELECT count(*) FROM runs"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(_KAFKA_COMMANDS))
 @pytest.mark.parametrize(
     ("user", "password"),
     [
@@ -141,13 +153,14 @@ def test_bad_credentials_fail_fast_with_one_clear_line(
     scram_cluster: ScramCluster, command: str, user: str | None, password: str
 ) -> None:
     env = scram_cluster.env(user=user, password=password)
-    args = ["--runs", "5"] if command == "produce" else ["--until-idle", "2"]
 
-    done, seconds = _runfold(command, *args, env=env, timeout=120)
+    done, seconds = _runfold(*_KAFKA_COMMANDS[command], env=env, timeout=120)
 
-    assert done.returncode != 0
+    assert done.returncode == 1
     assert seconds < 15, f"took {seconds:.1f}s: a retry loop instead of failing fast"
     lines = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
     assert len(lines) == 1, lines
-    assert "authentication" in lines[0] and repr(user or scram_cluster.user) in lines[0]
+    assert lines[0].startswith("Error: authentication failed: "), lines[0]
+    assert f"SCRAM-SHA-512 authentication of user {user or scram_cluster.user!r}" in lines[0]
+    assert scram_cluster.bootstrap in lines[0]
     assert password not in lines[0] and PASSWORD not in lines[0]

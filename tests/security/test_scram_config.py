@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from clients.settings import RunfoldSettings
 from runfold.kafka.scram import BROKER_USER, load_or_create
-from runfold.settings import RunfoldSettings
 from schemas.errors import KafkaSetupError
 
 pytestmark = pytest.mark.unit

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from serve_fixtures import ServerFactory, folding
 
-from consumers import FoldService
-from runfold.settings import RunfoldSettings, TopicNames
+from clients import RunfoldSettings, TopicNames
+from consumers.service import FoldService
 from serve import ServeHandle, ServeSettings, start_in_thread
 
 

@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 
 import httpx
 
-from consumers import FoldService, ServiceConfig
+from clients import RunfoldSettings
+from consumers.service import FoldService, ServiceConfig
 from producers import EventProducer, FaultRates, Fleet, FleetConfig, produce_fleet
-from runfold.settings import RunfoldSettings
 from serve import ServeHandle
 
 T = TypeVar("T")

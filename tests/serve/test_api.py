@@ -14,8 +14,8 @@ from serve_fixtures import (
     wait_for,
 )
 
+from clients import RunfoldSettings
 from producers import ListSink, RunRecorder
-from runfold.settings import RunfoldSettings
 from schemas import Event
 from schemas.ledger import replay_digest
 

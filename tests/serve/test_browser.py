@@ -15,8 +15,8 @@ import httpx
 import pytest
 from serve_fixtures import load_fleet, view_has, wait_for
 
+from clients import RunfoldSettings
 from producers import ListSink, RunRecorder
-from runfold.settings import RunfoldSettings
 from schemas import NodeEntered
 from serve import ServeHandle
 

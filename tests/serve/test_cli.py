@@ -13,8 +13,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from clients import TopicNames
 from runfold.cli import main
-from runfold.settings import TopicNames
 
 
 def test_serve_prints_its_url_serves_and_stops_on_ctrl_c(
@@ -67,7 +67,7 @@ def test_a_taken_port_is_replaced_when_asked(
     """What the demo uses: the web view on 8080, or on a free port when 8080 is taken."""
     import socket
 
-    from runfold.settings import RunfoldSettings
+    from clients import RunfoldSettings
     from serve import ServeSettings, start_in_thread
 
     prefix = unique_topics.events[: -len(TopicNames().events)]
@@ -89,7 +89,7 @@ def test_a_taken_port_is_replaced_when_asked(
 def test_a_second_server_on_the_same_view_is_refused(
     kafka_bootstrap: str, unique_topics: TopicNames, tmp_path: Path
 ) -> None:
-    from runfold.settings import RunfoldSettings
+    from clients import RunfoldSettings
     from schemas.errors import ConfigError
     from serve import ServeSettings, start_in_thread
 

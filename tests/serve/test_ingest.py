@@ -10,10 +10,10 @@ import httpx
 import pytest
 from serve_fixtures import ServerFactory, wait_for
 
-from consumers import FoldEdge
+from clients import RunfoldSettings
+from consumers.service import FoldEdge
 from producers import ListSink, RunRecorder
-from runfold.cmd_runs import run_document
-from runfold.settings import RunfoldSettings
+from runfold.commands.runs import run_document
 from schemas import Event, NodeEntered, NodeExited, ToolCalled, ToolReturned
 from schemas.ledger import replay_digest
 

@@ -7,7 +7,7 @@ import sqlite3
 import httpx
 from serve_fixtures import ServerFactory, load_fleet, view_has, wait_for
 
-from runfold.settings import RunfoldSettings
+from clients import RunfoldSettings
 
 
 def _everything(url: str) -> tuple[list[dict], dict[str, list[dict]]]:

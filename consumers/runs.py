@@ -1,0 +1,256 @@
+"""The fold: events in, ``Run`` state and named anomalies out (DESIGN.md §5).
+
+Pure code: no Kafka, no clock, no logging. :func:`apply_event` folds one event
+into one run's :class:`~consumers.state.RunState` (its rules live in
+:mod:`consumers.sequence`); :class:`FoldResult` routes the events of many runs and
+enforces the global bounds; :func:`fold` is a loop.
+
+Sequence rules for an event with ``seq = s`` when the run's last applied seq is ``l``
+(DESIGN.md §5; where the design is silent, the choice is named here):
+
+- ``s == l + 1``: ``APPLIED``, then buffered successors in order (``released``).
+- ``s <= l``, same content: ``DUPLICATE``, dropped and counted; a ``duplicate``
+  violation rides along so the service can publish it.
+- ``s <= l``, other content: ``VIOLATION`` ``conflict``, not applied.
+- ``s <= l`` inside a range declared missing: ``VIOLATION`` ``gap`` ("late event for
+  seq s declared missing"), never applied, however often it comes.
+- ``s <= l`` older than the digest window: ``DUPLICATE``, counted in
+  ``unverified_duplicates``. The content can no longer be compared; a redelivery is
+  far likelier than a conflict, and neither is applied, so only the name is at stake.
+- ``s == 0``: ``VIOLATION`` ``conflict`` (seqs start at 1).
+- ``s > l + 1``: ``BUFFERED`` in the run's reorder buffer; if an event is already
+  buffered at ``s``, a duplicate or conflict of that one.
+- Buffer over a bound (more than ``max_pending_per_run`` events, or the stream time
+  more than ``max_delay_ns`` past its oldest buffered one): a ``gap``
+  violation for ``l+1 ..= next_buffered-1``, carried by the released event that moves
+  the run on; the range is remembered as missing.
+- Run terminal and ``s > l``: ``VIOLATION`` ``after_terminal``; the status never
+  changes. Events still buffered when the run ends get it too (``released``).
+- First applied event not ``graph_started``: ``APPLIED`` with a ``missing_start``
+  violation; ``started_at`` is that event's timestamp and the identity fields stay
+  empty (``""``, inputs ``null``) until a ``graph_started`` is applied.
+
+The stream time is the newest timestamp of an event applied or buffered: the run's own
+holds its buffer as its events come; the fold's (:attr:`FoldResult.stream_time`, held by
+:meth:`FoldResult.expire`; the service's per partition, at every commit) holds every
+buffer, so a lost event followed by nothing in its run is still declared once the stream
+has moved on. A rejected event (conflict, after the end) moves no clock.
+
+Content is the event's timestamp, kind (tag and fields) and payload, digested by
+:func:`content_digest` (stable across processes, since the digests are persisted).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from consumers.sequence import _new_outcome, _step, expire, flush
+from consumers.state import DEFAULT_CONFIG, FoldConfig, Outcome, OutcomeKind, RunState
+from consumers.tally import Tally
+from schemas import Event, RunStatus, Violation, ViolationKind
+
+__all__ = ["FoldResult", "FoldStats", "fold"]
+
+_RUNNING = RunStatus.RUNNING
+_DUPLICATE = OutcomeKind.DUPLICATE
+_VIOLATION = OutcomeKind.VIOLATION
+
+
+# --- many runs -------------------------------------------------------------------------
+
+
+@dataclass
+class FoldStats:
+    """What the global bounds of a :class:`FoldResult` made it drop or cut short."""
+
+    finished_runs_evicted: int = 0
+    """Finished runs forgotten to make room (``max_runs``); a tombstone keeps their id."""
+    running_runs_evicted: int = 0
+    """RUNNING runs forgotten (no finished one left to evict); buffers flushed first.
+    A later event of such a run starts a new state and gets ``missing_start``."""
+    tombstones_dropped: int = 0
+    """Tombstones forgotten (``max_tombstones``): later events of those runs look new."""
+    tombstone_events: int = 0
+    """Events for tombstoned runs (duplicates or after_terminal, as the tombstone tells)."""
+    forced_flushes: int = 0
+    """Runs whose buffer was flushed because all buffers held ``max_pending_total``."""
+
+
+@dataclass
+class FoldResult:
+    """The fold of many runs' events: ``runs`` by run_id, within the global bounds.
+
+    Use :meth:`apply` per event (the service does) or :func:`fold` for a whole stream.
+    """
+
+    config: FoldConfig = DEFAULT_CONFIG
+    runs: dict[UUID, RunState] = field(default_factory=dict)
+    tombstones: OrderedDict[UUID, tuple[int, RunStatus]] = field(default_factory=OrderedDict)
+    """Evicted finished runs: run_id -> (last_seq, status), oldest first."""
+    stats: FoldStats = field(default_factory=FoldStats)
+    tally: Tally = field(default_factory=Tally)
+    pending_total: int = 0
+    """Events held in all reorder buffers."""
+    stream_time: int = 0
+    """The newest event time the fold has placed (applied or buffered): the clock
+    :meth:`expire` holds every reorder buffer to (DESIGN.md §5)."""
+    _order: OrderedDict[UUID, None] = field(default_factory=OrderedDict, repr=False)
+    _finished: OrderedDict[UUID, None] = field(default_factory=OrderedDict, repr=False)
+    _with_pending: OrderedDict[UUID, None] = field(default_factory=OrderedDict, repr=False)
+
+    def add(self, state: RunState) -> list[Outcome]:
+        """Track a run restored from elsewhere (replacing any state of that run)."""
+        outcomes: list[Outcome] = []
+        run_id = state.run_id
+        if run_id in self.runs:
+            self._forget(run_id)
+        elif len(self.runs) >= self.config.max_runs:
+            outcomes = self._make_room()
+        self.tombstones.pop(run_id, None)
+        self.runs[run_id] = state
+        self._order[run_id] = None
+        self._track(run_id, state, 0)
+        return outcomes
+
+    def apply(self, event: Event, digest: int | None = None) -> list[Outcome]:
+        """Fold one event; the outcomes may include released events of other runs
+        flushed or evicted to keep within the global bounds."""
+        run_id = event.run_id
+        state = self.runs.get(run_id)
+        room: list[Outcome] = []
+        if state is None:
+            tombstone = self.tombstones.get(run_id)
+            if tombstone is not None:
+                outcomes = [self._tombstone_outcome(event, *tombstone)]
+                self.tally.add(outcomes)
+                return outcomes
+            if len(self.runs) >= self.config.max_runs:
+                room = self._make_room()
+            state = RunState.new(run_id, event.timestamp, self.config)
+            self.runs[run_id] = state
+            self._order[run_id] = None
+        before = len(state.pending_events)
+        outcomes = _step(state, event, self.config, digest)
+        if state.stream_time > self.stream_time:
+            self.stream_time = state.stream_time
+        if before or state.pending_events or state.status is not _RUNNING:
+            self._track(run_id, state, before)
+            if self.pending_total > self.config.max_pending_total:
+                outcomes.extend(self.relieve())
+        if room:
+            outcomes.extend(room)
+        self.tally.add(outcomes)
+        return outcomes
+
+    def expire(self, stream_time: int | None = None) -> list[Outcome]:
+        """Declare the gaps of every buffer older than ``max_delay_ns`` behind the fold's
+        :attr:`stream_time` (or ``stream_time``, when later: time that passed with no event).
+
+        Each run's own events hold its buffer to its own clock as they come; this holds
+        every buffer to the clock of all the runs, so a run whose lost event is followed by
+        nothing of its own is still declared. The folding service does it per partition at
+        every commit; :meth:`apply` does not, so that what :func:`fold` makes of a stream
+        does not depend on how runs interleave. The outcomes are ``released`` ones, counted
+        in :attr:`tally`.
+        """
+        if stream_time is not None and stream_time > self.stream_time:
+            self.stream_time = stream_time
+        outcomes: list[Outcome] = []
+        for run_id in list(self._with_pending):
+            state = self.runs[run_id]
+            before = len(state.pending_events)
+            released = expire(state, self.stream_time, self.config)
+            if released:
+                outcomes.extend(released)
+                self._track(run_id, state, before)
+        self.tally.add(outcomes, consumed=0)
+        return outcomes
+
+    def _track(self, run_id: UUID, state: RunState, before: int) -> None:
+        """Book-keeping after ``state`` changed: buffers, finished runs, the bounds."""
+        after = len(state.pending_events)
+        self.pending_total += after - before
+        if after:
+            if run_id not in self._with_pending:
+                self._with_pending[run_id] = None
+        else:
+            self._with_pending.pop(run_id, None)
+        if state.status is not _RUNNING and run_id not in self._finished:
+            self._finished[run_id] = None
+
+    def relieve(self) -> list[Outcome]:
+        """Flush the oldest buffers until all of them together are within the bound."""
+        outcomes: list[Outcome] = []
+        while self.pending_total > self.config.max_pending_total and self._with_pending:
+            run_id = next(iter(self._with_pending))
+            state = self.runs[run_id]
+            before = len(state.pending_events)
+            outcomes.extend(flush(state, self.config))
+            self.stats.forced_flushes += 1
+            self._track(run_id, state, before)
+        return outcomes
+
+    def _make_room(self) -> list[Outcome]:
+        """Evict one run: the longest finished, else the oldest running (flushed first)."""
+        if self._finished:
+            run_id, _ = self._finished.popitem(last=False)
+            state = self.runs.pop(run_id)
+            self._order.pop(run_id, None)
+            self.tombstones[run_id] = (state.last_seq, state.status)
+            if len(self.tombstones) > self.config.max_tombstones:
+                self.tombstones.popitem(last=False)
+                self.stats.tombstones_dropped += 1
+            self.stats.finished_runs_evicted += 1
+            return []
+        run_id, _ = self._order.popitem(last=False)
+        state = self.runs[run_id]
+        before = len(state.pending_events)
+        outcomes = flush(state, self.config)
+        self._track(run_id, state, before)
+        self._forget(run_id)
+        self.stats.running_runs_evicted += 1
+        return outcomes
+
+    def _forget(self, run_id: UUID) -> None:
+        state = self.runs.pop(run_id)
+        self.pending_total -= len(state.pending_events)
+        self._order.pop(run_id, None)
+        self._finished.pop(run_id, None)
+        self._with_pending.pop(run_id, None)
+
+    def _tombstone_outcome(self, event: Event, last_seq: int, status: RunStatus) -> Outcome:
+        self.stats.tombstone_events += 1
+        seq = event.seq
+        run_id = event.run_id
+        if seq <= last_seq:
+            kind, name, outcome = (
+                ViolationKind.DUPLICATE,
+                "dropped as a duplicate (the run was evicted, its content cannot be compared)",
+                _DUPLICATE,
+            )
+        else:
+            kind, name, outcome = (
+                ViolationKind.AFTER_TERMINAL,
+                f"ignored: the run ended {status.value} at seq {last_seq}",
+                _VIOLATION,
+            )
+        violation = Violation(
+            run_id=run_id,
+            kind=kind,
+            first_seq=seq,
+            last_seq=seq,
+            message=f"run {run_id}: event at seq {seq} {name}",
+        )
+        return _new_outcome(Outcome, (outcome, run_id, seq, (violation,), False))
+
+
+def fold(events: Iterable[Event], config: FoldConfig = DEFAULT_CONFIG) -> FoldResult:
+    """Fold a stream of events of any runs: a loop over :meth:`FoldResult.apply`."""
+    result = FoldResult(config)
+    apply = result.apply
+    for event in events:
+        apply(event)
+    return result

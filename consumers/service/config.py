@@ -1,0 +1,206 @@
+"""Configuration of one folding-service instance, and the librdkafka configs derived from it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    ResourceType,
+)
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_TXN_INTERVAL_MS",
+    "KAFKA_DEFAULT_MAX_MESSAGE_BYTES",
+    "Guarantee",
+    "OutputLimits",
+    "ServiceConfig",
+    "TopicSet",
+    "consumer_config",
+    "output_limits",
+    "producer_config",
+]
+
+log = logging.getLogger("runfold.consume")
+
+KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+"""The broker's default ``max.message.bytes``: assumed for a topic whose config is unknown."""
+
+Guarantee = Literal["exactly-once", "at-least-once"]
+
+DEFAULT_BATCH_SIZE = 10_000
+"""Records per consume call and most per transaction. Measured (docs/benchmarks.md): a
+commit costs ~8 ms on a local broker, so 2,000 per transaction spent a third of the wall
+clock committing at 40k events/s."""
+DEFAULT_TXN_INTERVAL_MS = 100
+"""An open transaction commits at least this often: the bound on how long an event waits
+to be folded into a committed state at a low rate (end-to-end latency)."""
+
+
+class TopicSet(Protocol):
+    """The four topic names a service uses (e.g. :class:`clients.settings.TopicNames`)."""
+
+    @property
+    def events(self) -> str: ...
+    @property
+    def runs(self) -> str: ...
+    @property
+    def violations(self) -> str: ...
+    @property
+    def dlq(self) -> str: ...
+
+
+@dataclass
+class ServiceConfig:
+    """What one folding-service instance needs; Kafka settings as librdkafka keys."""
+
+    kafka: dict[str, Any]
+    """Connection settings shared by every client (``bootstrap.servers``, security)."""
+    group: str = "runfold"
+    instance_id: str = "0"
+    guarantee: Guarantee = "exactly-once"
+    batch_size: int = DEFAULT_BATCH_SIZE
+    txn_interval_ms: int = DEFAULT_TXN_INTERVAL_MS
+    until_idle: float | None = None
+    events_topic: str = "agent-run-events"
+    runs_topic: str = "agent-runs"
+    violations_topic: str = "agent-run-violations"
+    dlq_topic: str = "agent-run-events-dlq"
+    transaction_timeout_ms: int = 15_000
+    session_timeout_ms: int = 10_000
+    max_poll_interval_ms: int = 120_000
+    consumer_overrides: dict[str, Any] = field(default_factory=dict)
+    producer_overrides: dict[str, Any] = field(default_factory=dict)
+    max_message_bytes: int | None = None
+    """Largest record the service writes to ``agent-runs`` and the DLQ. ``None``: read each
+    topic's ``max.message.bytes`` when the service starts (:func:`output_limits`)."""
+
+    @classmethod
+    def on_topics(cls, kafka: dict[str, Any], topics: TopicSet, **options: Any) -> ServiceConfig:
+        """A config whose four topics are ``topics``; ``options`` are the other fields."""
+        return cls(
+            kafka=kafka,
+            events_topic=topics.events,
+            runs_topic=topics.runs,
+            violations_topic=topics.violations,
+            dlq_topic=topics.dlq,
+            **options,
+        )
+
+    @property
+    def transactional_id(self) -> str:
+        """Stable per instance, so a restarted instance fences its own zombie."""
+        return f"runfold-{self.group}-{self.instance_id}"
+
+
+def consumer_config(
+    config: ServiceConfig, error_cb: Callable[[KafkaError], None] | None = None
+) -> dict[str, Any]:
+    """The events consumer: no auto-commit, read_committed, eager (range) assignment."""
+    cfg: dict[str, Any] = {
+        **config.kafka,
+        "group.id": config.group,
+        # Static membership: a restarted instance takes its place back without a
+        # rebalance; and a second process with the same id is fenced (fatal).
+        "group.instance.id": f"{config.group}-{config.instance_id}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "range",
+        "session.timeout.ms": config.session_timeout_ms,
+        "max.poll.interval.ms": config.max_poll_interval_ms,
+        # librdkafka stops fetching a partition for fetch.queue.backoff.ms (1 s by
+        # default) whenever its local queue is over its thresholds: a fold that keeps up
+        # with the fetcher then drains the queue and waits for the rest of that second.
+        "fetch.queue.backoff.ms": 10,
+    }
+    if error_cb is not None:
+        cfg["error_cb"] = error_cb
+    cfg.update(config.consumer_overrides)
+    return cfg
+
+
+@dataclass(frozen=True)
+class OutputLimits:
+    """The largest record (bytes) each output topic accepts."""
+
+    runs: int
+    dlq: int
+
+    @property
+    def producer(self) -> int:
+        """``message.max.bytes`` for the producer: the largest of the topics' limits (each
+        record is checked against its own topic's limit before it is produced)."""
+        return max(self.runs, self.dlq, _LIBRDKAFKA_DEFAULT_MESSAGE_MAX_BYTES)
+
+
+_LIBRDKAFKA_DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
+
+
+def output_limits(config: ServiceConfig, timeout: float = 10.0) -> OutputLimits:
+    """The ``max.message.bytes`` of ``agent-runs`` and the DLQ.
+
+    ``config.max_message_bytes`` when set; else read from the broker (one DescribeConfigs
+    request). A topic whose config cannot be read is assumed to have Kafka's default
+    limit, with a warning: the service then truncates more than it needs to, but runs.
+    """
+    if config.max_message_bytes is not None:
+        return OutputLimits(config.max_message_bytes, config.max_message_bytes)
+    found: dict[str, int] = {}
+    topics = (config.runs_topic, config.dlq_topic)
+    try:
+        admin = AdminClient({**config.kafka})
+        resources = [ConfigResource(ResourceType.TOPIC, name) for name in topics]
+        for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
+            entry = future.result(timeout=timeout).get("max.message.bytes")
+            if entry is not None and entry.value is not None:
+                found[resource.name] = int(entry.value)
+    except (KafkaException, ValueError) as exc:
+        log.warning("cannot read max.message.bytes of %s: %s", ", ".join(topics), exc)
+    for name in topics:
+        if name not in found:
+            log.warning(
+                "assuming %s accepts records up to %d bytes (its config could not be read)",
+                name,
+                KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
+            )
+    default = KAFKA_DEFAULT_MAX_MESSAGE_BYTES
+    return OutputLimits(
+        runs=found.get(config.runs_topic, default), dlq=found.get(config.dlq_topic, default)
+    )
+
+
+def producer_config(
+    config: ServiceConfig,
+    error_cb: Callable[[KafkaError], None] | None = None,
+    limits: OutputLimits | None = None,
+) -> dict[str, Any]:
+    """The output producer: idempotent, transactional in exactly-once mode.
+
+    ``limits`` (the output topics' record size limits) sets ``message.max.bytes``, so
+    that whatever the topics accept the producer can send.
+    """
+    cfg: dict[str, Any] = {
+        **config.kafka,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 500_000,
+    }
+    if limits is not None:
+        cfg["message.max.bytes"] = limits.producer
+    if config.guarantee == "exactly-once":
+        cfg["transactional.id"] = config.transactional_id
+        cfg["transaction.timeout.ms"] = config.transaction_timeout_ms
+    if error_cb is not None:
+        cfg["error_cb"] = error_cb
+    cfg.update(config.producer_overrides)
+    return cfg

@@ -1,0 +1,124 @@
+"""The seam between the folding service and the pure parts it drives.
+
+:class:`FoldEdge` is what the service (and the restore, the queries) asks of the codec
+and the fold: decode an input record, fold an event into a run, turn a run's state and
+a violation into bytes and back. One class with one method per question, so a reader
+follows each call to the function that answers it; the lane's decoder rides along.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from consumers.sequence import apply_event, digest_bytes
+from consumers.service.lane import LaneDecoder, decoder
+from consumers.state import DEFAULT_CONFIG, FoldConfig, Outcome, RunState
+from schemas import Event, Violation, codec
+from schemas.framing import CONFLUENT_HEADER_SIZE, SINGLE_OBJECT_HEADER_SIZE, SINGLE_OBJECT_MAGIC
+
+__all__ = ["FoldEdge", "body_digest"]
+
+
+class FoldEdge:
+    """runfold's codec (:mod:`schemas.codec`) and fold (:mod:`consumers.sequence`) for one
+    :class:`~consumers.state.FoldConfig`, as the service uses them.
+
+    ``lane``: whether the service may use the batch lane's C decoder
+    (:mod:`consumers.service.lane`) when it is built; False makes every record take the
+    general path (the lane's oracle in the tests).
+    """
+
+    def __init__(self, config: FoldConfig = DEFAULT_CONFIG, *, lane: bool = True) -> None:
+        self.config = config
+        self.lane: LaneDecoder | None = decoder() if lane else None
+        self._encode_state, self._decode_state = _run_state_codec()
+
+    @classmethod
+    def default(cls, config: FoldConfig = DEFAULT_CONFIG) -> FoldEdge:
+        """The edge every command uses: runfold's codec and fold, the lane when built."""
+        return cls(config)
+
+    def decode_event(
+        self, value: bytes, topic: str | None, partition: int | None, offset: int | None
+    ) -> Event:
+        """Bytes → Event; raises :class:`~schemas.errors.DecodeError` naming the record."""
+        try:
+            return codec.decode_event(value)
+        except Exception as exc:
+            at = getattr(exc, "at", None)
+            if callable(at):
+                at(topic, partition, offset)
+            raise
+
+    def apply(
+        self, state: RunState | None, event: Event, digest: int | None = None
+    ) -> tuple[RunState, list[Outcome]]:
+        """Fold one event into its run's state (``None``: a run not seen yet), given the
+        event's content digest (:meth:`digest` of its bytes, or None: the fold's own)."""
+        return apply_event(state, event, self.config, digest)
+
+    def digest(self, value: bytes) -> int:
+        """The content digest of a record's bytes (:func:`body_digest`). One method for
+        every event a state ever sees: the digests are kept in it, and restored."""
+        return body_digest(value)
+
+    def encode_state(self, state: RunState) -> bytes:
+        """A run's state as the bytes of its ``agent-runs`` record."""
+        return self._encode_state(state)
+
+    def decode_state(self, value: bytes) -> RunState:
+        """The state in an ``agent-runs`` record's bytes."""
+        return self._decode_state(value)
+
+    def encode_violation(self, violation: Violation) -> bytes:
+        """A violation as the bytes of its ``agent-run-violations`` record."""
+        return codec.encode_violation(violation)
+
+
+def body_digest(value: bytes) -> int:
+    """:func:`~consumers.sequence.digest_bytes` of a decoded record's Avro body.
+
+    The framing is left out (single-object or Confluent: the same event has the
+    same body under both). The service's one digest method: a redelivered record has
+    the same bytes, an event with other content has other bytes. (An event re-encoded
+    by another writer schema version would differ too, and be told a conflict.)
+    """
+    single_object = value[:1] == SINGLE_OBJECT_MAGIC[:1]
+    start = SINGLE_OBJECT_HEADER_SIZE if single_object else CONFLUENT_HEADER_SIZE
+    return digest_bytes(value[start:])
+
+
+def _run_state_codec() -> tuple[Callable[[RunState], bytes], Callable[[bytes], RunState]]:
+    """Encode/decode a RunState as Avro single-object bytes of ``RunState.v1.avsc``.
+
+    Through :mod:`consumers.state_bytes` (the same bytes, four times cheaper) when it
+    can; the general path (record dict and fastavro) otherwise, and for anything it
+    fails on, so that a bad state is refused with the general path's precise error.
+    """
+    from consumers.state_bytes import state_reader, state_writer
+
+    encode_record: Callable[..., bytes] = codec.encode_record
+    decode_record: Callable[..., Any] = codec.decode_record
+    write = state_writer()
+    read = state_reader()
+
+    def encode(state: RunState) -> bytes:
+        if write is not None:
+            try:
+                return write(state)
+            except Exception:  # noqa: BLE001, S110 - the general path says what is wrong
+                pass
+        return encode_record("RunState", state.to_record())
+
+    def decode(value: bytes) -> RunState:
+        if read is not None:
+            try:
+                state = read(value)
+            except Exception:  # noqa: BLE001 - the general path says what is wrong
+                state = None
+            if state is not None:
+                return state
+        return RunState.from_record(decode_record("RunState", value))
+
+    return encode, decode

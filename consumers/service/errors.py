@@ -1,0 +1,182 @@
+"""How the folding service treats Kafka client errors, by class (docs/guarantees.md).
+
+- retriable → retry the call, a bounded number of times;
+- ``txn_requires_abort()`` → :class:`TransactionAbort` (the service aborts and rewinds);
+- fenced or fatal → :class:`ServiceStopped`: stop, commit nothing;
+- anything else → :class:`ServiceStopped` as well: unknown territory is not guessed at.
+
+Fencing is also looked for before newly assigned partitions are folded
+(:meth:`ErrorPolicy.verify_not_fenced`): a zombie that rejoined its group may have
+nothing left to fold, and then no call of its own would ever tell it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from consumers.service.config import ServiceConfig
+from schemas.errors import RunfoldError
+
+__all__ = ["FENCED_CODES", "ErrorPolicy", "ServiceStopped", "TransactionAbort", "is_fenced"]
+
+log = logging.getLogger("runfold.consume")
+
+T = TypeVar("T")
+
+_RETRIES = 10
+FENCED_CODES = frozenset(
+    {
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.FENCED_INSTANCE_ID,
+    }
+)
+"""Error codes meaning another instance took this one's place."""
+
+
+class ServiceStopped(RunfoldError):
+    """The service stopped on an error it must not work around (fenced, fatal)."""
+
+    def __init__(self, message: str, *, fenced: bool = False) -> None:
+        super().__init__(message)
+        self.fenced = fenced
+
+
+class TransactionAbort(Exception):
+    """The open transaction must be aborted and the owned partitions rewound."""
+
+
+def is_fenced(err: KafkaError) -> bool:
+    """True when ``err`` says this instance was fenced by another one."""
+    return err.code() in FENCED_CODES
+
+
+class ErrorPolicy:
+    """Runs client calls for one service instance and turns their errors into actions."""
+
+    def __init__(self, config: ServiceConfig, in_transaction: Callable[[], bool]) -> None:
+        self.config = config
+        self.producer: Producer | None = None
+        """Set by the service once built: its error callback is served from ``poll``."""
+        self._in_transaction = in_transaction
+        self._fatal: KafkaError | None = None
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run a client call; retry retriable errors (bounded), classify the others."""
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except KafkaException as exc:
+                attempt += 1
+                self.classify(what, exc, last=attempt >= _RETRIES)
+                time.sleep(min(0.1 * 2**attempt, 2.0))
+
+    def classify(self, what: str, exc: KafkaException, *, last: bool) -> None:
+        """Raise what ``exc`` calls for; return only when the call may be retried."""
+        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if err is None:
+            raise ServiceStopped(f"{what} failed: {exc}") from exc
+        if is_fenced(err) or err.fatal():
+            raise self.stopped(what, err) from exc
+        if err.txn_requires_abort():
+            log.warning("%s failed, aborting the transaction: %s", what, err.str())
+            raise TransactionAbort(err.str()) from exc
+        if err.retriable() and not last:
+            log.info("%s: retriable error, retrying: %s", what, err.str())
+            return
+        # The call's own error may not say why (produce() in a failed transaction says
+        # only "Erroneous state"): the client's fatal error, if any, does.
+        fatal = self.fatal_error()
+        if fatal is not None:
+            raise self.stopped(what, fatal) from exc
+        if err.code() == KafkaError._STATE and self._in_transaction():
+            log.warning("%s failed in a failed transaction, aborting: %s", what, err.str())
+            raise TransactionAbort(err.str()) from exc
+        # Neither retriable nor abortable: unknown territory, stop rather than guess.
+        raise ServiceStopped(f"{what} failed: {err.str()}") from exc
+
+    def verify_not_fenced(self, consumer: Consumer, topic: str, partitions: list[int]) -> None:
+        """Raise :class:`ServiceStopped` (fenced) if another instance took this one's
+        ``transactional.id``; call before folding newly assigned partitions.
+
+        An instance stopped past its session timeout (SIGSTOP, a long pause) finds its
+        session expired when it resumes, drops its partitions and joins again with its
+        ``group.instance.id``; static membership lets the newest join with that id take
+        the place, so the group accepts the zombie and never says FENCED_INSTANCE_ID.
+        Only its producer's epoch is stale (the replacement's ``init_transactions``
+        bumped it), and a producer learns that only from the transaction coordinator:
+        with nothing new to fold it would never ask, and would hold the partitions,
+        folding nothing, for ever. So: a probe transaction that adds offsets (that call
+        reaches the coordinator with this producer's epoch), then aborts. Nothing of it
+        is ever committed; it costs a few round trips per assignment.
+        """
+        producer = self.producer
+        if producer is None or self.config.guarantee != "exactly-once" or self._in_transaction():
+            return
+        # Any valid offset will do: the probe always aborts, so none of them is committed.
+        offsets = [TopicPartition(topic, p, 0) for p in partitions or [0]]
+        self.call("fencing probe: begin_transaction", producer.begin_transaction)
+        # An abortable error here is not fencing (that is fatal, raised by call()): the
+        # group moved on again, and the rebalance that follows is the callbacks' job.
+        with contextlib.suppress(TransactionAbort):
+            self.call(
+                "fencing probe: send_offsets_to_transaction",
+                lambda: producer.send_offsets_to_transaction(
+                    offsets, consumer.consumer_group_metadata(), 30
+                ),
+            )
+        try:
+            self.call("fencing probe: abort_transaction", lambda: producer.abort_transaction(30))
+        except TransactionAbort as exc:
+            raise ServiceStopped(f"fencing probe: abort_transaction failed: {exc}") from exc
+
+    def on_error(self, err: KafkaError) -> None:
+        # librdkafka's error callback: most errors are informational (it reconnects by
+        # itself); a fatal one is kept so that the next failing call names it.
+        if err.fatal() and self._fatal is None:
+            self._fatal = err
+        log.info("kafka: %s", err.str())
+
+    def fatal_error(self) -> KafkaError | None:
+        if self._fatal is None and self.producer is not None:
+            try:
+                self.producer.poll(0)  # serves the error callback
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.fatal():
+                    self._fatal = err
+        return self._fatal
+
+    def poll_producer(self, producer: Producer, timeout: float) -> None:
+        try:
+            producer.poll(timeout)
+        except KafkaException as exc:
+            self.classify("poll", exc, last=False)
+
+    def stopped(self, what: str, err: KafkaError) -> ServiceStopped:
+        if is_fenced(err):
+            return ServiceStopped(
+                f"{what}: this instance was fenced ({err.str()}); another instance with "
+                f"transactional.id {self.config.transactional_id!r} or group instance id "
+                f"{self.config.instance_id!r} took over. Stopping without committing.",
+                fenced=True,
+            )
+        return ServiceStopped(f"{what}: fatal Kafka error, stopping: {err.str()}")
+
+    def consumer_error(self, err: KafkaError) -> None:
+        """An error event returned by ``consume()``: stop if fatal, else log it."""
+        # A fatal consumer error arrives as a message with code _FATAL whose KafkaError
+        # says fatal() == False: the client is dead all the same, so stop (a supervisor
+        # restarts the process; retrying here only keeps a member that folds nothing).
+        if is_fenced(err) or err.fatal() or err.code() == KafkaError._FATAL:
+            raise self.stopped("consume", err)
+        # Transport errors and the like: librdkafka reconnects and refetches by itself.
+        log.warning("consumer error (will retry): %s", err.str())

@@ -1,0 +1,652 @@
+"""The folding service: consume ``agent-run-events``, fold, produce, exactly once.
+
+One :class:`FoldService` is one consumer-group member. Its loop::
+
+    consume a batch ──▶ lane decoder (C) ──▶ common records: fold_next (the one rule)
+                        └─▶ the rest: decode ─(bad)─▶ DLQ record
+                                    └──▶ apply_event ──▶ violations (produced as they come)
+    every batch_size events or txn_interval_ms:
+        produce the latest RunState of each run changed ──▶ agent-runs (same partition)
+        send_offsets_to_transaction(next offsets, group metadata)
+        commit_transaction()
+
+Everything produced between ``begin_transaction()`` and ``commit_transaction()``
+(states, violations, DLQ records) and the consumed offsets commit together; a
+``read_committed`` reader sees all of it or none of it. The pure fold lives in
+:mod:`consumers` (:mod:`consumers.sequence`); the owned runs in a
+:class:`~consumers.service.store.PartitionStore`; this module is the loop around them.
+
+Failure handling, by the class of the error (``KafkaException.args[0]``):
+
+- retriable → retry the call, a bounded number of times;
+- ``txn_requires_abort()`` → abort, drop the in-memory state of every owned
+  partition, restore it from ``agent-runs`` and seek back to the committed offsets;
+- fatal (fenced by a newer instance with the same ``transactional.id``, or any
+  error of unknown class) → :class:`ServiceStopped`: stop, commit nothing.
+
+Rebalances (eager assignment): on revoke the in-flight transaction is committed
+(or aborted if that fails) and the state dropped; on lost it is aborted; on
+assign the partitions' runs are restored before any of their records is folded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from consumers.sequence import fold_next
+from consumers.service.config import (
+    Guarantee,
+    OutputLimits,
+    ServiceConfig,
+    consumer_config,
+    output_limits,
+    producer_config,
+)
+from consumers.service.dlq import DeadLetter, dead_letter_headers, fit_dead_letter
+from consumers.service.edge import FoldEdge
+from consumers.service.errors import ErrorPolicy, ServiceStopped, TransactionAbort
+from consumers.service.oversize import fit_state
+from consumers.service.restore import position
+from consumers.service.stats import ServiceStats
+from consumers.service.store import PartitionStore
+from consumers.state import Outcome
+from schemas.errors import RunfoldError
+
+__all__ = [
+    "FoldService",
+    "ServiceConfig",
+    "ServiceStopped",
+    "Guarantee",
+]
+
+log = logging.getLogger("runfold.consume")
+
+_Abort = TransactionAbort
+_IDLE_WAIT = 0.2
+"""Longest wait of one consume call (then the loop checks for stop and idleness)."""
+_ALREADY_THERE = 0.001
+"""A poll answered sooner than this found its record already fetched."""
+
+
+class FoldService:
+    """One member of the folding consumer group (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        *,
+        edge: FoldEdge | None = None,
+        stats: ServiceStats | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.edge: FoldEdge = edge if edge is not None else FoldEdge.default()
+        self._store = PartitionStore(self.edge)
+        self.stats = stats if stats is not None else ServiceStats()
+        self._clock = clock
+        self._eos = config.guarantee == "exactly-once"
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        # The open transaction (or, at-least-once, the uncommitted batch).
+        self._in_txn = False
+        self._txn_started = 0.0
+        # When the records of the latest consume may have started waiting: a transaction
+        # they open is due txn_interval_ms after that (see _next_records).
+        self._waiting_since = 0.0
+        self._returned = 0.0
+        self._txn_events = 0
+        self._txn_stats = ServiceStats()
+        self._dirty: dict[int, set[bytes]] = {}
+        self._next_offsets: dict[int, int] = {}
+        self._delivery_failures: list[str] = []
+        # Record size limits of agent-runs and the DLQ (read at start, see run()).
+        self._limits = OutputLimits(1_000_000, 1_000_000)
+        self._stopping = False
+        self._assigned_at = 0.0
+        # Partitions assigned and restored (set by on_assign, cleared on revoke/lost).
+        self._assigned = False
+        self._errors = ErrorPolicy(config, in_transaction=lambda: self._eos and self._in_txn)
+
+    # ------------------------------------------------------------------ clients
+
+    def _consumer_config(self) -> dict[str, Any]:
+        return consumer_config(self.config, error_cb=self._errors.on_error)
+
+    def _producer_config(self) -> dict[str, Any]:
+        return producer_config(self.config, error_cb=self._errors.on_error, limits=self._limits)
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._delivery_failures.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def run(self) -> ServiceStats:
+        """Consume until stopped (:meth:`stop`), idle for ``until_idle`` or an error.
+
+        Returns the stats; raises :class:`ServiceStopped` on a fatal or fenced error,
+        after closing the clients without committing anything more.
+        """
+        cfg = self.config
+        # What does not fit its topic is truncated before produce(), never a reason to stop.
+        self._limits = output_limits(cfg)
+        self._producer = Producer(self._producer_config(), on_delivery=self._on_delivery)
+        self._errors.producer = self._producer
+        if self._eos:
+            self._errors.call(
+                "init_transactions", lambda: self._producer_or_fail().init_transactions(30)
+            )
+        self._consumer = Consumer(self._consumer_config())
+        clean = False
+        try:
+            self._consumer.subscribe(
+                [cfg.events_topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            self._loop()
+            clean = True
+        finally:
+            self._close(clean)
+        return self.stats
+
+    def stop(self) -> None:
+        """Ask the loop to finish: the open transaction is committed, then it returns."""
+        self._stopping = True
+
+    def _producer_or_fail(self) -> Producer:
+        if self._producer is None:
+            raise ServiceStopped("the producer is not started")
+        return self._producer
+
+    def _consumer_or_fail(self) -> Consumer:
+        if self._consumer is None:
+            raise ServiceStopped("the consumer is not started")
+        return self._consumer
+
+    def _close(self, clean: bool) -> None:
+        consumer, producer = self._consumer, self._producer
+        if not clean and self._in_txn:
+            # Failing: never commit. Try to abort (best effort: a fenced producer cannot,
+            # and then the broker aborts it on timeout or when the successor starts).
+            self._in_txn = False
+            if producer is not None and self._eos:
+                try:
+                    producer.abort_transaction(5)
+                except KafkaException as exc:
+                    log.info("abort on the way out: %s", exc)
+        if consumer is not None:
+            try:
+                # No commit happens here: auto-commit is off and a fenced or failed
+                # instance must leave its offsets where the last good commit put them.
+                # The revoke/lost callbacks this triggers find no open transaction.
+                consumer.close()
+            except (KafkaException, RunfoldError) as exc:
+                log.warning("closing the consumer: %s", exc)
+        self._consumer = self._producer = None
+        if producer is not None and clean:
+            producer.flush(10)
+
+    def _loop(self) -> None:
+        cfg = self.config
+        consumer = self._consumer_or_fail()
+        last_record = self._clock()
+        while not self._stopping:
+            try:
+                msgs = self._next_records(consumer)
+                got = self._fold_batch(msgs) if msgs else 0
+                now = self._clock()
+                if got:
+                    last_record = now
+                if self._in_txn and (
+                    self._txn_events >= cfg.batch_size
+                    or (now - self._txn_started) * 1000 >= cfg.txn_interval_ms
+                ):
+                    self._commit()
+            except _Abort:
+                self._abort_and_rewind()
+                last_record = self._clock()
+                continue
+            now = self._clock()
+            if not self._assigned:
+                # --until-idle counts only while partitions are assigned and restored: on a
+                # fresh broker the first join alone can outlast it, and exiting then folds
+                # nothing.
+                last_record = now
+            elif self._assigned_at > last_record:
+                last_record = self._assigned_at
+            if cfg.until_idle is not None and now - last_record >= cfg.until_idle:
+                log.info("idle for %.1fs, finishing", cfg.until_idle)
+                break
+        try:
+            if self._in_txn:
+                self._commit()
+        except _Abort:
+            self._abort_and_rewind()
+
+    def _next_records(self, consumer: Consumer) -> list[Message]:
+        """The next records, waiting no longer than the open transaction's deadline.
+
+        ``consume(n, timeout)`` returns only when it has ``n`` records or the timeout has
+        passed, so at a low rate every call would sit out its whole timeout: that wait was
+        most of the end-to-end latency. With no transaction open, ``poll`` returns on the
+        first record and whatever else is already fetched joins it; with one open, records
+        are gathered until its ``txn_interval_ms`` deadline.
+        """
+        cfg = self.config
+        call = self._errors.call
+        if self._in_txn:
+            left = self._txn_started + cfg.txn_interval_ms / 1000 - self._clock()
+            wait = min(max(left, 0.0), _IDLE_WAIT)
+            msgs = call("consume", lambda: consumer.consume(cfg.batch_size, wait))
+            self._returned = self._clock()
+            return msgs
+        asked = self._clock()
+        first = call("consume", lambda: consumer.poll(_IDLE_WAIT))
+        if first is None:
+            self._returned = self._clock()
+            return []
+        # A record that was already fetched may have waited since the previous consume
+        # returned (through the commit in between, typically): its transaction's deadline
+        # counts from then, so no record waits a commit plus a whole interval. A poll that
+        # had to wait was answered by a record that just arrived.
+        answered = self._clock()
+        self._waiting_since = answered if answered - asked > _ALREADY_THERE else self._returned
+        msgs = [first]
+        if cfg.batch_size > 1:
+            # A failure here leaves ``first`` unfolded and uncommitted: an abort rewinds to
+            # the committed offsets and a stop commits nothing, so it is read again.
+            msgs += call("consume", lambda: consumer.consume(cfg.batch_size - 1, 0))
+        self._returned = self._clock()
+        return msgs
+
+    # ------------------------------------------------------------------ folding
+
+    def _ensure_txn(self) -> None:
+        if self._in_txn:
+            return
+        if self._eos:
+            self._errors.call("begin_transaction", self._producer_or_fail().begin_transaction)
+        self._in_txn = True
+        self._txn_started = max(self._waiting_since, self._clock() - _IDLE_WAIT)
+        self._txn_events = 0
+        self._txn_stats = ServiceStats()
+        self._delivery_failures.clear()
+
+    def _fold_batch(self, msgs: list[Message]) -> int:
+        """Fold a consumed batch; returns how many records (not errors) it held.
+
+        The edge's lane decoder reads the common records straight from their bytes (the
+        next event of a run under way, of a kind that only counts: most of them) and
+        :func:`~consumers.sequence.fold_next` applies them by the one next-event rule;
+        every other record, and each one the rule declines, takes :meth:`_fold_record`.
+        One loop in order, so each run's records keep their order. The lane's counts are
+        added once per batch: nothing commits or aborts in the middle of a batch.
+        """
+        lane = self.edge.lane
+        decoded = lane.read(msgs) if lane is not None else None
+        runs_of, unchecked = self._store.runs, self._store.unchecked
+        dirty_of, next_offsets = self._dirty, self._next_offsets
+        got = fast = 0
+        for index, msg in enumerate(msgs):
+            values = decoded[index] if decoded is not None else None
+            if values is not None:
+                partition, key, offset, seq, timestamp, tag, digest = values
+                runs = runs_of.get(partition)
+                state = runs.get(key) if runs is not None else None
+                if (
+                    state is not None
+                    and offset > state.source_offset
+                    and key not in unchecked
+                    and fold_next(state, seq, timestamp, tag, digest)
+                ):
+                    state.source_offset = offset
+                    next_offsets[partition] = offset + 1
+                    dirty = dirty_of.get(partition)
+                    if dirty is None:
+                        dirty = dirty_of[partition] = set()
+                    dirty.add(key)
+                    fast += 1
+                    continue
+            err = msg.error()
+            if err is not None:
+                self._errors.consumer_error(err)
+                continue
+            got += 1
+            self._ensure_txn()
+            self._fold_record(msg)
+        if fast:
+            self._ensure_txn()
+            self._txn_stats.add_applied(fast)
+            self._txn_events += fast
+        return got + fast
+
+    def _fold_record(self, msg: Message) -> None:
+        """The general path of one record: decode, checks, fold, outputs, counts."""
+        partition, offset = position(msg)
+        stats = self._txn_stats
+        self._txn_events += 1
+        # The next offset to read is tracked here, not asked of position(): after a
+        # seek position() can be invalid, and transaction markers take offsets.
+        self._next_offsets[partition] = offset + 1
+        key = msg.key()
+        value = msg.value()
+        edge = self.edge
+        try:
+            event = edge.decode_event(value or b"", msg.topic(), partition, offset)
+        except RunfoldError as exc:
+            self._dead_letter(msg, getattr(exc, "reason", "invalid-value"), exc)
+            return
+        if key is None:
+            missing = _KeyError("record has no key; expected the run_id")
+            self._dead_letter(msg, "missing-key", missing)
+            return
+        # Runs are kept by their key bytes. A key seen before was checked against its
+        # run's id when the run was created; comparing the ids (ints) is enough then.
+        state = self._store.get(partition, key)
+        if state is None or state.run_id != event.run_id:
+            run_id = str(event.run_id)
+            if key != run_id.encode():
+                text = key.decode("utf-8", "replace")
+                mismatch = _KeyError(f"key {text!r} is not the event's run_id {run_id}")
+                self._dead_letter(msg, "key-mismatch", mismatch)
+                return
+        if state is not None and state.source_offset >= offset:
+            # At-least-once replay after a crash: this event is already in the state.
+            stats.consumed += 1
+            stats.replayed += 1
+            return
+        try:
+            # value is the bytes just decoded, so it is not None here.
+            state, outcomes = edge.apply(state, event, edge.digest(value))  # type: ignore[arg-type]
+        except RunfoldError as exc:
+            self._dead_letter(msg, "fold-rejected", exc)
+            return
+        state.source_offset = offset
+        self._store.put(partition, key, state)
+        dirty = self._dirty.get(partition)
+        if dirty is None:
+            dirty = self._dirty[partition] = set()
+        dirty.add(key)
+        self._record_outcomes(key, outcomes)
+
+    def _record_outcomes(self, key: bytes, outcomes: list[Outcome], consumed: int = 1) -> None:
+        """Count the fold's outcomes of ``consumed`` records and publish their violations."""
+        stats = self._txn_stats
+        stats.add(outcomes, consumed)
+        for outcome in outcomes:
+            if outcome.violations:
+                producer = self._producer_or_fail()
+                for violation in outcome.violations:
+                    self._produce(
+                        producer,
+                        self.config.violations_topic,
+                        key=key,
+                        value=self.edge.encode_violation(violation),
+                    )
+                    stats.violations_emitted += 1
+
+    def _expire_buffers(self) -> None:
+        """Declare the gaps of reorder buffers left behind by their partition's stream time.
+
+        A run's own clock moves only with its own events, so a run whose lost event is
+        followed by nothing (its ``graph_completed`` buffered behind the gap) would wait
+        for ever; the partition's clock moves with every run. Runs in the open transaction
+        are observed first, then every watched buffer is held to the bound. What it
+        releases is counted (no record is consumed) and its run written with the rest.
+        """
+        for partition, keys in self._dirty.items():
+            self._store.observe(partition, keys)
+        for partition, key, outcomes in self._store.expire(self.edge.config):
+            self._dirty.setdefault(partition, set()).add(key)
+            self._record_outcomes(key, outcomes, consumed=0)
+
+    def _dead_letter(self, msg: Message, reason: str, exc: BaseException) -> None:
+        letter = DeadLetter(
+            reason=reason,
+            error=str(exc),
+            source_topic=msg.topic() or "",
+            source_partition=msg.partition() or 0,
+            source_offset=msg.offset() or 0,
+            exception=type(exc).__name__,
+        )
+        key, value, headers = fit_dead_letter(
+            msg.key(), msg.value(), dead_letter_headers(letter), self._limits.dlq
+        )
+        self._produce(
+            self._producer_or_fail(), self.config.dlq_topic, key=key, value=value, headers=headers
+        )
+        self._txn_stats.consumed += 1
+        self._txn_stats.dlq += 1
+        self._txn_stats.dlq_reasons[reason] += 1
+
+    def _produce(
+        self,
+        producer: Producer,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        kwargs: dict[str, Any] = {"key": key, "value": value}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers:
+            kwargs["headers"] = headers
+        while True:
+            try:
+                producer.produce(topic, **kwargs)
+                return
+            except BufferError:
+                # Local queue full: serve delivery reports until there is room.
+                self._errors.poll_producer(producer, 0.05)
+            except KafkaException as exc:
+                self._errors.classify("produce", exc, last=False)
+                self._errors.poll_producer(producer, 0.1)
+
+    # ------------------------------------------------------------------ commit / abort
+
+    def _commit(self) -> None:
+        """Produce the changed runs, commit them with the offsets, count the work."""
+        producer = self._producer_or_fail()
+        consumer = self._consumer_or_fail()
+        self._expire_buffers()
+        if not self._eos:
+            # At-least-once: the violations and dead letters are delivered before the states
+            # that record them. A state that outlived a crash would make the replayed
+            # records look folded, and what they emitted would be lost, not repeated.
+            self._flush_outputs()
+        written = 0
+        for partition, keys in self._dirty.items():
+            runs = self._store.runs.get(partition, {})
+            for key in keys:
+                state = runs.get(key)
+                if state is None:
+                    continue
+                encode = self.edge.encode_state
+                value = fit_state(key, state, encode(state), encode, self._limits.runs)
+                if value is None:
+                    continue
+                # Same partition number as the input: agent-runs is co-partitioned,
+                # so the restore of input partition p reads agent-runs partition p.
+                self._produce(
+                    producer,
+                    self.config.runs_topic,
+                    key=key,
+                    value=value,
+                    partition=partition,
+                )
+                written += 1
+        offsets = [
+            TopicPartition(self.config.events_topic, p, off)
+            for p, off in self._next_offsets.items()
+        ]
+        if self._eos:
+            if offsets:
+                self._errors.call(
+                    "send_offsets_to_transaction",
+                    lambda: producer.send_offsets_to_transaction(
+                        offsets, consumer.consumer_group_metadata(), 30
+                    ),
+                )
+            self._errors.call("commit_transaction", lambda: producer.commit_transaction(60))
+        else:
+            self._flush_outputs()
+            if offsets:
+                self._errors.call(
+                    "commit", lambda: consumer.commit(offsets=offsets, asynchronous=False)
+                )
+        self._txn_stats.runs_written += written
+        self._txn_stats.transactions += 1
+        self.stats.merge(self._txn_stats)
+        self._reset_txn()
+
+    def _flush_outputs(self) -> None:
+        """At-least-once: wait until everything produced is delivered, or abort the batch."""
+        producer = self._producer_or_fail()
+        remaining = self._errors.call("flush", lambda: producer.flush(60))
+        if remaining or self._delivery_failures:
+            failures = "; ".join(self._delivery_failures[:5])
+            log.warning("at-least-once batch not fully delivered (%s): %s", remaining, failures)
+            raise _Abort("delivery failed")
+
+    def _reset_txn(self) -> None:
+        self._in_txn = False
+        self._txn_events = 0
+        self._txn_stats = ServiceStats()
+        self._dirty = {}
+        self._next_offsets = {}
+
+    def _abort(self) -> None:
+        """Abort the open transaction (exactly-once) and drop its share of the counts.
+        An abort that fails stops the service: nothing of it may commit later."""
+        if self._eos and self._in_txn:
+            try:
+                self._errors.call(
+                    "abort_transaction", lambda: self._producer_or_fail().abort_transaction(30)
+                )
+            except _Abort as exc:
+                raise ServiceStopped(f"abort_transaction failed: {exc}") from exc
+        self._reset_txn()
+        self.stats.aborts += 1
+
+    def _abort_and_rewind(self) -> None:
+        """Abort, forget the owned state, restore it and seek back to the committed offsets."""
+        self._abort()
+        consumer = self._consumer_or_fail()
+        partitions = self._store.partitions()
+        self._store.clear()
+        if not partitions:
+            return
+        self._restore(partitions)
+        tps = [TopicPartition(self.config.events_topic, p) for p in partitions]
+        committed = self._errors.call("committed", lambda: consumer.committed(tps, timeout=30))
+        for tp in committed:
+            if tp.offset < 0:
+                tp.offset = OFFSET_BEGINNING
+            self._seek(consumer, tp)
+        log.info("rewound partitions %s to their committed offsets", partitions)
+
+    def _seek(self, consumer: Consumer, tp: TopicPartition) -> None:
+        self._errors.call("seek", lambda: consumer.seek(tp))
+
+    # ------------------------------------------------------------------ rebalance
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.stats.rebalances += 1
+        owned = sorted(tp.partition for tp in partitions)
+        log.info("assigned %s partitions %s", self.config.events_topic, owned)
+        # A zombie that rejoined after a long stop learns only here that it was replaced.
+        self._errors.verify_not_fenced(consumer, self.config.events_topic, owned)
+        self._store.clear()
+        self._restore(owned)
+        self._assigned_at = self._clock()
+        self._assigned = True
+        # Returning without assign(): the client assigns and starts each partition at
+        # its committed offset (or earliest), which matches the state just restored.
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions revoked: %s", sorted(tp.partition for tp in partitions))
+        self._assigned = False
+        if self._in_txn:
+            try:
+                self._commit()
+            except _Abort:
+                self._abort()
+        self._store.clear()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another member may already own these partitions: nothing of the open
+        # transaction may commit.
+        log.warning("partitions lost: %s", sorted(tp.partition for tp in partitions))
+        self._assigned = False
+        if self._in_txn:
+            self._abort()
+        self._store.clear()
+
+    def _restore(self, partitions: list[int]) -> None:
+        """Restore the runs of ``partitions`` (:meth:`PartitionStore.restore`); a partition
+        whose ``agent-runs`` is empty while offsets are committed is rebuilt from events."""
+        if not partitions:
+            return
+        started = self._clock()
+        total, empty = self._store.restore(
+            self.config.kafka,
+            self.config.runs_topic,
+            partitions,
+            timeout=self.config.transaction_timeout_ms / 1000 + 60,
+        )
+        if empty:
+            self._rebuild_from_events(empty)
+        self.stats.restores += 1
+        self.stats.restored_runs += total
+        log.info(
+            "restored %d runs of partitions %s in %.2fs",
+            total,
+            partitions,
+            self._clock() - started,
+        )
+
+    def _rebuild_from_events(self, partitions: list[int]) -> None:
+        """``agent-runs`` has nothing for these partitions: if offsets were committed,
+        fold the events before the committed offset again (outputs are not re-emitted)
+        and write the rebuilt runs in the next transaction, so the changelog heals."""
+        consumer = self._consumer_or_fail()
+        tps = [TopicPartition(self.config.events_topic, p) for p in partitions]
+        committed = self._errors.call("committed", lambda: consumer.committed(tps, timeout=30))
+        for tp in committed:
+            if tp.offset <= 0:
+                continue
+            log.warning(
+                "%s[%d] is empty but offsets up to %d are committed: rebuilding its runs from %s",
+                self.config.runs_topic,
+                tp.partition,
+                tp.offset,
+                self.config.events_topic,
+            )
+            runs = self._store.rebuild(
+                self.config.kafka, self.config.events_topic, tp.partition, tp.offset
+            )
+            if runs:
+                self._ensure_txn()
+                self._dirty.setdefault(tp.partition, set()).update(runs)
+
+
+class _KeyError(RunfoldError):
+    """The record's key does not name the run its event belongs to."""

@@ -1,0 +1,144 @@
+"""The runs of the partitions one folding service owns, restored from ``agent-runs``.
+
+On assignment :meth:`PartitionStore.restore` reads each owned partition of
+``agent-runs`` (latest state per run) and keeps the states as packed bytes
+(:func:`consumers.state_bytes.pack_stored`); a state is decoded on its run's first
+record (:meth:`PartitionStore.get`), not at restore: most restored runs see no event
+for a long time, and decoding them all made the restore of a million runs cost ~35 s
+and ~4 KiB per run. A state that is not a current-version RunState stored under its own
+run_id is decoded at restore, as before, so that a state of another shape fails the
+assignment; a damaged one of the usual shape fails when its run is first touched.
+On revoke, loss or abort the store is cleared; nothing in it outlives the ownership.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+
+from consumers.sequence import expire
+from consumers.service.edge import FoldEdge
+from consumers.service.restore import read_latest_by_key, rebuild_partition
+from consumers.state import FoldConfig, Outcome, RunState
+from consumers.state_bytes import PACKED_STATES, pack_stored, unpack_stored
+
+__all__ = ["PartitionStore"]
+
+
+class PartitionStore:
+    """Run states by input partition and run key (the run_id's text, as bytes)."""
+
+    def __init__(self, edge: FoldEdge) -> None:
+        self.edge = edge
+        self.runs: dict[int, dict[bytes, RunState]] = {}
+        """Decoded states: partition -> key -> state. The service's batch lane reads it."""
+        self.unchecked: set[bytes] = set()
+        """Keys of restored runs whose run_id is not the key: never for the batch lane,
+        which trusts that a run's key is its run_id (the general path checks each event)."""
+        self._stored: dict[int, dict[bytes, bytes]] = {}
+        """Restored states not touched since: partition -> key -> packed state bytes."""
+        self.stream_time: dict[int, int] = {}
+        """Per partition, the newest event time of a run changed since it was assigned:
+        the clock of the partition's reorder buffers (DESIGN.md §5)."""
+        self._waiting: dict[int, set[bytes]] = {}
+        """Per partition, the keys of decoded runs that hold buffered events."""
+
+    def partitions(self) -> list[int]:
+        """The partitions whose runs are held, in order."""
+        return sorted(self.runs)
+
+    def clear(self) -> None:
+        """Forget every run (revoke, loss, abort: the state is restored again)."""
+        self.runs = {}
+        self._stored = {}
+        self.unchecked = set()
+        self.stream_time = {}
+        self._waiting = {}
+
+    def get(self, partition: int, key: bytes) -> RunState | None:
+        """The run's state (decoded now if it was restored and not touched yet), or None."""
+        state = self.runs.setdefault(partition, {}).get(key)
+        if state is None and key in self._stored.get(partition, ()):
+            state = self._thaw(partition, key)
+        return state
+
+    def put(self, partition: int, key: bytes, state: RunState) -> None:
+        """Keep ``state`` as the run's latest."""
+        self.runs.setdefault(partition, {})[key] = state
+
+    def observe(self, partition: int, keys: Iterable[bytes]) -> None:
+        """Note the runs ``keys`` of ``partition`` changed: the partition's stream time moves
+        to the newest of theirs, and a run holding buffered events is watched."""
+        runs = self.runs.get(partition)
+        if not runs:
+            return
+        clock = self.stream_time.get(partition, 0)
+        waiting = self._waiting.setdefault(partition, set())
+        for key in keys:
+            state = runs.get(key)
+            if state is None:
+                continue
+            if state.stream_time > clock:
+                clock = state.stream_time
+            if state.pending_events:
+                waiting.add(key)
+        self.stream_time[partition] = clock
+
+    def expire(self, config: FoldConfig) -> Iterator[tuple[int, bytes, list[Outcome]]]:
+        """Hold every watched reorder buffer to its time bound against its partition's
+        stream time (:func:`consumers.sequence.expire`); yields ``(partition, key,
+        outcomes)`` for each run whose gap it declared. A run restored with buffered
+        events is watched from its first record on (until then it is only bytes)."""
+        for partition, waiting in self._waiting.items():
+            clock = self.stream_time.get(partition, 0)
+            runs = self.runs.get(partition, {})
+            for key in list(waiting):
+                state = runs.get(key)
+                if state is not None and state.pending_events:
+                    outcomes = expire(state, clock, config)
+                    if outcomes:
+                        yield partition, key, outcomes
+                if state is None or not state.pending_events:
+                    waiting.discard(key)
+
+    def restore(
+        self, kafka: Mapping[str, object], runs_topic: str, partitions: list[int], timeout: float
+    ) -> tuple[int, list[int]]:
+        """Read the latest state of every run of ``partitions`` from ``runs_topic``.
+
+        Returns how many runs were restored and the partitions that had none.
+        """
+        restored = read_latest_by_key(
+            kafka, runs_topic, partitions, timeout=timeout, pack=pack_stored
+        )
+        total = 0
+        empty: list[int] = []
+        for p in partitions:
+            stored = restored[p].latest
+            self.runs[p] = {}
+            self._stored[p] = stored
+            for key in [key for key, value in stored.items() if value[:1] not in PACKED_STATES]:
+                self._thaw(p, key)
+            total += len(stored) + len(self.runs[p])
+            if not stored and not self.runs[p]:
+                empty.append(p)
+        return total, empty
+
+    def rebuild(
+        self, kafka: Mapping[str, object], events_topic: str, partition: int, stop: int
+    ) -> dict[bytes, RunState]:
+        """Fold the partition's events before ``stop`` again (outputs are not re-emitted)
+        and hold the runs; returns them, for the caller to write."""
+        runs = rebuild_partition(kafka, events_topic, partition, stop, self.edge)
+        self.runs[partition] = runs
+        return runs
+
+    def _thaw(self, partition: int, key: bytes) -> RunState:
+        """Decode a restored run's state into :attr:`runs`. A decode error propagates:
+        the service stops, as it does when a state cannot be restored."""
+        stored = self._stored[partition]
+        state = self.edge.decode_state(unpack_stored(key, stored[key]))
+        del stored[key]
+        self.runs[partition][key] = state
+        if str(getattr(state, "run_id", "")).encode() != key:
+            self.unchecked.add(key)
+        return state

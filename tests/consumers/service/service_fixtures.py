@@ -1,0 +1,194 @@
+"""Helpers for the folding-service tests: load a fleet, run ``runfold consume``, read results.
+
+Everything goes through the real broker and the real CLI (as a subprocess), so a
+kill -9 or SIGSTOP hits a process exactly as it would in production.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+
+from clients.settings import TopicNames
+from consumers.service.edge import FoldEdge
+from consumers.service.restore import iter_partition, read_latest_by_key
+from consumers.state import RunState
+from producers import FaultRates, Fleet, FleetConfig
+from producers.kafka import DEFAULT_PRODUCER_CONFIG
+from schemas import Violation
+from schemas.codec import decode_violation, encode_event
+
+ALL_FAULTS = "gap=0.05,dup=0.05,conflict=0.05,after_end=0.05,corrupt=0.05,reorder=0.05"
+
+
+def prefix_of(topics: TopicNames) -> str:
+    """The ``--prefix`` that turns the default topic names into ``topics``."""
+    return topics.events[: -len(TopicNames().events)]
+
+
+def load_fleet(
+    bootstrap: str, topics: TopicNames, *, runs: int, seed: int = 1, faults: str = ALL_FAULTS
+) -> dict[str, Any]:
+    """Produce a simulated fleet into the events topic; return its manifest."""
+    fleet = Fleet(
+        FleetConfig(runs=runs, seed=seed, faults=FaultRates.parse(faults)),
+        encode=lambda event: encode_event(event),
+    )
+    producer = Producer({**DEFAULT_PRODUCER_CONFIG, "bootstrap.servers": bootstrap})
+    for key, value, _meta in fleet.records():
+        while True:
+            try:
+                producer.produce(topics.events, value, key=key)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(60) == 0
+    return fleet.manifest()
+
+
+def consume_command(bootstrap: str, topics: TopicNames, *args: str) -> list[str]:
+    """The argv of ``runfold consume`` on these topics."""
+    return [
+        sys.executable,
+        "-m",
+        "runfold",
+        "consume",
+        "--bootstrap-servers",
+        bootstrap,
+        "--prefix",
+        prefix_of(topics),
+        *args,
+    ]
+
+
+def start_consume(
+    bootstrap: str, topics: TopicNames, *args: str, log: Path
+) -> subprocess.Popen[bytes]:
+    """Start ``runfold consume`` in the background, stderr to ``log``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNFOLD_")}
+    return subprocess.Popen(
+        consume_command(bootstrap, topics, *args),
+        stdout=subprocess.PIPE,
+        stderr=log.open("wb"),
+        env=env,
+    )
+
+
+def run_consume(
+    bootstrap: str, topics: TopicNames, *args: str, timeout: float = 120
+) -> tuple[int, dict[str, Any], str]:
+    """Run ``runfold consume --stats-json ...`` to the end: (exit status, stats, stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNFOLD_")}
+    done = subprocess.run(
+        consume_command(bootstrap, topics, "--stats-json", *args),
+        capture_output=True,
+        timeout=timeout,
+        env=env,
+    )
+    lines = done.stdout.decode().strip().splitlines()
+    stats = json.loads(lines[-1]) if lines else {}
+    return done.returncode, stats, done.stderr.decode()
+
+
+@dataclass
+class Folded:
+    """What the service left in its output topics."""
+
+    runs: dict[str, RunState]
+    violations: list[Violation]
+    dlq: list[Any]
+    runs_records: int
+
+
+def read_output(bootstrap: str, topics: TopicNames, partitions: int = 3) -> Folded:
+    """The latest state per run, every violation and every DLQ record (read_committed)."""
+    config = {"bootstrap.servers": bootstrap}
+    edge = FoldEdge.default()
+    restored = read_latest_by_key(config, topics.runs, list(range(partitions)))
+    runs = {
+        key.decode(): edge.decode_state(value)
+        for part in restored.values()
+        for key, value in part.latest.items()
+    }
+    violations = [
+        decode_violation(msg.value() or b"")
+        for p in range(partitions)
+        for msg in iter_partition(config, topics.violations, p)
+    ]
+    dlq = [msg for p in range(partitions) for msg in iter_partition(config, topics.dlq, p)]
+    records = sum(part.records for part in restored.values())
+    return Folded(runs=runs, violations=violations, dlq=dlq, runs_records=records)
+
+
+def mismatches(folded: Folded, manifest: dict[str, Any]) -> list[str]:
+    """Every difference between the folded output and the fleet's ground truth."""
+    problems: list[str] = []
+    expected_runs = {entry["run_id"]: entry for entry in manifest["runs"]}
+    if set(folded.runs) != set(expected_runs):
+        problems.append(f"run ids differ: {len(set(folded.runs) ^ set(expected_runs))} not in both")
+    by_run: dict[str, list[tuple[str, int, int]]] = {}
+    for v in folded.violations:
+        by_run.setdefault(str(v.run_id), []).append((v.kind.value, v.first_seq, v.last_seq))
+    for run_id, entry in expected_runs.items():
+        state = folded.runs.get(run_id)
+        if state is None:
+            continue
+        got_run = json.loads(state.run.to_json())
+        if got_run != entry["run"]:
+            problems.append(f"{run_id}: run {got_run} != {entry['run']}")
+        if state.events_applied != entry["applied"]:
+            problems.append(f"{run_id}: applied {state.events_applied} != {entry['applied']}")
+        if state.duplicates != entry["duplicates"]:
+            problems.append(f"{run_id}: duplicates {state.duplicates} != {entry['duplicates']}")
+        want = sorted((v["kind"], v["first_seq"], v["last_seq"]) for v in entry["violations"])
+        got = sorted(by_run.get(run_id, []))
+        if got != want:
+            problems.append(f"{run_id}: violations {got} != {want}")
+    dlq = len(folded.dlq)
+    if dlq != manifest["totals"].get("dlq", 0):
+        problems.append(f"DLQ has {dlq} records, manifest says {manifest['totals'].get('dlq')}")
+    return problems
+
+
+def committed_total(bootstrap: str, topics: TopicNames, group: str, partitions: int = 3) -> int:
+    """Sum of the group's committed offsets on the events topic (0 where none)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    # read_uncommitted: do not wait for a pending transactional commit (require_stable).
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "isolation.level": "read_uncommitted"}
+    )
+    try:
+        tps = [TopicPartition(topics.events, p) for p in range(partitions)]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=30))
+    finally:
+        consumer.close()
+
+
+def total_records(manifest: dict[str, Any]) -> int:
+    """Records the fleet sent (events, duplicates, conflicts, late and corrupt ones)."""
+    return int(manifest["totals"]["records"])
+
+
+def header_map(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
+    """Kafka headers as a dict of text."""
+    return {name: (value or b"").decode() for name, value in headers or []}
+
+
+def edge_with(**methods: Any) -> FoldEdge:
+    """A default :class:`FoldEdge` with the named methods replaced (a test spying on, or
+    breaking, what the service asks of the codec and the fold)."""
+    edge = FoldEdge.default()
+    for name, method in methods.items():
+        if not callable(getattr(edge, name, None)):
+            raise AttributeError(f"FoldEdge has no method {name!r}")
+        setattr(edge, name, method)
+    return edge

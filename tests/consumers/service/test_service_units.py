@@ -1,0 +1,104 @@
+"""Pure pieces of the folding service: DLQ headers, accounting, error classification."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from consumers.service.config import ServiceConfig, consumer_config, producer_config
+from consumers.service.dlq import (
+    DLQ_HEADERS,
+    DeadLetter,
+    dead_letter_headers,
+    parse_dead_letter_headers,
+)
+from consumers.service.errors import ErrorPolicy, ServiceStopped, TransactionAbort, is_fenced
+from consumers.service.stats import ServiceStats
+
+pytestmark = pytest.mark.unit
+
+
+def test_dead_letter_headers_round_trip_and_are_bounded() -> None:
+    letter = DeadLetter("wrong-magic", "x" * 5000, "agent-run-events", 2, 41, "DecodeError")
+    headers = dead_letter_headers(letter)
+    assert [name for name, _ in headers] == list(DLQ_HEADERS)
+    back = parse_dead_letter_headers(headers)
+    assert back.reason == "wrong-magic" and back.source_partition == 2
+    assert back.source_offset == 41 and back.exception == "DecodeError"
+    assert len(back.error) == 2000  # a huge message cannot blow the record size
+
+
+def test_parse_names_the_missing_header() -> None:
+    with pytest.raises(KeyError, match="runfold.source.offset"):
+        parse_dead_letter_headers([(n, b"1") for n in DLQ_HEADERS if "offset" not in n])
+
+
+def test_stats_balance_and_merge() -> None:
+    total = ServiceStats()
+    share = ServiceStats(consumed=10, applied=5, duplicate=1, violation=1, buffered=2, dlq=1)
+    share.dlq_reasons["truncated"] += 1
+    assert share.balanced()
+    total.merge(share)
+    total.merge(share)
+    assert total.consumed == 20 and total.dlq_reasons["truncated"] == 2 and total.balanced()
+    share.consumed += 1
+    assert not share.balanced()
+
+
+def test_client_configs_carry_the_guarantee() -> None:
+    config = ServiceConfig(kafka={"bootstrap.servers": "b:9092"}, group="g", instance_id="7")
+    consumer = consumer_config(config)
+    assert consumer["enable.auto.commit"] is False
+    assert consumer["isolation.level"] == "read_committed"
+    assert consumer["group.instance.id"] == "g-7"
+    producer = producer_config(config)
+    assert producer["transactional.id"] == "runfold-g-7"
+    assert producer["enable.idempotence"] is True and producer["acks"] == "all"
+    at_least_once = ServiceConfig(kafka={}, guarantee="at-least-once")
+    assert "transactional.id" not in producer_config(at_least_once)
+
+
+def _policy() -> ErrorPolicy:
+    return ErrorPolicy(ServiceConfig(kafka={}), in_transaction=lambda: True)
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (KafkaError(KafkaError._TIMED_OUT, "t", retriable=True), "retry"),
+        (KafkaError(KafkaError._TIMED_OUT, "t", txn_requires_abort=True), "abort"),
+        (KafkaError(KafkaError._FENCED, "f", fatal=True), "fenced"),
+        (KafkaError(KafkaError.PRODUCER_FENCED, "f"), "fenced"),
+        (KafkaError(KafkaError.UNKNOWN, "u", fatal=True), "stop"),
+        (KafkaError(KafkaError.UNKNOWN, "u"), "stop"),
+        (KafkaError(KafkaError._STATE, "erroneous state"), "abort"),
+    ],
+)
+def test_errors_are_handled_by_class(error: KafkaError, outcome: str) -> None:
+    policy = _policy()
+    try:
+        policy.classify("commit_transaction", KafkaException(error), last=False)
+        got = "retry"
+    except TransactionAbort:
+        got = "abort"
+    except ServiceStopped as exc:
+        got = "fenced" if exc.fenced else "stop"
+        if exc.fenced:
+            assert "fenced" in str(exc) and "Stopping without committing" in str(exc)
+    assert got == outcome
+    assert is_fenced(error) == (outcome == "fenced" and error.code() != KafkaError.UNKNOWN)
+
+
+def test_retries_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = _policy()
+    calls = 0
+
+    def always_retriable() -> None:
+        nonlocal calls
+        calls += 1
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT, "down", retriable=True))
+
+    monkeypatch.setattr("consumers.service.errors.time.sleep", lambda _seconds: None)
+    with pytest.raises(ServiceStopped, match="down"):
+        policy.call("send_offsets_to_transaction", always_retriable)
+    assert calls == 10
