@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import re
 import secrets
 from pathlib import Path
@@ -29,6 +30,7 @@ from schemas.errors import ConfigError
 __all__ = ["ApiKey", "Scope", "ServeSettings", "hash_key", "is_loopback", "new_key"]
 
 Scope = Literal["read", "ingest"]
+_ENV_PREFIX = "RUNFOLD_SERVE_"
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 
 
@@ -76,7 +78,7 @@ class ServeSettings(BaseSettings):
     """Everything ``runfold serve`` needs besides the Kafka connection."""
 
     model_config = SettingsConfigDict(
-        env_prefix="RUNFOLD_SERVE_", extra="forbid", frozen=True, hide_input_in_errors=True
+        env_prefix=_ENV_PREFIX, extra="forbid", frozen=True, hide_input_in_errors=True
     )
 
     host: str = "127.0.0.1"
@@ -101,7 +103,17 @@ class ServeSettings(BaseSettings):
 
     @classmethod
     def load(cls, **overrides: object) -> ServeSettings:
-        """Build the settings; any problem becomes one :class:`ConfigError` sentence."""
+        """Build the settings; any problem becomes one :class:`ConfigError` sentence.
+
+        An unknown ``RUNFOLD_SERVE_*`` variable is refused, so a typo is not ignored.
+        """
+        known = {f"{_ENV_PREFIX}{name.upper()}" for name in cls.model_fields}
+        unknown = sorted(k for k in os.environ if k.startswith(_ENV_PREFIX) and k not in known)
+        if unknown:
+            raise ConfigError(
+                f"unknown runfold serve setting(s) in the environment: {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
+            )
         try:
             return cls(**overrides)  # type: ignore[arg-type]
         except PydanticValidationError as exc:

@@ -141,3 +141,19 @@ def test_one_writer_per_view(tmp_path: Path) -> None:
         open_view(tmp_path / "v.sqlite", "a")
     first.close()
     open_view(tmp_path / "v.sqlite", "a").close()
+
+
+def test_serve_settings_from_the_environment_do_not_upset_the_kafka_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from clients import RunfoldSettings
+    from schemas.errors import ConfigError
+    from serve import ServeSettings
+
+    monkeypatch.setenv("RUNFOLD_SERVE_PORT", "9999")
+    monkeypatch.setenv("RUNFOLD_SERVE_STALL_AFTER_S", "5")
+    assert ServeSettings.load().port == 9999
+    RunfoldSettings.load()  # RUNFOLD_SERVE_* belong to ServeSettings, not unknown here
+    monkeypatch.setenv("RUNFOLD_SERVE_PROT", "1")
+    with pytest.raises(ConfigError, match="RUNFOLD_SERVE_PROT"):
+        ServeSettings.load()
