@@ -54,6 +54,7 @@ def fleet(module_kafka: RunfoldSettings, module_client: httpx.Client) -> dict[st
 def page(browser: Any, module_server: ServeHandle) -> Iterator[Any]:
     """A fresh page; fails the test if it requested anything from another origin."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(60_000)  # a shared, loaded CI machine
     tab = context.new_page()
     elsewhere: list[str] = []
     tab.on("request", lambda r: None if r.url.startswith(module_server.url)
@@ -132,3 +133,32 @@ def test_a_live_runs_status_changes_without_reload(
     page.wait_for_selector("svg.timeline rect.bar-node")
     assert page.inner_text("#r-status") == "COMPLETED"
 
+
+
+def test_with_api_keys_the_page_asks_for_one(
+    browser: Any, module_kafka: RunfoldSettings, fleet: dict[str, Any], tmp_path: Path
+) -> None:
+    """The key goes in a header (also for the live stream), never in a URL."""
+    from serve import ApiKey, ServeSettings, hash_key, new_key, start_in_thread
+
+    key = new_key()
+    settings = ServeSettings(data_dir=tmp_path, port=0,
+                             api_keys=(ApiKey(name="web", sha256=hash_key(key)),))
+    handle = start_in_thread(settings, module_kafka)
+    context = browser.new_context()
+    context.set_default_timeout(60_000)
+    try:
+        tab = context.new_page()
+        urls: list[str] = []
+        tab.on("request", lambda r: urls.append(r.url))
+        tab.goto(handle.url)
+        tab.wait_for_selector("#keyform:not([hidden])")
+        assert "needs an API key" in tab.inner_text("#keyerror")
+        tab.fill("#key", key)
+        tab.click("#keyform button")
+        tab.wait_for_function("document.querySelectorAll('#runs tbody tr').length >= 12")
+        tab.wait_for_selector("#live.on")
+        assert not any(key in url for url in urls)
+    finally:
+        context.close()
+        handle.stop()
