@@ -47,6 +47,8 @@ __all__ = ["ENV_PREFIX", "RunfoldSettings", "TopicNames"]
 ENV_PREFIX = "RUNFOLD_"
 # Variables read by other parts of runfold rather than by this object.
 _OTHER_ENV = frozenset({"RUNFOLD_CONFIG", "RUNFOLD_CACHE"})
+# Prefixes of variables other settings objects own (serve.settings.ServeSettings).
+_OTHER_ENV_PREFIXES = ("RUNFOLD_SERVE_",)
 # librdkafka keys that have a field of their own (see RunfoldSettings.client_config).
 _FIELD_OF_KEY = {
     "bootstrap.servers": "bootstrap_servers",
@@ -173,7 +175,10 @@ class RunfoldSettings(BaseSettings):
             if candidate is not None and not candidate.is_file():
                 raise ConfigError(f"config file {candidate} does not exist")
         known = cls.known_env_vars()
-        unknown = sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known)
+        unknown = sorted(
+            k for k in os.environ
+            if k.startswith(ENV_PREFIX) and k not in known and not k.startswith(_OTHER_ENV_PREFIXES)
+        )
         if unknown:
             raise ConfigError(
                 f"unknown setting(s) in the environment: {', '.join(unknown)}; "

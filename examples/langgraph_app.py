@@ -29,10 +29,10 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph, add_messages
 from langgraph.types import Command, RetryPolicy, interrupt
 
+from clients.settings import RunfoldSettings
 from consumers import COUNTER_NAMES, fold
 from producers import EventProducer, RunRecorder
 from producers.integrations.langgraph import RunfoldCallback
-from clients.settings import RunfoldSettings
 from schemas import Event
 from schemas.codec import EventCodec
 
@@ -121,8 +121,8 @@ def kafka_settings(keep: bool) -> RunfoldSettings:
     configured = ("KAFKA_BOOTSTRAP_SERVERS", "RUNFOLD_BOOTSTRAP_SERVERS", "RUNFOLD_CONFIG")
     if any(os.environ.get(name) for name in configured):
         return RunfoldSettings.load()
-    from runfold.kafka.local import LocalKafka
     from clients.cluster_state import default_home
+    from runfold.kafka.local import LocalKafka
 
     local = LocalKafka(default_home())
     if local.is_running() and local.bootstrap:

@@ -1,4 +1,4 @@
-"""The packages layer: schemas <- clients <- producers, consumers <- runfold (CLI), bench.
+"""The packages layer: schemas <- clients <- producers, consumers <- runfold (CLI), serve, bench.
 
 Each package is imported in a fresh interpreter, and the project packages it pulled into
 ``sys.modules`` are compared with the ones below it. An upward import (``producers``
@@ -17,7 +17,9 @@ import pytest
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT = frozenset({"schemas", "clients", "producers", "consumers", "runfold", "bench"})
+PROJECT = frozenset(
+    {"schemas", "clients", "producers", "consumers", "runfold", "serve", "bench"}
+)
 
 # What each package may load (itself included); everything else of PROJECT is above it.
 ALLOWED: dict[str, frozenset[str]] = {
@@ -27,7 +29,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "consumers": frozenset({"schemas", "clients", "consumers"}),
     "consumers.service": frozenset({"schemas", "clients", "consumers"}),
     "runfold": PROJECT - {"bench"},
-    "runfold.cli": PROJECT - {"bench"},
+    "runfold.cli": PROJECT - {"bench", "serve"},
+    "serve": PROJECT - {"bench"},
 }
 
 
