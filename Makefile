@@ -43,7 +43,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/runfold demo --keep $(DEMO_ARGS)
 
+# The web view's browser tests need Debian's Chromium: installed here when missing (as
+# root; elsewhere they skip and say why).
 test: $(STAMP)
+	@.ci/ensure-chromium
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 test-unit: $(STAMP)

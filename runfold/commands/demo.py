@@ -114,34 +114,34 @@ def _kafka(options: DemoOptions, say: Callable[[str], None]) -> tuple[str | None
     local = LocalKafka(home)
     if local.is_running() and local.bootstrap:
         return local.bootstrap, "local", None
-    if options.port is None:
-        _check_default_port(local)
+    port = options.port if options.port is not None else _default_port_or_any(local, say)
     say(f"starting a local Kafka broker (data in {local.root})")
     started = time.monotonic()
     # Unless it is to outlive the demo, the broker dies with it even on a kill -9.
-    bootstrap = local.up(nodes=1, port=options.port, echo=say, tie_to_parent=not options.keep)
+    bootstrap = local.up(nodes=1, port=port, echo=say, tie_to_parent=not options.keep)
     say(f"Kafka ready at {bootstrap} in {time.monotonic() - started:.0f}s")
     return bootstrap, "started", local
 
 
-def _check_default_port(local: Any) -> None:
-    """Refuse, with what to do instead, when something else listens on the default port.
+def _default_port_or_any(local: Any, say: Callable[[str], None]) -> int | None:
+    """The default port, or any free one (0) when something else listens there.
 
     This project's own broker was found running above; whatever holds the port now is
     not it (another checkout's broker, another program), and the demo must not write
-    into someone else's Kafka.
+    into someone else's Kafka: it starts its own on a free port and says so. The
+    commands it suggests afterwards find that broker through ``.runfold/kafka``.
     """
     from runfold.kafka import process
     from runfold.kafka.local import DEFAULT_PORT
 
     if process.port_is_free(local.host, DEFAULT_PORT):
-        return
-    raise DemoError(
-        f"port {DEFAULT_PORT} on {local.host} is in use, and not by this project's broker "
-        f"(data in {local.root}). Start the demo's broker on any free port with "
-        f"`runfold demo --port 0` (`make demo DEMO_ARGS=\"--port 0\"`), or use the Kafka "
-        f"that is there with `--bootstrap-servers {local.host}:{DEFAULT_PORT}`"
+        return None
+    say(
+        f"port {DEFAULT_PORT} on {local.host} is in use, and not by this project's broker: "
+        "starting the demo's broker on a free port instead (use that Kafka with "
+        f"`--bootstrap-servers {local.host}:{DEFAULT_PORT}`)"
     )
+    return 0
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoSummary:
@@ -399,6 +399,9 @@ def _summarize(options: DemoOptions, settings: RunfoldSettings, fleet: Any, prod
               help="Show the live view while it runs (only on a terminal).")
 @click.option("--keep", is_flag=True,
               help="Leave a broker the demo started running afterwards.")
+@click.option("--web/--no-web", default=True, show_default=True,
+              help="With --keep: serve the web view of the runs afterwards (`runfold serve` "
+              "in the background, on port 8080 or a free one).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Port for a local broker the demo starts (default 9092).")
 @bootstrap_servers_option("Use this Kafka instead of a local one.")
@@ -409,7 +412,7 @@ def _summarize(options: DemoOptions, settings: RunfoldSettings, fleet: Any, prod
 @click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the simulator's manifest (the ground truth) here.")
 def demo(runs: int, agents: int, seed: int | None, faults: str, rate: float, live: bool,
-         keep: bool, port: int | None, bootstrap_servers: str | None, prefix: str | None,
+         keep: bool, web: bool, port: int | None, bootstrap_servers: str | None, prefix: str | None,
          group: str, summary_json: Path | None, manifest: Path | None) -> None:
     """Start Kafka, fold a simulated fleet with injected faults live, and summarize."""
     options = DemoOptions(runs=runs, agents=agents, seed=seed, faults=faults,
@@ -425,5 +428,10 @@ def demo(runs: int, agents: int, seed: int | None, faults: str, rate: float, liv
         click.echo(f"  {hint}")
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary.as_dict(), indent=1) + "\n")
+    if web and keep:
+        from runfold.demo_web import start_web_view
+
+        url = start_web_view(summary.bootstrap, prefix, expected_runs=runs)
+        click.echo(f"web view of the demo's runs: {url}  (`make kafka-down` stops it and Kafka)")
     if summary.mismatches:
         raise click.exceptions.Exit(2)

@@ -176,8 +176,13 @@ def status(home: Path | None) -> None:
 )
 @_HOME
 def down(wipe: bool, timeout: float, home: Path | None) -> None:
-    """Stop the brokers runfold started here (by recorded pid only)."""
+    """Stop the brokers runfold started here (by recorded pid only), and the demo's web view."""
     root = _home(home)
+    from runfold.demo_web import stop_web_view
+
+    web = stop_web_view(root)
+    if web is not None:
+        click.echo(f"stopped the demo's web view (pid {web})")
     state = read_state(root)
     if state is not None and state.backend == "docker":
         ComposeKafka(root, find_compose_file() or Path("docker-compose.yml")).down(wipe=wipe)
