@@ -188,18 +188,23 @@ class EventProducer:
         bootstrap_servers: str | None = None,
         config: Mapping[str, Any] | None = None,
         settings: RunfoldSettings | None = None,
-        framing: str = "single-object",
+        framing: str | None = None,
         startup_timeout: float = 10.0,
     ) -> None:
         """Prepare (not connect) a producer for ``topic`` (default: the settings' events topic).
 
         ``config`` holds librdkafka overrides; ``startup_timeout`` bounds the wait for the
-        broker's first answer.
+        broker's first answer. ``framing`` defaults to the Confluent wire format when the
+        settings name a schema registry (``schema_registry_url``, DESIGN.md §2), so that
+        Connect, ksqlDB or Flink read the topic directly, else single-object encoding.
         """
         settings = settings if settings is not None else load_settings()
         if topic is None:
             topic = settings.topic_names.events
         self.topic: str = topic
+        self._registry = settings.schema_registry_url
+        if framing is None:
+            framing = "confluent" if self._registry else "single-object"
         self.framing = framing
         self.startup_timeout = startup_timeout
         self._conf = producer_config(config, bootstrap_servers=bootstrap_servers,
@@ -374,7 +379,7 @@ class EventProducer:
         """Encode ``event`` with the codec and queue it under its run_id."""
         encode = self._encode
         if encode is None:
-            encode = self._encode = event_encoder(self.framing)
+            encode = self._encode = event_encoder(self.framing, self._registry)
             self._keyed = keyed_event_encoder(self.framing)
         run_id = event.run_id
         # A run's key is formatted once (UUID.__str__ was a tenth of a send): the cache

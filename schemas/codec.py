@@ -411,20 +411,24 @@ def decode_record(name: str, data: bytes) -> dict[str, Any]:
     return codec.decode(data)
 
 
-def event_encoder(framing: str) -> Callable[[Event], bytes]:
+def event_encoder(
+    framing: str, registry: SchemaRegistryClient | str | None = None
+) -> Callable[[Event], bytes]:
     """``event -> bytes`` in ``framing`` (``"single-object"`` or ``"confluent"``), built once.
 
     Single-object: a codec of the caller's own (schemas parsed once, no registry);
-    Confluent: the module-level codec with the configured registry.
+    Confluent: a codec on ``registry`` (a client or URL), or the module-level codec with
+    the registry :func:`configure_registry` set.
     """
     if framing == "single-object":
         encode: Callable[[Event], bytes] = EventCodec().encode
         return encode
     if framing != "confluent":
         raise ConfigError(f"framing {framing!r} is unknown; use 'single-object' or 'confluent'")
+    codec = EventCodec(registry=registry) if registry is not None else _event_codec()
 
     def encode_confluent(event: Event) -> bytes:
-        return encode_event(event, framing="confluent")
+        return codec.encode(event, framing="confluent")
 
     return encode_confluent
 

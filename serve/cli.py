@@ -52,6 +52,10 @@ def serve(
         **_given(bootstrap_servers=bootstrap_servers or None, topic_prefix=prefix)
     )
     settings.check_exposure()
+    if kafka.schema_registry_url:
+        from schemas.codec import configure_registry
+
+        configure_registry(kafka.schema_registry_url)  # Confluent-framed records name it
     from clients.connection import check_connection
 
     # An unreachable broker or bad credentials: one sentence now, not an empty view later.

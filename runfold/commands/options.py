@@ -17,6 +17,7 @@ import click
 
 from clients import RunfoldSettings
 from clients.connection import check_connection
+from schemas.codec import configure_registry
 
 __all__ = [
     "bootstrap_servers_option",
@@ -73,7 +74,12 @@ def load_settings(
         overrides["bootstrap_servers"] = bootstrap_servers
     if prefix is not None:
         overrides["topic_prefix"] = prefix
-    return RunfoldSettings.load(**overrides)
+    settings = RunfoldSettings.load(**overrides)
+    if settings.schema_registry_url:
+        # Confluent-framed records name their writer schema by registry id: every
+        # command that reads them (consume, runs, top, export, serve) looks it up there.
+        configure_registry(settings.schema_registry_url)
+    return settings
 
 
 def connected_settings(
