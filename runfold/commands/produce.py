@@ -73,8 +73,11 @@ def produce(runs: int, agents: int, rate: float | None, faults: FaultRates, seed
 
         create_missing(settings.admin_config(), names, timeout=10.0)
     console = Console(stderr=True)
-    fleet = Fleet(FleetConfig(runs=runs, agents=agents, seed=seed, faults=faults))
     producer = EventProducer(names.events, settings=settings)
+    # The fleet writes the producer's framing (Confluent when a registry is configured).
+    fleet = Fleet(
+        FleetConfig(runs=runs, agents=agents, seed=seed, faults=faults), framing=producer.framing
+    )
     producer.connect()
     if metrics_port is not None:
         from runfold.metrics import start_producer_metrics
