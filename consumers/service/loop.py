@@ -21,8 +21,15 @@ Failure handling, by the class of the error (``KafkaException.args[0]``):
 - retriable → retry the call, a bounded number of times;
 - ``txn_requires_abort()`` → abort, drop the in-memory state of every owned
   partition, restore it from ``agent-runs`` and seek back to the committed offsets;
-- fatal (fenced by a newer instance with the same ``transactional.id``, or any
-  error of unknown class) → :class:`ServiceStopped`: stop, commit nothing.
+- fatal but not fencing, or retries outlasted (a broker failover, quorum lost, an
+  idempotent producer's fatal error) → :meth:`FoldService._recover`: drop the open
+  transaction, build a new producer with the same ``transactional.id`` (its
+  ``init_transactions`` settles the old transaction and fences any zombie of this
+  instance), and a new consumer if the old one failed; restore the owned partitions and
+  seek back to the committed offsets; go on. Bounded backoff, at most
+  ``max_recoveries`` in a row;
+- fenced by a newer instance, a permanent error (authorization, versions) or any error
+  of unknown class → :class:`ServiceStopped`: stop, commit nothing.
 
 Rebalances (eager assignment): on revoke the in-flight transaction is committed
 (or aborted if that fails) and the state dropped; on lost it is aborted; on
@@ -57,7 +64,12 @@ from consumers.service.config import (
 )
 from consumers.service.dlq import DeadLetter, dead_letter_headers, fit_dead_letter
 from consumers.service.edge import FoldEdge
-from consumers.service.errors import ErrorPolicy, ServiceStopped, TransactionAbort
+from consumers.service.errors import (
+    ClientsFailed,
+    ErrorPolicy,
+    ServiceStopped,
+    TransactionAbort,
+)
 from consumers.service.oversize import fit_state
 from consumers.service.restore import position
 from consumers.service.stats import ServiceStats
@@ -78,6 +90,11 @@ _IDLE_WAIT = 0.2
 """Longest wait of one consume call (then the loop checks for stop and idleness)."""
 _ALREADY_THERE = 0.001
 """A poll answered sooner than this found its record already fetched."""
+_FIRST_BACKOFF = 0.5
+"""Wait before the first client rebuild in a row (doubled for each next one)."""
+_STEADY_AFTER = 300.0
+"""A rebuild this long after the previous one is not "in a row" even without a commit
+(an idle service commits nothing, yet months of occasional failovers are not a loop)."""
 
 
 class FoldService:
@@ -118,6 +135,10 @@ class FoldService:
         # Partitions assigned and restored (set by on_assign, cleared on revoke/lost).
         self._assigned = False
         self._errors = ErrorPolicy(config, in_transaction=lambda: self._eos and self._in_txn)
+        # Client rebuilds in a row (see _recover), and what "in a row" is measured from.
+        self._rebuilds_in_row = 0
+        self._transactions_at_rebuild = 0
+        self._rebuilt_at = 0.0
 
     # ------------------------------------------------------------------ clients
 
@@ -139,29 +160,44 @@ class FoldService:
         Returns the stats; raises :class:`ServiceStopped` on a fatal or fenced error,
         after closing the clients without committing anything more.
         """
-        cfg = self.config
         # What does not fit its topic is truncated before produce(), never a reason to stop.
-        self._limits = output_limits(cfg)
-        self._producer = Producer(self._producer_config(), on_delivery=self._on_delivery)
-        self._errors.producer = self._producer
-        if self._eos:
-            self._errors.call(
-                "init_transactions", lambda: self._producer_or_fail().init_transactions(30)
-            )
-        self._consumer = Consumer(self._consumer_config())
+        self._limits = output_limits(self.config)
         clean = False
         try:
-            self._consumer.subscribe(
-                [cfg.events_topic],
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
-            )
+            try:
+                self._start_producer()
+                self._start_consumer()
+            except ClientsFailed as failure:
+                # Brokers unreachable at start (a failover under way): the same recovery.
+                self._recover(failure)
             self._loop()
             clean = True
         finally:
             self._close(clean)
         return self.stats
+
+    def _start_producer(self) -> None:
+        producer = Producer(self._producer_config(), on_delivery=self._on_delivery)
+        self._producer = producer
+        self._errors.reset(producer)
+        if self._eos:
+            # Same transactional.id as any producer before it: this settles (completes or
+            # aborts) the transaction a previous one left open and fences it.
+            self._errors.call("init_transactions", lambda: producer.init_transactions(30))
+
+    def _start_consumer(self) -> None:
+        consumer = Consumer(self._consumer_config())
+        self._consumer = consumer
+        # Partitions are restored by _on_assign once the group assigns them.
+        self._errors.call(
+            "subscribe",
+            lambda: consumer.subscribe(
+                [self.config.events_topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            ),
+        )
 
     def stop(self) -> None:
         """Ask the loop to finish: the open transaction is committed, then it returns."""
@@ -202,22 +238,37 @@ class FoldService:
 
     def _loop(self) -> None:
         cfg = self.config
-        consumer = self._consumer_or_fail()
         last_record = self._clock()
-        while not self._stopping:
+        finishing = False
+        while True:
             try:
-                msgs = self._next_records(consumer)
-                got = self._fold_batch(msgs) if msgs else 0
-                now = self._clock()
-                if got:
-                    last_record = now
-                if self._in_txn and (
-                    self._txn_events >= cfg.batch_size
-                    or (now - self._txn_started) * 1000 >= cfg.txn_interval_ms
-                ):
-                    self._commit()
-            except _Abort:
-                self._abort_and_rewind()
+                try:
+                    if finishing or self._stopping:
+                        if self._in_txn:
+                            self._commit()
+                        return
+                    # Asked each time: a recovery may have replaced it.
+                    msgs = self._next_records(self._consumer_or_fail())
+                    got = self._fold_batch(msgs) if msgs else 0
+                    now = self._clock()
+                    if got:
+                        last_record = now
+                    if self._in_txn and (
+                        self._txn_events >= cfg.batch_size
+                        or (now - self._txn_started) * 1000 >= cfg.txn_interval_ms
+                    ):
+                        self._commit()
+                except _Abort:
+                    # When finishing, the next turn finds nothing open and returns.
+                    self._abort_and_rewind()
+                    last_record = self._clock()
+                    continue
+            except ClientsFailed as failure:
+                # Raised by a call, an abort, or a rebalance callback (through consume()).
+                # What the dropped transaction held is folded again before --until-idle
+                # may finish; a stop does not wait for that (the next start folds it).
+                self._recover(failure)
+                finishing = False
                 last_record = self._clock()
                 continue
             now = self._clock()
@@ -230,12 +281,7 @@ class FoldService:
                 last_record = self._assigned_at
             if cfg.until_idle is not None and now - last_record >= cfg.until_idle:
                 log.info("idle for %.1fs, finishing", cfg.until_idle)
-                break
-        try:
-            if self._in_txn:
-                self._commit()
-        except _Abort:
-            self._abort_and_rewind()
+                finishing = True
 
     def _next_records(self, consumer: Consumer) -> list[Message]:
         """The next records, waiting no longer than the open transaction's deadline.
@@ -517,11 +563,16 @@ class FoldService:
     def _abort_and_rewind(self) -> None:
         """Abort, forget the owned state, restore it and seek back to the committed offsets."""
         self._abort()
-        consumer = self._consumer_or_fail()
         partitions = self._store.partitions()
         self._store.clear()
+        self._rewind(partitions)
+
+    def _rewind(self, partitions: list[int]) -> None:
+        """Restore ``partitions`` (their state must be cleared) and seek each one back to
+        its committed offset."""
         if not partitions:
             return
+        consumer = self._consumer_or_fail()
         self._restore(partitions)
         tps = [TopicPartition(self.config.events_topic, p) for p in partitions]
         committed = self._errors.call("committed", lambda: consumer.committed(tps, timeout=30))
@@ -530,6 +581,144 @@ class FoldService:
                 tp.offset = OFFSET_BEGINNING
             self._seek(consumer, tp)
         log.info("rewound partitions %s to their committed offsets", partitions)
+
+    # ------------------------------------------------------------------ recovery
+
+    def _recover(self, failure: ClientsFailed) -> None:
+        """Rebuild the clients after ``failure`` and go on from the last commit.
+
+        Exactly-once holds because nothing of the open transaction survives: it is
+        dropped here (its state, offsets and counts), the new producer's
+        ``init_transactions`` (same ``transactional.id``) completes or aborts it on the
+        broker, and the state is restored from ``agent-runs`` (read_committed) for the
+        offsets committed with it. The consumer is rebuilt only when it failed itself:
+        then the group assigns its partitions again (static membership: the same ones,
+        without a rebalance) and :meth:`_on_assign` restores them; otherwise its assigned
+        partitions are restored and rewound here. A rebuild that fails is retried after
+        a doubling backoff (at most ``recovery_backoff_max_s``); after
+        ``max_recoveries`` in a row without a commit the service stops.
+        """
+        cfg = self.config
+        now = self._clock()
+        if (
+            self.stats.transactions > self._transactions_at_rebuild
+            or now - self._rebuilt_at > _STEADY_AFTER
+        ):
+            self._rebuilds_in_row = 0
+        interrupted = dict(self._next_offsets) if self._in_txn else {}
+        interrupted_stats = self._txn_stats
+        dropped_open = self._in_txn
+        consumer_too = failure.consumer
+        while True:
+            self._rebuilds_in_row += 1
+            if self._rebuilds_in_row > cfg.max_recoveries:
+                raise ServiceStopped(
+                    f"giving up after {cfg.max_recoveries} client rebuilds in a row without "
+                    f"a commit; last failure: {failure}"
+                ) from failure
+            wait = min(
+                _FIRST_BACKOFF * 2 ** (self._rebuilds_in_row - 1), cfg.recovery_backoff_max_s
+            )
+            log.warning(
+                "recovering from %s: new %s in %.1fs (rebuild %d in a row)",
+                failure,
+                "producer and consumer" if consumer_too else "producer",
+                wait,
+                self._rebuilds_in_row,
+            )
+            self._drop_clients(consumer=consumer_too)
+            if not self._pause(wait):
+                return  # stopping: nothing is open, the next start goes on from the commit
+            try:
+                self._start_producer()
+                if self._consumer is None:
+                    self._start_consumer()
+                self._settle_interrupted(interrupted, interrupted_stats, dropped_open)
+                interrupted, dropped_open = {}, False
+                if not consumer_too:
+                    self._rewind_assigned()
+            except ClientsFailed as again:
+                failure = again
+                consumer_too = consumer_too or again.consumer
+                continue
+            break
+        self.stats.recoveries += 1
+        self._transactions_at_rebuild = self.stats.transactions
+        self._rebuilt_at = self._clock()
+        log.warning(
+            "recovered: new %s, going on from the committed offsets",
+            "producer and consumer" if consumer_too else "producer",
+        )
+
+    def _drop_clients(self, *, consumer: bool) -> None:
+        """Forget the open transaction and let go of the producer (and the consumer)."""
+        self._reset_txn()
+        self._store.clear()
+        self._assigned = False
+        producer, self._producer = self._producer, None
+        self._errors.reset(None)
+        if producer is not None:
+            if self._eos:
+                try:
+                    # Best effort, to free the partitions sooner; the next producer's
+                    # init_transactions aborts it in any case.
+                    producer.abort_transaction(5)
+                except KafkaException as exc:
+                    log.info("abort with the failed producer: %s", exc)
+            # Records still queued belong to the dropped transaction (or, at-least-once,
+            # to a batch whose offsets never commit): they must not be sent.
+            producer.purge()
+            producer.flush(0)
+        if consumer and self._consumer is not None:
+            old, self._consumer = self._consumer, None
+            try:
+                # The revoke callback this triggers finds nothing open and nothing owned.
+                old.close()
+            except (KafkaException, RunfoldError) as exc:
+                log.warning("closing the failed consumer: %s", exc)
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` unless asked to stop; False if asked to stop."""
+        deadline = self._clock() + seconds
+        while not self._stopping:
+            left = deadline - self._clock()
+            if left <= 0:
+                return True
+            time.sleep(min(left, _IDLE_WAIT))
+        return False
+
+    def _settle_interrupted(
+        self, offsets: dict[int, int], stats: ServiceStats, dropped_open: bool
+    ) -> None:
+        """Count the dropped transaction: committed if its offsets are the committed ones
+        (its commit succeeded but the answer was lost), else aborted."""
+        if not dropped_open:
+            return
+        committed_all = False
+        if offsets:
+            consumer = self._consumer_or_fail()
+            tps = [TopicPartition(self.config.events_topic, p) for p in offsets]
+            # read_committed: the group coordinator answers once the transaction the new
+            # producer settled is complete (KIP-447 require_stable).
+            found = self._errors.call("committed", lambda: consumer.committed(tps, timeout=30))
+            committed_all = all(tp.offset == offsets[tp.partition] for tp in found)
+        if committed_all:
+            log.warning("the interrupted transaction had committed (offsets %s)", offsets)
+            stats.transactions += 1
+            self.stats.merge(stats)
+        else:
+            self.stats.aborts += 1
+
+    def _rewind_assigned(self) -> None:
+        """Restore and rewind what the (kept) consumer has assigned now."""
+        consumer = self._consumer_or_fail()
+        assigned = self._errors.call("assignment", consumer.assignment)
+        topic = self.config.events_topic
+        partitions = sorted(tp.partition for tp in assigned if tp.topic == topic)
+        self._rewind(partitions)
+        self._assigned = bool(partitions)
+        if partitions:
+            self._assigned_at = self._clock()
 
     def _seek(self, consumer: Consumer, tp: TopicPartition) -> None:
         self._errors.call("seek", lambda: consumer.seek(tp))
@@ -552,21 +741,27 @@ class FoldService:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked: %s", sorted(tp.partition for tp in partitions))
         self._assigned = False
-        if self._in_txn:
-            try:
-                self._commit()
-            except _Abort:
-                self._abort()
-        self._store.clear()
+        try:
+            if self._in_txn:
+                try:
+                    self._commit()
+                except _Abort:
+                    self._abort()
+        finally:
+            # Even when the commit failed for good (ClientsFailed, re-raised by consume()
+            # and recovered from there): the partitions go, their state with them.
+            self._store.clear()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Another member may already own these partitions: nothing of the open
         # transaction may commit.
         log.warning("partitions lost: %s", sorted(tp.partition for tp in partitions))
         self._assigned = False
-        if self._in_txn:
-            self._abort()
-        self._store.clear()
+        try:
+            if self._in_txn:
+                self._abort()
+        finally:
+            self._store.clear()
 
     def _restore(self, partitions: list[int]) -> None:
         """Restore the runs of ``partitions`` (:meth:`PartitionStore.restore`); a partition
