@@ -665,10 +665,14 @@ class FoldService:
                     producer.abort_transaction(5)
                 except KafkaException as exc:
                     log.info("abort with the failed producer: %s", exc)
-            # Records still queued belong to the dropped transaction (or, at-least-once,
-            # to a batch whose offsets never commit): they must not be sent.
-            producer.purge()
-            producer.flush(0)
+            try:
+                # Records still queued belong to the dropped transaction (or, at-least-once,
+                # to a batch whose offsets never commit): they must not be sent. A producer
+                # in a fatal state raises its error here too: it is dropped all the same.
+                producer.purge()
+                producer.flush(0)
+            except KafkaException as exc:
+                log.info("purging the failed producer: %s", exc)
         if consumer and self._consumer is not None:
             old, self._consumer = self._consumer, None
             try:
