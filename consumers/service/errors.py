@@ -17,7 +17,6 @@ nothing left to fold, and then no call of its own would ever tell it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -74,6 +73,8 @@ PERMANENT_CODES = frozenset(
 rebuilding the clients cannot help, so the service stops on them."""
 _FENCED_WORDS = ("fenced", "FENCED_INSTANCE_ID", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH")
 """How a consumer's ``_FATAL`` message names fencing (its KafkaError carries no cause)."""
+_GROUP_FENCE_WORDS = ("group.instance.id", "FENCED_INSTANCE_ID")
+"""How a ``_FATAL`` message names the group's fencing (static membership), not the epoch's."""
 
 
 class ServiceStopped(RunfoldError):
@@ -96,9 +97,14 @@ class ClientsFailed(Exception):
     settled by a new ``init_transactions`` with the same ``transactional.id``.
     """
 
-    def __init__(self, message: str, *, consumer: bool = False) -> None:
+    def __init__(self, message: str, *, consumer: bool = False, suspect: bool = False) -> None:
         super().__init__(message)
-        self.consumer = consumer
+        self.consumer = consumer or suspect
+        self.suspect = suspect
+        """The group fenced this consumer (FENCED_INSTANCE_ID): a newer instance with this
+        id, or the consumer's own rejoin after its coordinator moved (librdkafka does
+        that in a failover). Only the producer's epoch tells which: the service checks it
+        (:meth:`ErrorPolicy.verify_not_fenced`) before it rebuilds anything."""
 
 
 def is_fenced(err: KafkaError) -> bool:
@@ -107,6 +113,15 @@ def is_fenced(err: KafkaError) -> bool:
         return True
     # A consumer's fatal error arrives as _FATAL; only its text names the cause.
     return err.code() == KafkaError._FATAL and any(w in err.str() for w in _FENCED_WORDS)
+
+
+def is_group_fence(err: KafkaError) -> bool:
+    """True when ``err`` is the group's fencing of a static member (FENCED_INSTANCE_ID),
+    which a newer instance causes but so can a failover; the producer epoch's fencing
+    (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH) is certain."""
+    if err.code() == KafkaError.FENCED_INSTANCE_ID:
+        return True
+    return err.code() == KafkaError._FATAL and any(w in err.str() for w in _GROUP_FENCE_WORDS)
 
 
 def is_recoverable(err: KafkaError) -> bool:
@@ -192,14 +207,23 @@ class ErrorPolicy:
         offsets = [TopicPartition(topic, p, 0) for p in partitions or [0]]
         self.call("fencing probe: begin_transaction", producer.begin_transaction)
         # An abortable error here is not fencing (that is fatal, raised by call()): the
-        # group moved on again, and the rebalance that follows is the callbacks' job.
-        with contextlib.suppress(TransactionAbort):
+        # group moved on again, and the rebalance that follows is the callbacks' job. Nor
+        # is the group's FENCED_INSTANCE_ID (abortable): the transaction coordinator
+        # checked this producer's epoch (AddOffsetsToTxn) before the group coordinator
+        # looked at the member (TxnOffsetCommit), and a newer instance bumps the epoch
+        # before it joins the group.
+        try:
             self.call(
                 "fencing probe: send_offsets_to_transaction",
                 lambda: producer.send_offsets_to_transaction(
                     offsets, consumer.consumer_group_metadata(), 30
                 ),
             )
+        except TransactionAbort:
+            pass
+        except ClientsFailed as exc:
+            if not exc.suspect:
+                raise
         try:
             self.call("fencing probe: abort_transaction", lambda: producer.abort_transaction(30))
         except TransactionAbort as exc:
@@ -231,7 +255,12 @@ class ErrorPolicy:
     def failed(
         self, what: str, err: KafkaError, *, consumer: bool = False
     ) -> ServiceStopped | ClientsFailed:
-        """What a fatal ``err`` calls for: stop if fenced or permanent, else rebuild."""
+        """What a fatal ``err`` calls for: stop if fenced or permanent, else rebuild; a
+        group fence (exactly-once: the producer epoch can be checked) is a suspect."""
+        if is_group_fence(err) and self.config.guarantee == "exactly-once":
+            return ClientsFailed(
+                f"{what}: the group fenced this consumer: {err.str()}", suspect=True
+            )
         if is_recoverable(err):
             return ClientsFailed(f"{what}: fatal Kafka error: {err.str()}", consumer=consumer)
         return self.stopped(what, err)

@@ -165,6 +165,8 @@ class FoldService:
         clean = False
         try:
             try:
+                # The producer first: a newer instance has fenced its predecessor's epoch
+                # before it joins the group (what _confirm_not_fenced relies on).
                 self._start_producer()
                 self._start_consumer()
             except ClientsFailed as failure:
@@ -609,6 +611,8 @@ class FoldService:
         interrupted_stats = self._txn_stats
         dropped_open = self._in_txn
         consumer_too = failure.consumer
+        if failure.suspect:
+            self._confirm_not_fenced(failure)
         while True:
             self._rebuilds_in_row += 1
             if self._rebuilds_in_row > cfg.max_recoveries:
@@ -648,6 +652,36 @@ class FoldService:
         log.warning(
             "recovered: new %s, going on from the committed offsets",
             "producer and consumer" if consumer_too else "producer",
+        )
+
+    def _confirm_not_fenced(self, failure: ClientsFailed) -> None:
+        """Stop (exit 3) unless the group's fencing of this consumer was its own doing.
+
+        A newer instance with this id calls ``init_transactions`` before it joins the
+        group, so it has bumped this producer's epoch by then; a consumer that rejoined
+        by itself after its coordinator moved (librdkafka does, in a failover) has not.
+        The old producer asks the transaction coordinator (abort the open transaction,
+        then the fencing probe) *before* a new one is built: a new ``init_transactions``
+        would fence the newer instance instead.
+        """
+        producer, consumer = self._producer, self._consumer
+        if not self._eos or producer is None or consumer is None:
+            raise ServiceStopped(f"{failure}. Stopping without committing.", fenced=True)
+        try:
+            if self._in_txn:
+                self._errors.call("abort_transaction", lambda: producer.abort_transaction(30))
+            self._in_txn = False
+            self._errors.verify_not_fenced(consumer, self.config.events_topic, [])
+        except (ClientsFailed, TransactionAbort) as exc:
+            raise ServiceStopped(
+                f"{failure}; whether a newer instance took over could not be checked "
+                f"({exc}). Stopping without committing.",
+                fenced=True,
+            ) from exc
+        log.warning(
+            "%s, but this instance's producer epoch is current: no newer instance took over "
+            "(its own rejoin after the coordinator moved)",
+            failure,
         )
 
     def _drop_clients(self, *, consumer: bool) -> None:

@@ -5,10 +5,13 @@ on, and the output is still exact (real broker, real clients)."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
+import uuid
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from service_fixtures import load_fleet, mismatches, read_output, total_records
 
 from clients.settings import TopicNames
@@ -137,3 +140,113 @@ def test_recovery_is_bounded(
     assert service.stats.recoveries == 2
     assert service.stats.transactions == 0
     assert len(failing_over.instances) == 3
+
+
+def _run_in_thread(service: FoldService) -> tuple[threading.Thread, dict[str, Any]]:
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["stats"] = service.run()
+        except BaseException as exc:  # handed to the test thread, which asserts on it
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def _wait(check: Any, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _join_as(bootstrap: str, config: ServiceConfig) -> Consumer:
+    """A consumer that joins the group with the service's own ``group.instance.id``: the
+    group fences the service's consumer, exactly as when librdkafka's rejoin after a
+    coordinator failover races its old membership."""
+    impostor = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": config.group,
+            "group.instance.id": f"{config.group}-{config.instance_id}",
+            "enable.auto.commit": False,
+            "session.timeout.ms": config.session_timeout_ms,
+        }
+    )
+    impostor.subscribe([config.events_topic])
+    return impostor
+
+
+def _fold_config(bootstrap: str, topics: TopicNames) -> ServiceConfig:
+    return ServiceConfig.on_topics(
+        {"bootstrap.servers": bootstrap},
+        topics,
+        group=f"fenced-{uuid.uuid4().hex[:8]}",
+        until_idle=8,
+        batch_size=200,
+    )
+
+
+def test_group_fence_without_a_newer_producer_is_recovered(
+    kafka_bootstrap: str, unique_topics: TopicNames, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="runfold.consume")
+    manifest = load_fleet(kafka_bootstrap, unique_topics, runs=300, seed=83)
+    config = _fold_config(kafka_bootstrap, unique_topics)
+    service = FoldService(config)
+    thread, result = _run_in_thread(service)
+    _wait(lambda: service.stats.transactions >= 1 or not thread.is_alive(), "a commit", 120)
+    impostor = _join_as(kafka_bootstrap, config)
+    try:
+        # The impostor polls until the service has recovered (its rejoin fences the
+        # impostor in turn) or stopped.
+        _wait(
+            lambda: (
+                impostor.poll(0.1) is not None
+                or service.stats.recoveries >= 1
+                or not thread.is_alive()
+            ),
+            "the service to notice the fence",
+            120,
+        )
+        _wait(lambda: service.stats.recoveries >= 1 or not thread.is_alive(), "recovery", 120)
+    finally:
+        impostor.close()
+    thread.join(timeout=300)
+
+    assert "error" not in result, result.get("error")
+    stats = result["stats"]
+    assert stats.recoveries >= 1
+    assert any("producer epoch is current" in r.message for r in caplog.records)
+    assert stats.consumed == total_records(manifest)
+    assert mismatches(read_output(kafka_bootstrap, unique_topics), manifest) == []
+
+
+def test_group_fence_by_a_newer_instance_still_stops_fenced(
+    kafka_bootstrap: str, unique_topics: TopicNames
+) -> None:
+    load_fleet(kafka_bootstrap, unique_topics, runs=300, seed=84)
+    config = _fold_config(kafka_bootstrap, unique_topics)
+    config.until_idle = 60
+    service = FoldService(config)
+    thread, result = _run_in_thread(service)
+    _wait(lambda: service.stats.transactions >= 1 or not thread.is_alive(), "a commit", 120)
+    # A newer instance: its producer (same transactional.id) first, then its consumer.
+    newer = Producer(
+        {"bootstrap.servers": kafka_bootstrap, "transactional.id": config.transactional_id}
+    )
+    newer.init_transactions(60)
+    impostor = _join_as(kafka_bootstrap, config)
+    try:
+        _wait(lambda: impostor.poll(0.1) is not None or not thread.is_alive(), "the stop", 120)
+    finally:
+        impostor.close()
+    thread.join(timeout=120)
+
+    error = result.get("error")
+    assert isinstance(error, ServiceStopped), error
+    assert error.fenced and "fenced" in str(error)
+    assert service.stats.recoveries == 0

@@ -82,7 +82,10 @@ def _policy() -> ErrorPolicy:
         (KafkaError(KafkaError._FENCED, "f", fatal=True), "fenced"),
         (KafkaError(KafkaError.PRODUCER_FENCED, "f"), "fenced"),
         (KafkaError(KafkaError.INVALID_PRODUCER_EPOCH, "newer epoch", fatal=True), "fenced"),
-        (KafkaError(KafkaError.FENCED_INSTANCE_ID, "f", fatal=True), "fenced"),
+        # The group's fencing: a newer instance, or the consumer's own rejoin after a
+        # failover; the service checks its producer epoch before it decides.
+        (KafkaError(KafkaError.FENCED_INSTANCE_ID, "f", fatal=True), "suspect"),
+        (KafkaError(KafkaError.FENCED_INSTANCE_ID, "f", txn_requires_abort=True), "suspect"),
         # A fatal idempotent-producer error after a failover: rebuild, not stop.
         (KafkaError(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, "lost", fatal=True), "rebuild"),
         (KafkaError(KafkaError._INCONSISTENT, "inconsistent", fatal=True), "rebuild"),
@@ -102,15 +105,15 @@ def test_errors_are_handled_by_class(error: KafkaError, outcome: str) -> None:
     except TransactionAbort:
         got = "abort"
     except ClientsFailed as exc:
-        got = "rebuild"
-        assert not exc.consumer  # a producer call: the consumer is kept
-        assert error.str() in str(exc)
+        got = "suspect" if exc.suspect else "rebuild"
+        assert exc.consumer == exc.suspect  # a producer call: the consumer is kept, unless
+        assert error.str() in str(exc)  # the group fenced it
     except ServiceStopped as exc:
         got = "fenced" if exc.fenced else "stop"
         if exc.fenced:
             assert "fenced" in str(exc) and "Stopping without committing" in str(exc)
     assert got == outcome
-    assert is_fenced(error) == (outcome == "fenced" and error.code() != KafkaError.UNKNOWN)
+    assert is_fenced(error) == (outcome in ("fenced", "suspect"))
 
 
 def test_retries_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,7 +142,7 @@ def test_retries_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         (
             "Fatal error: Broker: Static consumer fenced by other consumer with same "
             "group.instance.id",
-            "fenced",
+            "suspect",
         ),
         ("Fatal error: Broker: Unknown member", "rebuild"),
     ],
@@ -151,10 +154,23 @@ def test_a_fatal_consumer_error_is_fencing_only_if_it_says_so(text: str, outcome
         got = "logged"
     except ClientsFailed as exc:
         assert exc.consumer
-        got = "rebuild"
+        got = "suspect" if exc.suspect else "rebuild"
     except ServiceStopped as exc:
         got = "fenced" if exc.fenced else "stop"
     assert got == outcome
+
+
+def test_a_group_fence_stops_at_once_without_a_producer_epoch_to_check() -> None:
+    policy = ErrorPolicy(ServiceConfig(kafka={}, guarantee="at-least-once"), lambda: False)
+    with pytest.raises(ServiceStopped) as info:
+        policy.consumer_error(
+            KafkaError(
+                KafkaError._FATAL,
+                "Fatal error: Broker: Static consumer fenced by "
+                "other consumer with same group.instance.id",
+            )
+        )
+    assert info.value.fenced
 
 
 def test_transport_errors_from_consume_are_only_logged() -> None:
