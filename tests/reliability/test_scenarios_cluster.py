@@ -75,6 +75,11 @@ class Supervised:
             self.proc = self._make(self.restarts).start()
 
     def stop(self) -> None:
+        """Stop the running consumer; one that already exited is counted (not restarted)."""
+        if not self.proc.alive():
+            assert self.proc.popen is not None
+            self.exits.append(self.proc.popen.returncode)
+            return
         self.proc.stop()
 
     def recoveries(self) -> int:
