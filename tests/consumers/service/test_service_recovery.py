@@ -75,6 +75,17 @@ class _FailingOverProducer(Producer):
         super().commit_transaction(*args)
 
 
+def _fold_config(bootstrap: str, topics: TopicNames, **options: Any) -> ServiceConfig:
+    """A service config in a group of its own; ``options`` override the defaults."""
+    defaults: dict[str, Any] = {"until_idle": 8, "batch_size": 200}
+    return ServiceConfig.on_topics(
+        {"bootstrap.servers": bootstrap},
+        topics,
+        group=f"recover-{uuid.uuid4().hex[:8]}",
+        **{**defaults, **options},
+    )
+
+
 @pytest.fixture
 def failing_over(monkeypatch: pytest.MonkeyPatch) -> type[_FailingOverProducer]:
     monkeypatch.setattr(_FailingOverProducer, "instances", [])
@@ -89,13 +100,8 @@ def test_fatal_producer_error_rebuilds_in_process_and_folds_exactly_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     manifest = load_fleet(kafka_bootstrap, unique_topics, runs=200, seed=81)
-    config = ServiceConfig.on_topics(
-        {"bootstrap.servers": kafka_bootstrap},
-        unique_topics,
-        group="recover",
-        until_idle=2,
-        batch_size=300,  # several transactions: the third one fails with work in it
-    )
+    # Several transactions: the third one fails with work in it.
+    config = _fold_config(kafka_bootstrap, unique_topics, until_idle=2, batch_size=300)
     service = FoldService(config)
 
     with caplog.at_level(logging.WARNING, logger="runfold.consume"):
@@ -123,13 +129,8 @@ def test_recovery_is_bounded(
     # are "in a row" and the service stops after max_recoveries of them (exit 1).
     monkeypatch.setattr(_FailingOverProducer, "fail_at", 1)
     monkeypatch.setattr(_FailingOverProducer, "only_first", False)
-    config = ServiceConfig.on_topics(
-        {"bootstrap.servers": kafka_bootstrap},
-        unique_topics,
-        group="recover-bounded",
-        until_idle=30,
-        max_recoveries=2,
-        recovery_backoff_max_s=0.2,
+    config = _fold_config(
+        kafka_bootstrap, unique_topics, until_idle=30, max_recoveries=2, recovery_backoff_max_s=0.2
     )
     service = FoldService(config)
 
@@ -178,16 +179,6 @@ def _join_as(bootstrap: str, config: ServiceConfig) -> Consumer:
     )
     impostor.subscribe([config.events_topic])
     return impostor
-
-
-def _fold_config(bootstrap: str, topics: TopicNames) -> ServiceConfig:
-    return ServiceConfig.on_topics(
-        {"bootstrap.servers": bootstrap},
-        topics,
-        group=f"fenced-{uuid.uuid4().hex[:8]}",
-        until_idle=8,
-        batch_size=200,
-    )
 
 
 def test_group_fence_without_a_newer_producer_is_recovered(
