@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -210,8 +211,9 @@ def output_limits(config: ServiceConfig, timeout: float = 10.0) -> OutputLimits:
             entry = future.result(timeout=timeout).get("max.message.bytes")
             if entry is not None and entry.value is not None:
                 found[resource.name] = int(entry.value)
-    except (KafkaException, ValueError) as exc:
-        log.warning("cannot read max.message.bytes of %s: %s", ", ".join(topics), exc)
+    except (KafkaException, ValueError, FutureTimeout) as exc:
+        # A timeout too: at start during a failover the controller may not answer in time.
+        log.warning("cannot read max.message.bytes of %s: %r", ", ".join(topics), exc)
     for name in topics:
         if name not in found:
             log.warning(

@@ -138,6 +138,9 @@ class ErrorPolicy:
         self.producer: Producer | None = None
         """Set by the service once built: its error callback is served from ``poll``."""
         self._in_transaction = in_transaction
+        self.timed_out: Callable[[], bool] = lambda: False
+        """Set by the service: True when its open transaction has outlived
+        ``transaction.timeout.ms`` while the process ran (was not paused)."""
         self._fatal: KafkaError | None = None
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
@@ -260,6 +263,16 @@ class ErrorPolicy:
         if is_group_fence(err) and self.config.guarantee == "exactly-once":
             return ClientsFailed(
                 f"{what}: the group fenced this consumer: {err.str()}", suspect=True
+            )
+        if is_fenced(err) and not is_group_fence(err) and self.timed_out():
+            # The transaction coordinator aborts a transaction that outlives its timeout
+            # and bumps the epoch: to the producer that looks exactly like a newer
+            # instance. A transaction stuck that long in a failover, in a process that
+            # never paused, was timed out; a zombie (paused past its session) was not.
+            return ClientsFailed(
+                f"{what}: {err.str()}: the open transaction outlived transaction.timeout.ms "
+                f"({self.config.transaction_timeout_ms} ms) in a broker failover, so its "
+                "coordinator aborted it and bumped the producer epoch"
             )
         if is_recoverable(err):
             return ClientsFailed(f"{what}: fatal Kafka error: {err.str()}", consumer=consumer)

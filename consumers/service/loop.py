@@ -39,6 +39,7 @@ assign the partitions' runs are restored before any of their records is folded.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -92,6 +93,9 @@ _ALREADY_THERE = 0.001
 """A poll answered sooner than this found its record already fetched."""
 _FIRST_BACKOFF = 0.5
 """Wait before the first client rebuild in a row (doubled for each next one)."""
+_PAUSE = 2.0
+"""A gap this long between two ticks of :class:`_PauseWatch` means the process was
+paused (SIGSTOP, a frozen VM), not busy: a pause is how an instance becomes a zombie."""
 _STEADY_AFTER = 300.0
 """A rebuild this long after the previous one is not "in a row" even without a commit
 (an idle service commits nothing, yet months of occasional failovers are not a loop)."""
@@ -162,6 +166,8 @@ class FoldService:
         """
         # What does not fit its topic is truncated before produce(), never a reason to stop.
         self._limits = output_limits(self.config)
+        watch = _PauseWatch()
+        self._errors.timed_out = lambda: self._txn_timed_out(watch)
         clean = False
         try:
             try:
@@ -175,8 +181,20 @@ class FoldService:
             self._loop()
             clean = True
         finally:
+            watch.stop()
             self._close(clean)
         return self.stats
+
+    def _txn_timed_out(self, watch: _PauseWatch) -> bool:
+        """True when the open transaction has outlived ``transaction.timeout.ms`` and the
+        process was not paused since it began: a fencing error then comes from the
+        coordinator's abort of it, not from a newer instance (docs/guarantees.md)."""
+        if not (self._eos and self._in_txn):
+            return False
+        age_ms = (self._clock() - self._txn_started) * 1000
+        return age_ms > self.config.transaction_timeout_ms and not watch.paused_since(
+            time.monotonic() - age_ms / 1000
+        )
 
     def _start_producer(self) -> None:
         producer = Producer(self._producer_config(), on_delivery=self._on_delivery)
@@ -847,6 +865,35 @@ class FoldService:
             if runs:
                 self._ensure_txn()
                 self._dirty.setdefault(tp.partition, set()).update(runs)
+
+
+class _PauseWatch:
+    """Notices when the whole process was paused: a daemon thread ticks every 0.25 s and
+    remembers when it last found a gap longer than :data:`_PAUSE` between two ticks."""
+
+    def __init__(self) -> None:
+        self._paused_at = float("-inf")
+        self._last = time.monotonic()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._tick, name="runfold-pause-watch")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _tick(self) -> None:
+        while not self._done.wait(0.25):
+            now = time.monotonic()
+            if now - self._last > _PAUSE:
+                self._paused_at = now
+            self._last = now
+
+    def paused_since(self, since: float) -> bool:
+        """True if a pause ended after ``since`` (``time.monotonic()`` time), or one is
+        under way (the last tick is overdue)."""
+        # Just resumed, the thread has not ticked yet: the overdue tick says it.
+        return self._paused_at >= since or time.monotonic() - self._last > _PAUSE
+
+    def stop(self) -> None:
+        self._done.set()
 
 
 class _KeyError(RunfoldError):

@@ -194,3 +194,19 @@ def test_the_assignment_strategy_is_pinned_to_an_eager_one() -> None:
     late.consumer_overrides["partition.assignment.strategy"] = "cooperative-sticky"
     with pytest.raises(ConfigError, match="cooperative-sticky"):
         consumer_config(late)
+
+
+def test_epoch_fencing_of_a_timed_out_transaction_is_recovered_not_a_stop() -> None:
+    fenced = KafkaException(
+        KafkaError(KafkaError._FENCED, "fenced by newer producer instance", fatal=True)
+    )
+    policy = _policy()
+    with pytest.raises(ServiceStopped) as stopped:
+        policy.classify("commit_transaction", fenced, last=False)
+    assert stopped.value.fenced
+    # The transaction outlived transaction.timeout.ms in a process that never paused:
+    # the coordinator aborted it and bumped the epoch, no newer instance did.
+    policy.timed_out = lambda: True
+    with pytest.raises(ClientsFailed, match="outlived transaction.timeout.ms") as failed:
+        policy.classify("commit_transaction", fenced, last=False)
+    assert not failed.value.suspect
