@@ -3,7 +3,10 @@
 - retriable → retry the call, a bounded number of times;
 - ``txn_requires_abort()`` → :class:`TransactionAbort` (the service aborts and rewinds);
 - fenced, or a permanent error (authorization, unsupported, bad config) →
-  :class:`ServiceStopped`: stop, commit nothing;
+  :class:`ServiceStopped`: stop, commit nothing. Two look-alikes a failover causes are
+  :class:`ClientsFailed` instead: the group's fencing of the consumer (``suspect``: the
+  service checks its producer epoch before it decides) and the epoch fencing of a
+  transaction its coordinator timed out while the process ran (``timed_out``);
 - fatal but not fencing (an idempotent producer's lost sequence after a failover, a
   consumer's fatal error that names no fencing), or a retriable error that outlasted its
   retries (brokers gone, quorum lost) → :class:`ClientsFailed`: the service rebuilds its
