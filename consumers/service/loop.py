@@ -143,6 +143,9 @@ class FoldService:
         self._rebuilds_in_row = 0
         self._transactions_at_rebuild = 0
         self._rebuilt_at = 0.0
+        # The last moment this instance was known to be fine: a commit, an idle turn with
+        # its partitions assigned, a finished rebuild (see _txn_timed_out).
+        self._healthy_at = 0.0
 
     # ------------------------------------------------------------------ clients
 
@@ -168,6 +171,7 @@ class FoldService:
         self._limits = output_limits(self.config)
         watch = _PauseWatch()
         self._errors.timed_out = lambda: self._txn_timed_out(watch)
+        self._healthy_at = self._clock()
         clean = False
         try:
             try:
@@ -186,14 +190,16 @@ class FoldService:
         return self.stats
 
     def _txn_timed_out(self, watch: _PauseWatch) -> bool:
-        """True when the open transaction has outlived ``transaction.timeout.ms`` and the
-        process was not paused since it began: a fencing error then comes from the
-        coordinator's abort of it, not from a newer instance (docs/guarantees.md)."""
-        if not (self._eos and self._in_txn):
+        """True when this instance has been stuck (no commit, no healthy idle turn) for
+        longer than ``transaction.timeout.ms`` and the process was not paused meanwhile:
+        an epoch fencing then comes from the coordinator's abort of a transaction of its
+        own (or of its own epoch bump whose answer was lost), not from a newer instance,
+        which fences an instance that goes on committing (docs/guarantees.md)."""
+        if not self._eos:
             return False
-        age_ms = (self._clock() - self._txn_started) * 1000
-        return age_ms > self.config.transaction_timeout_ms and not watch.paused_since(
-            time.monotonic() - age_ms / 1000
+        stuck = self._clock() - self._healthy_at
+        return stuck * 1000 > self.config.transaction_timeout_ms and not watch.paused_since(
+            time.monotonic() - stuck
         )
 
     def _start_producer(self) -> None:
@@ -260,6 +266,7 @@ class FoldService:
         cfg = self.config
         last_record = self._clock()
         finishing = False
+        committed = self.stats.transactions
         while True:
             try:
                 try:
@@ -292,6 +299,9 @@ class FoldService:
                 last_record = self._clock()
                 continue
             now = self._clock()
+            if self.stats.transactions != committed or (self._assigned and not self._in_txn):
+                committed = self.stats.transactions
+                self._healthy_at = now
             if not self._assigned:
                 # --until-idle counts only while partitions are assigned and restored: on a
                 # fresh broker the first join alone can outlast it, and exiting then folds
@@ -666,7 +676,7 @@ class FoldService:
             break
         self.stats.recoveries += 1
         self._transactions_at_rebuild = self.stats.transactions
-        self._rebuilt_at = self._clock()
+        self._rebuilt_at = self._healthy_at = self._clock()
         log.warning(
             "recovered: new %s, going on from the committed offsets",
             "producer and consumer" if consumer_too else "producer",

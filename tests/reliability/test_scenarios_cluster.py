@@ -75,12 +75,15 @@ class Supervised:
             self.proc = self._make(self.restarts).start()
 
     def stop(self) -> None:
-        """Stop the running consumer; one that already exited is counted (not restarted)."""
+        """Stop the running consumer; one that already exited is counted (not restarted),
+        and so is one that does not end with status 0 on SIGTERM (or needed kill -9)."""
+        assert self.proc.popen is not None
         if not self.proc.alive():
-            assert self.proc.popen is not None
             self.exits.append(self.proc.popen.returncode)
             return
         self.proc.stop()
+        if self.proc.popen.returncode != 0:
+            self.exits.append(self.proc.popen.returncode)
 
     def recoveries(self) -> int:
         """In-process client rebuilds (``recoveries`` of each consumer's final stats)."""
