@@ -106,6 +106,7 @@ class ServiceConfig:
     row)."""
 
     def __post_init__(self) -> None:
+        check_consumer_overrides(self.kafka, "kafka setting")
         check_consumer_overrides(self.consumer_overrides)
         if self.max_recoveries < 0:
             raise ConfigError(f"max_recoveries must be >= 0, got {self.max_recoveries}")
@@ -128,7 +129,7 @@ class ServiceConfig:
         return f"runfold-{self.group}-{self.instance_id}"
 
 
-def check_consumer_overrides(overrides: dict[str, Any]) -> None:
+def check_consumer_overrides(overrides: dict[str, Any], what: str = "consumer override") -> None:
     """Raise :class:`~schemas.errors.ConfigError` if ``overrides`` would change a pinned
     consumer setting (the assignment strategy, see :data:`ASSIGNMENT_STRATEGY`)."""
     for name, pinned in _PINNED_CONSUMER.items():
@@ -137,7 +138,7 @@ def check_consumer_overrides(overrides: dict[str, Any]) -> None:
         value = overrides[name]
         if str(value).strip().lower() != pinned:
             raise ConfigError(
-                f"consumer override {name}={value!r} is not supported: the folding service "
+                f"{what} {name}={value!r} is not supported: the folding service "
                 f"restores and drops the state of all its partitions on every rebalance "
                 f"(eager assignment), so {name} is pinned to {pinned!r}; remove the override"
             )
@@ -151,6 +152,7 @@ def consumer_config(
     Raises :class:`~schemas.errors.ConfigError` if ``config.consumer_overrides`` would
     change the assignment strategy (checked here too: overrides may be added after the
     config was made)."""
+    check_consumer_overrides(config.kafka, "kafka setting")
     check_consumer_overrides(config.consumer_overrides)
     cfg: dict[str, Any] = {
         **config.kafka,

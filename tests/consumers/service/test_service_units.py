@@ -189,6 +189,8 @@ def test_the_assignment_strategy_is_pinned_to_an_eager_one() -> None:
     ]:
         with pytest.raises(ConfigError, match=f"{name}=.*pinned.*remove the override"):
             ServiceConfig(kafka={}, consumer_overrides={name: value})
+    with pytest.raises(ConfigError, match="kafka setting partition.assignment.strategy="):
+        ServiceConfig(kafka={"partition.assignment.strategy": "cooperative-sticky"})
     # An override added after the config was made is caught when the consumer is built.
     late = ServiceConfig(kafka={})
     late.consumer_overrides["partition.assignment.strategy"] = "cooperative-sticky"
