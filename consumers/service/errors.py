@@ -93,7 +93,7 @@ class TransactionAbort(Exception):
 
 
 class ClientsFailed(Exception):
-    """A client is unusable for a reason that is not fencing: rebuild and go on.
+    """A client is unusable for a reason new clients may overcome: rebuild and go on.
 
     ``consumer`` says whether the consumer must be rebuilt too (its own fatal error or
     outlasted retries); the producer always is, since the transaction's fate is only
@@ -142,8 +142,9 @@ class ErrorPolicy:
         """Set by the service once built: its error callback is served from ``poll``."""
         self._in_transaction = in_transaction
         self.timed_out: Callable[[], bool] = lambda: False
-        """Set by the service: True when its open transaction has outlived
-        ``transaction.timeout.ms`` while the process ran (was not paused)."""
+        """Set by the service: True when it has been stuck (no commit, no healthy idle
+        turn) for longer than ``transaction.timeout.ms`` while the process ran (was not
+        paused), so that a transaction of its own may have been timed out."""
         self._fatal: KafkaError | None = None
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
@@ -270,12 +271,14 @@ class ErrorPolicy:
         if is_fenced(err) and not is_group_fence(err) and self.timed_out():
             # The transaction coordinator aborts a transaction that outlives its timeout
             # and bumps the epoch: to the producer that looks exactly like a newer
-            # instance. A transaction stuck that long in a failover, in a process that
-            # never paused, was timed out; a zombie (paused past its session) was not.
+            # instance. An instance stuck that long in a failover, in a process that never
+            # paused, was timed out; a zombie (paused past its session) was not, nor is
+            # one that was committing when a newer instance started.
             return ClientsFailed(
-                f"{what}: {err.str()}: the open transaction outlived transaction.timeout.ms "
-                f"({self.config.transaction_timeout_ms} ms) in a broker failover, so its "
-                "coordinator aborted it and bumped the producer epoch"
+                f"{what}: {err.str()}: stuck in a broker failover for longer than "
+                f"transaction.timeout.ms ({self.config.transaction_timeout_ms} ms), so a "
+                "transaction coordinator aborted a transaction of this instance and bumped "
+                "its producer epoch"
             )
         if is_recoverable(err):
             return ClientsFailed(f"{what}: fatal Kafka error: {err.str()}", consumer=consumer)

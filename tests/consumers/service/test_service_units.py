@@ -209,6 +209,6 @@ def test_epoch_fencing_of_a_timed_out_transaction_is_recovered_not_a_stop() -> N
     # The transaction outlived transaction.timeout.ms in a process that never paused:
     # the coordinator aborted it and bumped the epoch, no newer instance did.
     policy.timed_out = lambda: True
-    with pytest.raises(ClientsFailed, match="outlived transaction.timeout.ms") as failed:
+    with pytest.raises(ClientsFailed, match="longer than transaction.timeout.ms") as failed:
         policy.classify("commit_transaction", fenced, last=False)
     assert not failed.value.suspect
