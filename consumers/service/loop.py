@@ -29,7 +29,11 @@ Failure handling, by the class of the error (``KafkaException.args[0]``):
   seek back to the committed offsets; go on. Bounded backoff, at most
   ``max_recoveries`` in a row;
 - fenced by a newer instance, a permanent error (authorization, versions) or any error
-  of unknown class → :class:`ServiceStopped`: stop, commit nothing.
+  of unknown class → :class:`ServiceStopped`: stop, commit nothing. Two fencing
+  look-alikes of a failover are recovered instead (docs/guarantees.md, Errors): the
+  group's fencing of the consumer when the producer epoch is still current
+  (:meth:`FoldService._confirm_not_fenced`), and an epoch fencing after this instance was
+  stuck past ``transaction.timeout.ms`` without being paused (``_txn_timed_out``).
 
 Rebalances (eager assignment): on revoke the in-flight transaction is committed
 (or aborted if that fails) and the state dropped; on lost it is aborted; on
