@@ -15,6 +15,7 @@ from consumers.sequence import (
     apply_event,
     content_digest,
     digest_bytes,
+    expire,
     flush,
     fold_next,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "apply_event",
     "content_digest",
     "digest_bytes",
+    "expire",
     "flush",
     "fold",
     "fold_next",

@@ -20,8 +20,8 @@ Sequence rules for an event with ``seq = s`` when the run's last applied seq is 
 - ``s == 0``: ``VIOLATION`` ``conflict`` (seqs start at 1).
 - ``s > l + 1``: ``BUFFERED`` in the run's reorder buffer; if an event is already
   buffered at ``s``, a duplicate or conflict of that one.
-- Buffer over a bound (more than ``max_pending_per_run`` events, or the run's newest
-  timestamp more than ``max_delay_ns`` past its oldest buffered one): a ``gap``
+- Buffer over a bound (more than ``max_pending_per_run`` events, or the stream time
+  more than ``max_delay_ns`` past its oldest buffered one): a ``gap``
   violation for ``l+1 ..= next_buffered-1``, carried by the released event that moves
   the run on; the range is remembered as missing.
 - Run terminal and ``s > l``: ``VIOLATION`` ``after_terminal``; the status never
@@ -29,6 +29,12 @@ Sequence rules for an event with ``seq = s`` when the run's last applied seq is 
 - First applied event not ``graph_started``: ``APPLIED`` with a ``missing_start``
   violation; ``started_at`` is that event's timestamp and the identity fields stay
   empty (``""``, inputs ``null``) until a ``graph_started`` is applied.
+
+The stream time is the newest timestamp of an event applied or buffered: the run's own
+holds its buffer as its events come; the fold's (:attr:`FoldResult.stream_time`, held by
+:meth:`FoldResult.expire`; the service's per partition, at every commit) holds every
+buffer, so a lost event followed by nothing in its run is still declared once the stream
+has moved on. A rejected event (conflict, after the end) moves no clock.
 
 Content is the event's timestamp, kind (tag and fields) and payload, digested by
 :func:`content_digest` (stable across processes, since the digests are persisted).
@@ -41,7 +47,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from consumers.sequence import _new_outcome, _step, flush
+from consumers.sequence import _new_outcome, _step, expire, flush
 from consumers.state import DEFAULT_CONFIG, FoldConfig, Outcome, OutcomeKind, RunState
 from consumers.tally import Tally
 from schemas import Event, RunStatus, Violation, ViolationKind
@@ -49,10 +55,8 @@ from schemas import Event, RunStatus, Violation, ViolationKind
 __all__ = ["FoldResult", "FoldStats", "fold"]
 
 _RUNNING = RunStatus.RUNNING
-_APPLIED = OutcomeKind.APPLIED
 _DUPLICATE = OutcomeKind.DUPLICATE
 _VIOLATION = OutcomeKind.VIOLATION
-_BUFFERED = OutcomeKind.BUFFERED
 
 
 # --- many runs -------------------------------------------------------------------------
@@ -90,6 +94,9 @@ class FoldResult:
     tally: Tally = field(default_factory=Tally)
     pending_total: int = 0
     """Events held in all reorder buffers."""
+    stream_time: int = 0
+    """The newest event time the fold has placed (applied or buffered): the clock
+    :meth:`expire` holds every reorder buffer to (DESIGN.md §5)."""
     _order: OrderedDict[UUID, None] = field(default_factory=OrderedDict, repr=False)
     _finished: OrderedDict[UUID, None] = field(default_factory=OrderedDict, repr=False)
     _with_pending: OrderedDict[UUID, None] = field(default_factory=OrderedDict, repr=False)
@@ -127,6 +134,8 @@ class FoldResult:
             self._order[run_id] = None
         before = len(state.pending_events)
         outcomes = _step(state, event, self.config, digest)
+        if state.stream_time > self.stream_time:
+            self.stream_time = state.stream_time
         if before or state.pending_events or state.status is not _RUNNING:
             self._track(run_id, state, before)
             if self.pending_total > self.config.max_pending_total:
@@ -134,6 +143,30 @@ class FoldResult:
         if room:
             outcomes.extend(room)
         self.tally.add(outcomes)
+        return outcomes
+
+    def expire(self, stream_time: int | None = None) -> list[Outcome]:
+        """Declare the gaps of every buffer older than ``max_delay_ns`` behind the fold's
+        :attr:`stream_time` (or ``stream_time``, when later: time that passed with no event).
+
+        Each run's own events hold its buffer to its own clock as they come; this holds
+        every buffer to the clock of all the runs, so a run whose lost event is followed by
+        nothing of its own is still declared. The folding service does it per partition at
+        every commit; :meth:`apply` does not, so that what :func:`fold` makes of a stream
+        does not depend on how runs interleave. The outcomes are ``released`` ones, counted
+        in :attr:`tally`.
+        """
+        if stream_time is not None and stream_time > self.stream_time:
+            self.stream_time = stream_time
+        outcomes: list[Outcome] = []
+        for run_id in list(self._with_pending):
+            state = self.runs[run_id]
+            before = len(state.pending_events)
+            released = expire(state, self.stream_time, self.config)
+            if released:
+                outcomes.extend(released)
+                self._track(run_id, state, before)
+        self.tally.add(outcomes, consumed=0)
         return outcomes
 
     def _track(self, run_id: UUID, state: RunState, before: int) -> None:

@@ -13,7 +13,15 @@ from collections.abc import Callable
 from consumers.state import DEFAULT_CONFIG, FoldConfig, FoldError, Outcome, OutcomeKind, RunState
 from schemas import Event, RunStatus, Violation, ViolationKind
 
-__all__ = ["COUNTED_KINDS", "apply_event", "content_digest", "digest_bytes", "flush", "fold_next"]
+__all__ = [
+    "COUNTED_KINDS",
+    "apply_event",
+    "content_digest",
+    "digest_bytes",
+    "expire",
+    "flush",
+    "fold_next",
+]
 
 _RUNNING = RunStatus.RUNNING
 _APPLIED = OutcomeKind.APPLIED
@@ -305,13 +313,36 @@ def _declare_first_gap(state: RunState, config: FoldConfig, outcomes: list[Outco
     _drain(state, outcomes, released=True)
 
 
-def _enforce_bounds(state: RunState, config: FoldConfig, outcomes: list[Outcome]) -> None:
+def _enforce_bounds(
+    state: RunState, config: FoldConfig, outcomes: list[Outcome], clock: int | None = None
+) -> None:
+    """Declare gaps while the buffer is over a bound: more than ``max_pending_per_run``
+    events, or its oldest event more than ``max_delay_ns`` behind ``clock`` (the run's
+    own stream time unless a later one is given: the partition's, see :func:`expire`)."""
     pending = state.pending_events
+    now = state.stream_time if clock is None or clock < state.stream_time else clock
     while pending and (
         len(pending) > config.max_pending_per_run
-        or state.stream_time - state.pending_oldest_ts > config.max_delay_ns
+        or now - state.pending_oldest_ts > config.max_delay_ns
     ):
         _declare_first_gap(state, config, outcomes)
+
+
+def expire(state: RunState, stream_time: int, config: FoldConfig = DEFAULT_CONFIG) -> list[Outcome]:
+    """Hold ``state``'s reorder buffer to its time bound against ``stream_time``.
+
+    ``stream_time`` is the newest event time seen where the run lives (the folding
+    service passes its partition's; :meth:`~consumers.runs.FoldResult.expire` the whole
+    fold's). A run's own stream time only moves with its own events, so a run whose
+    missing event is followed by nothing (a ``graph_completed`` buffered behind a lost
+    seq) would wait forever; against the partition's clock its gap is declared once the
+    partition has moved ``max_delay_ns`` past the buffered event. The outcomes are all
+    ``released`` (none when nothing is due).
+    """
+    outcomes: list[Outcome] = []
+    if state.pending_events:
+        _enforce_bounds(state, config, outcomes, stream_time)
+    return outcomes
 
 
 def _seen_before(state: RunState, event: Event, digest: int, seq: int) -> Outcome:
@@ -400,10 +431,15 @@ def _step(state: RunState, event: Event, config: FoldConfig, digest: int | None)
     tag = event.kind.type
     if fold_next(state, seq, timestamp, tag, digest):
         return [_new_outcome(Outcome, (_APPLIED, state.run_id, seq, (), False))]
-    if timestamp > state.stream_time:
+    outcome = _step_aside(state, event, seq, digest)
+    kind = outcome.kind
+    # Only an event that takes its place in the run moves the run's reorder clock: a
+    # rejected one (a conflict, an event after the end) stamped an hour ahead must not
+    # declare gaps in a buffer that is waiting in time.
+    if (kind is _APPLIED or kind is _BUFFERED) and timestamp > state.stream_time:
         state.stream_time = timestamp
-    outcomes = [_step_aside(state, event, seq, digest)]
-    if outcomes[0].kind is _APPLIED and state.pending_events:
+    outcomes = [outcome]
+    if kind is _APPLIED and state.pending_events:
         _drain(state, outcomes)
     if state.pending_events:
         _enforce_bounds(state, config, outcomes)

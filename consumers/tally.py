@@ -31,11 +31,17 @@ class Tally:
     """Counts of outcomes, to check that every consumed event is accounted for once."""
 
     consumed: int = 0
+    """Events handed to the fold."""
     applied: int = 0
+    """Events folded into their run, on arrival or released from a buffer."""
     duplicate: int = 0
+    """Events dropped as a repeat of one applied or buffered at the same seq."""
     violation: int = 0
+    """Events not applied because of the violation they carry, on arrival or released."""
     buffered: int = 0
+    """Events held in a reorder buffer on arrival."""
     released: int = 0
+    """Buffered events resolved later (each also counted in ``applied`` or ``violation``)."""
 
     def add(self, outcomes: Iterable[Outcome], consumed: int = 1) -> None:
         """Count the outcomes of ``consumed`` events (one call of the fold)."""

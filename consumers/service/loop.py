@@ -79,6 +79,7 @@ from consumers.service.oversize import fit_state
 from consumers.service.restore import position
 from consumers.service.stats import ServiceStats
 from consumers.service.store import PartitionStore
+from consumers.state import Outcome
 from schemas.errors import RunfoldError
 
 __all__ = [
@@ -461,7 +462,12 @@ class FoldService:
         if dirty is None:
             dirty = self._dirty[partition] = set()
         dirty.add(key)
-        stats.add(outcomes)
+        self._record_outcomes(key, outcomes)
+
+    def _record_outcomes(self, key: bytes, outcomes: list[Outcome], consumed: int = 1) -> None:
+        """Count the fold's outcomes of ``consumed`` records and publish their violations."""
+        stats = self._txn_stats
+        stats.add(outcomes, consumed)
         for outcome in outcomes:
             if outcome.violations:
                 producer = self._producer_or_fail()
@@ -470,9 +476,24 @@ class FoldService:
                         producer,
                         self.config.violations_topic,
                         key=key,
-                        value=edge.encode_violation(violation),
+                        value=self.edge.encode_violation(violation),
                     )
                     stats.violations_emitted += 1
+
+    def _expire_buffers(self) -> None:
+        """Declare the gaps of reorder buffers left behind by their partition's stream time.
+
+        A run's own clock moves only with its own events, so a run whose lost event is
+        followed by nothing (its ``graph_completed`` buffered behind the gap) would wait
+        for ever; the partition's clock moves with every run. Runs in the open transaction
+        are observed first, then every watched buffer is held to the bound. What it
+        releases is counted (no record is consumed) and its run written with the rest.
+        """
+        for partition, keys in self._dirty.items():
+            self._store.observe(partition, keys)
+        for partition, key, outcomes in self._store.expire(self.edge.config):
+            self._dirty.setdefault(partition, set()).add(key)
+            self._record_outcomes(key, outcomes, consumed=0)
 
     def _dead_letter(self, msg: Message, reason: str, exc: BaseException) -> None:
         letter = DeadLetter(
@@ -525,6 +546,12 @@ class FoldService:
         """Produce the changed runs, commit them with the offsets, count the work."""
         producer = self._producer_or_fail()
         consumer = self._consumer_or_fail()
+        self._expire_buffers()
+        if not self._eos:
+            # At-least-once: the violations and dead letters are delivered before the states
+            # that record them. A state that outlived a crash would make the replayed
+            # records look folded, and what they emitted would be lost, not repeated.
+            self._flush_outputs()
         written = 0
         for partition, keys in self._dirty.items():
             runs = self._store.runs.get(partition, {})
@@ -560,11 +587,7 @@ class FoldService:
                 )
             self._errors.call("commit_transaction", lambda: producer.commit_transaction(60))
         else:
-            remaining = self._errors.call("flush", lambda: producer.flush(60))
-            if remaining or self._delivery_failures:
-                failures = "; ".join(self._delivery_failures[:5])
-                log.warning("at-least-once batch not fully delivered (%s): %s", remaining, failures)
-                raise _Abort("delivery failed")
+            self._flush_outputs()
             if offsets:
                 self._errors.call(
                     "commit", lambda: consumer.commit(offsets=offsets, asynchronous=False)
@@ -573,6 +596,15 @@ class FoldService:
         self._txn_stats.transactions += 1
         self.stats.merge(self._txn_stats)
         self._reset_txn()
+
+    def _flush_outputs(self) -> None:
+        """At-least-once: wait until everything produced is delivered, or abort the batch."""
+        producer = self._producer_or_fail()
+        remaining = self._errors.call("flush", lambda: producer.flush(60))
+        if remaining or self._delivery_failures:
+            failures = "; ".join(self._delivery_failures[:5])
+            log.warning("at-least-once batch not fully delivered (%s): %s", remaining, failures)
+            raise _Abort("delivery failed")
 
     def _reset_txn(self) -> None:
         self._in_txn = False

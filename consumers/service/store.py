@@ -13,11 +13,12 @@ On revoke, loss or abort the store is cleared; nothing in it outlives the owners
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
+from consumers.sequence import expire
 from consumers.service.edge import FoldEdge
 from consumers.service.restore import read_latest_by_key, rebuild_partition
-from consumers.state import RunState
+from consumers.state import FoldConfig, Outcome, RunState
 from consumers.state_bytes import PACKED_STATES, pack_stored, unpack_stored
 
 __all__ = ["PartitionStore"]
@@ -35,6 +36,11 @@ class PartitionStore:
         which trusts that a run's key is its run_id (the general path checks each event)."""
         self._stored: dict[int, dict[bytes, bytes]] = {}
         """Restored states not touched since: partition -> key -> packed state bytes."""
+        self.stream_time: dict[int, int] = {}
+        """Per partition, the newest event time of a run changed since it was assigned:
+        the clock of the partition's reorder buffers (DESIGN.md §5)."""
+        self._waiting: dict[int, set[bytes]] = {}
+        """Per partition, the keys of decoded runs that hold buffered events."""
 
     def partitions(self) -> list[int]:
         """The partitions whose runs are held, in order."""
@@ -45,6 +51,8 @@ class PartitionStore:
         self.runs = {}
         self._stored = {}
         self.unchecked = set()
+        self.stream_time = {}
+        self._waiting = {}
 
     def get(self, partition: int, key: bytes) -> RunState | None:
         """The run's state (decoded now if it was restored and not touched yet), or None."""
@@ -56,6 +64,41 @@ class PartitionStore:
     def put(self, partition: int, key: bytes, state: RunState) -> None:
         """Keep ``state`` as the run's latest."""
         self.runs.setdefault(partition, {})[key] = state
+
+    def observe(self, partition: int, keys: Iterable[bytes]) -> None:
+        """Note the runs ``keys`` of ``partition`` changed: the partition's stream time moves
+        to the newest of theirs, and a run holding buffered events is watched."""
+        runs = self.runs.get(partition)
+        if not runs:
+            return
+        clock = self.stream_time.get(partition, 0)
+        waiting = self._waiting.setdefault(partition, set())
+        for key in keys:
+            state = runs.get(key)
+            if state is None:
+                continue
+            if state.stream_time > clock:
+                clock = state.stream_time
+            if state.pending_events:
+                waiting.add(key)
+        self.stream_time[partition] = clock
+
+    def expire(self, config: FoldConfig) -> Iterator[tuple[int, bytes, list[Outcome]]]:
+        """Hold every watched reorder buffer to its time bound against its partition's
+        stream time (:func:`consumers.sequence.expire`); yields ``(partition, key,
+        outcomes)`` for each run whose gap it declared. A run restored with buffered
+        events is watched from its first record on (until then it is only bytes)."""
+        for partition, waiting in self._waiting.items():
+            clock = self.stream_time.get(partition, 0)
+            runs = self.runs.get(partition, {})
+            for key in list(waiting):
+                state = runs.get(key)
+                if state is not None and state.pending_events:
+                    outcomes = expire(state, clock, config)
+                    if outcomes:
+                        yield partition, key, outcomes
+                if state is None or not state.pending_events:
+                    waiting.discard(key)
 
     def restore(
         self, kafka: Mapping[str, object], runs_topic: str, partitions: list[int], timeout: float

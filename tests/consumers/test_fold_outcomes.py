@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from uuid import UUID
 
 import pytest
-from fold_events import MS, T0, EventFactory
+from fold_events import MS, RUN_ID, T0, EventFactory
 
-from consumers import FoldConfig, FoldError, FoldResult, Outcome, apply_event
-from schemas import Event
+from consumers import FoldConfig, FoldError, FoldResult, Outcome, OutcomeKind, apply_event, expire
+from schemas import Event, RunStatus, ViolationKind
 
 pytestmark = pytest.mark.unit
 
@@ -398,3 +399,73 @@ def test_a_digest_out_of_range_is_refused(event_factory: EventFactory, digest: o
     for seq in (2, 5):  # the in-order path and the other one
         with pytest.raises(FoldError, match="is not an integer"):
             apply_event(state, event_factory(seq), digest=digest)  # type: ignore[arg-type]
+
+
+# --- the stream time: the clock of every reorder buffer ---------------------------------
+
+OTHER_RUN = UUID("00000000-0000-4000-8000-000000000002")
+
+
+def test_a_lost_event_before_the_last_is_declared_once_the_stream_moves_on(
+    event_factory: EventFactory,
+) -> None:
+    """Seq 2 is lost and the run's last event (graph_completed, seq 3) waits in the buffer;
+    no later event of the run will ever come, but another run's events move the fold's
+    stream time past the bound, and expire() declares the gap: the run completes."""
+    config = FoldConfig(max_delay_ns=1_000 * MS)
+    result = FoldResult(config)
+    result.apply(event_factory(1, "graph_started"))
+    result.apply(event_factory(3, "graph_completed"))
+    assert result.runs[RUN_ID].pending_events and result.pending_total == 1
+    result.apply(event_factory(1, "graph_started", run_id=OTHER_RUN, at=T0 + 500 * MS))
+    assert result.expire() == []  # not yet past the bound
+    result.apply(event_factory(2, run_id=OTHER_RUN, at=T0 + 3 * MS + 1_000 * MS + 1))
+    assert result.runs[RUN_ID].status is RunStatus.RUNNING  # apply alone does not expire
+    released = result.expire()
+    assert [(o.kind, o.seq, o.released) for o in released] == [(OutcomeKind.APPLIED, 3, True)]
+    assert [v.kind for v in released[0].violations] == [ViolationKind.GAP]
+    state = result.runs[RUN_ID]
+    assert state.status is RunStatus.COMPLETED and state.missing == [(2, 2)]
+    assert result.pending_total == 0 and result.tally.balanced(0)
+
+
+def test_an_explicit_clock_expires_buffers_when_no_event_comes(
+    event_factory: EventFactory,
+) -> None:
+    config = FoldConfig(max_delay_ns=1_000 * MS)
+    result = FoldResult(config)
+    result.apply(event_factory(1, "graph_started"))
+    result.apply(event_factory(3, "graph_completed"))
+    assert result.expire(T0 + 3 * MS + 1_000 * MS) == []  # at the bound, not past it
+    outcomes = result.expire(T0 + 3 * MS + 1_000 * MS + 1)
+    assert [(o.kind, o.seq, o.released) for o in outcomes] == [(OutcomeKind.APPLIED, 3, True)]
+    assert result.runs[RUN_ID].status is RunStatus.COMPLETED
+    assert result.tally.balanced(0)
+
+
+def test_a_rejected_event_stamped_ahead_moves_no_clock(event_factory: EventFactory) -> None:
+    """An event after the end of another run, an hour ahead, must not declare the gap of a
+    buffer that is waiting in time; nor does a conflict in the run itself."""
+    config = FoldConfig(max_delay_ns=1_000 * MS)
+    result = FoldResult(config)
+    result.apply(event_factory(1, "graph_started", run_id=OTHER_RUN))
+    result.apply(event_factory(2, "graph_completed", run_id=OTHER_RUN))
+    result.apply(event_factory(1, "graph_started"))
+    result.apply(event_factory(3))
+    hour = 3_600_000 * MS
+    late = result.apply(event_factory(3, run_id=OTHER_RUN, at=T0 + hour))
+    assert late[0].kind is OutcomeKind.VIOLATION
+    conflict = result.apply(event_factory(1, "graph_started", at=T0 + hour))  # other content
+    assert conflict[0].kind is OutcomeKind.VIOLATION
+    state = result.runs[RUN_ID]
+    assert state.pending_events and state.stream_time < T0 + hour
+    assert result.stream_time < T0 + hour
+
+
+def test_expire_of_one_state_against_a_later_clock(event_factory: EventFactory) -> None:
+    config = FoldConfig(max_delay_ns=1_000 * MS)
+    state, _ = apply_event(None, event_factory(1, "graph_started"), config)
+    apply_event(state, event_factory(3), config)
+    assert expire(state, T0, config) == []  # an earlier clock changes nothing
+    outcomes = expire(state, T0 + 3 * MS + 1_000 * MS + 1, config)
+    assert [o.seq for o in outcomes] == [3] and not state.pending_events
