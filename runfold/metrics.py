@@ -56,6 +56,7 @@ METRIC_NAMES = (
     "runfold_consumer_aborts_total",
     "runfold_consumer_rebalances_total",
     "runfold_consumer_restores_total",
+    "runfold_consumer_recoveries_total",
     "runfold_consumer_restored_runs_total",
     "runfold_consumer_transaction_commit_seconds",
     "runfold_consumer_transaction_records",
@@ -115,6 +116,8 @@ class ServiceCollector(Collector):
             ("consumer_aborts", "aborts", "Aborted transactions."),
             ("consumer_rebalances", "rebalances", "Partition assignments received."),
             ("consumer_restores", "restores", "State restores from agent-runs."),
+            ("consumer_recoveries", "recoveries", "Client rebuilds after a broker failover "
+             "or a fatal error that was not fencing (the service went on)."),
             ("consumer_restored_runs", "restored_runs", "Runs restored from agent-runs."),
         ):
             yield _counter(name, text, getattr(stats, attr))

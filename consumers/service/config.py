@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -14,7 +15,10 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
+from schemas.errors import ConfigError
+
 __all__ = [
+    "ASSIGNMENT_STRATEGY",
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_TXN_INTERVAL_MS",
     "KAFKA_DEFAULT_MAX_MESSAGE_BYTES",
@@ -22,6 +26,7 @@ __all__ = [
     "OutputLimits",
     "ServiceConfig",
     "TopicSet",
+    "check_consumer_overrides",
     "consumer_config",
     "output_limits",
     "producer_config",
@@ -41,6 +46,18 @@ clock committing at 40k events/s."""
 DEFAULT_TXN_INTERVAL_MS = 100
 """An open transaction commits at least this often: the bound on how long an event waits
 to be folded into a committed state at a low rate (end-to-end latency)."""
+ASSIGNMENT_STRATEGY = "range"
+"""The consumer's ``partition.assignment.strategy``, pinned. The service's rebalance
+handling is eager: on revoke it commits and drops the state of *every* owned partition,
+on assign it restores every assigned one. A cooperative (incremental) strategy revokes
+and assigns only some partitions and keeps the rest folding across the rebalance, which
+that handling does not support; so an override is rejected (:func:`consumer_config`)."""
+_PINNED_CONSUMER = {
+    "partition.assignment.strategy": ASSIGNMENT_STRATEGY,
+    "group.protocol": "classic",
+}
+"""Consumer settings an override may not change, with their only accepted value.
+``group.protocol=consumer`` (KIP-848) assigns incrementally whatever the strategy says."""
 
 
 class TopicSet(Protocol):
@@ -80,6 +97,19 @@ class ServiceConfig:
     max_message_bytes: int | None = None
     """Largest record the service writes to ``agent-runs`` and the DLQ. ``None``: read each
     topic's ``max.message.bytes`` when the service starts (:func:`output_limits`)."""
+    max_recoveries: int = 20
+    """Client rebuilds in a row (no transaction committed in between) before the service
+    gives up and stops (exit 1): a failover heals in one or two, an outage that outlasts
+    this many backoffs is a supervisor's (or an operator's) business."""
+    recovery_backoff_max_s: float = 30.0
+    """Longest wait before a client rebuild (the wait doubles from 0.5 s per rebuild in a
+    row)."""
+
+    def __post_init__(self) -> None:
+        check_consumer_overrides(self.kafka, "kafka setting")
+        check_consumer_overrides(self.consumer_overrides)
+        if self.max_recoveries < 0:
+            raise ConfigError(f"max_recoveries must be >= 0, got {self.max_recoveries}")
 
     @classmethod
     def on_topics(cls, kafka: dict[str, Any], topics: TopicSet, **options: Any) -> ServiceConfig:
@@ -99,10 +129,31 @@ class ServiceConfig:
         return f"runfold-{self.group}-{self.instance_id}"
 
 
+def check_consumer_overrides(overrides: dict[str, Any], what: str = "consumer override") -> None:
+    """Raise :class:`~schemas.errors.ConfigError` if ``overrides`` would change a pinned
+    consumer setting (the assignment strategy, see :data:`ASSIGNMENT_STRATEGY`)."""
+    for name, pinned in _PINNED_CONSUMER.items():
+        if name not in overrides:
+            continue
+        value = overrides[name]
+        if str(value).strip().lower() != pinned:
+            raise ConfigError(
+                f"{what} {name}={value!r} is not supported: the folding service "
+                f"restores and drops the state of all its partitions on every rebalance "
+                f"(eager assignment), so {name} is pinned to {pinned!r}; remove the override"
+            )
+
+
 def consumer_config(
     config: ServiceConfig, error_cb: Callable[[KafkaError], None] | None = None
 ) -> dict[str, Any]:
-    """The events consumer: no auto-commit, read_committed, eager (range) assignment."""
+    """The events consumer: no auto-commit, read_committed, eager (range) assignment.
+
+    Raises :class:`~schemas.errors.ConfigError` if ``config.consumer_overrides`` would
+    change the assignment strategy (checked here too: overrides may be added after the
+    config was made)."""
+    check_consumer_overrides(config.kafka, "kafka setting")
+    check_consumer_overrides(config.consumer_overrides)
     cfg: dict[str, Any] = {
         **config.kafka,
         "group.id": config.group,
@@ -113,7 +164,7 @@ def consumer_config(
         "enable.auto.offset.store": False,
         "isolation.level": "read_committed",
         "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": "range",
+        **_PINNED_CONSUMER,
         "session.timeout.ms": config.session_timeout_ms,
         "max.poll.interval.ms": config.max_poll_interval_ms,
         # librdkafka stops fetching a partition for fetch.queue.backoff.ms (1 s by
@@ -162,8 +213,9 @@ def output_limits(config: ServiceConfig, timeout: float = 10.0) -> OutputLimits:
             entry = future.result(timeout=timeout).get("max.message.bytes")
             if entry is not None and entry.value is not None:
                 found[resource.name] = int(entry.value)
-    except (KafkaException, ValueError) as exc:
-        log.warning("cannot read max.message.bytes of %s: %s", ", ".join(topics), exc)
+    except (KafkaException, ValueError, FutureTimeout) as exc:
+        # A timeout too: at start during a failover the controller may not answer in time.
+        log.warning("cannot read max.message.bytes of %s: %r", ", ".join(topics), exc)
     for name in topics:
         if name not in found:
             log.warning(

@@ -44,6 +44,9 @@ class ServiceStats(Tally):
     restores: int = 0
     restored_runs: int = 0
     rebalances: int = 0
+    recoveries: int = 0
+    """Client rebuilds after a failure that was neither fencing nor permanent (a broker
+    failover, a fatal idempotent-producer error): the service went on in the process."""
     dlq_reasons: Counter[str] = field(default_factory=Counter)
 
     def not_folded(self) -> int:

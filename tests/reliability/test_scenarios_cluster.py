@@ -4,13 +4,15 @@ The cluster is ``LocalKafka(...).up(nodes=3)`` in a temporary home; its nodes ar
 with SIGKILL and restarted with their own command lines (:class:`cluster.Cluster`).
 ``runfold produce`` (acks=all, idempotent) and ``runfold consume`` run throughout; the
 consumer is supervised like a service manager would (restarted if it exits), and the
-restarts are reported. Scale: ``RELIABILITY_CLUSTER_RUNS`` (default 6,000 runs, ~35
-events each).
+restarts are reported; it must not need that: a failover is recovered in the process
+(``consumer_exits: []``, ``consumer_recoveries`` counts the client rebuilds).
+Scale: ``RELIABILITY_CLUSTER_RUNS`` (default 6,000 runs, ~35 events each).
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import signal
 import time
 import uuid
@@ -73,7 +75,29 @@ class Supervised:
             self.proc = self._make(self.restarts).start()
 
     def stop(self) -> None:
+        """Stop the running consumer; one that already exited is counted (not restarted),
+        and so is one that does not end with status 0 on SIGTERM (or needed kill -9)."""
+        assert self.proc.popen is not None
+        if not self.proc.alive():
+            self.exits.append(self.proc.popen.returncode)
+            return
         self.proc.stop()
+        if self.proc.popen.returncode != 0:
+            self.exits.append(self.proc.popen.returncode)
+
+    def recoveries(self) -> int:
+        """In-process client rebuilds (``recoveries`` of each consumer's final stats)."""
+        total = 0
+        for path in self.proc.log_dir.glob("consume-*.out"):
+            for line in path.read_text(errors="replace").splitlines():
+                if line.startswith("{"):
+                    total += int(json.loads(line).get("recoveries", 0))
+        return total
+
+    def recovery_logs(self) -> int:
+        """``recovered:`` lines logged (also by a consumer killed before its final stats)."""
+        logs = [p.read_text(errors="replace") for p in self.proc.log_dir.glob("consume-*.err")]
+        return sum(text.count("runfold.consume: recovered:") for text in logs)
 
     def fatal_but_alive(self) -> int:
         """Times a consumer logged a fatal client error and went on (it then folds nothing)."""
@@ -205,6 +229,8 @@ def test_2_partition_leader_kill_9_five_times_during_production(
                 "delivery": report,
                 "consumer_restarts": consumer.restarts,
                 "consumer_exits": consumer.exits,
+                "consumer_recoveries": consumer.recoveries(),
+                "consumer_recovered_logged": consumer.recovery_logs(),
                 "consumer_fatal_but_alive": consumer.fatal_but_alive(),
                 "written_twice_by_producer": result.topic_duplicates,
                 "runs_with_unacked_events": result.partial_runs,
@@ -213,6 +239,7 @@ def test_2_partition_leader_kill_9_five_times_during_production(
             },
         )
     )
+    assert consumer.exits == [], f"the consumer exited {consumer.exits} (it must recover)"
     assert result.lost - not_acked <= 0, summary(result)
     assert (result.duplicated, result.order_violations) == (0, 0), summary(result)
     if not_acked == 0:
@@ -270,6 +297,8 @@ def test_3_two_of_three_brokers_down_no_acks_then_nothing_acked_lost(
                 "delivery": report,
                 "consumer_restarts": consumer.restarts,
                 "consumer_exits": consumer.exits,
+                "consumer_recoveries": consumer.recoveries(),
+                "consumer_recovered_logged": consumer.recovery_logs(),
                 "consumer_fatal_but_alive": consumer.fatal_but_alive(),
                 "written_twice_by_producer": result.topic_duplicates,
                 "runs_with_unacked_events": result.partial_runs,
@@ -278,6 +307,7 @@ def test_3_two_of_three_brokers_down_no_acks_then_nothing_acked_lost(
         )
     )
     assert during == 0, f"{during} acks while 2 of 3 brokers were down"
+    assert consumer.exits == [], f"the consumer exited {consumer.exits} (it must recover)"
     assert result.lost - not_acked <= 0, summary(result)
     assert result.duplicated == 0, summary(result)
     if not_acked == 0:
