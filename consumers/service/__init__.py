@@ -2,7 +2,10 @@
 
 ::
 
-    loop.FoldService ── the transaction loop: consume, fold, produce, commit/abort
+    loop.FoldService ── the transaction loop: consume, fold (lane or general path)
+      ├─ recovery ── rebalances, abort and rewind, restore, failover (clients rebuilt)
+      ├─ outputs ── violations, dead letters, run states; the commit
+      ├─ base ── the state every part shares (clients, open transaction, counters)
       ├─ store.PartitionStore ── the runs of the owned partitions: restore, thaw, rebuild
       │    └─ restore ── read agent-runs (latest state per key) and the events topic
       ├─ edge.FoldEdge ── what the loop asks of the codec and the fold
