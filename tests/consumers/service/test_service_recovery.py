@@ -89,7 +89,7 @@ def _fold_config(bootstrap: str, topics: TopicNames, **options: Any) -> ServiceC
 @pytest.fixture
 def failing_over(monkeypatch: pytest.MonkeyPatch) -> type[_FailingOverProducer]:
     monkeypatch.setattr(_FailingOverProducer, "instances", [])
-    monkeypatch.setattr("consumers.service.loop.Producer", _FailingOverProducer)
+    monkeypatch.setattr("consumers.service.recovery.Producer", _FailingOverProducer)
     return _FailingOverProducer
 
 
