@@ -13,12 +13,15 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Producer
 
 from clients.settings import TopicNames
 from consumers.service.edge import FoldEdge
+
+if TYPE_CHECKING:
+    from consumers.service import FoldService
 from consumers.service.restore import iter_partition, read_latest_by_key
 from consumers.state import RunState
 from producers import FaultRates, Fleet, FleetConfig
@@ -192,3 +195,31 @@ def edge_with(**methods: Any) -> FoldEdge:
             raise AttributeError(f"FoldEdge has no method {name!r}")
         setattr(edge, name, method)
     return edge
+
+
+class RecordingProducer:
+    """Stands in for the transactional producer: keeps what the service would send."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        self.sent.append((topic, kwargs))
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+
+def offline_service(edge: FoldEdge | None = None) -> tuple[FoldService, RecordingProducer]:
+    """A FoldService with no broker: a transaction open, its outputs recorded, so a test
+    can hand ``_fold_batch`` consumed messages and look at states and records."""
+    from consumers.service import FoldService, ServiceConfig
+
+    config = ServiceConfig(
+        kafka={}, events_topic="ev", dlq_topic="dlq", violations_topic="viol", runs_topic="runs"
+    )
+    service = FoldService(config, edge=edge)
+    producer = RecordingProducer()
+    service._producer = producer  # type: ignore[assignment]
+    service._in_txn = True
+    return service, producer

@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, Message
+from service_fixtures import RecordingProducer, offline_service
 
 from consumers import apply_event
 from consumers.sequence import COUNTED_KINDS
-from consumers.service import FoldService, ServiceConfig
+from consumers.service import FoldService
 from consumers.service.edge import FoldEdge, body_digest
 from consumers.service.lane import LaneDecoder, compiled_lane_available, decoder
 from consumers.state import RunState
@@ -53,32 +54,10 @@ def test_the_decoder_is_built_where_a_compiler_is() -> None:
     assert decoder() is not None
 
 
-class _RecordingProducer:
-    """Stands in for the transactional producer: keeps what the service would send."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-
-    def produce(self, topic: str, **kwargs: Any) -> None:
-        self.sent.append((topic, kwargs))
-
-    def poll(self, timeout: float = 0) -> int:
-        return 0
-
-
 def _fold_all(
     records: list[tuple[int, bytes | None, bytes | None]], *, lane: bool, batch: int = 500
-) -> tuple[FoldService, _RecordingProducer]:
-    edge = FoldEdge(lane=lane)
-    service = FoldService(
-        ServiceConfig(
-            kafka={}, events_topic="ev", dlq_topic="dlq", violations_topic="viol", runs_topic="runs"
-        ),
-        edge=edge,
-    )
-    producer = _RecordingProducer()
-    service._producer = producer  # type: ignore[assignment]
-    service._in_txn = True
+) -> tuple[FoldService, RecordingProducer]:
+    service, producer = offline_service(FoldEdge(lane=lane))
     rng = random.Random(len(records))
     msgs = []
     for offset, (partition, key, value) in enumerate(records):
@@ -100,8 +79,8 @@ def _fleet_records(runs: int, seed: int) -> list[tuple[int, bytes | None, bytes 
 def _assert_same(
     lane: FoldService,
     general: FoldService,
-    lane_out: _RecordingProducer,
-    general_out: _RecordingProducer,
+    lane_out: RecordingProducer,
+    general_out: RecordingProducer,
 ) -> None:
     assert lane._txn_stats == general._txn_stats
     assert lane._txn_stats.balanced()
@@ -317,8 +296,13 @@ def test_what_the_codec_refuses_at_the_wire_the_lane_refuses_too() -> None:
     refused = {
         "seq past 64 bits": head + run_id + b"\xff" * 9 + b"\x02" + rest[1:],
         "timestamp past 64 bits": head + run_id + rest[:1] + b"\xff" * 9 + b"\x7f" + rest[stamp:],
-        "array block size past 64 bits": head + run_id + rest[:stamp] + _raw_long(kind)
-        + _raw_string("n") + wide_block + _raw_string("{}"),
+        "array block size past 64 bits": head
+        + run_id
+        + rest[:stamp]
+        + _raw_long(kind)
+        + _raw_string("n")
+        + wide_block
+        + _raw_string("{}"),
         "trailing byte": value + b"\x00",
     }
     for name, data in refused.items():

@@ -8,12 +8,12 @@ move the stream ``max_delay_ns`` past it; other partitions' clocks do not count.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import pytest
 from confluent_kafka import Message
+from service_fixtures import RecordingProducer, offline_service
 
-from consumers.service import FoldEdge, FoldService, ServiceConfig
+from consumers.service import FoldEdge, FoldService
 from consumers.state import FoldConfig
 from schemas import EVENT_KINDS, Event, RunStatus, Timestamp, ViolationKind
 from schemas.codec import decode_violation, encode_event
@@ -25,17 +25,6 @@ MS = 1_000_000
 DELAY = 1_000 * MS
 
 
-class _RecordingProducer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-
-    def produce(self, topic: str, **kwargs: Any) -> None:
-        self.sent.append((topic, kwargs))
-
-    def poll(self, timeout: float = 0) -> int:
-        return 0
-
-
 def _event(run: uuid.UUID, seq: int, kind: str, at: int) -> Event:
     fields = {"graph_completed": {"iterations": 1, "duration_ms": 2}}.get(kind, {})
     if kind == "tool_called":
@@ -45,15 +34,8 @@ def _event(run: uuid.UUID, seq: int, kind: str, at: int) -> Event:
     )
 
 
-def _service() -> tuple[FoldService, _RecordingProducer]:
-    config = ServiceConfig(
-        kafka={}, events_topic="ev", dlq_topic="dlq", violations_topic="viol", runs_topic="runs"
-    )
-    service = FoldService(config, edge=FoldEdge(FoldConfig(max_delay_ns=DELAY)))
-    producer = _RecordingProducer()
-    service._producer = producer  # type: ignore[assignment]
-    service._in_txn = True
-    return service, producer
+def _service() -> tuple[FoldService, RecordingProducer]:
+    return offline_service(FoldEdge(FoldConfig(max_delay_ns=DELAY)))
 
 
 def _messages(events: list[tuple[int, Event]], first: int = 0) -> list[Message]:
