@@ -32,10 +32,11 @@ from consumers.service import FoldService, ServiceConfig
 from consumers.service.edge import FoldEdge
 from consumers.service.lane import LaneDecoder, decoder
 from producers import Fleet, FleetConfig
+from schemas.codec import configure_registry, current_event_header
 
 
-def _messages(runs: int) -> list[Message]:
-    fleet = Fleet(FleetConfig(runs=runs, agents=64, seed=1))
+def _messages(runs: int, framing: str = "single-object") -> list[Message]:
+    fleet = Fleet(FleetConfig(runs=runs, agents=64, seed=1), framing=framing)
     return [
         Message(topic="ev", partition=hash(key) % 3, offset=offset, key=key, value=value)
         for offset, (key, value, _) in enumerate(fleet.records())
@@ -86,14 +87,24 @@ def _decode_pass(lane: LaneDecoder, msgs: list[Message], batch: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument(
+        "--confluent",
+        action="store_true",
+        help="Confluent framing (a mock:// registry): the lane learns the schema id from "
+        "the general path's first record",
+    )
     args = parser.parse_args(argv)
-    msgs = _messages(args.runs)
+    framing = "single-object"
+    if args.confluent:
+        configure_registry("mock://lane-bench")
+        framing = "confluent"
+    msgs = _messages(args.runs, framing)
     print(
-        f"{len(msgs)} records of {args.runs} runs, batches of {args.batch}, "
+        f"{len(msgs)} {framing} records of {args.runs} runs, batches of {args.batch}, "
         f"best/median of {args.repeat} passes (thread CPU time)"
     )
     lane = decoder()
@@ -104,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = {"decode": [], "lane": [], "general": []}
     for _ in range(args.repeat):
         if lane is not None:
+            if args.confluent:
+                header = current_event_header(msgs[0].value() or b"")
+                assert header is not None, "the fleet's first record does not read"
+                lane.learn(header)
             rows["decode"].append(_decode_pass(lane, msgs, args.batch))
             rows["lane"].append(_service_pass(msgs, args.batch, lane=True))
         rows["general"].append(_service_pass(msgs, args.batch, lane=False))

@@ -59,6 +59,7 @@ __all__ = [
     "RunCodec",
     "ViolationCodec",
     "configure_registry",
+    "current_event_header",
     "decode_event",
     "decode_record",
     "decode_run",
@@ -409,6 +410,21 @@ def decode_record(name: str, data: bytes) -> dict[str, Any]:
     """The record of schema ``name`` in an Avro message, resolved to the current version."""
     codec: RecordCodec = _default(f"record:{name}", lambda: RecordCodec(name, registry=_registry))
     return codec.decode(data)
+
+
+def current_event_header(data: bytes) -> bytes | None:
+    """The framing header of an Event record whose writer is the current schema version,
+    the one :mod:`schemas.avro_binary` reads (single-object or Confluent, resolved through
+    the configured registry), or None: another version, or bytes that do not read.
+
+    What the folding service's C decoder may learn to take (a Confluent schema id is only
+    known once the registry has been asked)."""
+    codec = _event_codec()
+    try:
+        _, kept, start = codec.writer_of(data)
+    except DecodeError:
+        return None
+    return data[:start] if codec._fast and kept is codec.current else None
 
 
 def event_encoder(

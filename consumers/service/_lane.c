@@ -14,7 +14,8 @@
  * differential tests check that every record read here decodes with schemas.codec to the
  * same values (tests/consumers/service/test_lane.py).
  *
- * What "certainly" covers: single-object framing with the pinned fingerprint; run_id
+ * What "certainly" covers: single-object framing with the pinned fingerprint, or a
+ * Confluent header the service learned names that version (learn); run_id
  * text equal to the record key and a UUID as str(uuid.UUID) writes it; every varint
  * within 64 bits (seq, timestamp, lengths, counts, kind fields); seq >= 1 (so within
  * 1 ..= 2**63 - 1, the codec's range); a kind of COUNTED_KINDS whose fields read as
@@ -34,6 +35,8 @@ enum { F_STRING = 0, F_U32 = 1, F_U64 = 2, F_OPTIONAL_STRING = 3, F_STRING_ARRAY
 #define MAX_FIELDS 32
 #define MAX_BRANCHES 63 /* branch b is the single byte 2b < 0x80 */
 #define UUID_TEXT 36
+#define CONFLUENT_HEADER 5 /* 00 + a 4-byte schema id */
+#define MAX_CONFLUENT 8
 
 typedef struct {
     PyObject *tag;                    /* str, or NULL: not a counted kind, never read here */
@@ -52,6 +55,8 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     PyObject *prefix;        /* bytes: magic + fingerprint + zigzag(36) */
+    unsigned char confluent[MAX_CONFLUENT][CONFLUENT_HEADER]; /* learned Confluent headers */
+    int n_confluent;
     Py_ssize_t header;       /* the single-object header's size: the digest covers what follows */
     PyObject *loads;         /* serde.loads */
     int n_branches;
@@ -605,9 +610,23 @@ read_record(Decoder *self, PyObject *key, PyObject *value)
 {
     const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(value);
     const Py_ssize_t total = PyBytes_GET_SIZE(value);
-    const Py_ssize_t prefix_size = PyBytes_GET_SIZE(self->prefix);
+    /* The framing: single-object with the pinned fingerprint, or a Confluent header the
+     * service learned is the same Event version (Decoder.learn). The body is the same. */
+    Py_ssize_t header = -1;
+    if (total > CONFLUENT_HEADER && buf[0] == 0) {
+        for (int c = 0; c < self->n_confluent; c++)
+            if (memcmp(buf, self->confluent[c], CONFLUENT_HEADER) == 0)
+                header = CONFLUENT_HEADER;
+    } else if (total > self->header &&
+               memcmp(buf, PyBytes_AS_STRING(self->prefix), self->header) == 0) {
+        header = self->header;
+    }
+    if (header < 0)
+        Py_RETURN_NONE;
+    /* Then the run_id string: its length byte (the prefix's last byte) and the key. */
+    const Py_ssize_t prefix_size = header + 1;
     if (total < prefix_size + UUID_TEXT || PyBytes_GET_SIZE(key) != UUID_TEXT ||
-        memcmp(buf, PyBytes_AS_STRING(self->prefix), prefix_size) != 0 ||
+        buf[header] != (unsigned char)PyBytes_AS_STRING(self->prefix)[self->header] ||
         memcmp(buf + prefix_size, PyBytes_AS_STRING(key), UUID_TEXT) != 0 ||
         !uuid_canonical(buf + prefix_size))
         Py_RETURN_NONE;
@@ -640,9 +659,9 @@ read_record(Decoder *self, PyObject *key, PyObject *value)
     if (ok == 0)
         Py_RETURN_NONE;
     /* consumers.sequence.digest_bytes(body): its length above its CRC-32, never 0. */
-    const Py_ssize_t body = total - self->header;
+    const Py_ssize_t body = total - header;
     uint64_t digest = ((uint64_t)(body & 0xFFFFFFFF) << 32) |
-                      crc32_ieee(buf + self->header, (size_t)body);
+                      crc32_ieee(buf + header, (size_t)body);
     if (digest == 0)
         digest = 1;
     return Py_BuildValue("(LLOK)", (long long)seq, (long long)unzigzag(time_raw), branch->tag,
@@ -746,6 +765,28 @@ decoder_read_value(Decoder *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     return read_record(self, args[0], args[1]);
+}
+
+PyDoc_STRVAR(learn_doc,
+"learn(header) -> bool\n\n"
+"Read records with this 5-byte Confluent header (00 + schema id) too: the caller vouches\n"
+"that the id names the pinned Event version. False when it holds no more of them.");
+
+static PyObject *
+decoder_learn(Decoder *self, PyObject *header)
+{
+    if (!PyBytes_Check(header) || PyBytes_GET_SIZE(header) != CONFLUENT_HEADER ||
+        PyBytes_AS_STRING(header)[0] != 0) {
+        PyErr_SetString(PyExc_ValueError, "learn(header): 5 bytes, 00 and a schema id");
+        return NULL;
+    }
+    for (int c = 0; c < self->n_confluent; c++)
+        if (memcmp(self->confluent[c], PyBytes_AS_STRING(header), CONFLUENT_HEADER) == 0)
+            Py_RETURN_TRUE;
+    if (self->n_confluent == MAX_CONFLUENT)
+        Py_RETURN_FALSE;
+    memcpy(self->confluent[self->n_confluent++], PyBytes_AS_STRING(header), CONFLUENT_HEADER);
+    Py_RETURN_TRUE;
 }
 
 static int
@@ -858,6 +899,7 @@ static PyMethodDef decoder_methods[] = {
     {"read", (PyCFunction)decoder_read, METH_O, read_doc},
     {"read_value", (PyCFunction)(void (*)(void))decoder_read_value, METH_FASTCALL,
      read_value_doc},
+    {"learn", (PyCFunction)decoder_learn, METH_O, learn_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -19,6 +19,9 @@ from schemas.framing import CONFLUENT_HEADER_SIZE, SINGLE_OBJECT_HEADER_SIZE, SI
 
 __all__ = ["FoldEdge", "body_digest"]
 
+_MAX_FRAMINGS = 64
+"""Confluent schema ids looked at for the lane; a bound on what a stream of odd ids costs."""
+
 
 class FoldEdge:
     """runfold's codec (:mod:`schemas.codec`) and fold (:mod:`consumers.sequence`) for one
@@ -33,6 +36,7 @@ class FoldEdge:
         self.config = config
         self.lane: LaneDecoder | None = decoder() if lane else None
         self._encode_state, self._decode_state = _run_state_codec()
+        self._framings_seen: set[bytes] = set()
 
     @classmethod
     def default(cls, config: FoldConfig = DEFAULT_CONFIG) -> FoldEdge:
@@ -50,6 +54,17 @@ class FoldEdge:
             if callable(at):
                 at(topic, partition, offset)
             raise
+
+    def learn_framing(self, value: bytes) -> None:
+        """After the general path read a Confluent-framed record: if its schema id names the
+        Event version the lane decoder reads, let the lane take the next ones with that id."""
+        header = value[:CONFLUENT_HEADER_SIZE]
+        if self.lane is None or header in self._framings_seen or value[:1] != b"\x00":
+            return
+        if len(self._framings_seen) < _MAX_FRAMINGS:
+            self._framings_seen.add(header)  # asked once per id, whatever the answer
+        if codec.current_event_header(value) == header:
+            self.lane.learn(header)
 
     def apply(
         self, state: RunState | None, event: Event, digest: int | None = None

@@ -17,6 +17,11 @@ to :func:`consumers.sequence.fold_next`, and takes the general path (decode with
 every record ``fold_next`` declines. Without the extension there is no lane and every
 record takes the general path, which is the lane's test oracle
 (``tests/consumers/service/test_lane.py``).
+
+Confluent-framed records (``00`` + a registry's schema id) carry the same body; the id of
+the pinned Event version is only known once the registry was asked, so the decoder learns
+it from the general path (:meth:`~consumers.service.edge.FoldEdge.learn_framing`): the
+first such record is decoded the general way, the next ones take the lane.
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ class LaneDecoder(Protocol):
 
     def read_value(self, key: bytes, value: bytes) -> tuple[int, int, str, int] | None:
         """``(seq, timestamp, tag, digest)`` of one record's bytes, or None."""
+
+    def learn(self, header: bytes) -> bool:
+        """Take records with this Confluent header (``00`` + schema id) too: the caller
+        vouches that the id names the pinned Event version. False when full (8 ids)."""
 
 
 _UUID_TEXT = 36

@@ -295,6 +295,8 @@ class FoldService(ServiceRecovery):
         except RunfoldError as exc:
             self._dead_letter(msg, getattr(exc, "reason", "invalid-value"), exc)
             return
+        if value is not None and value[:1] == b"\x00":
+            edge.learn_framing(value)  # the lane reads the next ones with this schema id
         if key is None:
             missing = _KeyError("record has no key; expected the run_id")
             self._dead_letter(msg, "missing-key", missing)

@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import sysconfig
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,7 +31,7 @@ from consumers.service.lane import LaneDecoder, compiled_lane_available, decoder
 from consumers.state import RunState
 from producers import FaultRates, Fleet, FleetConfig
 from schemas import avro_binary
-from schemas.codec import EventCodec, decode_event
+from schemas.codec import EventCodec, configure_registry, current_event_header, decode_event
 from schemas.errors import RunfoldError
 from schemas.model import EVENT_KINDS
 
@@ -398,3 +399,58 @@ def test_any_message_type_is_read_alike() -> None:
     assert lane.read(mixed) == expected
     with pytest.raises(TypeError):
         lane.read(tuple(msgs))  # type: ignore[arg-type]
+
+
+# --- Confluent framing: the same body, a schema id learned from the general path ---------
+
+
+@pytest.fixture
+def registry() -> Iterator[None]:
+    """A mock schema registry for the module-level codec (encode and decode alike)."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    configure_registry(SchemaRegistryClient.new_client({"url": "mock://lane-confluent"}))
+    yield
+    configure_registry(None)
+
+
+def _confluent_records(runs: int, seed: int) -> list[tuple[int, bytes | None, bytes | None]]:
+    rates = FaultRates(gap=0.1, dup=0.1, reorder=0.1, after_end=0.1, conflict=0.1, corrupt=0.1)
+    fleet = Fleet(FleetConfig(runs=runs, agents=6, seed=seed, faults=rates), framing="confluent")
+    return [(hash(key) % 3, key, value) for key, value, _ in fleet.records()]
+
+
+@needs_c
+@pytest.mark.usefixtures("registry")
+def test_a_learned_confluent_schema_id_is_read_as_the_codec_reads_it() -> None:
+    lane = decoder()
+    assert lane is not None
+    records = [(k, v) for _, k, v in _confluent_records(60, 7) if k and v]
+    framed = sum(v[:1] == b"\x00" for _, v in records)
+    assert framed > 0.9 * len(records)  # all but the corrupt ones the fleet was asked for
+    assert not any(lane.read_value(k, v) for k, v in records)  # no id learned yet
+    header = next(h for _, v in records if (h := current_event_header(v)) is not None)
+    assert header is not None and len(header) == 5
+    assert lane.learn(header)
+    assert lane.learn(header)  # already known: still True, not stored twice
+    rng = random.Random(3)
+    read = sum(_assert_read_as_the_codec_reads(lane, k, v) for k, v in records)
+    assert read > len(records) // 2
+    for key, value in [(k, v) for k, v in records if len(v) > 60][:200]:
+        for damaged in _mutations(value, rng):
+            _assert_read_as_the_codec_reads(lane, key, damaged)
+    with pytest.raises(ValueError):
+        lane.learn(b"\xc3\x01\x00\x00\x00")  # not a Confluent header
+
+
+@needs_c
+@pytest.mark.usefixtures("registry")
+def test_a_confluent_fleet_folds_the_same_with_and_without_the_lane() -> None:
+    records = _confluent_records(120, 8)
+    with_lane, lane_out = _fold_all(records, lane=True)
+    general, general_out = _fold_all(records, lane=False)
+    _assert_same(with_lane, general, lane_out, general_out)
+    lane = with_lane.edge.lane
+    assert lane is not None  # it learned the id from the first record it could not read
+    read = sum(1 for _, k, v in records if k and v and lane.read_value(k, v))
+    assert read > len(records) // 2
