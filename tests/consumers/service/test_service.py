@@ -161,9 +161,10 @@ def test_kill_9_at_random_points_loses_and_repeats_nothing(
     status, stats, stderr = run_consume(kafka_bootstrap, unique_topics, "--until-idle", "2")
 
     assert status == 0, stderr
-    # The kills landed mid-stream: progress was committed, and not all of it.
+    # A kill landed mid-stream: progress was committed, and not all of it (on a fast
+    # machine the last ones may come after the stream was folded to its end).
     assert progress == sorted(progress)
-    assert 0 < progress[-1] < total_records(manifest), progress
+    assert any(0 < p < total_records(manifest) for p in progress), progress
     assert mismatches(read_output(kafka_bootstrap, unique_topics), manifest) == []
 
 
@@ -195,8 +196,10 @@ def test_at_least_once_kill_keeps_state_exact_and_may_repeat_outputs(
     _kill_during_stream(
         kafka_bootstrap, unique_topics, tmp_path, kills=2, guarantee="at-least-once", seed=41
     )
+    # Idle for 5 s, not 2: on a loaded machine the first fetch after the assignment can
+    # take longer than 2 s, and an instance that stops then has folded nothing.
     status, stats, stderr = run_consume(
-        kafka_bootstrap, unique_topics, "--until-idle", "2", "--guarantee", "at-least-once"
+        kafka_bootstrap, unique_topics, "--until-idle", "5", "--guarantee", "at-least-once"
     )
 
     assert status == 0, stderr
