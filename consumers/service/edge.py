@@ -58,8 +58,10 @@ class FoldEdge:
     def learn_framing(self, value: bytes) -> None:
         """After the general path read a Confluent-framed record: if its schema id names the
         Event version the lane decoder reads, let the lane take the next ones with that id."""
+        if value[:1] != b"\x00" or self.lane is None:
+            return  # not Confluent-framed, or no lane to teach
         header = value[:CONFLUENT_HEADER_SIZE]
-        if self.lane is None or header in self._framings_seen or value[:1] != b"\x00":
+        if header in self._framings_seen:
             return
         if len(self._framings_seen) < _MAX_FRAMINGS:
             self._framings_seen.add(header)  # asked once per id, whatever the answer

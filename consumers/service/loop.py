@@ -295,8 +295,7 @@ class FoldService(ServiceRecovery):
         except RunfoldError as exc:
             self._dead_letter(msg, getattr(exc, "reason", "invalid-value"), exc)
             return
-        if value is not None and value[:1] == b"\x00":
-            edge.learn_framing(value)  # the lane reads the next ones with this schema id
+        edge.learn_framing(value or b"")  # a Confluent id the lane may read from now on
         if key is None:
             missing = _KeyError("record has no key; expected the run_id")
             self._dead_letter(msg, "missing-key", missing)
