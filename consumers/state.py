@@ -171,6 +171,7 @@ _SEQUENCE_FIELDS = (
     "missing",
     "violation_counts",
     "recent_violations",
+    "stalled_since",
 )
 
 
@@ -218,6 +219,9 @@ class RunState:
     """Seq ranges declared missing (first, last), oldest first."""
     violation_counts: dict[ViolationKind, int]
     recent_violations: deque[Violation]
+    stalled_since: int | None
+    """Wall-clock ns when the service flagged the run ``stalled`` (RUNNING, no event for
+    ``stall_after``); None when not stalled. An applied event clears it."""
 
     events_applied: int
     nodes_entered: int
@@ -272,6 +276,7 @@ class RunState:
         state.missing = []
         state.violation_counts = _NO_VIOLATIONS.copy()
         state.recent_violations = deque(maxlen=config.max_recent_violations)
+        state.stalled_since = None
         # One statement for all COUNTER_NAMES: a new run is made once per run, but a
         # setattr loop would cost as much as folding a few of its events.
         state.events_applied = state.nodes_entered = state.nodes_exited = 0

@@ -1,4 +1,4 @@
-"""RunState straight to and from its Avro bytes (``runfold.RunState`` v1, single-object).
+"""RunState straight to and from its Avro bytes (``runfold.RunState`` v2, single-object).
 
 The general codec path builds the record dict (:mod:`consumers.state_codec`) and has
 fastavro walk the schema: about 80 µs per state each way, paid for every run a
@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 PINNED_RUN_STATE = PINNED["RunState"]
-"""Fingerprint of the ``runfold.RunState`` version written and read here (v1)."""
+"""Fingerprint of the ``runfold.RunState`` version written and read here (v2)."""
 
 _HEADER = SINGLE_OBJECT_MAGIC + PINNED_RUN_STATE
 
@@ -93,7 +93,7 @@ def state_reader(
 # A service restores every run of its partitions but folds events of few of them soon;
 # it keeps the others as bytes (consumers.service). pack_stored makes those bytes smaller
 # in a way unpack_stored undoes exactly, for any bytes whatsoever (a first byte says
-# which form follows). For a pinned v1 state stored under its own run_id:
+# which form follows). For a pinned-version state stored under its own run_id:
 #
 # - the 10-byte single-object header and the run_id (its length byte and 36 characters)
 #   are left out: they are the pinned header and the key;

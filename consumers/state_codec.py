@@ -1,4 +1,4 @@
-"""RunState to and from the record of ``schemas/avro/RunState.v1.avsc``.
+"""RunState to and from the record of ``schemas/avro/RunState.v2.avsc``.
 
 Two forms of the record: its values (:class:`~schemas.avro_binary.StateRecord`, which
 :mod:`schemas.avro_binary` writes and reads as bytes; :func:`to_values`,
@@ -102,6 +102,7 @@ def to_values(state: RunState) -> StateRecord:
         _counters(state),
         [counts[kind] for kind in _KINDS],
         state.recent_violations,
+        state.stalled_since,
         state.source_offset,
         state.has_identity,
         int(state.stream_time),
@@ -136,6 +137,7 @@ def from_values(values: StateRecord, config: FoldConfig = DEFAULT_CONFIG) -> Run
     _set_counters(state, values.counters)
     state.violation_counts = dict(zip(_KINDS, values.violation_counts, strict=True))
     state.recent_violations.extend(values.recent_violations)
+    state.stalled_since = values.stalled_since
     state.source_offset = values.source_offset
     state.has_identity = values.has_identity
     state.stream_time = values.stream_time
@@ -150,7 +152,7 @@ def from_values(values: StateRecord, config: FoldConfig = DEFAULT_CONFIG) -> Run
 
 
 def to_record(state: RunState) -> dict[str, Any]:
-    """The fastavro record of ``state`` for ``runfold.RunState`` v1."""
+    """The fastavro record of ``state`` for ``runfold.RunState`` v2."""
     v = to_values(state)
     run_id = state.run_id
     return {
@@ -170,6 +172,7 @@ def to_record(state: RunState) -> dict[str, Any]:
             }
             for violation in v.recent_violations
         ],
+        "stalled_since": v.stalled_since,
         "restore": {
             "source_offset": v.source_offset,
             "has_identity": v.has_identity,
@@ -233,6 +236,7 @@ def from_record(record: dict[str, Any], config: FoldConfig = DEFAULT_CONFIG) -> 
                 )
                 for v in record["recent_violations"]
             ],
+            record.get("stalled_since"),
             restore["source_offset"],
             restore["has_identity"],
             restore["stream_time"],

@@ -10,6 +10,11 @@ in ``RunState.v1.avsc``): all current versions are parsed into one set of named
 types, so such references resolve in any order. The fingerprint and the
 self-contained schema text given to registries inline a referenced definition
 at its first use, as the Avro specification's Parsing Canonical Form requires.
+
+A kept (not current) version must keep its fingerprint when a type it refers to gets a
+new version: ``references.json`` in the directory pins, per kept file, the version of
+each referenced name it was written with (``{"RunState.v1": {"Violation": 1}}``);
+unpinned references resolve to the current versions.
 """
 
 from __future__ import annotations
@@ -126,10 +131,12 @@ class SchemaCatalog:
         self.named_schemas: dict[str, Any] = {}
         """The named types of every current version, for parsing schemas that refer to them."""
         self._parse_current(raw)
+        pins = _read_pins(directory)
         for name, by_version in raw.items():
             for version, (path, document) in by_version.items():
                 if version != max(by_version):
-                    self._add(name, version, path, document, dict(self.named_schemas))
+                    named = self._pinned_names(raw, pins.get(f"{name}.v{version}", {}), path)
+                    self._add(name, version, path, document, named)
             self._versions[name].sort(key=lambda v: v.version)
         self._by_fingerprint = {
             v.fingerprint: v for versions in self._versions.values() for v in versions
@@ -159,6 +166,23 @@ class SchemaCatalog:
                     f"{raw[name][pending[name]][0]}: refers to the named type {unknown!r} "
                     f"that no schema file in {self.directory} defines"
                 )
+
+    def _pinned_names(
+        self, raw: dict[str, dict[int, tuple[Path, Any]]], pinned: dict[str, int], path: Path
+    ) -> dict[str, Any]:
+        """The named types for parsing a kept version: the current ones, with the versions
+        ``pinned`` for it instead (their own named types included)."""
+        named = dict(self.named_schemas)
+        for ref_name, ref_version in pinned.items():
+            if ref_version not in raw.get(ref_name, {}):
+                raise SchemaError(
+                    f"{self.directory / _PINS}: {path.name} pins {ref_name}.v{ref_version}, "
+                    "which is not kept"
+                )
+            scratch = dict(named)
+            parse_schema(raw[ref_name][ref_version][1], named_schemas=scratch)
+            named.update(scratch)
+        return named
 
     def _add(
         self, name: str, version: int, path: Path, document: Any, named: dict[str, Any]
@@ -210,6 +234,24 @@ class SchemaCatalog:
     def __iter__(self) -> Iterator[SchemaVersion]:
         for name in self.names():
             yield from self._versions[name]
+
+
+_PINS = "references.json"
+
+
+def _read_pins(directory: Path) -> dict[str, dict[str, int]]:
+    path = directory / _PINS
+    if not path.exists():
+        return {}
+    try:
+        pins = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise SchemaError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(pins, dict) or not all(
+        isinstance(v, dict) and all(isinstance(n, int) for n in v.values()) for v in pins.values()
+    ):
+        raise SchemaError(f'{path}: expected {{"<Name>.v<N>": {{"<Name>": <version>}}}}')
+    return pins
 
 
 @functools.cache

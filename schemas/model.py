@@ -369,6 +369,10 @@ class ViolationKind(enum.StrEnum):
     CONFLICT = "conflict"
     AFTER_TERMINAL = "after_terminal"
     MISSING_START = "missing_start"
+    STALLED = "stalled"
+    """A RUNNING run had no event for ``stall_after`` (flagged once; Violation v2)."""
+    FORGOTTEN_RUN = "forgotten_run"
+    """An event for a run forgotten after its retention period (Violation v2)."""
 
 
 class Violation(_Model):

@@ -56,8 +56,8 @@ __all__ = [
 PINNED = {
     "Event": bytes.fromhex("19288e22297b6b4d"),
     "Run": bytes.fromhex("90078ede1e1a3b9d"),
-    "Violation": bytes.fromhex("64d95027253b61bb"),
-    "RunState": bytes.fromhex("7feade7acdfc2988"),
+    "Violation": bytes.fromhex("b1256782d133d134"),
+    "RunState": bytes.fromhex("a6fa370631057283"),
 }
 """The fingerprint of the schema version each layout here was written for."""
 
@@ -93,6 +93,7 @@ LAYOUTS: dict[str, tuple[tuple[str, str], ...]] = {
         ("counters", "RunCounters"),
         ("violation_counts", "ViolationCounts"),
         ("recent_violations", "array<Violation>"),
+        ("stalled_since", "optional timestamp"),
         ("restore", "RunStateRestore"),
     ),
     # Longs only, written in this order from StateRecord.counters.

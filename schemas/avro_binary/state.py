@@ -1,4 +1,4 @@
-"""The ``runfold.RunState`` record's layout (v1), as plain values: :class:`StateRecord`.
+"""The ``runfold.RunState`` record's layout (v2), as plain values: :class:`StateRecord`.
 
 ``consumers`` maps its ``RunState`` to and from these values
 (``consumers.state_codec``); the bytes are written and read here only. The ``run``
@@ -52,6 +52,8 @@ class StateRecord(NamedTuple):
     violation_counts: Sequence[int]
     """In ``ViolationKind`` order."""
     recent_violations: Sequence[Violation]
+    stalled_since: int | None
+    """Wall-clock nanoseconds when the run was flagged stalled; None when it is not."""
     source_offset: int
     has_identity: bool
     stream_time: int
@@ -87,7 +89,7 @@ def _write_range(item: tuple[int, int]) -> bytes:
 
 
 def encode_state(s: StateRecord) -> bytes:
-    """The Avro body of a ``runfold.RunState`` v1 record. :class:`Overflow` for a long
+    """The Avro body of a ``runfold.RunState`` v2 record. :class:`Overflow` for a long
     beyond 64 bits (the caller's general path then names the field)."""
     window = s.digest_window
     return b"".join(
@@ -97,6 +99,7 @@ def encode_state(s: StateRecord) -> bytes:
             _write_longs(s.counters),
             _write_longs(s.violation_counts),
             _write_blocks(s.recent_violations, encode_violation),
+            b"\x00" if s.stalled_since is None else b"\x02" + write_long(s.stalled_since),
             write_long(s.source_offset),
             b"\x01" if s.has_identity else b"\x00",
             write_long(s.stream_time),
@@ -135,7 +138,7 @@ def _read_range(buf: bytes, pos: int) -> tuple[tuple[int, int], int]:
 
 
 def decode_state(buf: bytes, pos: int) -> tuple[StateRecord, int]:
-    """A ``runfold.RunState`` v1 record's values at ``buf[pos:]``, and its end."""
+    """A ``runfold.RunState`` v2 record's values at ``buf[pos:]``, and its end."""
     run, pos = read_run_record(buf, pos)
     if len(run.run_id) != 36:
         raise ValueError("run_id is not 36 characters")
@@ -143,6 +146,13 @@ def decode_state(buf: bytes, pos: int) -> tuple[StateRecord, int]:
     counters, pos = _read_longs(buf, pos, _N_COUNTERS)
     violation_counts, pos = _read_longs(buf, pos, _N_KINDS)
     violations, pos = read_array(buf, pos, decode_violation)
+    branch = buf[pos]
+    if branch == 0:
+        stalled_since, pos = None, pos + 1
+    elif branch == 2:
+        stalled_since, pos = read_long(buf, pos + 1)
+    else:
+        raise ValueError(f"stalled_since: union branch byte {branch}")
     source_offset, pos = read_long(buf, pos)
     flag = buf[pos]
     if flag > 1:
@@ -153,7 +163,8 @@ def decode_state(buf: bytes, pos: int) -> tuple[StateRecord, int]:
     window, pos = read_bytes(buf, pos, size, "digest_window")
     missing, pos = read_array(buf, pos, _read_range)
     record = _record(StateRecord, (
-        run, last_seq, counters, violation_counts, violations, source_offset, flag == 1,
+        run, last_seq, counters, violation_counts, violations, stalled_since, source_offset,
+        flag == 1,
         stream_time, pending, window, missing,
     ))
     return record, pos

@@ -380,6 +380,8 @@ def test_violations_are_kept_bounded_and_counted(event_factory: EventFactory) ->
         "conflict": 1,
         "after_terminal": 0,
         "missing_start": 0,
+        "stalled": 0,
+        "forgotten_run": 0,
     }
     assert state.violations_dropped == 4
     assert "seq 0" in state.violations[-1].message
