@@ -26,6 +26,9 @@ Sequence rules for an event with ``seq = s`` when the run's last applied seq is 
   the run on; the range is remembered as missing.
 - Run terminal and ``s > l``: ``VIOLATION`` ``after_terminal``; the status never
   changes. Events still buffered when the run ends get it too (``released``).
+- Run finished longer ago than the grace: known by its marker only, judged by the marker
+  rule (:mod:`consumers.lifecycle`: ``after_terminal``, duplicate, or ``conflict`` at
+  its last seq); run forgotten after the retention: ``VIOLATION`` ``forgotten_run``.
 - First applied event not ``graph_started``: ``APPLIED`` with a ``missing_start``
   violation; ``started_at`` is that event's timestamp and the identity fields stay
   empty (``""``, inputs ``null``) until a ``graph_started`` is applied.
@@ -47,16 +50,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from consumers.sequence import _new_outcome, _step, expire, flush
-from consumers.state import DEFAULT_CONFIG, FoldConfig, Outcome, OutcomeKind, RunState
+from consumers.lifecycle import (
+    MarkerTable,
+    due_marker,
+    forgotten,
+    forgotten_outcome,
+    judge,
+    marker_of,
+)
+from consumers.sequence import _step, content_digest, expire, flush
+from consumers.state import DEFAULT_CONFIG, FoldConfig, Outcome, RunState
 from consumers.tally import Tally
-from schemas import Event, RunStatus, Violation, ViolationKind
+from schemas import Event, RunStatus
 
 __all__ = ["FoldResult", "FoldStats", "fold"]
 
 _RUNNING = RunStatus.RUNNING
-_DUPLICATE = OutcomeKind.DUPLICATE
-_VIOLATION = OutcomeKind.VIOLATION
 
 
 # --- many runs -------------------------------------------------------------------------
@@ -64,17 +73,24 @@ _VIOLATION = OutcomeKind.VIOLATION
 
 @dataclass
 class FoldStats:
-    """What the global bounds of a :class:`FoldResult` made it drop or cut short."""
+    """What the lifecycle and the global bounds of a :class:`FoldResult` did to its runs."""
 
     finished_runs_evicted: int = 0
-    """Finished runs forgotten to make room (``max_runs``); a tombstone keeps their id."""
+    """Finished runs made markers early to make room (``max_runs``)."""
     running_runs_evicted: int = 0
     """RUNNING runs forgotten (no finished one left to evict); buffers flushed first.
     A later event of such a run starts a new state and gets ``missing_start``."""
-    tombstones_dropped: int = 0
-    """Tombstones forgotten (``max_tombstones``): later events of those runs look new."""
-    tombstone_events: int = 0
-    """Events for tombstoned runs (duplicates or after_terminal, as the tombstone tells)."""
+    markers_made: int = 0
+    """Finished runs shrunk to a marker after their grace (:meth:`FoldResult.age`)."""
+    markers_forgotten: int = 0
+    """Markers dropped after their retention (:meth:`FoldResult.age`)."""
+    markers_shed: int = 0
+    """Markers dropped early, oldest first, to stay within ``max_markers``: a later event
+    of such a run looks new (``missing_start``) or forgotten, by its time."""
+    marker_events: int = 0
+    """Events of runs known by their marker (duplicates, conflicts or after_terminal)."""
+    forgotten_run_events: int = 0
+    """Events of forgotten runs (``forgotten_run`` violations)."""
     forced_flushes: int = 0
     """Runs whose buffer was flushed because all buffers held ``max_pending_total``."""
 
@@ -84,12 +100,15 @@ class FoldResult:
     """The fold of many runs' events: ``runs`` by run_id, within the global bounds.
 
     Use :meth:`apply` per event (the service does) or :func:`fold` for a whole stream.
+    Finished runs stay whole in :attr:`runs` until :meth:`age` (or ``max_runs``) shrinks
+    them to :attr:`markers` (:mod:`consumers.lifecycle`); :func:`fold` does not age, so
+    the runs of a stream folded at once are all there to read.
     """
 
     config: FoldConfig = DEFAULT_CONFIG
     runs: dict[UUID, RunState] = field(default_factory=dict)
-    tombstones: OrderedDict[UUID, tuple[int, RunStatus]] = field(default_factory=OrderedDict)
-    """Evicted finished runs: run_id -> (last_seq, status), oldest first."""
+    markers: MarkerTable = field(default_factory=MarkerTable)
+    """Finished runs no longer held whole, by their id's 16 bytes, oldest first."""
     stats: FoldStats = field(default_factory=FoldStats)
     tally: Tally = field(default_factory=Tally)
     pending_total: int = 0
@@ -109,7 +128,7 @@ class FoldResult:
             self._forget(run_id)
         elif len(self.runs) >= self.config.max_runs:
             outcomes = self._make_room()
-        self.tombstones.pop(run_id, None)
+        self.markers.remove(run_id.bytes)
         self.runs[run_id] = state
         self._order[run_id] = None
         self._track(run_id, state, 0)
@@ -122,11 +141,10 @@ class FoldResult:
         state = self.runs.get(run_id)
         room: list[Outcome] = []
         if state is None:
-            tombstone = self.tombstones.get(run_id)
-            if tombstone is not None:
-                outcomes = [self._tombstone_outcome(event, *tombstone)]
-                self.tally.add(outcomes)
-                return outcomes
+            known = self._known_otherwise(event, digest)
+            if known is not None:
+                self.tally.add(known)
+                return known
             if len(self.runs) >= self.config.max_runs:
                 room = self._make_room()
             state = RunState.new(run_id, event.timestamp, self.config)
@@ -144,6 +162,37 @@ class FoldResult:
             outcomes.extend(room)
         self.tally.add(outcomes)
         return outcomes
+
+    def _known_otherwise(self, event: Event, digest: int | None) -> list[Outcome] | None:
+        """The outcome of an event of a run not held whole: known by its marker, or
+        forgotten (:mod:`consumers.lifecycle`); None for a new run."""
+        marker = self.markers.get(event.run_id.bytes) if self.markers else None
+        if marker is not None:
+            self.stats.marker_events += 1
+            if digest is None:
+                digest = content_digest(event)
+            return [judge(marker, event.run_id, event.seq, digest)]
+        retention = self.config.marker_retention_ns
+        if forgotten(event.timestamp, self.stream_time, retention):
+            self.stats.forgotten_run_events += 1
+            return [forgotten_outcome(event.run_id, event.seq, event.timestamp, retention)]
+        return None
+
+    def age(self, stream_time: int | None = None) -> list[UUID]:
+        """The run lifecycle at ``stream_time`` (default: the fold's): finished runs past
+        ``marker_grace_ns`` shrink to markers, markers past ``marker_retention_ns`` are
+        forgotten; returns the ids forgotten (what a changelog would tombstone)."""
+        if stream_time is not None and stream_time > self.stream_time:
+            self.stream_time = stream_time
+        now, config = self.stream_time, self.config
+        for run_id in list(self._finished):
+            state = self.runs[run_id]
+            if due_marker(state, now, config.marker_grace_ns):
+                self._to_marker(run_id)
+                self.stats.markers_made += 1
+        gone = self.markers.forget_before(now - config.marker_retention_ns)
+        self.stats.markers_forgotten += len(gone)
+        return [UUID(bytes=key) for key in gone]
 
     def expire(self, stream_time: int | None = None) -> list[Outcome]:
         """Declare the gaps of every buffer older than ``max_delay_ns`` behind the fold's
@@ -194,15 +243,10 @@ class FoldResult:
         return outcomes
 
     def _make_room(self) -> list[Outcome]:
-        """Evict one run: the longest finished, else the oldest running (flushed first)."""
+        """Evict one run: the longest finished (to a marker), else the oldest running
+        (flushed first)."""
         if self._finished:
-            run_id, _ = self._finished.popitem(last=False)
-            state = self.runs.pop(run_id)
-            self._order.pop(run_id, None)
-            self.tombstones[run_id] = (state.last_seq, state.status)
-            if len(self.tombstones) > self.config.max_tombstones:
-                self.tombstones.popitem(last=False)
-                self.stats.tombstones_dropped += 1
+            self._to_marker(next(iter(self._finished)))
             self.stats.finished_runs_evicted += 1
             return []
         run_id, _ = self._order.popitem(last=False)
@@ -214,37 +258,22 @@ class FoldResult:
         self.stats.running_runs_evicted += 1
         return outcomes
 
+    def _to_marker(self, run_id: UUID) -> None:
+        """Replace a finished run by its marker; shed the oldest markers over the bound."""
+        state = self.runs[run_id]
+        self._forget(run_id)
+        markers = self.markers
+        markers.add(run_id.bytes, marker_of(state))
+        while len(markers) > self.config.max_markers:
+            markers.pop_oldest()
+            self.stats.markers_shed += 1
+
     def _forget(self, run_id: UUID) -> None:
         state = self.runs.pop(run_id)
         self.pending_total -= len(state.pending_events)
         self._order.pop(run_id, None)
         self._finished.pop(run_id, None)
         self._with_pending.pop(run_id, None)
-
-    def _tombstone_outcome(self, event: Event, last_seq: int, status: RunStatus) -> Outcome:
-        self.stats.tombstone_events += 1
-        seq = event.seq
-        run_id = event.run_id
-        if seq <= last_seq:
-            kind, name, outcome = (
-                ViolationKind.DUPLICATE,
-                "dropped as a duplicate (the run was evicted, its content cannot be compared)",
-                _DUPLICATE,
-            )
-        else:
-            kind, name, outcome = (
-                ViolationKind.AFTER_TERMINAL,
-                f"ignored: the run ended {status.value} at seq {last_seq}",
-                _VIOLATION,
-            )
-        violation = Violation(
-            run_id=run_id,
-            kind=kind,
-            first_seq=seq,
-            last_seq=seq,
-            message=f"run {run_id}: event at seq {seq} {name}",
-        )
-        return _new_outcome(Outcome, (outcome, run_id, seq, (violation,), False))
 
 
 def fold(events: Iterable[Event], config: FoldConfig = DEFAULT_CONFIG) -> FoldResult:

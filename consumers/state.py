@@ -46,7 +46,7 @@ class FoldConfig:
 
     Memory per tracked run is roughly ``1 KiB + 8 * digest_window`` bytes plus its
     buffered events; a partition's fold holds at most ``max_runs`` runs,
-    ``max_pending_total`` buffered events and ``max_tombstones`` ids of evicted
+    ``max_pending_total`` buffered events and ``max_markers`` markers of finished
     finished runs (about 200 bytes each).
     """
 
@@ -66,8 +66,14 @@ class FoldConfig:
     """Runs tracked by one :class:`~consumers.runs.FoldResult`; finished runs are evicted first."""
     max_pending_total: int = 100_000
     """Buffered events over all runs of one :class:`~consumers.runs.FoldResult`."""
-    max_tombstones: int = 100_000
-    """Evicted finished runs remembered (id and last seq) so their late events stay named."""
+    max_markers: int = 1_000_000
+    """Markers of finished runs kept (:mod:`consumers.lifecycle`, ~55 bytes each) so their
+    late events stay named; over it the oldest are shed (counted)."""
+    marker_grace_ns: int = 5 * 60 * 10**9
+    """Event time a finished run stays whole before it shrinks to a marker (5 minutes)."""
+    marker_retention_ns: int = 7 * 24 * 3600 * 10**9
+    """Event time after it finished that a run's marker is kept (7 days); an event of a
+    run it no longer knows, older than this, is a ``forgotten_run`` violation."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -78,11 +84,19 @@ class FoldConfig:
             "max_missing_ranges",
             "max_runs",
             "max_pending_total",
-            "max_tombstones",
+            "max_markers",
+            "marker_grace_ns",
+            "marker_retention_ns",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise FoldError(f"FoldConfig.{name} must be a positive integer, not {value!r}")
+        if self.marker_retention_ns < self.marker_grace_ns:
+            raise FoldError(
+                f"FoldConfig.marker_retention_ns ({self.marker_retention_ns}) must not be "
+                f"shorter than marker_grace_ns ({self.marker_grace_ns}): a run is kept whole "
+                "for the grace, then as a marker until the retention is over"
+            )
 
 
 DEFAULT_CONFIG = FoldConfig()
@@ -328,9 +342,7 @@ class RunState:
         return to_record(self)
 
     @classmethod
-    def from_record(
-        cls, record: dict[str, Any], config: FoldConfig = DEFAULT_CONFIG
-    ) -> RunState:
+    def from_record(cls, record: dict[str, Any], config: FoldConfig = DEFAULT_CONFIG) -> RunState:
         """The state in a ``runfold.RunState`` record (see :mod:`consumers.state_codec`)."""
         from consumers.state_codec import from_record
 

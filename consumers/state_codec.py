@@ -85,36 +85,42 @@ def to_values(state: RunState) -> StateRecord:
     outputs = state.outputs
     counts = state.violation_counts
     pending = state.pending_events
-    run = _record(RunRecord, (
-        str(state.run_id),
-        state.agent_spec_digest,
-        state.git_sha,
-        int(state.started_at),
-        None if finished is None else int(finished),
-        state.status,
-        serde.dumps(state.inputs),
-        None if outputs is None else serde.dumps(outputs),
-        state.final_state_digest,
-    ))
-    return _record(StateRecord, (
-        run,
-        state.last_seq,
-        _counters(state),
-        [counts[kind] for kind in _KINDS],
-        state.recent_violations,
-        state.stalled_since,
-        state.source_offset,
-        state.has_identity,
-        int(state.stream_time),
-        [
-            (seq, digest.to_bytes(8, "little"), event.to_json())
-            for seq, (event, digest) in sorted(pending.items())
-        ]
-        if pending
-        else (),
-        _ring_bytes(state.digests),
-        state.missing,
-    ))
+    run = _record(
+        RunRecord,
+        (
+            str(state.run_id),
+            state.agent_spec_digest,
+            state.git_sha,
+            int(state.started_at),
+            None if finished is None else int(finished),
+            state.status,
+            serde.dumps(state.inputs),
+            None if outputs is None else serde.dumps(outputs),
+            state.final_state_digest,
+        ),
+    )
+    return _record(
+        StateRecord,
+        (
+            run,
+            state.last_seq,
+            _counters(state),
+            [counts[kind] for kind in _KINDS],
+            state.recent_violations,
+            state.stalled_since,
+            state.source_offset,
+            state.has_identity,
+            int(state.stream_time),
+            [
+                (seq, digest.to_bytes(8, "little"), event.to_json())
+                for seq, (event, digest) in sorted(pending.items())
+            ]
+            if pending
+            else (),
+            _ring_bytes(state.digests),
+            state.missing,
+        ),
+    )
 
 
 def from_values(values: StateRecord, config: FoldConfig = DEFAULT_CONFIG) -> RunState:

@@ -111,7 +111,7 @@ _TIGHT = FoldConfig(
     max_missing_ranges=2,
     max_runs=3,
     max_pending_total=4,
-    max_tombstones=2,
+    max_markers=2,
 )
 
 
@@ -130,7 +130,7 @@ def test_no_input_breaks_the_fold_or_its_bounds(events: list[Event], repeat: lis
         assert len(result.runs) <= _TIGHT.max_runs
         assert result.pending_total <= _TIGHT.max_pending_total
         assert result.pending_total == sum(len(s.pending_events) for s in result.runs.values())
-        assert len(result.tombstones) <= _TIGHT.max_tombstones
+        assert len(result.markers) <= _TIGHT.max_markers
         assert result.tally.balanced(result.pending_total)
     for state in result.runs.values():
         assert len(state.pending_events) <= _TIGHT.max_pending_per_run
@@ -145,7 +145,7 @@ def test_no_input_breaks_the_fold_or_its_bounds(events: list[Event], repeat: lis
 
 
 def test_hostile_seqs_and_run_floods_stay_bounded() -> None:
-    config = FoldConfig(max_runs=100, max_pending_total=20, max_tombstones=10)
+    config = FoldConfig(max_runs=100, max_pending_total=20, max_markers=10)
     result = FoldResult(config)
     for n in range(1_000):
         result.apply(
@@ -167,7 +167,7 @@ def test_hostile_seqs_and_run_floods_stay_bounded() -> None:
 
 
 def test_finished_runs_are_evicted_first_and_their_late_events_stay_named() -> None:
-    config = FoldConfig(max_runs=2, max_tombstones=5)
+    config = FoldConfig(max_runs=2, max_markers=5)
     result = FoldResult(config)
     ended = UUID(int=1, version=4)
 
@@ -186,12 +186,16 @@ def test_finished_runs_are_evicted_first_and_their_late_events_stay_named() -> N
     result.apply(event(running, 1, "graph_started"))
     result.apply(event(UUID(int=3, version=4), 1, "graph_started"))
     assert set(result.runs) == {running, UUID(int=3, version=4)}
-    assert result.tombstones[ended] == (2, result.tombstones[ended][1])
+    marker = result.markers.get(ended.bytes)
+    assert marker is not None and (marker.last_seq, marker.status.value) == (2, "FAILED")
     late = result.apply(event(ended, 3, "graph_started"))
     again = result.apply(event(ended, 2, "graph_failed"))
-    assert [(o.kind.value, o.violations[0].kind.value) for o in late + again] == [
-        ("violation", "after_terminal"),
-        ("duplicate", "duplicate"),
+    other = result.apply(event(ended, 2, "graph_started"))
+    assert [(o.kind.value, [v.kind.value for v in o.violations]) for o in late + again + other] == [
+        ("violation", ["after_terminal"]),
+        ("duplicate", []),  # same content as the last event: dropped, counted
+        ("violation", ["conflict"]),  # the marker keeps the last event's digest
     ]
+    assert result.stats.marker_events == 3
     assert result.stats.finished_runs_evicted == 1 and result.stats.running_runs_evicted == 0
     assert result.tally.balanced(0)
