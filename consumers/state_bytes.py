@@ -16,25 +16,44 @@ the states equal :func:`~consumers.state_codec.from_record`'s.
 from __future__ import annotations
 
 from collections.abc import Callable
+from uuid import UUID
 
+from consumers.lifecycle import Marker
 from consumers.state import DEFAULT_CONFIG, FoldConfig, RunState
 from consumers.state_codec import from_values, to_values
-from schemas.avro_binary import PINNED, UUID_LENGTH, decode_state, encode_state
+from schemas import RunStatus
+from schemas.avro_binary import (
+    PINNED,
+    UUID_LENGTH,
+    MarkerRecord,
+    decode_marker,
+    decode_state,
+    encode_marker,
+    encode_state,
+    uuid_from,
+)
 from schemas.framing import SINGLE_OBJECT_MAGIC
 
 __all__ = [
+    "MARKER_HEADER",
     "PACKED_STATES",
     "PINNED_RUN_STATE",
     "pack_stored",
+    "read_marker",
     "state_reader",
     "state_writer",
     "unpack_stored",
+    "write_marker",
 ]
 
 PINNED_RUN_STATE = PINNED["RunState"]
 """Fingerprint of the ``runfold.RunState`` version written and read here (v2)."""
 
 _HEADER = SINGLE_OBJECT_MAGIC + PINNED_RUN_STATE
+MARKER_HEADER = SINGLE_OBJECT_MAGIC + PINNED["RunMarker"]
+"""How a ``runfold.RunMarker`` v1 record (a finished run's marker) starts."""
+_STATUSES = tuple(RunStatus)
+_STATUS_INDEX = {status: index for index, status in enumerate(_STATUSES)}
 
 
 def _schemas_pinned() -> bool:
@@ -163,3 +182,34 @@ def unpack_stored(key: bytes, packed: bytes) -> bytes:
     if marker == _RAW:
         return packed[1:]
     return packed
+
+
+# --- a finished run's marker ---------------------------------------------------------------
+
+
+def write_marker(run_id: UUID, marker: Marker) -> bytes:
+    """The ``runfold.RunMarker`` record of ``marker`` (single-object); raises
+    :class:`~schemas.avro_binary.Overflow` for a ``last_seq`` of 2**63 or more."""
+    record = MarkerRecord(
+        str(run_id),
+        marker.last_seq,
+        _STATUS_INDEX[marker.status],
+        marker.finished_at,
+        marker.digest,
+    )
+    return MARKER_HEADER + encode_marker(record)
+
+
+def read_marker(value: bytes) -> tuple[UUID, Marker]:
+    """The run id and marker in a record :func:`write_marker` wrote; raises on any other
+    bytes (another schema, damage, bytes left over)."""
+    if not value.startswith(MARKER_HEADER):
+        raise ValueError("not a runfold.RunMarker v1 record")
+    record, end = decode_marker(value, len(MARKER_HEADER))
+    if end != len(value):
+        raise ValueError("bytes left after the RunMarker record")
+    status = _STATUSES[record.status]
+    if status is RunStatus.RUNNING:
+        raise ValueError("a RunMarker of a RUNNING run")
+    marker = Marker(record.last_seq, status, record.finished_at, record.last_digest)
+    return uuid_from(record.run_id, "run_id"), marker

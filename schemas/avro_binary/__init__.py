@@ -10,7 +10,8 @@ fastavro is written here, and read here:
   :data:`PINNED`): Event and its sixteen kind records (writers and readers generated
   from the kind models), Run and Violation (:mod:`~schemas.avro_binary.layouts`), and
   the ``runfold.RunState`` record (:mod:`~schemas.avro_binary.state`, as plain values,
-  :class:`StateRecord`; ``consumers`` maps it to and from its ``RunState``).
+  :class:`StateRecord`; ``consumers`` maps it to and from its ``RunState``), and the
+  ``runfold.RunMarker`` record of a finished run (:mod:`~schemas.avro_binary.marker`).
 
 :data:`LAYOUTS` says field by field what the code here writes; ``tests/schemas/
 test_avro_binary.py`` compares it with the parsed ``.avsc`` files, and other tests prove
@@ -28,9 +29,10 @@ below 0 are invalid values on decode; u64 values of 2**63 or more do not fit an 
 
 from __future__ import annotations
 
-from schemas.avro_binary import layouts, primitives, state
+from schemas.avro_binary import layouts, marker, primitives, state
 from schemas.avro_binary.layouts import *  # noqa: F403 - the package is its modules' union
+from schemas.avro_binary.marker import *  # noqa: F403
 from schemas.avro_binary.primitives import *  # noqa: F403
 from schemas.avro_binary.state import *  # noqa: F403
 
-__all__ = [*layouts.__all__, *primitives.__all__, *state.__all__]
+__all__ = [*layouts.__all__, *marker.__all__, *primitives.__all__, *state.__all__]

@@ -58,6 +58,7 @@ PINNED = {
     "Run": bytes.fromhex("90078ede1e1a3b9d"),
     "Violation": bytes.fromhex("b1256782d133d134"),
     "RunState": bytes.fromhex("a6fa370631057283"),
+    "RunMarker": bytes.fromhex("a386565503b61fec"),
 }
 """The fingerprint of the schema version each layout here was written for."""
 
@@ -100,11 +101,25 @@ LAYOUTS: dict[str, tuple[tuple[str, str], ...]] = {
     "RunCounters": tuple(
         (name, "long")
         for name in (
-            "events_applied", "nodes_entered", "nodes_exited", "node_failures", "tool_calls",
-            "tool_returns", "tool_failures", "retries", "checkpoints_saved",
-            "checkpoints_restored", "checkpoints_deleted", "state_updates", "messages",
-            "interrupts", "duplicates", "unverified_duplicates", "events_buffered",
-            "violations_dropped", "missing_ranges_dropped",
+            "events_applied",
+            "nodes_entered",
+            "nodes_exited",
+            "node_failures",
+            "tool_calls",
+            "tool_returns",
+            "tool_failures",
+            "retries",
+            "checkpoints_saved",
+            "checkpoints_restored",
+            "checkpoints_deleted",
+            "state_updates",
+            "messages",
+            "interrupts",
+            "duplicates",
+            "unverified_duplicates",
+            "events_buffered",
+            "violations_dropped",
+            "missing_ranges_dropped",
         )
     ),
     "ViolationCounts": tuple((kind.value, "long") for kind in ViolationKind),
@@ -118,6 +133,13 @@ LAYOUTS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "PendingEvent": (("seq", "long"), ("digest", "fixed 8"), ("event_json", "string")),
     "SeqRange": (("first_seq", "long"), ("last_seq", "long")),
+    "RunMarker": (
+        ("run_id", "uuid"),
+        ("last_seq", "long"),
+        ("status", "enum RunStatus"),
+        ("finished_at", "timestamp"),
+        ("last_digest", "fixed 8"),
+    ),
 }
 """Per record name, its fields in the order written here, as ``(name, type)``.
 
@@ -186,8 +208,11 @@ _KIND_ENV: dict[str, Any] = {
 }
 
 
-def _kind_writer(layout: tuple[tuple[str, str], ...], values: Callable[[str, int], str],
-                 string: str = "write_string") -> str:
+def _kind_writer(
+    layout: tuple[tuple[str, str], ...],
+    values: Callable[[str, int], str],
+    string: str = "write_string",
+) -> str:
     """The body of a writer of one kind record: its branch, then each field by ``values``."""
     writers = {**_WRITERS, "string": string}
     writes = ["branch"] + [
@@ -415,10 +440,20 @@ def read_run_record(buf: bytes, pos: int) -> tuple[RunRecord, int]:
         final_state_digest, pos = read_string(buf, pos + 1)
     else:
         pos += 1
-    fields = _record(RunRecord, (
-        run_id, agent_spec_digest, git_sha, started_at, finished_at, _STATUSES[status_index],
-        inputs, outputs, final_state_digest,
-    ))
+    fields = _record(
+        RunRecord,
+        (
+            run_id,
+            agent_spec_digest,
+            git_sha,
+            started_at,
+            finished_at,
+            _STATUSES[status_index],
+            inputs,
+            outputs,
+            final_state_digest,
+        ),
+    )
     return fields, pos
 
 

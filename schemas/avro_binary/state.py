@@ -162,9 +162,21 @@ def decode_state(buf: bytes, pos: int) -> tuple[StateRecord, int]:
     size, pos = read_long(buf, pos)
     window, pos = read_bytes(buf, pos, size, "digest_window")
     missing, pos = read_array(buf, pos, _read_range)
-    record = _record(StateRecord, (
-        run, last_seq, counters, violation_counts, violations, stalled_since, source_offset,
-        flag == 1,
-        stream_time, pending, window, missing,
-    ))
+    record = _record(
+        StateRecord,
+        (
+            run,
+            last_seq,
+            counters,
+            violation_counts,
+            violations,
+            stalled_since,
+            source_offset,
+            flag == 1,
+            stream_time,
+            pending,
+            window,
+            missing,
+        ),
+    )
     return record, pos

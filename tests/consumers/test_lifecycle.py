@@ -20,7 +20,9 @@ from consumers.lifecycle import (
 )
 from consumers.sequence import content_digest
 from consumers.state import FoldError
-from schemas import RunStatus
+from consumers.state_bytes import MARKER_HEADER, read_marker, write_marker
+from schemas import RunStatus, codec
+from schemas.avro_binary import Overflow
 
 MINUTE = 60 * 1000 * MS
 DAY = 24 * 60 * MINUTE
@@ -180,3 +182,46 @@ def test_the_table_against_a_dict_under_churn() -> None:
 def test_a_key_that_is_not_a_run_id_is_refused() -> None:
     with pytest.raises(ValueError, match="16-byte"):
         MarkerTable().add(b"short", Marker(1, RunStatus.COMPLETED, 0, 0))
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        Marker(3, RunStatus.COMPLETED, T0, 0x0102030405060708),
+        Marker(2**63 - 1, RunStatus.CANCELLED, -(2**62), 0),
+        Marker(1, RunStatus.FAILED, 0, 2**64 - 1),
+    ],
+)
+def test_a_marker_record_is_the_bytes_fastavro_writes_and_reads(marker: Marker) -> None:
+    value = write_marker(RUN_ID, marker)
+    record = {
+        "run_id": str(RUN_ID),
+        "last_seq": marker.last_seq,
+        "status": marker.status.value,
+        "finished_at": marker.finished_at,
+        "last_digest": marker.digest.to_bytes(8, "little"),
+    }
+    assert value == codec.encode_record("RunMarker", record)
+    assert read_marker(value) == (RUN_ID, marker)
+    decoded = codec.decode_record("RunMarker", value)
+    assert decoded["last_digest"] == record["last_digest"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"",
+        MARKER_HEADER,
+        MARKER_HEADER + b"\x48" + b"x" * 36 + b"\x02\x02\x02" + bytes(8),  # not a UUID
+        write_marker(RUN_ID, Marker(3, RunStatus.FAILED, 0, 1)) + b"\x00",  # trailing byte
+        write_marker(RUN_ID, Marker(3, RunStatus.FAILED, 0, 1))[:-1],  # truncated
+    ],
+)
+def test_a_damaged_marker_record_is_refused(value: bytes) -> None:
+    with pytest.raises(Exception):  # noqa: B017, PT011 - any refusal; the store fails the restore
+        read_marker(value)
+
+
+def test_a_marker_of_a_seq_an_avro_long_cannot_hold_is_refused() -> None:
+    with pytest.raises(Overflow):
+        write_marker(RUN_ID, Marker(2**63, RunStatus.FAILED, 0, 1))
