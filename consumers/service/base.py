@@ -55,7 +55,10 @@ class ServiceBase:
     ) -> None:
         self.config = config
         self.edge: FoldEdge = edge if edge is not None else FoldEdge.default()
-        self._store = PartitionStore(self.edge)
+        self._store = PartitionStore(self.edge, config.lifecycle)
+        self.gauges: dict[str, int] = {}
+        """What the state store held at the last commit (:meth:`PartitionStore.gauges`);
+        replaced whole, so a metrics scrape on another thread reads one consistent set."""
         self.stats = stats if stats is not None else ServiceStats()
         self._clock = clock
         self._eos = config.guarantee == "exactly-once"

@@ -15,6 +15,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
+from consumers.state import DEFAULT_CONFIG
 from schemas.errors import ConfigError
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "DEFAULT_TXN_INTERVAL_MS",
     "KAFKA_DEFAULT_MAX_MESSAGE_BYTES",
     "Guarantee",
+    "Lifecycle",
     "OutputLimits",
     "ServiceConfig",
     "TopicSet",
@@ -58,6 +60,23 @@ _PINNED_CONSUMER = {
 }
 """Consumer settings an override may not change, with their only accepted value.
 ``group.protocol=consumer`` (KIP-848) assigns incrementally whatever the strategy says."""
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """The run lifecycle and the bounds a service's state store enforces (docs/operations.md,
+    "Run lifecycle and bounds"); built from :class:`ServiceConfig`'s fields."""
+
+    grace_ns: int = DEFAULT_CONFIG.marker_grace_ns
+    """Event time a finished run stays whole before it shrinks to a marker."""
+    retention_ns: int = DEFAULT_CONFIG.marker_retention_ns
+    """Event time after it finished that a run's marker is kept, then tombstoned."""
+    max_markers: int = DEFAULT_CONFIG.max_markers
+    """Markers held (all partitions); over it the oldest are shed (tombstoned, counted)."""
+    max_active_runs: int = 200_000
+    """Decoded runs held; over it idle RUNNING runs are paged out to packed bytes."""
+    max_buffered_events: int = 100_000
+    """Events in all watched reorder buffers; over it the oldest buffers are flushed."""
 
 
 class TopicSet(Protocol):
@@ -104,12 +123,64 @@ class ServiceConfig:
     recovery_backoff_max_s: float = 30.0
     """Longest wait before a client rebuild (the wait doubles from 0.5 s per rebuild in a
     row)."""
+    finished_grace_s: float = DEFAULT_CONFIG.marker_grace_ns / 1e9
+    """Event time (seconds) a finished run stays whole, to judge late duplicates and
+    conflicts on its full digest window; then it shrinks to a marker (5 minutes)."""
+    finished_retention_s: float = DEFAULT_CONFIG.marker_retention_ns / 1e9
+    """Event time (seconds) after it finished that a run's marker is kept (7 days); then
+    its changelog key gets a tombstone, and an event of it is ``forgotten_run``."""
+    max_markers: int = DEFAULT_CONFIG.max_markers
+    """Markers of finished runs held (~55 bytes each); over it the oldest are shed first."""
+    max_active_runs: int = Lifecycle.max_active_runs
+    """Decoded runs held in memory (~2.5 KiB each); over it idle RUNNING runs are paged out
+    to packed bytes (~0.9 KiB) until their next event. Never dropped."""
+    max_buffered_events: int = Lifecycle.max_buffered_events
+    """Events held in all reorder buffers; over it the buffers with the oldest event are
+    flushed (their gaps declared as ``gap`` violations)."""
+    max_run_bytes: int | None = None
+    """Largest RunState record written; a larger state is shrunk before anything commits
+    (:mod:`~consumers.service.oversize`). None: the state topic's ``max.message.bytes``."""
+    runs_tombstones: bool = False
+    """Also write a tombstone to ``agent-runs`` when a finished run is forgotten (after
+    ``finished_retention_s``): compaction then removes it there too, and downstream
+    readers see the key deleted (a null value). Off: ``agent-runs`` keeps every run's
+    last record; only the service's own state is bounded."""
 
     def __post_init__(self) -> None:
         check_consumer_overrides(self.kafka, "kafka setting")
         check_consumer_overrides(self.consumer_overrides)
         if self.max_recoveries < 0:
             raise ConfigError(f"max_recoveries must be >= 0, got {self.max_recoveries}")
+        for name in ("finished_grace_s", "finished_retention_s"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        if self.finished_retention_s < self.finished_grace_s:
+            raise ConfigError(
+                f"finished_retention_s ({self.finished_retention_s:g}) must not be shorter "
+                f"than finished_grace_s ({self.finished_grace_s:g}): a finished run is kept "
+                "whole for the grace, then as a marker until the retention is over"
+            )
+        for name in ("max_markers", "max_active_runs", "max_buffered_events"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.max_run_bytes is not None and self.max_run_bytes < 4096:
+            raise ConfigError(
+                f"max_run_bytes must be at least 4096 (a shrunk state takes a few KiB), "
+                f"got {self.max_run_bytes}"
+            )
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """The lifecycle and bounds of the service's state store, in its units."""
+        return Lifecycle(
+            grace_ns=round(self.finished_grace_s * 1e9),
+            retention_ns=round(self.finished_retention_s * 1e9),
+            max_markers=self.max_markers,
+            max_active_runs=self.max_active_runs,
+            max_buffered_events=self.max_buffered_events,
+        )
 
     @classmethod
     def on_topics(cls, kafka: dict[str, Any], topics: TopicSet, **options: Any) -> ServiceConfig:

@@ -50,6 +50,7 @@ from confluent_kafka import (
     Message,
 )
 
+from consumers.lifecycle import forgotten, forgotten_outcome, judge
 from consumers.sequence import fold_next
 from consumers.service.base import _IDLE_WAIT
 from consumers.service.config import (
@@ -66,6 +67,7 @@ from consumers.service.outputs import _encoding_error
 from consumers.service.recovery import ServiceRecovery, _PauseWatch
 from consumers.service.restore import position
 from consumers.service.stats import ServiceStats
+from schemas import Event
 from schemas.errors import RunfoldError
 
 __all__ = [
@@ -310,6 +312,8 @@ class FoldService(ServiceRecovery):
                 mismatch = _KeyError(f"key {text!r} is not the event's run_id {run_id}")
                 self._dead_letter(msg, "key-mismatch", mismatch)
                 return
+        if state is None and self._known_otherwise(partition, key, event, value or b""):
+            return
         if state is not None and state.source_offset >= offset:
             # At-least-once replay after a crash: this event is already in the state.
             stats.consumed += 1
@@ -338,6 +342,25 @@ class FoldService(ServiceRecovery):
             dirty = self._dirty[partition] = set()
         dirty.add(key)
         self._record_outcomes(key, outcomes)
+
+    def _known_otherwise(self, partition: int, key: bytes, event: Event, value: bytes) -> bool:
+        """An event of a run not held whole: judged by its marker, or a ``forgotten_run``
+        violation when it is older than the retention (:mod:`consumers.lifecycle`);
+        True when it was (counted and published), False for a new run."""
+        store = self._store
+        marker = store.marker(partition, event.run_id)
+        if marker is not None:
+            outcome = judge(marker, event.run_id, event.seq, self.edge.digest(value))
+            self._txn_stats.marker_events += 1
+        else:
+            retention = store.lifecycle.retention_ns
+            clock = store.stream_time.get(partition, 0)
+            if not forgotten(event.timestamp, clock, retention):
+                return False
+            outcome = forgotten_outcome(event.run_id, event.seq, event.timestamp, retention)
+            self._txn_stats.forgotten_run_events += 1
+        self._record_outcomes(key, [outcome])
+        return True
 
 
 class _KeyError(RunfoldError):

@@ -68,9 +68,19 @@ class ServiceOutputs(ServiceBase):
         """
         for partition, keys in self._dirty.items():
             self._store.observe(partition, keys)
+        changed: dict[int, set[bytes]] = {}
         for partition, key, outcomes in self._store.expire(self.edge.config):
+            changed.setdefault(partition, set()).add(key)
             self._dirty.setdefault(partition, set()).add(key)
             self._record_outcomes(key, outcomes, consumed=0)
+        # The bounds (docs/operations.md): buffers over max_buffered_events flushed, runs
+        # over max_active_runs paged out (never one this transaction changed).
+        for partition, key, outcomes in self._store.bound(self._dirty):
+            changed.setdefault(partition, set()).add(key)
+            self._dirty.setdefault(partition, set()).add(key)
+            self._record_outcomes(key, outcomes, consumed=0)
+        for partition, keys in changed.items():
+            self._store.observe(partition, keys)  # a released terminal event ends a run
 
     def _dead_letter(self, msg: Message, reason: str, exc: BaseException) -> None:
         letter = DeadLetter(
@@ -131,6 +141,7 @@ class ServiceOutputs(ServiceBase):
         # be encoded aborts here, and the violations a shrink declares are delivered with
         # the others, before the states (at-least-once).
         records = self._state_records()
+        forgotten = [(p, key) for p, key, value in records if value is None]
         if not self._eos:
             # At-least-once: the violations and dead letters are delivered before the states
             # that record them. A state that outlived a crash would make the replayed
@@ -146,6 +157,13 @@ class ServiceOutputs(ServiceBase):
                 value=value,
                 partition=partition,
             )
+        if self.config.runs_tombstones:
+            # After the changelog split the state records above go to the changelog; the
+            # clean agent-runs record of a forgotten run is deleted too, on request.
+            for partition, key in forgotten:
+                self._produce(
+                    producer, self.config.runs_topic, key=key, value=None, partition=partition
+                )
         written = len(records)
         offsets = [
             TopicPartition(self.config.events_topic, p, off)
@@ -170,9 +188,13 @@ class ServiceOutputs(ServiceBase):
         self._txn_stats.transactions += 1
         self.stats.merge(self._txn_stats)
         self._reset_txn()
+        self.gauges = self._store.gauges()
 
-    def _state_records(self) -> list[tuple[int, bytes, bytes]]:
-        """``(partition, key, value)`` of every changed run's ``agent-runs`` record.
+    def _state_records(self) -> list[tuple[int, bytes, bytes | None]]:
+        """``(partition, key, value)`` of every changed run's ``agent-runs`` record, and
+        the lifecycle's (:meth:`PartitionStore.age`): a RunMarker for each finished run
+        past its grace (it is no longer held whole, so no state of it is written), a
+        tombstone (value None) for each marker forgotten or shed.
 
         A state too large is shrunk in place until it fits; the outcomes of events its
         reorder buffer released on the way are published and counted with this
@@ -183,9 +205,22 @@ class ServiceOutputs(ServiceBase):
         and sends the record that breaks it to the DLQ (``unencodable-state``), the
         run rolled back to its state before that record.
         """
-        records: list[tuple[int, bytes, bytes]] = []
+        lifecycle: list[tuple[int, bytes, bytes | None]] = []
+        for partition in self._store.partitions():
+            lifecycle += self._store.age(partition)
+        counts = self._store.take_counts()
+        stats = self._txn_stats
+        stats.markers_made += counts.markers_made
+        stats.markers_forgotten += counts.markers_forgotten
+        stats.markers_shed += counts.markers_shed
+        stats.runs_paged_out += counts.runs_paged_out
+        stats.forced_flushes += counts.forced_flushes
+        records: list[tuple[int, bytes, bytes | None]] = []
         broken: list[str] = []
-        encode, limit, config = self.edge.encode_state, self._limits.runs, self.edge.config
+        encode, config = self.edge.encode_state, self.edge.config
+        limit = self._limits.runs
+        if self.config.max_run_bytes is not None:
+            limit = min(limit, self.config.max_run_bytes)
         for partition, keys in self._dirty.items():
             runs = self._store.runs.get(partition, {})
             for key in keys:
@@ -225,7 +260,7 @@ class ServiceOutputs(ServiceBase):
                 "; ".join(broken[:3]),
             )
             raise _Abort("unencodable state")
-        return records
+        return records + lifecycle
 
     def _flush_outputs(self) -> None:
         """At-least-once: wait until everything produced is delivered, or abort the batch."""

@@ -47,6 +47,20 @@ class ServiceStats(Tally):
     recoveries: int = 0
     """Client rebuilds after a failure that was neither fencing nor permanent (a broker
     failover, a fatal idempotent-producer error): the service went on in the process."""
+    markers_made: int = 0
+    """Finished runs shrunk to a marker after their grace (a RunMarker record written)."""
+    markers_forgotten: int = 0
+    """Markers forgotten after their retention (a tombstone written)."""
+    markers_shed: int = 0
+    """Markers dropped early, oldest first, over ``max_markers`` (a tombstone written)."""
+    marker_events: int = 0
+    """Events of runs known by their marker (counted as duplicate or violation too)."""
+    forgotten_run_events: int = 0
+    """Events of forgotten runs (``forgotten_run`` violations, counted as violation too)."""
+    runs_paged_out: int = 0
+    """Idle RUNNING runs paged out to packed bytes over ``max_active_runs``."""
+    forced_flushes: int = 0
+    """Reorder buffers flushed over ``max_buffered_events`` (their gaps declared)."""
     dlq_reasons: Counter[str] = field(default_factory=Counter)
 
     def not_folded(self) -> int:

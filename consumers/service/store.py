@@ -9,26 +9,84 @@ and ~4 KiB per run. A state that is not a current-version RunState stored under 
 run_id is decoded at restore, as before, so that a state of another shape fails the
 assignment; a damaged one of the usual shape fails when its run is first touched.
 On revoke, loss or abort the store is cleared; nothing in it outlives the ownership.
+
+The run lifecycle (:mod:`consumers.lifecycle`, DESIGN.md §5) and the bounds live here
+too, run at every commit by :meth:`PartitionStore.age` and :meth:`PartitionStore.bound`:
+
+- a finished run whose grace is over (against its partition's stream time) is dropped
+  from :attr:`runs` and kept as a marker in a packed :class:`MarkerTable` per partition;
+  its changelog record becomes a ``runfold.RunMarker`` (restore reads those into the
+  table without decoding a state); a marker whose retention is over is forgotten and its
+  key gets a tombstone. Over ``max_markers`` the oldest markers are shed first (counted,
+  tombstoned like forgotten ones);
+- over ``max_active_runs`` decoded runs, the idle RUNNING ones (not changed in the open
+  transaction, no buffered events; the first decoded first) are paged out to packed
+  bytes, as restored runs are kept until touched (~0.9 KiB instead of ~2.5 KiB): never
+  dropped, thawed again by their next event;
+- over ``max_buffered_events`` in all watched reorder buffers, the buffers with the
+  oldest event are flushed: their gaps declared (``gap`` violations), counted.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from itertools import islice
+from uuid import UUID
 
-from consumers.sequence import expire
+from consumers.lifecycle import Marker, MarkerTable, due_marker, finished_time, marker_of
+from consumers.sequence import expire, flush
+from consumers.service.config import Lifecycle
 from consumers.service.edge import FoldEdge
 from consumers.service.restore import read_latest_by_key, rebuild_partition
 from consumers.state import FoldConfig, Outcome, RunState
-from consumers.state_bytes import PACKED_STATES, pack_stored, unpack_stored
+from consumers.state_bytes import (
+    MARKER_HEADER,
+    PACKED_STATES,
+    pack_stored,
+    packed_finished_at,
+    read_marker,
+    unpack_stored,
+    write_marker,
+)
+from schemas import RunStatus
 
-__all__ = ["PartitionStore"]
+__all__ = ["LifecycleCounts", "PartitionStore"]
+
+_RUNNING = RunStatus.RUNNING
+
+
+@dataclass
+class LifecycleCounts:
+    """What :meth:`PartitionStore.age` and :meth:`PartitionStore.bound` did (one commit)."""
+
+    markers_made: int = 0
+    markers_forgotten: int = 0
+    markers_shed: int = 0
+    runs_paged_out: int = 0
+    forced_flushes: int = 0
+
+
+Record = tuple[int, bytes, bytes | None]
+"""``(partition, key, value)`` of a changelog record; value None: a tombstone."""
 
 
 class PartitionStore:
     """Run states by input partition and run key (the run_id's text, as bytes)."""
 
-    def __init__(self, edge: FoldEdge) -> None:
+    def __init__(self, edge: FoldEdge, lifecycle: Lifecycle | None = None) -> None:
         self.edge = edge
+        self.lifecycle = lifecycle if lifecycle is not None else Lifecycle()
+        self.markers: dict[int, MarkerTable] = {}
+        """Per partition, the finished runs past their grace (16-byte run id -> marker)."""
+        self._finishing: dict[int, deque[tuple[bytes, int]]] = {}
+        """Per partition, ``(key, finished_at)`` of decoded runs seen finished, in the
+        order seen: the candidates for a marker (checked again when their turn comes)."""
+        self.counts = LifecycleCounts()
+        """What the lifecycle did since the caller last took it (:meth:`take_counts`)."""
+        self._stored_bytes = 0
+        """Bytes of the packed states in :attr:`_stored` (a gauge, kept as they move)."""
         self.runs: dict[int, dict[bytes, RunState]] = {}
         """Decoded states: partition -> key -> state. The service's batch lane reads it."""
         self.unchecked: set[bytes] = set()
@@ -53,6 +111,9 @@ class PartitionStore:
         self.unchecked = set()
         self.stream_time = {}
         self._waiting = {}
+        self.markers = {}
+        self._finishing = {}
+        self._stored_bytes = 0
 
     def get(self, partition: int, key: bytes) -> RunState | None:
         """The run's state (decoded now if it was restored and not touched yet), or None."""
@@ -73,6 +134,7 @@ class PartitionStore:
             return
         clock = self.stream_time.get(partition, 0)
         waiting = self._waiting.setdefault(partition, set())
+        finishing = self._finishing.get(partition)
         for key in keys:
             state = runs.get(key)
             if state is None:
@@ -81,6 +143,10 @@ class PartitionStore:
                 clock = state.stream_time
             if state.pending_events:
                 waiting.add(key)
+            if state.status is not _RUNNING:
+                if finishing is None:
+                    finishing = self._finishing[partition] = deque()
+                finishing.append((key, finished_time(state)))
         self.stream_time[partition] = clock
 
     def expire(self, config: FoldConfig) -> Iterator[tuple[int, bytes, list[Outcome]]]:
@@ -116,12 +182,153 @@ class PartitionStore:
             stored = restored[p].latest
             self.runs[p] = {}
             self._stored[p] = stored
+            markers = self.markers[p] = self._restore_markers(p, stored)
+            self._stored_bytes += sum(map(len, stored.values()))
+            finished = [
+                (at, key)
+                for key, value in stored.items()
+                if (at := packed_finished_at(value)) is not None
+            ]
+            finished.sort()
+            self._finishing[p] = deque((key, at) for at, key in finished)
             for key in [key for key, value in stored.items() if value[:1] not in PACKED_STATES]:
                 self._thaw(p, key)
-            total += len(stored) + len(self.runs[p])
-            if not stored and not self.runs[p]:
+            total += len(stored) + len(self.runs[p]) + len(markers)
+            if not stored and not self.runs[p] and not markers:
                 empty.append(p)
         return total, empty
+
+    def _restore_markers(self, partition: int, stored: dict[bytes, bytes]) -> MarkerTable:
+        """Move the marker records out of ``stored`` into the partition's table. A marker
+        that does not read, or not under its own run's key, fails the assignment, as a
+        state that does not decode does."""
+        table = MarkerTable()
+        keys = [key for key, value in stored.items() if value.startswith(MARKER_HEADER)]
+        for key in keys:
+            run_id, marker = read_marker(stored.pop(key))
+            if str(run_id).encode() != key:
+                raise ValueError(
+                    f"partition {partition}: a RunMarker of run {run_id} is stored under "
+                    f"key {key.decode('utf-8', 'replace')!r}"
+                )
+            table.add(run_id.bytes, marker)
+        return table
+
+    def marker(self, partition: int, run_id: UUID) -> Marker | None:
+        """The marker of a finished run of ``partition`` past its grace, or None."""
+        table = self.markers.get(partition)
+        return table.get(run_id.bytes) if table else None
+
+    def age(self, partition: int) -> list[Record]:
+        """The lifecycle of ``partition`` at its stream time; returns the changelog records
+        it makes: a RunMarker for each run shrunk to a marker, a tombstone for each
+        marker forgotten or shed. Call :meth:`observe` first (the commit does)."""
+        now = self.stream_time.get(partition)
+        runs = self.runs.get(partition)
+        if now is None or runs is None:
+            return []
+        life, counts = self.lifecycle, self.counts
+        table = self.markers.get(partition)
+        if table is None:
+            table = self.markers[partition] = MarkerTable()
+        records: list[Record] = []
+        finishing = self._finishing.get(partition)
+        while finishing and now - finishing[0][1] > life.grace_ns:
+            key, _ = finishing.popleft()
+            state = runs.get(key)
+            if state is None and key in self._stored.get(partition, ()):
+                state = self._thaw(partition, key)  # restored finished, never touched
+            if state is None or not due_marker(state, now, life.grace_ns):
+                continue  # gone already, or seen again with a later time (queued again)
+            if str(state.run_id).encode() != key or state.pending_events:
+                continue  # a run stored under another key stays whole; so does a buffer
+            marker = marker_of(state)
+            try:
+                value = write_marker(state.run_id, marker)
+            except Exception:  # noqa: BLE001 - a seq an Avro long cannot hold: kept whole
+                continue
+            del runs[key]
+            self._waiting.get(partition, set()).discard(key)
+            table.add(state.run_id.bytes, marker)
+            records.append((partition, key, value))
+            counts.markers_made += 1
+        for run_key in table.forget_before(now - life.retention_ns):
+            records.append((partition, str(UUID(bytes=run_key)).encode(), None))
+            counts.markers_forgotten += 1
+        while self.marker_count() > life.max_markers and table:
+            oldest = table.pop_oldest()
+            if oldest is not None:
+                records.append((partition, str(UUID(bytes=oldest[0])).encode(), None))
+                counts.markers_shed += 1
+        return records
+
+    def bound(self, busy: Mapping[int, set[bytes]]) -> Iterator[tuple[int, bytes, list[Outcome]]]:
+        """Hold the store to its bounds: flush the oldest buffers over
+        ``max_buffered_events`` (yields ``(partition, key, outcomes)`` of each, for the
+        caller to count, publish and write), then page idle RUNNING runs out over
+        ``max_active_runs`` (none of ``busy``: the runs the open transaction changed)."""
+        life, config = self.lifecycle, self.edge.config
+        waiting = [
+            (state.pending_oldest_ts, partition, key, state)
+            for partition, keys in self._waiting.items()
+            for key in keys
+            if (state := self.runs.get(partition, {}).get(key)) is not None
+        ]
+        total = sum(len(state.pending_events) for *_, state in waiting)
+        if total > life.max_buffered_events:
+            for _, partition, key, state in sorted(waiting, key=lambda w: w[:3]):
+                if total <= life.max_buffered_events:
+                    break
+                total -= len(state.pending_events)
+                outcomes = flush(state, config)
+                self._waiting[partition].discard(key)
+                self.counts.forced_flushes += 1
+                yield partition, key, outcomes
+        over = sum(len(runs) for runs in self.runs.values()) - life.max_active_runs
+        for partition, runs in self.runs.items():
+            if over <= 0:
+                break
+            dirty = busy.get(partition, set())
+            idle = (
+                key
+                for key, state in runs.items()
+                if state.status is _RUNNING and not state.pending_events and key not in dirty
+            )
+            # The first decoded first: a run thawed again goes to the end of ``runs``.
+            for key in list(islice(idle, over)):
+                state = runs.pop(key)
+                packed = pack_stored(key, self.edge.encode_state(state))
+                self._stored.setdefault(partition, {})[key] = packed
+                self._stored_bytes += len(packed)
+                self.counts.runs_paged_out += 1
+                over -= 1
+
+    def marker_count(self) -> int:
+        """Markers held, over all partitions."""
+        return sum(len(table) for table in self.markers.values())
+
+    def gauges(self) -> dict[str, int]:
+        """What the store holds now, the numbers its bounds are about (O(partitions +
+        buffered runs): the commit takes them, a scrape reads the last ones)."""
+        decoded = sum(len(runs) for runs in self.runs.values())
+        return {
+            "active_runs": decoded + sum(len(keys) for keys in self._stored.values()),
+            "decoded_runs": decoded,
+            "markers": self.marker_count(),
+            "marker_bytes": sum(table.nbytes() for table in self.markers.values()),
+            "stored_bytes": self._stored_bytes,
+            "buffered_events": sum(
+                len(state.pending_events)
+                for partition, keys in self._waiting.items()
+                for key in keys
+                if (state := self.runs.get(partition, {}).get(key)) is not None
+            ),
+        }
+
+    def take_counts(self) -> LifecycleCounts:
+        """What the lifecycle did since the last call (reset)."""
+        counts, self.counts = self.counts, LifecycleCounts()
+        return counts
 
     def rebuild(
         self, kafka: Mapping[str, object], events_topic: str, partition: int, stop: int
@@ -137,7 +344,7 @@ class PartitionStore:
         the service stops, as it does when a state cannot be restored."""
         stored = self._stored[partition]
         state = self.edge.decode_state(unpack_stored(key, stored[key]))
-        del stored[key]
+        self._stored_bytes -= len(stored.pop(key))
         self.runs[partition][key] = state
         if str(getattr(state, "run_id", "")).encode() != key:
             self.unchecked.add(key)

@@ -210,13 +210,21 @@ class RecordingProducer:
         return 0
 
 
-def offline_service(edge: FoldEdge | None = None) -> tuple[FoldService, RecordingProducer]:
+def offline_service(
+    edge: FoldEdge | None = None, **options: Any
+) -> tuple[FoldService, RecordingProducer]:
     """A FoldService with no broker: a transaction open, its outputs recorded, so a test
-    can hand ``_fold_batch`` consumed messages and look at states and records."""
+    can hand ``_fold_batch`` consumed messages and look at states and records.
+    ``options``: other ServiceConfig fields (the lifecycle's, the bounds)."""
     from consumers.service import FoldService, ServiceConfig
 
     config = ServiceConfig(
-        kafka={}, events_topic="ev", dlq_topic="dlq", violations_topic="viol", runs_topic="runs"
+        kafka={},
+        events_topic="ev",
+        dlq_topic="dlq",
+        violations_topic="viol",
+        runs_topic="runs",
+        **options,
     )
     service = FoldService(config, edge=edge)
     producer = RecordingProducer()
