@@ -62,6 +62,11 @@ METRIC_NAMES = (
     "runfold_consumer_transaction_records",
     "runfold_consumer_restore_seconds",
     "runfold_consumer_lag_records",
+    "runfold_consumer_active_runs",
+    "runfold_consumer_markers",
+    "runfold_consumer_buffered_events",
+    "runfold_consumer_state_bytes",
+    "runfold_consumer_lifecycle_total",
     "runfold_producer_records_produced_total",
     "runfold_producer_deliveries_total",
     "runfold_producer_records_pending",
@@ -101,7 +106,9 @@ class ServiceCollector(Collector):
             lag = dict(self.lag)
         by_kind = CounterMetricFamily(
             "runfold_consumer_violations", "Violations emitted, by kind.", labels=["kind"])
-        for kind in ("gap", "duplicate", "conflict", "after_terminal", "missing_start"):
+        for kind in (
+            "gap", "duplicate", "conflict", "after_terminal", "missing_start", "forgotten_run"
+        ):
             by_kind.add_metric([kind], violations.get(kind, 0))
         yield by_kind
         dlq = CounterMetricFamily(
@@ -121,6 +128,7 @@ class ServiceCollector(Collector):
             ("consumer_restored_runs", "restored_runs", "Runs restored from agent-runs."),
         ):
             yield _counter(name, text, getattr(stats, attr))
+        yield from _store_metrics(self._service)
         gauge = GaugeMetricFamily(
             "runfold_consumer_lag_records", "Records of the input partition this instance has "
             "not read yet (last stable offset - next offset).", labels=["topic", "partition"])
@@ -163,6 +171,46 @@ class ServiceCollector(Collector):
                     lag[(topic, partition)] = part["consumer_lag"]
         with self._lock:
             self.lag = lag
+
+
+_LIFECYCLE = (
+    "markers_made", "markers_forgotten", "markers_shed", "marker_events",
+    "forgotten_run_events", "runs_paged_out", "forced_flushes",
+)
+
+
+def _store_metrics(service: Any) -> Iterator[Metric]:
+    """The state store's gauges as of the last commit (``service.gauges``, replaced whole
+    there, so one consistent set) and the lifecycle's counters (docs/operations.md, "Run
+    lifecycle and bounds")."""
+    gauges: dict[str, int] = getattr(service, "gauges", {})
+    runs = GaugeMetricFamily(
+        "runfold_consumer_active_runs", "Runs not finished (or finished within the grace) "
+        "held for the owned partitions: decoded, or paged out to packed bytes "
+        "(--max-active-runs bounds the decoded ones).", labels=["held"])
+    runs.add_metric(["decoded"], gauges.get("decoded_runs", 0))
+    runs.add_metric(["packed"], gauges.get("active_runs", 0) - gauges.get("decoded_runs", 0))
+    yield runs
+    yield GaugeMetricFamily(
+        "runfold_consumer_markers", "Finished runs held as markers (--max-markers).",
+        value=gauges.get("markers", 0))
+    yield GaugeMetricFamily(
+        "runfold_consumer_buffered_events", "Events in the watched reorder buffers "
+        "(--max-buffered-events).", value=gauges.get("buffered_events", 0))
+    size = GaugeMetricFamily(
+        "runfold_consumer_state_bytes", "Bytes of the packed run states and of the marker "
+        "tables (decoded runs are counted in runfold_consumer_active_runs).", labels=["part"])
+    size.add_metric(["packed_runs"], gauges.get("stored_bytes", 0))
+    size.add_metric(["markers"], gauges.get("marker_bytes", 0))
+    yield size
+    lifecycle = CounterMetricFamily(
+        "runfold_consumer_lifecycle", "What the run lifecycle and the bounds did: finished "
+        "runs made markers, markers forgotten or shed, events judged by a marker or "
+        "forgotten, runs paged out, buffers flushed.", labels=["event"])
+    stats = service.stats
+    for name in _LIFECYCLE:
+        lifecycle.add_metric([name], getattr(stats, name, 0))
+    yield lifecycle
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:

@@ -14,10 +14,12 @@ import signal
 import sys
 import time
 from types import FrameType
+from typing import Any
 
 import click
 
 from consumers.service.config import DEFAULT_BATCH_SIZE, DEFAULT_TXN_INTERVAL_MS
+from runfold.commands.lifecycle_options import lifecycle_options
 from runfold.commands.options import (
     connected_settings,
     connection_options,
@@ -80,6 +82,7 @@ EXIT_FENCED = 3
     default=10_000,
     show_default=True,
 )
+@lifecycle_options
 @connection_options
 @click.option("--stats-json", is_flag=True, help="Print the final counters as JSON on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every rebalance and restore.")
@@ -98,15 +101,22 @@ def consume(
     stats_json: bool,
     verbose: bool,
     metrics_port: int | None,
+    **lifecycle: Any,
 ) -> None:
     """Fold agent-run-events into agent-runs, exactly once by default."""
     from consumers.service import FoldService, ServiceConfig, ServiceStopped
+    from schemas.errors import ConfigError
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    try:
+        # The lifecycle's settings are checked before any connection is tried.
+        ServiceConfig(kafka={}, **lifecycle)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
     # Bounded first contact: bad credentials fail here in one line instead of librdkafka
     # reconnecting and init_transactions being retried for minutes.
     settings = connected_settings(bootstrap_servers, prefix)
@@ -121,6 +131,7 @@ def consume(
         until_idle=until_idle,
         transaction_timeout_ms=transaction_timeout_ms,
         session_timeout_ms=session_timeout_ms,
+        **lifecycle,
     )
     service = FoldService(config)
     if metrics_port is not None:
