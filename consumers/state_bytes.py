@@ -40,7 +40,7 @@ __all__ = [
     "PACKED_STATES",
     "PINNED_RUN_STATE",
     "pack_stored",
-    "packed_finished_at",
+    "packed_times",
     "read_marker",
     "state_reader",
     "state_writer",
@@ -169,11 +169,12 @@ def pack_stored(key: bytes, value: bytes) -> bytes:
     return _NO_ID + value[_ID_END:]
 
 
-def packed_finished_at(packed: bytes) -> int | None:
-    """When the run of a :func:`pack_stored` value finished (ns), or None while it is
-    RUNNING (or the value is not a packed pinned state). Reads the head of its ``Run``
-    record only, ~1 µs, so that a restore finds the finished runs it should shrink to
-    markers without decoding every state (a deployment upgraded to the lifecycle has
+def packed_times(packed: bytes) -> tuple[int, int | None] | None:
+    """``(started_at, finished_at)`` of the run of a :func:`pack_stored` value
+    (``finished_at`` None while it is RUNNING), or None when the value is not a packed
+    pinned state. Reads the head of its ``Run`` record only, ~1 µs, so that a restore
+    finds the finished runs to shrink to markers, and a lower bound of the partition's
+    clock, without decoding every state (a deployment upgraded to the lifecycle has
     nothing but whole states of finished runs)."""
     if packed[:1] not in PACKED_STATES:
         return None
@@ -186,8 +187,8 @@ def packed_finished_at(packed: bytes) -> int | None:
         finished_at, pos = read_long(packed, pos)
     status, pos = read_long(packed, pos)
     if status == 0:  # RUNNING, the first symbol of runfold.RunStatus
-        return None
-    return finished_at if finished_at is not None else started_at
+        return started_at, None
+    return started_at, finished_at if finished_at is not None else started_at
 
 
 def unpack_stored(key: bytes, packed: bytes) -> bytes:

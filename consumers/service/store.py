@@ -45,7 +45,7 @@ from consumers.state_bytes import (
     MARKER_HEADER,
     PACKED_STATES,
     pack_stored,
-    packed_finished_at,
+    packed_times,
     read_marker,
     unpack_stored,
     write_marker,
@@ -182,15 +182,10 @@ class PartitionStore:
             stored = restored[p].latest
             self.runs[p] = {}
             self._stored[p] = stored
-            markers = self.markers[p] = self._restore_markers(p, stored)
+            markers, latest_end = self._restore_markers(p, stored)
+            self.markers[p] = markers
             self._stored_bytes += sum(map(len, stored.values()))
-            finished = [
-                (at, key)
-                for key, value in stored.items()
-                if (at := packed_finished_at(value)) is not None
-            ]
-            finished.sort()
-            self._finishing[p] = deque((key, at) for at, key in finished)
+            self._seed(p, stored, latest_end)
             for key in [key for key, value in stored.items() if value[:1] not in PACKED_STATES]:
                 self._thaw(p, key)
             total += len(stored) + len(self.runs[p]) + len(markers)
@@ -198,11 +193,34 @@ class PartitionStore:
                 empty.append(p)
         return total, empty
 
-    def _restore_markers(self, partition: int, stored: dict[bytes, bytes]) -> MarkerTable:
-        """Move the marker records out of ``stored`` into the partition's table. A marker
-        that does not read, or not under its own run's key, fails the assignment, as a
-        state that does not decode does."""
-        table = MarkerTable()
+    def _seed(self, partition: int, stored: dict[bytes, bytes], clock: int) -> None:
+        """From the heads of the restored states and the markers: queue the finished runs
+        for their marker (oldest first), and start the partition's clock at the latest
+        start or end among them. A lower bound of the clock before the restart (a run's
+        later events are not read here): the lifecycle and the forgotten-run rule act
+        later, never sooner, until the partition's next events move it."""
+        finished: list[tuple[int, bytes]] = []
+        for key, value in stored.items():
+            times = packed_times(value)
+            if times is None:
+                continue
+            started_at, finished_at = times
+            clock = max(clock, started_at)
+            if finished_at is not None:
+                finished.append((finished_at, key))
+                clock = max(clock, finished_at)
+        finished.sort()
+        self._finishing[partition] = deque((key, at) for at, key in finished)
+        if clock:
+            self.stream_time[partition] = clock
+
+    def _restore_markers(
+        self, partition: int, stored: dict[bytes, bytes]
+    ) -> tuple[MarkerTable, int]:
+        """Move the marker records out of ``stored`` into a table; returns it and the
+        latest end among them. A marker that does not read, or not under its own run's
+        key, fails the assignment, as a state that does not decode does."""
+        read: list[tuple[int, bytes, Marker]] = []
         keys = [key for key, value in stored.items() if value.startswith(MARKER_HEADER)]
         for key in keys:
             run_id, marker = read_marker(stored.pop(key))
@@ -211,8 +229,12 @@ class PartitionStore:
                     f"partition {partition}: a RunMarker of run {run_id} is stored under "
                     f"key {key.decode('utf-8', 'replace')!r}"
                 )
-            table.add(run_id.bytes, marker)
-        return table
+            read.append((marker.finished_at, run_id.bytes, marker))
+        read.sort()  # oldest first: the order they are forgotten and shed in
+        table = MarkerTable()
+        for _, run_key, marker in read:
+            table.add(run_key, marker)
+        return table, read[-1][0] if read else 0
 
     def marker(self, partition: int, run_id: UUID) -> Marker | None:
         """The marker of a finished run of ``partition`` past its grace, or None."""
@@ -232,6 +254,7 @@ class PartitionStore:
         if table is None:
             table = self.markers[partition] = MarkerTable()
         records: list[Record] = []
+        due: list[tuple[int, bytes, RunState]] = []
         finishing = self._finishing.get(partition)
         while finishing and now - finishing[0][1] > life.grace_ns:
             key, _ = finishing.popleft()
@@ -242,6 +265,9 @@ class PartitionStore:
                 continue  # gone already, or seen again with a later time (queued again)
             if str(state.run_id).encode() != key or state.pending_events:
                 continue  # a run stored under another key stays whole; so does a buffer
+            due.append((finished_time(state), key, state))
+        due.sort(key=lambda entry: entry[:2])  # oldest first, as they will be forgotten
+        for _, key, state in due:
             marker = marker_of(state)
             try:
                 value = write_marker(state.run_id, marker)

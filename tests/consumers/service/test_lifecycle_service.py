@@ -207,6 +207,8 @@ def test_restore_rebuilds_markers_and_queues_restored_finished_runs(
     # The finished run restored whole becomes a marker once its partition moves on,
     # without ever being touched.
     assert [key for key, _ in store._finishing[0]] == [str(done).encode()]
+    # The clock starts at the latest start or end restored: a lower bound of the old one.
+    assert store.stream_time[0] == T0 + 2
     store.stream_time[0] = T0 + 2 * int(GRACE_S * S)
     records = store.age(0)
     assert [(k, read_marker(v)[1].last_seq) for _, k, v in records if v] == [
