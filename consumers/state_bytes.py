@@ -16,6 +16,7 @@ the states equal :func:`~consumers.state_codec.from_record`'s.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 from uuid import UUID
 
 from consumers.lifecycle import Marker
@@ -40,7 +41,8 @@ __all__ = [
     "PACKED_STATES",
     "PINNED_RUN_STATE",
     "pack_stored",
-    "packed_times",
+    "PackedHead",
+    "packed_head",
     "read_marker",
     "state_reader",
     "state_writer",
@@ -169,13 +171,26 @@ def pack_stored(key: bytes, value: bytes) -> bytes:
     return _NO_ID + value[_ID_END:]
 
 
-def packed_times(packed: bytes) -> tuple[int, int | None] | None:
-    """``(started_at, finished_at)`` of the run of a :func:`pack_stored` value
-    (``finished_at`` None while it is RUNNING), or None when the value is not a packed
-    pinned state. Reads the head of its ``Run`` record only, ~1 µs, so that a restore
-    finds the finished runs to shrink to markers, and a lower bound of the partition's
-    clock, without decoding every state (a deployment upgraded to the lifecycle has
-    nothing but whole states of finished runs)."""
+class PackedHead(NamedTuple):
+    """What :func:`packed_head` reads of a packed state without decoding it."""
+
+    started_at: int
+    finished_at: int | None
+    """None while the run is RUNNING (its start, if it ended with no terminal event)."""
+    status: RunStatus
+    last_seq: int
+    last_digest: int
+    """The digest of the event at ``last_seq`` (0: not known, or not kept in this form)."""
+
+
+def packed_head(packed: bytes) -> PackedHead | None:
+    """The head of the run state in a :func:`pack_stored` value, or None when the value
+    is not a packed pinned state. Reads the ``Run`` record and ``last_seq`` only, and the
+    digest at ``last_seq`` from the digest planes of the short-window form: ~2 µs, so
+    that a restore finds the finished runs and a lower bound of the partition's clock,
+    and a finished run never touched becomes a marker, without decoding its state (a
+    deployment upgraded to the lifecycle has nothing but whole states of finished runs).
+    """
     if packed[:1] not in PACKED_STATES:
         return None
     size, pos = read_long(packed, 1)  # agent_spec_digest
@@ -186,9 +201,24 @@ def packed_times(packed: bytes) -> tuple[int, int | None] | None:
     if branch:
         finished_at, pos = read_long(packed, pos)
     status, pos = read_long(packed, pos)
+    size, pos = read_long(packed, pos)  # inputs
+    pos += size
+    for _ in range(2):  # outputs, final_state_digest: ["null", "string"]
+        branch, pos = read_long(packed, pos)
+        if branch:
+            size, pos = read_long(packed, pos)
+            pos += size
+    last_seq, pos = read_long(packed, pos)
+    digest = 0
+    if packed[:1] == _NO_ID_SHORT_WINDOW:
+        planes = packed[-_KEPT_SIZE:]
+        slot, step = last_seq % (_WINDOW // 8), _WINDOW // 8
+        digest = int.from_bytes(bytes(planes[b * step + slot] for b in range(_KEPT)), "little")
     if status == 0:  # RUNNING, the first symbol of runfold.RunStatus
-        return started_at, None
-    return started_at, finished_at if finished_at is not None else started_at
+        finished_at = None
+    elif finished_at is None:
+        finished_at = started_at
+    return PackedHead(started_at, finished_at, _STATUSES[status], last_seq, digest)
 
 
 def unpack_stored(key: bytes, packed: bytes) -> bytes:

@@ -45,7 +45,7 @@ from consumers.state_bytes import (
     MARKER_HEADER,
     PACKED_STATES,
     pack_stored,
-    packed_times,
+    packed_head,
     read_marker,
     unpack_stored,
     write_marker,
@@ -201,14 +201,13 @@ class PartitionStore:
         later, never sooner, until the partition's next events move it."""
         finished: list[tuple[int, bytes]] = []
         for key, value in stored.items():
-            times = packed_times(value)
-            if times is None:
+            head = packed_head(value)
+            if head is None:
                 continue
-            started_at, finished_at = times
-            clock = max(clock, started_at)
-            if finished_at is not None:
-                finished.append((finished_at, key))
-                clock = max(clock, finished_at)
+            clock = max(clock, head.started_at)
+            if head.finished_at is not None:
+                finished.append((head.finished_at, key))
+                clock = max(clock, head.finished_at)
         finished.sort()
         self._finishing[partition] = deque((key, at) for at, key in finished)
         if clock:
@@ -254,28 +253,35 @@ class PartitionStore:
         if table is None:
             table = self.markers[partition] = MarkerTable()
         records: list[Record] = []
-        due: list[tuple[int, bytes, RunState]] = []
+        due: list[tuple[int, bytes, Marker]] = []
         finishing = self._finishing.get(partition)
+        stored = self._stored.get(partition, {})
         while finishing and now - finishing[0][1] > life.grace_ns:
             key, _ = finishing.popleft()
             state = runs.get(key)
-            if state is None and key in self._stored.get(partition, ()):
-                state = self._thaw(partition, key)  # restored finished, never touched
-            if state is None or not due_marker(state, now, life.grace_ns):
-                continue  # gone already, or seen again with a later time (queued again)
-            if str(state.run_id).encode() != key or state.pending_events:
-                continue  # a run stored under another key stays whole; so does a buffer
-            due.append((finished_time(state), key, state))
+            if state is not None:
+                if not due_marker(state, now, life.grace_ns):
+                    continue  # seen again with a later time (queued again)
+                if str(state.run_id).encode() != key or state.pending_events:
+                    continue  # a run stored under another key stays whole; so does a buffer
+                due.append((finished_time(state), key, marker_of(state)))
+            elif key in stored:
+                # Restored finished and never touched: its marker from the packed bytes.
+                head = packed_head(stored[key])
+                if head is not None and head.finished_at is not None:
+                    marker = Marker(head.last_seq, head.status, head.finished_at, head.last_digest)
+                    due.append((head.finished_at, key, marker))
         due.sort(key=lambda entry: entry[:2])  # oldest first, as they will be forgotten
-        for _, key, state in due:
-            marker = marker_of(state)
+        for _, key, marker in due:
+            run_id = UUID(key.decode())
             try:
-                value = write_marker(state.run_id, marker)
+                value = write_marker(run_id, marker)
             except Exception:  # noqa: BLE001 - a seq an Avro long cannot hold: kept whole
                 continue
-            del runs[key]
+            if runs.pop(key, None) is None:
+                self._stored_bytes -= len(stored.pop(key))
             self._waiting.get(partition, set()).discard(key)
-            table.add(state.run_id.bytes, marker)
+            table.add(run_id.bytes, marker)
             records.append((partition, key, value))
             counts.markers_made += 1
         for run_key in table.forget_before(now - life.retention_ns):

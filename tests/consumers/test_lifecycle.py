@@ -225,3 +225,47 @@ def test_a_damaged_marker_record_is_refused(value: bytes) -> None:
 def test_a_marker_of_a_seq_an_avro_long_cannot_hold_is_refused() -> None:
     with pytest.raises(Overflow):
         write_marker(RUN_ID, Marker(2**63, RunStatus.FAILED, 0, 1))
+
+
+@pytest.mark.parametrize(
+    "kinds",
+    [
+        ("graph_started", "tool_called", "graph_completed"),
+        ("graph_started", "graph_failed"),
+        ("tool_called", "tool_called"),  # RUNNING, no graph_started
+        ("graph_started",) + ("tool_called",) * 70 + ("graph_completed",),  # window wrapped
+    ],
+)
+def test_the_head_of_a_packed_state_is_its_marker_without_decoding(
+    event_factory: EventFactory, kinds: tuple[str, ...]
+) -> None:
+    from consumers.service.edge import FoldEdge
+    from consumers.state_bytes import pack_stored, packed_head
+
+    result = FoldResult(CONFIG)
+    for seq, kind in enumerate(kinds, start=1):
+        payload = {"inputs": {"q": "x" * 300}} if kind == "graph_started" else None
+        result.apply(event_factory(seq, kind, payload))
+    state = result.runs[RUN_ID]
+    state.outputs = {"answer": 42}
+    state.final_state_digest = "sha256:abc"
+    key = str(RUN_ID).encode()
+    head = packed_head(pack_stored(key, FoldEdge.default().encode_state(state)))
+    assert head is not None
+    assert (head.started_at, head.status, head.last_seq) == (
+        int(state.started_at),
+        state.status,
+        state.last_seq,
+    )
+    if state.status is RunStatus.RUNNING:
+        assert head.finished_at is None
+    else:
+        assert Marker(head.last_seq, head.status, head.finished_at, head.last_digest) == (
+            marker_of(state)
+        )
+
+
+def test_a_value_that_is_not_a_packed_state_has_no_head() -> None:
+    from consumers.state_bytes import packed_head
+
+    assert packed_head(b"\xc3\x01whatever") is None
