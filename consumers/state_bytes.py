@@ -193,6 +193,15 @@ def packed_head(packed: bytes) -> PackedHead | None:
     """
     if packed[:1] not in PACKED_STATES:
         return None
+    try:
+        return _read_head(packed)
+    except (IndexError, ValueError):
+        # Damaged bytes: not read here. Decoding the state says what is wrong, when its
+        # run is touched (the service stops then, as for any state it cannot restore).
+        return None
+
+
+def _read_head(packed: bytes) -> PackedHead | None:
     size, pos = read_long(packed, 1)  # agent_spec_digest
     size, pos = read_long(packed, pos + size)  # git_sha
     started_at, pos = read_long(packed, pos + size)
@@ -209,6 +218,8 @@ def packed_head(packed: bytes) -> PackedHead | None:
             size, pos = read_long(packed, pos)
             pos += size
     last_seq, pos = read_long(packed, pos)
+    if pos > len(packed) or not 0 <= status < len(_STATUSES) or size < 0 or last_seq < 0:
+        return None
     digest = 0
     if packed[:1] == _NO_ID_SHORT_WINDOW:
         planes = packed[-_KEPT_SIZE:]

@@ -269,3 +269,16 @@ def test_a_value_that_is_not_a_packed_state_has_no_head() -> None:
     from consumers.state_bytes import packed_head
 
     assert packed_head(b"\xc3\x01whatever") is None
+
+
+def test_a_packed_state_damaged_in_its_head_has_none(event_factory: EventFactory) -> None:
+    """It is decoded (and refused, loudly) when its run is touched, not read here. (Damage
+    after the head is not seen by a marker made from it: a marker needs only the head.)"""
+    from consumers.service.edge import FoldEdge
+    from consumers.state_bytes import pack_stored, packed_head
+
+    result = _finished(event_factory)
+    key = str(RUN_ID).encode()
+    value = FoldEdge.default().encode_state(result.runs[RUN_ID])
+    for cut in (50, 60, 70, 80):  # within the Run record or last_seq
+        assert packed_head(pack_stored(key, value[:cut])) is None
