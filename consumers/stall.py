@@ -61,8 +61,9 @@ def flag_stalled(
 ) -> Stall | None:
     """Flag ``state`` stalled if it is due (:func:`stall_due`); None when it is not due.
 
-    ``last_event_ns`` is when the caller last saw an event of the run, ``now_ns`` the
-    time now, on the same clock (the service: wall clock). ``fail``: end the run FAILED
+    ``last_event_ns`` is when the caller last saw an event of the run (or started
+    watching it: the service's restore), ``now_ns`` the time now, on the same clock (the
+    service: wall clock). ``fail``: end the run FAILED
     too (see the module docstring).
     """
     if not stall_due(state, last_event_ns, now_ns, stall_after_ns):
@@ -91,7 +92,7 @@ def flag_stalled(
         last_seq,
         last_seq,
         f"run {state.run_id}: no event for {silent} after seq {last_seq} "
-        f"(last one seen at {since}); {what}",
+        f"(none seen since {since}); {what}",
     )
     state.stalled_since = now_ns
     return Stall(violation, outcomes)

@@ -278,3 +278,23 @@ def test_an_idle_service_opens_a_transaction_to_flag() -> None:
 def test_stall_after_must_be_positive(value: float) -> None:
     with pytest.raises(ConfigError, match="stall_after_s"):
         ServiceConfig(kafka={}, stall_after_s=value)
+
+
+def test_a_damaged_restored_state_is_skipped_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    off = _Offline()
+    service = off.service
+    run = uuid.uuid4()
+    state, _ = service.edge.apply(None, _event(run, 1, "graph_started"))
+    key = str(run).encode()
+    damaged = str(uuid.uuid4()).encode()
+    store = service._store
+    store.runs[0] = {}
+    store._stored[0] = {
+        damaged: b"\x01\xff\xff\xff",  # a packed marker, then bytes no state reads
+        key: pack_stored(key, service.edge.encode_state(state)),
+    }
+    service._stalls.restored(store, [0], int(WALL))
+    off.commit_at(WALL + AFTER)
+    assert [v.kind for v in off.violations(run)] == [ViolationKind.STALLED]
+    assert any("cannot be read" in r.message for r in caplog.records)
+    assert damaged in store._stored[0]  # left for its run's next record to meet
