@@ -32,6 +32,7 @@ from consumers.service.errors import (
     ErrorPolicy,
     ServiceStopped,
 )
+from consumers.service.stalls import StallWatch
 from consumers.service.stats import ServiceStats
 from consumers.service.store import PartitionStore
 
@@ -52,12 +53,15 @@ class ServiceBase:
         edge: FoldEdge | None = None,
         stats: ServiceStats | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.config = config
         self.edge: FoldEdge = edge if edge is not None else FoldEdge.default()
         self._store = PartitionStore(self.edge)
         self.stats = stats if stats is not None else ServiceStats()
         self._clock = clock
+        # When each owned run last got an event, on the wall clock: stalled runs.
+        self._stalls = StallWatch(config.stall_after_s, config.fail_stalled_runs, wall_clock)
         self._eos = config.guarantee == "exactly-once"
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None

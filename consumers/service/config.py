@@ -20,6 +20,7 @@ from schemas.errors import ConfigError
 __all__ = [
     "ASSIGNMENT_STRATEGY",
     "DEFAULT_BATCH_SIZE",
+    "DEFAULT_STALL_AFTER_S",
     "DEFAULT_TXN_INTERVAL_MS",
     "KAFKA_DEFAULT_MAX_MESSAGE_BYTES",
     "Guarantee",
@@ -46,6 +47,9 @@ clock committing at 40k events/s."""
 DEFAULT_TXN_INTERVAL_MS = 100
 """An open transaction commits at least this often: the bound on how long an event waits
 to be folded into a committed state at a low rate (end-to-end latency)."""
+DEFAULT_STALL_AFTER_S = 1800.0
+"""A RUNNING run with no event for this long (wall clock, 30 min) is flagged ``stalled``."""
+_STALL_AFTER_MAX_S = 100 * 365 * 86400.0
 ASSIGNMENT_STRATEGY = "range"
 """The consumer's ``partition.assignment.strategy``, pinned. The service's rebalance
 handling is eager: on revoke it commits and drops the state of *every* owned partition,
@@ -104,12 +108,23 @@ class ServiceConfig:
     recovery_backoff_max_s: float = 30.0
     """Longest wait before a client rebuild (the wait doubles from 0.5 s per rebuild in a
     row)."""
+    stall_after_s: float = DEFAULT_STALL_AFTER_S
+    """A RUNNING run with no event for this long (wall clock) is flagged ``stalled`` once
+    (:mod:`consumers.service.stalls`). The wait restarts when the service restores."""
+    fail_stalled_runs: bool = False
+    """End a stalled run as FAILED (an error in its outputs says why) instead of only
+    flagging it; by default only the agent's own events change a run's status."""
 
     def __post_init__(self) -> None:
         check_consumer_overrides(self.kafka, "kafka setting")
         check_consumer_overrides(self.consumer_overrides)
         if self.max_recoveries < 0:
             raise ConfigError(f"max_recoveries must be >= 0, got {self.max_recoveries}")
+        if not 0 < self.stall_after_s < _STALL_AFTER_MAX_S:  # also refuses NaN
+            raise ConfigError(
+                f"stall_after_s must be more than 0 seconds (and finite), got "
+                f"{self.stall_after_s!r}: a RUNNING run silent that long is flagged stalled"
+            )
 
     @classmethod
     def on_topics(cls, kafka: dict[str, Any], topics: TopicSet, **options: Any) -> ServiceConfig:

@@ -47,6 +47,9 @@ class ServiceStats(Tally):
     recoveries: int = 0
     """Client rebuilds after a failure that was neither fencing nor permanent (a broker
     failover, a fatal idempotent-producer error): the service went on in the process."""
+    stalled_flagged: int = 0
+    """Runs flagged ``stalled`` (no event for ``stall_after``, :mod:`consumers.stall`). A
+    flag consumes no record: it is outside the identity above."""
     dlq_reasons: Counter[str] = field(default_factory=Counter)
 
     def not_folded(self) -> int:

@@ -19,9 +19,15 @@ from consumers.sequence import expire
 from consumers.service.edge import FoldEdge
 from consumers.service.restore import read_latest_by_key, rebuild_partition
 from consumers.state import FoldConfig, Outcome, RunState
-from consumers.state_bytes import PACKED_STATES, pack_stored, unpack_stored
+from consumers.state_bytes import PACKED_STATES, PINNED_RUN_STATE, pack_stored, unpack_stored
+from schemas import RunStatus
+from schemas.avro_binary import read_run_record
+from schemas.framing import SINGLE_OBJECT_MAGIC
 
 __all__ = ["PartitionStore"]
+
+_STATE_BODY = len(SINGLE_OBJECT_MAGIC + PINNED_RUN_STATE)
+"""Where a packed state's record starts once unpacked (its Run record comes first)."""
 
 
 class PartitionStore:
@@ -60,6 +66,22 @@ class PartitionStore:
         if state is None and key in self._stored.get(partition, ()):
             state = self._thaw(partition, key)
         return state
+
+    def untouched(self, partition: int) -> list[bytes]:
+        """The keys of the partition's restored runs not decoded since (a snapshot)."""
+        return list(self._stored.get(partition, ()))
+
+    def stored_status(self, partition: int, key: bytes) -> RunStatus | None:
+        """The status of a restored run not decoded yet, read from the head of its bytes
+        (~5 us, a third of a decode); None when it is not held as bytes (decoded since,
+        or never restored). Raises on bytes it cannot read, like :meth:`get`."""
+        packed = self._stored.get(partition, {}).get(key)
+        if packed is None:
+            return None
+        if packed[:1] not in PACKED_STATES:
+            return self.edge.decode_state(unpack_stored(key, packed)).status
+        run, _ = read_run_record(unpack_stored(key, packed), _STATE_BODY)
+        return RunStatus(run.status)
 
     def put(self, partition: int, key: bytes, state: RunState) -> None:
         """Keep ``state`` as the run's latest."""
