@@ -26,7 +26,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from bench.kafka_env import BenchError, Watched, create_topic, rss_bytes
+from bench.kafka_env import BenchError, Watched, create_topic
 from bench.results import Measurement
 from bench.runfold_stages import ServiceTopics, start_service
 from consumers import apply_event
@@ -286,7 +286,8 @@ def _preload_states(bootstrap: str, topic: str, runs: int) -> int:
 def measure_restore(
     bootstrap: str, admin: Any, partitions: int, prefix: str, *, runs: int, timeout: float,
 ) -> list[Measurement]:
-    """Restore ``runs`` runs on assignment: seconds, and RSS per tracked run."""
+    """Restore ``runs`` runs on assignment, in seconds. (What they cost in memory once
+    folded is the week stage's: :mod:`bench.week`.)"""
     topics = ServiceTopics.own(f"{prefix}restore-events", f"{prefix}restore-")
     create_topic(admin, topics.events, partitions)
     topics.create(admin, partitions)
@@ -294,11 +295,7 @@ def measure_restore(
     service = start_service(bootstrap, topics, f"{prefix}restore", "exactly-once",
                             until_idle=5.0)
     try:
-        service.wait_mark("assigned", 90)
-        before = rss_bytes(service.pid)
         service.wait_mark("restored", timeout)
-        time.sleep(1.5)  # the raw records of the restore are garbage now: let them go
-        after = rss_bytes(service.pid)
     finally:
         service.stop()
     found = service.match("restored")
@@ -307,13 +304,8 @@ def measure_restore(
     valid = restored == runs
     note = "" if valid else f"restored {restored:,} runs, expected {runs:,}"
     detail = f"{runs:,} runs in agent-runs ({size} B per state record), {partitions} partitions"
-    per_run = (after - before) / runs if after is not None and before is not None else None
     return [
         Measurement("restore.seconds", STAGE_RESTORE, "restore on assignment", seconds, "s",
                     detail=detail + "; the service's own timing", valid=valid, note=note,
                     extra={"runs": runs}),
-        Measurement("restore.rss_per_run", STAGE_RESTORE, "RSS per tracked run", per_run, "B",
-                    detail=f"(RSS after restore - RSS at assignment) / {runs:,}",
-                    valid=valid and per_run is not None, note=note,
-                    extra={"rss_before": before, "rss_after": after}),
     ]

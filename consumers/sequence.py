@@ -191,7 +191,7 @@ def _apply(
     service's batch lane hands over). Returns the violation noticed on the way, if any
     (``missing_start`` for a first event that is not ``graph_started``). ``event`` may
     be None only for the kinds of :data:`COUNTED_KINDS`, whose projection reads nothing
-    but the tag.
+    but the tag. An applied event clears ``stalled_since`` (:mod:`consumers.stall`).
     """
     digests = state.digests
     try:
@@ -199,6 +199,8 @@ def _apply(
     except (OverflowError, TypeError):
         raise _bad_digest(state, seq, digest) from None
     state.last_seq = seq
+    # An applied event ends a stall (consumers.stall): one slot store, cheaper than a test.
+    state.stalled_since = None
     noticed: tuple[Violation, ...] = ()
     if not state.events_applied and not state.has_identity:
         # A first event: fold_next never hands one over, so ``event`` is here.

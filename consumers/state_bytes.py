@@ -32,6 +32,7 @@ from schemas.avro_binary import (
     encode_marker,
     encode_state,
     read_long,
+    read_run_record,
     uuid_from,
 )
 from schemas.framing import SINGLE_OBJECT_MAGIC
@@ -183,53 +184,38 @@ class PackedHead(NamedTuple):
     """The digest of the event at ``last_seq`` (0: not known, or not kept in this form)."""
 
 
-def packed_head(packed: bytes) -> PackedHead | None:
+def packed_head(key: bytes, packed: bytes) -> PackedHead | None:
     """The head of the run state in a :func:`pack_stored` value, or None when the value
-    is not a packed pinned state. Reads the ``Run`` record and ``last_seq`` only, and the
-    digest at ``last_seq`` from the digest planes of the short-window form: ~2 µs, so
-    that a restore finds the finished runs and a lower bound of the partition's clock,
-    and a finished run never touched becomes a marker, without decoding its state (a
-    deployment upgraded to the lifecycle has nothing but whole states of finished runs).
-    """
+    is not a packed pinned state or its head does not read. Reads the ``Run`` record
+    (:func:`~schemas.avro_binary.read_run_record`) and ``last_seq`` only, and the digest at
+    ``last_seq`` from the digest planes of the short-window form: a few µs, so that a
+    restore finds the finished runs and a lower bound of the partition's clock, a finished
+    run never touched becomes a marker, and the stall watch reads a status, without
+    decoding the state (a deployment upgraded to the lifecycle has nothing but whole states
+    of finished runs). A state damaged in its head is left to the decode, which says what
+    is wrong when its run is touched."""
     if packed[:1] not in PACKED_STATES:
         return None
+    buf = b"".join((UUID_LENGTH, key, packed[1:]))  # the Run record, run_id in front again
     try:
-        return _read_head(packed)
+        run, pos = read_run_record(buf, 0)
+        last_seq, pos = read_long(buf, pos)
     except (IndexError, ValueError):
-        # Damaged bytes: not read here. Decoding the state says what is wrong, when its
-        # run is touched (the service stops then, as for any state it cannot restore).
         return None
-
-
-def _read_head(packed: bytes) -> PackedHead | None:
-    size, pos = read_long(packed, 1)  # agent_spec_digest
-    size, pos = read_long(packed, pos + size)  # git_sha
-    started_at, pos = read_long(packed, pos + size)
-    branch, pos = read_long(packed, pos)
-    finished_at = None
-    if branch:
-        finished_at, pos = read_long(packed, pos)
-    status, pos = read_long(packed, pos)
-    size, pos = read_long(packed, pos)  # inputs
-    pos += size
-    for _ in range(2):  # outputs, final_state_digest: ["null", "string"]
-        branch, pos = read_long(packed, pos)
-        if branch:
-            size, pos = read_long(packed, pos)
-            pos += size
-    last_seq, pos = read_long(packed, pos)
-    if pos > len(packed) or not 0 <= status < len(_STATUSES) or size < 0 or last_seq < 0:
+    if pos > len(buf) or last_seq < 0:
         return None
     digest = 0
     if packed[:1] == _NO_ID_SHORT_WINDOW:
         planes = packed[-_KEPT_SIZE:]
         slot, step = last_seq % (_WINDOW // 8), _WINDOW // 8
         digest = int.from_bytes(bytes(planes[b * step + slot] for b in range(_KEPT)), "little")
-    if status == 0:  # RUNNING, the first symbol of runfold.RunStatus
+    status = RunStatus(run.status)
+    finished_at = run.finished_at
+    if status is RunStatus.RUNNING:
         finished_at = None
     elif finished_at is None:
-        finished_at = started_at
-    return PackedHead(started_at, finished_at, _STATUSES[status], last_seq, digest)
+        finished_at = run.started_at
+    return PackedHead(run.started_at, finished_at, status, last_seq, digest)
 
 
 def unpack_stored(key: bytes, packed: bytes) -> bytes:

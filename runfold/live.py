@@ -72,6 +72,8 @@ class RunSummary:
     finished_at: int | None
     events_applied: int
     violations: int
+    stalled: bool = False
+    """RUNNING and flagged stalled (``stalled_since`` set: no event for ``stall_after``)."""
 
     @property
     def duration_ns(self) -> int | None:
@@ -125,6 +127,8 @@ class FleetSnapshot:
     slowest: list[RunSummary]
     failing: list[RunSummary]
     taken_at: float = field(default_factory=time.time)
+    stalled: int = 0
+    """RUNNING runs flagged stalled (counted among RUNNING too)."""
 
     @property
     def runs_total(self) -> int:
@@ -288,6 +292,7 @@ class FleetReader:
                 finished_at=None if state.finished_at is None else int(state.finished_at),
                 events_applied=state.events_applied,
                 violations=sum(state.violation_counts.values()),
+                stalled=state.stalled_since is not None and not state.is_terminal,
             )
         elif topic == self.topics.violations and value is not None:
             violation = self._decode_violation(value)
@@ -378,6 +383,7 @@ class FleetReader:
             recent_violations=list(reversed(self._recent)),
             slowest=slowest[: self._top],
             failing=failing[: self._top],
+            stalled=sum(1 for r in runs if r.stalled),
         )
 
     def run_ids(self) -> set[str]:
@@ -425,6 +431,8 @@ def _runs_panel(snap: FleetSnapshot) -> Panel:
     for status in STATUSES:
         count = snap.runs_by_status.get(status, 0)
         table.add_row(Text(status, style=_STATUS_STYLE[status]), f"{count:,}")
+        if status == "RUNNING" and snap.stalled:
+            table.add_row(Text("  of them stalled", style="magenta"), f"{snap.stalled:,}")
     table.add_row(Text("total", style="bold"), Text(f"{snap.runs_total:,}", style="bold"))
     return Panel(table, title="runs by status", border_style="blue")
 

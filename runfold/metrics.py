@@ -36,6 +36,8 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from schemas import ViolationKind
+
 __all__ = [
     "METRIC_NAMES",
     "ProducerCollector",
@@ -67,6 +69,8 @@ METRIC_NAMES = (
     "runfold_consumer_buffered_events",
     "runfold_consumer_state_bytes",
     "runfold_consumer_lifecycle_total",
+    "runfold_consumer_stalled_flagged_total",
+    "runfold_consumer_runs_stalled",
     "runfold_producer_records_produced_total",
     "runfold_producer_deliveries_total",
     "runfold_producer_records_pending",
@@ -106,10 +110,8 @@ class ServiceCollector(Collector):
             lag = dict(self.lag)
         by_kind = CounterMetricFamily(
             "runfold_consumer_violations", "Violations emitted, by kind.", labels=["kind"])
-        for kind in (
-            "gap", "duplicate", "conflict", "after_terminal", "missing_start", "forgotten_run"
-        ):
-            by_kind.add_metric([kind], violations.get(kind, 0))
+        for kind in ViolationKind:
+            by_kind.add_metric([kind.value], violations.get(kind.value, 0))
         yield by_kind
         dlq = CounterMetricFamily(
             "runfold_consumer_dlq", "Records sent to the dead-letter topic, by reason.",
@@ -126,9 +128,16 @@ class ServiceCollector(Collector):
             ("consumer_recoveries", "recoveries", "Client rebuilds after a broker failover "
              "or a fatal error that was not fencing (the service went on)."),
             ("consumer_restored_runs", "restored_runs", "Runs restored from agent-runs."),
+            ("consumer_stalled_flagged", "stalled_flagged", "Runs flagged stalled: RUNNING "
+             "with no event for --stall-after (wall clock)."),
         ):
             yield _counter(name, text, getattr(stats, attr))
         yield from _store_metrics(self._service)
+        watch = getattr(self._service, "_stalls", None)
+        yield GaugeMetricFamily(
+            "runfold_consumer_runs_stalled", "Runs of the owned partitions flagged stalled and "
+            "still RUNNING with no event since (a restored one counts from its first check, "
+            "--stall-after after the restore).", value=getattr(watch, "stalled", 0))
         gauge = GaugeMetricFamily(
             "runfold_consumer_lag_records", "Records of the input partition this instance has "
             "not read yet (last stable offset - next offset).", labels=["topic", "partition"])

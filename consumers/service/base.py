@@ -32,6 +32,7 @@ from consumers.service.errors import (
     ErrorPolicy,
     ServiceStopped,
 )
+from consumers.service.stalls import StallWatch
 from consumers.service.stats import ServiceStats
 from consumers.service.store import PartitionStore
 
@@ -52,6 +53,7 @@ class ServiceBase:
         edge: FoldEdge | None = None,
         stats: ServiceStats | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.config = config
         self.edge: FoldEdge = edge if edge is not None else FoldEdge.default()
@@ -61,6 +63,8 @@ class ServiceBase:
         replaced whole, so a metrics scrape on another thread reads one consistent set."""
         self.stats = stats if stats is not None else ServiceStats()
         self._clock = clock
+        # When each owned run last got an event, on the wall clock: stalled runs.
+        self._stalls = StallWatch(config.stall_after_s, config.fail_stalled_runs, wall_clock)
         self._eos = config.guarantee == "exactly-once"
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None

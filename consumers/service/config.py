@@ -21,6 +21,7 @@ from schemas.errors import ConfigError
 __all__ = [
     "ASSIGNMENT_STRATEGY",
     "DEFAULT_BATCH_SIZE",
+    "DEFAULT_STALL_AFTER_S",
     "DEFAULT_TXN_INTERVAL_MS",
     "KAFKA_DEFAULT_MAX_MESSAGE_BYTES",
     "Guarantee",
@@ -48,6 +49,11 @@ clock committing at 40k events/s."""
 DEFAULT_TXN_INTERVAL_MS = 100
 """An open transaction commits at least this often: the bound on how long an event waits
 to be folded into a committed state at a low rate (end-to-end latency)."""
+DEFAULT_STALL_AFTER_S = 1800.0
+"""A RUNNING run with no event for this long (wall clock, 30 min) is flagged ``stalled``."""
+_STALL_AFTER_MAX_S = 100 * 365 * 86400.0
+_SECONDS_MAX = _STALL_AFTER_MAX_S
+"""Longest duration setting accepted: a century (finite, so it converts to nanoseconds)."""
 ASSIGNMENT_STRATEGY = "range"
 """The consumer's ``partition.assignment.strategy``, pinned. The service's rebalance
 handling is eager: on revoke it commits and drops the state of *every* owned partition,
@@ -145,16 +151,29 @@ class ServiceConfig:
     ``finished_retention_s``): compaction then removes it there too, and downstream
     readers see the key deleted (a null value). Off: ``agent-runs`` keeps every run's
     last record; only the service's own state is bounded."""
+    stall_after_s: float = DEFAULT_STALL_AFTER_S
+    """A RUNNING run with no event for this long (wall clock) is flagged ``stalled`` once
+    (:mod:`consumers.service.stalls`). The wait restarts when the service restores."""
+    fail_stalled_runs: bool = False
+    """End a stalled run as FAILED (an error in its outputs says why) instead of only
+    flagging it; by default only the agent's own events change a run's status."""
 
     def __post_init__(self) -> None:
         check_consumer_overrides(self.kafka, "kafka setting")
         check_consumer_overrides(self.consumer_overrides)
         if self.max_recoveries < 0:
             raise ConfigError(f"max_recoveries must be >= 0, got {self.max_recoveries}")
+        if not 0 < self.stall_after_s < _STALL_AFTER_MAX_S:  # also refuses NaN
+            raise ConfigError(
+                f"stall_after_s must be more than 0 seconds (and finite), got "
+                f"{self.stall_after_s!r}: a RUNNING run silent that long is flagged stalled"
+            )
         for name in ("finished_grace_s", "finished_retention_s"):
             value = getattr(self, name)
-            if not value > 0:
-                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+            if not 0 < value < _SECONDS_MAX:  # also refuses NaN and infinity
+                raise ConfigError(
+                    f"{name} must be a positive, finite number of seconds, got {value!r}"
+                )
         if self.finished_retention_s < self.finished_grace_s:
             raise ConfigError(
                 f"finished_retention_s ({self.finished_retention_s:g}) must not be shorter "

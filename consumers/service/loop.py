@@ -169,6 +169,15 @@ class FoldService(ServiceRecovery):
                         or (now - self._txn_started) * 1000 >= cfg.txn_interval_ms
                     ):
                         self._commit()
+                    elif (
+                        self._assigned
+                        and not self._in_txn
+                        and self._stalls.due(self._stalls.clock())
+                    ):
+                        # Idle: no commit would flag the runs gone silent; one is opened
+                        # to write them and publish their violations.
+                        self._ensure_txn()
+                        self._commit()
                 except _Abort:
                     # When finishing, the next turn finds nothing open and returns.
                     self._abort_and_rewind()

@@ -82,6 +82,29 @@ class ServiceOutputs(ServiceBase):
         for partition, keys in changed.items():
             self._store.observe(partition, keys)  # a released terminal event ends a run
 
+    def _watch_stalls(self) -> None:
+        """Stamp the runs of this transaction as seen now and flag those silent for
+        ``stall_after`` (:mod:`consumers.service.stalls`): a flagged run is written with
+        the rest, its ``stalled`` violation published in this transaction. A flag consumes
+        no record (counted in ``stalled_flagged``); buffered events a FAILED ending gave
+        up on are counted as released."""
+        watch, stats = self._stalls, self._txn_stats
+        now = watch.clock()
+        watch.touch(self._dirty, self._store, now)
+        for partition, key, stall in watch.check(self._store, now, self.edge.config):
+            self._dirty.setdefault(partition, set()).add(key)
+            if stall.outcomes:
+                self._record_outcomes(key, stall.outcomes, consumed=0)
+            if stall.violation is not None:
+                self._produce(
+                    self._producer_or_fail(),
+                    self.config.violations_topic,
+                    key=key,
+                    value=self.edge.encode_violation(stall.violation),
+                )
+                stats.violations_emitted += 1
+                stats.stalled_flagged += 1
+
     def _dead_letter(self, msg: Message, reason: str, exc: BaseException) -> None:
         letter = DeadLetter(
             reason=reason,
@@ -137,6 +160,7 @@ class ServiceOutputs(ServiceBase):
         producer = self._producer_or_fail()
         consumer = self._consumer_or_fail()
         self._expire_buffers()
+        self._watch_stalls()
         # Encoded (and shrunk) before anything is flushed or produced: a state that cannot
         # be encoded aborts here, and the violations a shrink declares are delivered with
         # the others, before the states (at-least-once).

@@ -350,6 +350,8 @@ class ServiceRecovery(ServiceOutputs):
         )
         if empty:
             self._rebuild_from_events(empty)
+        # The wait for an event of every restored run starts now (a restart restarts it).
+        self._stalls.restored(self._store, partitions, self._stalls.clock())
         self.stats.restores += 1
         self.stats.restored_runs += total
         log.info(

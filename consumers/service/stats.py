@@ -61,6 +61,9 @@ class ServiceStats(Tally):
     """Idle RUNNING runs paged out to packed bytes over ``max_active_runs``."""
     forced_flushes: int = 0
     """Reorder buffers flushed over ``max_buffered_events`` (their gaps declared)."""
+    stalled_flagged: int = 0
+    """Runs flagged ``stalled`` (no event for ``stall_after``, :mod:`consumers.stall`). A
+    flag consumes no record: it is outside the identity above."""
     dlq_reasons: Counter[str] = field(default_factory=Counter)
 
     def not_folded(self) -> int:

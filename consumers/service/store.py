@@ -122,6 +122,23 @@ class PartitionStore:
             state = self._thaw(partition, key)
         return state
 
+    def untouched(self, partition: int) -> list[bytes]:
+        """The keys of the partition's restored runs not decoded since (a snapshot)."""
+        return list(self._stored.get(partition, ()))
+
+    def stored_status(self, partition: int, key: bytes) -> RunStatus | None:
+        """The status of a restored run not decoded yet, read from the head of its bytes
+        (:func:`~consumers.state_bytes.packed_head`, a third of a decode); None when it is
+        not held as bytes (decoded since, or never restored). Raises on bytes it cannot
+        read, like :meth:`get`."""
+        packed = self._stored.get(partition, {}).get(key)
+        if packed is None:
+            return None
+        head = packed_head(key, packed)
+        if head is None:  # another form, or a damaged head: the decode says which
+            return self.edge.decode_state(unpack_stored(key, packed)).status
+        return head.status
+
     def put(self, partition: int, key: bytes, state: RunState) -> None:
         """Keep ``state`` as the run's latest."""
         self.runs.setdefault(partition, {})[key] = state
@@ -201,7 +218,7 @@ class PartitionStore:
         later, never sooner, until the partition's next events move it."""
         finished: list[tuple[int, bytes]] = []
         for key, value in stored.items():
-            head = packed_head(value)
+            head = packed_head(key, value)
             if head is None:
                 continue
             clock = max(clock, head.started_at)
@@ -267,7 +284,7 @@ class PartitionStore:
                 due.append((finished_time(state), key, marker_of(state)))
             elif key in stored:
                 # Restored finished and never touched: its marker from the packed bytes.
-                head = packed_head(stored[key])
+                head = packed_head(key, stored[key])
                 if head is not None and head.finished_at is not None:
                     marker = Marker(head.last_seq, head.status, head.finished_at, head.last_digest)
                     due.append((head.finished_at, key, marker))

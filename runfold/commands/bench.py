@@ -52,12 +52,18 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
               help="How long to offer load for latency [default: 30; 3 with --quick].")
 @click.option("--restore-runs", type=click.IntRange(min=100), default=None,
               help="Runs to restore [default: 1,000,000; 10,000 with --quick].")
+@click.option("--week-runs", type=click.IntRange(min=400), default=None,
+              help="Finished runs of the larger simulated week; the smaller has a quarter "
+                   "[default: 1,000,000; 20,000 with --quick].")
+@click.option("--week-active", type=click.IntRange(min=1), default=None,
+              help="Runs still open at the end of each week [default: 10,000; 1,000 with "
+                   "--quick].")
 @click.option("--peers/--no-peer-setup", "peers", default=None,
               help="Build the peers' environments (bench/.work) when missing "
                    "[default: yes, except with --quick].")
 @click.option("--stages", callback=_stages, default=None, metavar="A,B,...",
               help="Only these stages: anchors, producer, fold, peers, workloads, latency, "
-                   "restore.")
+                   "restore, week.")
 @click.option("--consume-arg", "consume_args", multiple=True, metavar="ARG",
               help="Extra option for every `runfold consume` of the fold and latency stages, "
                    "e.g. --consume-arg=--txn-interval-ms=100 (repeatable).")
@@ -68,7 +74,8 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
               help="Replace the generated section of this Markdown file (e.g. "
                    "docs/benchmarks.md, README.md) with the tables (repeatable).")
 def bench(events: int | None, quick: bool, bootstrap: str | None, partitions: int, rate: float,
-          latency_seconds: float | None, restore_runs: int | None, peers: bool | None,
+          latency_seconds: float | None, restore_runs: int | None, week_runs: int | None,
+          week_active: int | None, peers: bool | None,
           stages: tuple[str, ...], consume_args: tuple[str, ...], json_path: Path | None,
           doc_paths: tuple[Path, ...]) -> None:
     """Measure runfold beside the client, the broker and Quix Streams, on one broker."""
@@ -82,7 +89,8 @@ def bench(events: int | None, quick: bool, bootstrap: str | None, partitions: in
         for key, value in {
             "events": events, "bootstrap": bootstrap, "partitions": partitions,
             "latency_rate": rate, "latency_seconds": latency_seconds,
-            "restore_runs": restore_runs, "peers": peers, "stages": stages,
+            "restore_runs": restore_runs, "week_runs": week_runs, "week_active": week_active,
+            "peers": peers, "stages": stages,
             "consume_args": consume_args or None,
         }.items()
         if value is not None

@@ -18,7 +18,11 @@ from typing import Any
 
 import click
 
-from consumers.service.config import DEFAULT_BATCH_SIZE, DEFAULT_TXN_INTERVAL_MS
+from consumers.service.config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_STALL_AFTER_S,
+    DEFAULT_TXN_INTERVAL_MS,
+)
 from runfold.commands.lifecycle_options import lifecycle_options
 from runfold.commands.options import (
     connected_settings,
@@ -83,6 +87,22 @@ EXIT_FENCED = 3
     show_default=True,
 )
 @lifecycle_options
+@click.option(
+    "--stall-after",
+    "stall_after_s",
+    type=click.FloatRange(min=0, min_open=True, max=1e9),
+    default=DEFAULT_STALL_AFTER_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="Flag a RUNNING run with no event for this long (wall clock) as stalled: one "
+    "'stalled' violation and stalled_since in its agent-runs record, both cleared when "
+    "an event comes. The wait restarts when the service restarts.",
+)
+@click.option(
+    "--fail-stalled-runs",
+    is_flag=True,
+    help="End a stalled run as FAILED (its outputs say why) instead of only flagging it.",
+)
 @connection_options
 @click.option("--stats-json", is_flag=True, help="Print the final counters as JSON on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every rebalance and restore.")
@@ -96,6 +116,8 @@ def consume(
     until_idle: float | None,
     transaction_timeout_ms: int,
     session_timeout_ms: int,
+    stall_after_s: float,
+    fail_stalled_runs: bool,
     bootstrap_servers: str | None,
     prefix: str | None,
     stats_json: bool,
@@ -131,6 +153,8 @@ def consume(
         until_idle=until_idle,
         transaction_timeout_ms=transaction_timeout_ms,
         session_timeout_ms=session_timeout_ms,
+        stall_after_s=stall_after_s,
+        fail_stalled_runs=fail_stalled_runs,
         **lifecycle,
     )
     service = FoldService(config)

@@ -250,7 +250,7 @@ def test_the_head_of_a_packed_state_is_its_marker_without_decoding(
     state.outputs = {"answer": 42}
     state.final_state_digest = "sha256:abc"
     key = str(RUN_ID).encode()
-    head = packed_head(pack_stored(key, FoldEdge.default().encode_state(state)))
+    head = packed_head(key, pack_stored(key, FoldEdge.default().encode_state(state)))
     assert head is not None
     assert (head.started_at, head.status, head.last_seq) == (
         int(state.started_at),
@@ -268,7 +268,7 @@ def test_the_head_of_a_packed_state_is_its_marker_without_decoding(
 def test_a_value_that_is_not_a_packed_state_has_no_head() -> None:
     from consumers.state_bytes import packed_head
 
-    assert packed_head(b"\xc3\x01whatever") is None
+    assert packed_head(b"k", b"\xc3\x01whatever") is None
 
 
 def test_a_packed_state_damaged_in_its_head_has_none(event_factory: EventFactory) -> None:
@@ -281,4 +281,4 @@ def test_a_packed_state_damaged_in_its_head_has_none(event_factory: EventFactory
     key = str(RUN_ID).encode()
     value = FoldEdge.default().encode_state(result.runs[RUN_ID])
     for cut in (50, 60, 70, 80):  # within the Run record or last_seq
-        assert packed_head(pack_stored(key, value[:cut])) is None
+        assert packed_head(key, pack_stored(key, value[:cut])) is None

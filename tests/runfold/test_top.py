@@ -162,3 +162,38 @@ def test_settings_reach_top_and_no_command_prints_a_secret(
     assert shadowed.exit_code == 1
     assert "'sasl.password' is set with the 'sasl_password' setting" in shadowed.output
     assert SECRET not in shadowed.output
+
+
+@pytest.mark.unit
+def test_stalled_runs_are_shown_among_the_running() -> None:
+    snapshot = FleetSnapshot(
+        bootstrap="b", group="g", topics=TopicNames(),
+        runs_by_status={"RUNNING": 7, "COMPLETED": 1, "FAILED": 0, "CANCELLED": 0},
+        events_applied=9, dlq=0, violations_by_kind={"stalled": 3}, lag=[],
+        events_in_per_s=None, events_folded_per_s=None, recent_violations=[], slowest=[],
+        failing=[], stalled=3,
+    )
+    assert re.search(r"of them stalled\s+3", _text(snapshot))
+    quiet = FleetSnapshot(**{**snapshot.__dict__, "stalled": 0})
+    assert "stalled" not in _text(quiet).split("violations")[0]
+
+
+@pytest.mark.unit
+def test_the_reader_counts_running_runs_with_stalled_since() -> None:
+    import uuid
+
+    from clients import RunfoldSettings
+    from consumers import RunState
+    from consumers.service.edge import FoldEdge
+    from runfold.live import FleetReader
+    from schemas import Timestamp
+
+    edge = FoldEdge.default()
+    reader = FleetReader(RunfoldSettings())
+    reader._decode_state = edge.decode_state
+    for stalled_since in (None, 5, 6):
+        state = RunState.new(uuid.uuid4(), Timestamp(1))
+        state.stalled_since = stalled_since
+        reader._take(reader.topics.runs, str(state.run_id).encode(), edge.encode_state(state))
+    snapshot = reader.snapshot()
+    assert snapshot.stalled == 2 and snapshot.runs_by_status["RUNNING"] == 3

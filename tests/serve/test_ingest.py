@@ -68,7 +68,12 @@ def test_posted_events_are_folded_as_the_recorder_run(
     expected = folded(events)
     assert doc["run"] == expected["run"]
     assert doc["counters"] == expected["counters"]
-    served = client.get(f"/v1/runs/{run_id}/events").json()["events"]
+    # The view tails agent-runs and agent-run-events apart: the run may be in before its events.
+    def all_served() -> list[dict[str, Any]] | None:
+        served: list[dict[str, Any]] = client.get(f"/v1/runs/{run_id}/events").json()["events"]
+        return served if len(served) >= len(events) else None
+
+    served = wait_for(all_served, what="the posted run's events in the view")
     assert [json.dumps(e, separators=(",", ":")) for e in served] == [e.to_json() for e in events]
     assert client.get(f"/v1/runs/{run_id}/digest").json()["digest"] == replay_digest(events)
 

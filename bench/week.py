@@ -1,0 +1,270 @@
+"""A week of a fleet in event time, folded through Kafka: memory and restore over months.
+
+The other stages fold short bursts; this one asks what a service that has run for a week
+holds. The stream is ``runs`` short runs (``graph_started``, a node entered and exited,
+``graph_completed``), their starts spread evenly over ``days`` of event time, in time order,
+then ``active`` runs started in the last minutes that never end. After the fold every
+finished run but the last few minutes' is past its grace period, so the service holds
+``active`` whole runs and about ``runs`` finished-run markers (fewer when the retention is
+shorter than the week: those are forgotten and tombstoned).
+
+Two sizes are folded, each by a fresh service, then restored by a second instance of the
+same group (everything is committed, so it restores and consumes nothing):
+
+- RSS growth over the fold, ``g = RSS at the end - RSS at assignment``, at both sizes gives
+  the cost of a marker ``(g2 - g1) / (markers2 - markers1)`` and of an active run
+  ``(g1 - markers1 * marker) / active``;
+- the restore's own timing at both sizes: with a retention shorter than the week, the
+  larger fleet has more runs ever finished but the same runs within the retention.
+
+Records are spliced from templates (the run id, seq and timestamp written into the
+encoded bytes of four template events), not built as models: a million runs are four
+million records, and building each as a pydantic model would take longer than the fold.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Producer
+
+from bench.kafka_env import BenchError, create_topic, end_offsets, rss_bytes, wait_committed
+from bench.results import Measurement
+from bench.runfold_stages import ServiceTopics, start_service
+from producers import Fleet, FleetConfig
+from producers.kafka import DEFAULT_PRODUCER_CONFIG
+from schemas.avro_binary import encode_event
+from schemas.avro_binary.primitives import write_long
+from schemas.framing import SINGLE_OBJECT_MAGIC
+
+__all__ = ["STAGE_WEEK", "WeekFleet", "measure_week"]
+
+STAGE_WEEK = "week"
+_NS = 1_000_000_000
+_DAY_NS = 86_400 * _NS
+_RUN_NS = 4 * _NS
+"""Event time from a run's first event to its last."""
+_KINDS = ("GraphStarted", "NodeEntered", "NodeExited", "GraphCompleted")
+
+
+def _templates() -> dict[str, bytes]:
+    """The encoded kind-and-payload tail of one event of each kind :data:`_KINDS` needs."""
+    found: dict[str, Any] = {}
+
+    def keep(event: Any) -> bytes:
+        found.setdefault(type(event.kind).__name__, event)
+        return b""
+
+    for _ in Fleet(
+        FleetConfig(runs=20, agents=1, seed=7, fail_rate=0.0, cancel_rate=0.0, interrupt_rate=0.0),
+        encode=keep,
+    ).records():
+        pass
+    tails = {}
+    for name in _KINDS:
+        event = found[name]
+        body = encode_event(event)
+        head = 1 + 36 + len(write_long(event.seq)) + len(write_long(int(event.timestamp)))
+        tails[name] = body[head:]
+    return tails
+
+
+@dataclass(frozen=True)
+class WeekFleet:
+    """``runs`` finished runs over ``days`` of event time, then ``active`` open ones."""
+
+    runs: int
+    active: int
+    days: float = 7.0
+    seed: int = 2026
+    start_ns: int = 1_780_000_000 * _NS
+
+    @property
+    def end_ns(self) -> int:
+        """Event time of the last finished run's start."""
+        return self.start_ns + int(self.days * _DAY_NS)
+
+    def records(self) -> Iterator[tuple[bytes, bytes]]:
+        """``(key, value)`` in event-time order (single-object framing, Event's pinned version)."""
+        tails = _templates()
+        from schemas.avro_binary import PINNED
+
+        header = SINGLE_OBJECT_MAGIC + PINNED["Event"] + b"\x48"  # the run id's length, 36
+        rng = random.Random(self.seed)
+        step = int(self.days * _DAY_NS) // max(1, self.runs)
+        finished = [tails[name] for name in _KINDS]
+        for index in range(self.runs):
+            key = str(uuid.UUID(int=rng.getrandbits(128), version=4)).encode()
+            at = self.start_ns + index * step
+            for seq, tail in enumerate(finished, 1):
+                stamp = at + (seq - 1) * (_RUN_NS // 3)
+                yield key, b"".join((header, key, write_long(seq), write_long(stamp), tail))
+        opened = finished[:2]
+        for index in range(self.active):
+            key = str(uuid.UUID(int=rng.getrandbits(128), version=4)).encode()
+            at = self.end_ns + index * (60 * _NS) // max(1, self.active)
+            for seq, tail in enumerate(opened, 1):
+                yield key, b"".join((header, key, write_long(seq), write_long(at + seq), tail))
+
+    @property
+    def events(self) -> int:
+        return 4 * self.runs + 2 * self.active
+
+
+def _load(bootstrap: str, topic: str, fleet: WeekFleet) -> None:
+    producer = Producer(
+        {
+            **DEFAULT_PRODUCER_CONFIG,
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 50,
+            "batch.size": 1_000_000,
+        }
+    )
+    for count, (key, value) in enumerate(fleet.records()):
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if count % 10_000 == 0:
+            producer.poll(0)
+    if producer.flush(600):
+        raise BenchError(f"could not write the week's {fleet.events:,} events to {topic}")
+
+
+@dataclass
+class _Folded:
+    fleet: WeekFleet
+    fold_seconds: float
+    growth: int | None
+    restore_seconds: float
+    restored: int
+    restore_rss: int | None
+
+
+def _fold_and_restore(
+    bootstrap: str,
+    admin: Any,
+    partitions: int,
+    prefix: str,
+    fleet: WeekFleet,
+    consume_args: list[str],
+    timeout: float,
+) -> _Folded:
+    events_topic = f"{prefix}events"
+    create_topic(admin, events_topic, partitions)
+    topics = ServiceTopics.own(events_topic, prefix)
+    topics.create(admin, partitions)
+    _load(bootstrap, events_topic, fleet)
+    targets = end_offsets(bootstrap, events_topic, partitions)
+    group = f"{prefix}group"
+    service = start_service(
+        bootstrap, topics, group, "exactly-once", until_idle=120.0, extra=consume_args
+    )
+    try:
+        started = service.wait_mark("restored", 120)
+        time.sleep(0.5)
+        before = rss_bytes(service.pid)
+        done = wait_committed(
+            bootstrap, group, events_topic, targets, timeout=timeout, alive=service.alive
+        )
+        time.sleep(2.0)  # the last commit's garbage, and a commit interval for the lifecycle
+        after = rss_bytes(service.pid)
+        service.proc.terminate()
+        service.finish(timeout=60)
+    finally:
+        service.stop()
+    growth = after - before if after is not None and before is not None else None
+    again = start_service(
+        bootstrap, topics, group, "exactly-once", until_idle=3.0, extra=consume_args
+    )
+    try:
+        again.wait_mark("restored", timeout)
+        time.sleep(1.0)
+        restore_rss = rss_bytes(again.pid)
+    finally:
+        again.stop()
+    found = again.match("restored")
+    if found is None:
+        raise BenchError(f"the second instance did not restore: {again.tail()}")
+    return _Folded(
+        fleet, done - started, growth, float(found.group(2)), int(found.group(1)), restore_rss
+    )
+
+
+def measure_week(
+    bootstrap: str,
+    admin: Any,
+    partitions: int,
+    prefix: str,
+    *,
+    runs: int,
+    active: int,
+    days: float = 7.0,
+    consume_args: tuple[str, ...] = (),
+    timeout: float = 1800.0,
+) -> list[Measurement]:
+    """The week at ``runs // 4`` and ``runs`` finished runs, ``active`` open ones at both."""
+    small, large = (
+        _fold_and_restore(
+            bootstrap,
+            admin,
+            partitions,
+            f"{prefix}week{size}-",
+            WeekFleet(n, active, days * n / runs),
+            list(consume_args),
+            timeout,
+        )
+        for size, n in (("s", runs // 4), ("l", runs))
+    )
+    detail = (
+        f"{small.fleet.runs:,} and {large.fleet.runs:,} finished runs over "
+        f"{small.fleet.days:g} and {large.fleet.days:g} days of event time, {active:,} "
+        f"open; {partitions} partitions; `runfold consume {' '.join(consume_args)}`"
+    )
+    marker = active_cost = None
+    if small.growth is not None and large.growth is not None:
+        marker = (large.growth - small.growth) / (large.fleet.runs - small.fleet.runs)
+        active_cost = (small.growth - small.fleet.runs * marker) / active
+    return [
+        Measurement(
+            "week.rss_per_marker",
+            STAGE_WEEK,
+            "RSS per finished-run marker",
+            marker,
+            "B",
+            detail="(fold growth of the large week - the small one's) / "
+            "(finished runs between them); " + detail,
+            valid=marker is not None,
+            extra={"growth": [small.growth, large.growth]},
+        ),
+        Measurement(
+            "week.rss_per_active_run",
+            STAGE_WEEK,
+            "RSS per active run after a week",
+            active_cost,
+            "B",
+            detail="(fold growth of the small week - its markers' share) / open runs",
+            valid=active_cost is not None,
+        ),
+        *(
+            Measurement(
+                f"week.restore_seconds.{name}",
+                STAGE_WEEK,
+                f"restore after a week, {folded.fleet.runs:,} runs finished",
+                folded.restore_seconds,
+                "s",
+                detail=f"{folded.restored:,} runs or markers restored; "
+                f"fold took {folded.fold_seconds:.1f}s; RSS after restore "
+                f"{(folded.restore_rss or 0) / 2**20:.0f} MiB",
+                extra={"restored": folded.restored},
+            )
+            for name, folded in (("small", small), ("large", large))
+        ),
+    ]

@@ -1,0 +1,316 @@
+"""The service flags runs gone silent (wall clock): once, written and published in the
+transaction, cleared by an event; restored runs wait from the restore; idle service too.
+
+No broker: a FoldService with a recording transactional producer, an injected wall clock
+and the consumer's few calls stubbed (service_fixtures.offline_service's approach).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+import pytest
+from confluent_kafka import Message
+from service_fixtures import RecordingProducer
+
+from consumers.service import FoldService, ServiceConfig
+from consumers.state import RunState
+from consumers.state_bytes import pack_stored
+from schemas import EVENT_KINDS, Event, RunStatus, Timestamp, Violation, ViolationKind
+from schemas.codec import decode_violation, encode_event
+from schemas.errors import ConfigError
+
+pytestmark = pytest.mark.unit
+
+T0 = Timestamp.parse("2024-05-01T12:00:00Z")  # event time
+WALL = Timestamp.parse("2026-12-06T21:00:00Z")  # wall clock at the start
+MIN = 60 * 10**9
+AFTER = 30 * MIN
+
+
+class _TxnProducer(RecordingProducer):
+    """A recording producer that also takes the transactional calls of a commit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commits = 0
+
+    def begin_transaction(self) -> None:
+        pass
+
+    def send_offsets_to_transaction(self, *args: Any) -> None:
+        pass
+
+    def commit_transaction(self, *args: Any) -> None:
+        self.commits += 1
+
+    def flush(self, *args: Any) -> int:
+        return 0
+
+
+class _IdleConsumer:
+    """A consumer with nothing to read: each poll lets ``step_ns`` of wall time pass."""
+
+    def __init__(self, wall: list[int], step_ns: int) -> None:
+        self.wall, self.step_ns = wall, step_ns
+
+    def consumer_group_metadata(self) -> None:
+        return None
+
+    def poll(self, timeout: float) -> None:
+        self.wall[0] += self.step_ns
+
+    def consume(self, count: int, timeout: float) -> list[Message]:
+        return []
+
+
+class _Offline:
+    def __init__(self, **options: Any) -> None:
+        config = ServiceConfig(
+            kafka={},
+            events_topic="ev",
+            dlq_topic="dlq",
+            violations_topic="viol",
+            runs_topic="runs",
+            **options,
+        )
+        self.wall = [int(WALL)]
+        self.monotonic = [0.0]
+        self.service = FoldService(
+            config, wall_clock=lambda: self.wall[0], clock=lambda: self.monotonic[0]
+        )
+        self.producer = _TxnProducer()
+        self.service._producer = self.producer  # type: ignore[assignment]
+        self.service._consumer = _IdleConsumer(self.wall, MIN)  # type: ignore[assignment]
+        self.offset = 0
+
+    def fold(self, *events: Event, partition: int = 0) -> None:
+        msgs = []
+        for event in events:
+            msgs.append(
+                Message(
+                    topic="ev",
+                    partition=partition,
+                    offset=self.offset,
+                    key=str(event.run_id).encode(),
+                    value=encode_event(event),
+                )
+            )
+            self.offset += 1
+        self.service._fold_batch(msgs)
+
+    def commit_at(self, wall_ns: int) -> None:
+        self.wall[0] = wall_ns
+        self.service._ensure_txn()
+        self.service._commit()
+
+    def violations(self, run: uuid.UUID) -> list[Violation]:
+        key = str(run).encode()
+        return [
+            decode_violation(kw["value"])
+            for topic, kw in self.producer.sent
+            if topic == "viol" and kw["key"] == key
+        ]
+
+    def written(self, run: uuid.UUID) -> list[RunState]:
+        key = str(run).encode()
+        return [
+            self.service.edge.decode_state(kw["value"])
+            for topic, kw in self.producer.sent
+            if topic == "runs" and kw["key"] == key
+        ]
+
+    def state(self, run: uuid.UUID, partition: int = 0) -> RunState:
+        return self.service._store.runs[partition][str(run).encode()]
+
+
+def _event(run: uuid.UUID, seq: int, kind: str = "tool_called") -> Event:
+    fields = {"tool_name": "search"} if kind == "tool_called" else {}
+    if kind == "graph_completed":
+        fields = {"iterations": 1, "duration_ms": 2}
+    return Event(
+        run_id=run,
+        seq=seq,
+        timestamp=Timestamp(T0 + seq),
+        kind=EVENT_KINDS[kind](**fields),  # type: ignore[arg-type]
+        payload={},
+    )
+
+
+def _stalled(violations: list[Violation]) -> list[Violation]:
+    return [v for v in violations if v.kind is ViolationKind.STALLED]
+
+
+def test_a_silent_run_is_flagged_once_written_and_published() -> None:
+    off = _Offline()
+    silent, done, busy = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    off.fold(_event(silent, 1, "graph_started"), _event(silent, 2))
+    off.fold(_event(done, 1, "graph_started"), _event(done, 2, "graph_completed"))
+    off.fold(_event(busy, 1, "graph_started"))
+    off.commit_at(WALL)
+    off.fold(_event(busy, 2))
+    off.commit_at(WALL + AFTER - 1)
+    assert not _stalled(off.violations(silent))  # not yet
+    off.fold(_event(busy, 3))
+    off.commit_at(WALL + AFTER)
+
+    [violation] = _stalled(off.violations(silent))
+    assert (violation.first_seq, violation.last_seq) == (2, 2)
+    assert str(silent) in violation.message and "30 min after seq 2" in violation.message
+    written = off.written(silent)[-1]
+    assert written.stalled_since == WALL + AFTER
+    assert written.status is RunStatus.RUNNING
+    assert written.violation_counts[ViolationKind.STALLED] == 1
+    assert not _stalled(off.violations(done)) and not _stalled(off.violations(busy))
+    stats = off.service.stats
+    assert stats.stalled_flagged == 1
+    assert stats.balanced(0)  # a flag consumes no record
+    assert off.service._stalls.stalled == 1
+
+    # Silent for much longer: not flagged again, not written again.
+    runs_records = len(off.written(silent))
+    off.commit_at(WALL + 10 * AFTER)
+    assert len(_stalled(off.violations(silent))) == 1
+    assert len(off.written(silent)) == runs_records
+    assert len(_stalled(off.violations(busy))) == 1  # silent since its last event, now
+    assert off.service.stats.stalled_flagged == 2
+
+
+def test_an_event_resumes_the_run_and_clears_the_flag() -> None:
+    off = _Offline()
+    run = uuid.uuid4()
+    off.fold(_event(run, 1, "graph_started"), _event(run, 2))
+    off.commit_at(WALL)
+    off.commit_at(WALL + AFTER)
+    assert off.state(run).stalled_since == WALL + AFTER
+    off.fold(_event(run, 3))  # the batch lane's path: fold_next
+    off.commit_at(WALL + AFTER + MIN)
+    assert off.written(run)[-1].stalled_since is None
+    assert off.service._stalls.stalled == 0
+    # A new silence flags it again, counted from its last event.
+    off.commit_at(WALL + 2 * AFTER)
+    assert len(_stalled(off.violations(run))) == 1
+    off.commit_at(WALL + 2 * AFTER + MIN)
+    assert len(_stalled(off.violations(run))) == 2
+    assert off.written(run)[-1].violation_counts[ViolationKind.STALLED] == 2
+
+
+def test_the_fail_option_ends_a_stalled_run_as_failed() -> None:
+    off = _Offline(fail_stalled_runs=True)
+    run = uuid.uuid4()
+    off.fold(_event(run, 1, "graph_started"), _event(run, 2), _event(run, 4))  # 3 lost
+    off.commit_at(WALL)
+    off.commit_at(WALL + AFTER)
+    written = off.written(run)[-1]
+    assert written.status is RunStatus.FAILED
+    assert written.finished_at == WALL + AFTER
+    assert written.outputs == {"error": "stalled: no event for 30 min after seq 4"}
+    kinds = [v.kind for v in off.violations(run)]
+    assert kinds == [ViolationKind.GAP, ViolationKind.STALLED]  # the buffer given up first
+    stats = off.service.stats
+    assert stats.released == 1 and stats.balanced(0)
+    assert off.service._stalls.stalled == 0  # ended, not stalled
+
+
+def test_restored_runs_wait_from_the_restore() -> None:
+    off = _Offline()
+    service = off.service
+    edge = service.edge
+    running, finished, flagged = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    states = {}
+    for run in (running, finished, flagged):
+        state, _ = edge.apply(None, _event(run, 1, "graph_started"))
+        states[run] = state
+    edge.apply(states[finished], _event(finished, 2, "graph_completed"))
+    states[flagged].stalled_since = int(WALL) - 10 * AFTER  # flagged before the restart
+    store = service._store
+    store.runs[0] = {}
+    store._stored[0] = {
+        str(run).encode(): pack_stored(str(run).encode(), edge.encode_state(state))
+        for run, state in states.items()
+    }
+    service._stalls.restored(store, [0], int(WALL))
+
+    off.commit_at(WALL + AFTER - 1)
+    assert not off.producer.sent
+    off.commit_at(WALL + AFTER)
+    assert [v.kind for v in off.violations(running)] == [ViolationKind.STALLED]
+    assert off.written(running)[-1].stalled_since == WALL + AFTER
+    assert not off.violations(flagged) and not off.violations(finished)
+    # Only the RUNNING ones were decoded; the finished one is still bytes.
+    assert list(store._stored[0]) == [str(finished).encode()]
+    assert service._stalls.stalled == 2  # the one flagged now and the one flagged before
+
+
+def test_an_idle_service_opens_a_transaction_to_flag() -> None:
+    off = _Offline()
+    service = off.service
+    run = uuid.uuid4()
+    off.fold(_event(run, 1, "graph_started"))
+    off.commit_at(WALL)
+    commits = off.producer.commits
+    service._assigned = True
+    consumer = service._consumer
+    assert isinstance(consumer, _IdleConsumer)
+    polls = 0
+    poll = consumer.poll
+
+    def poll_then_stop(timeout: float) -> None:  # 45 idle polls, a minute of wall time each
+        nonlocal polls
+        polls += 1
+        if polls == 45:
+            service.stop()
+        poll(timeout)
+
+    consumer.poll = poll_then_stop  # type: ignore[method-assign]
+    service._loop()
+    assert polls == 45
+    [violation] = _stalled(off.violations(run))
+    assert "no event for 30 min after seq 1" in violation.message
+    assert off.written(run)[-1].stalled_since == WALL + AFTER
+    assert off.producer.commits == commits + 1  # one transaction opened for it, no more
+    assert service.stats.stalled_flagged == 1
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, math.nan, math.inf])
+def test_stall_after_must_be_positive(value: float) -> None:
+    with pytest.raises(ConfigError, match="stall_after_s"):
+        ServiceConfig(kafka={}, stall_after_s=value)
+
+
+def test_a_damaged_restored_state_is_skipped_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    off = _Offline()
+    service = off.service
+    run = uuid.uuid4()
+    state, _ = service.edge.apply(None, _event(run, 1, "graph_started"))
+    key = str(run).encode()
+    damaged = str(uuid.uuid4()).encode()
+    store = service._store
+    store.runs[0] = {}
+    store._stored[0] = {
+        damaged: b"\x01\xff\xff\xff",  # a packed marker, then bytes no state reads
+        key: pack_stored(key, service.edge.encode_state(state)),
+    }
+    service._stalls.restored(store, [0], int(WALL))
+    off.commit_at(WALL + AFTER)
+    assert [v.kind for v in off.violations(run)] == [ViolationKind.STALLED]
+    assert any("cannot be read" in r.message for r in caplog.records)
+    assert damaged in store._stored[0]  # left for its run's next record to meet
+
+
+def test_a_run_paged_out_over_max_active_runs_is_still_flagged() -> None:
+    """Idle runs are the ones paged out (consumers.service.store) and the ones that stall:
+    the watch reads a paged-out run's status from its bytes and flags it all the same."""
+    offline = _Offline(stall_after_s=AFTER / 1e9, max_active_runs=1)
+    idle, busy = uuid.uuid4(), uuid.uuid4()
+    offline.fold(_event(idle, 1, "graph_started"), _event(busy, 1, "graph_started"))
+    offline.commit_at(int(WALL))
+    offline.fold(_event(busy, 2))
+    offline.commit_at(int(WALL) + MIN)  # idle is paged out here
+    store = offline.service._store
+    assert str(idle).encode() not in store.runs[0] and offline.service.stats.runs_paged_out == 1
+    offline.commit_at(int(WALL) + AFTER + 1)
+    assert [v.kind for v in offline.violations(idle)] == [ViolationKind.STALLED]
+    assert offline.written(idle)[-1].stalled_since is not None
