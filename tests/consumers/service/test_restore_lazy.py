@@ -62,6 +62,10 @@ def _config(bootstrap: str, topics: TopicNames, group: str) -> ServiceConfig:
         group=group,
         until_idle=2,
         batch_size=500,
+        # Lazy decoding is the subject: no finished run of the fleet (20 minutes of event
+        # time) becomes a marker here (test_lifecycle_service.py covers that).
+        finished_grace_s=30 * 86400,
+        finished_retention_s=60 * 86400,
     )
 
 
