@@ -87,7 +87,14 @@ class StallWatch:
             seen = self._seen.get(partition)
             if seen is None:
                 seen = self._seen[partition] = OrderedDict()
+            runs = store.runs.get(partition, {})
             for key in keys:
+                state = runs.get(key)
+                if state is not None and state.is_terminal:
+                    # A finished run cannot stall: not watched, so the watch holds the
+                    # runs under way, not every run that ended in the last stall_after.
+                    seen.pop(key, None)
+                    continue
                 seen[key] = now
                 seen.move_to_end(key)
             stalled = self._stalled.get(partition)

@@ -314,3 +314,15 @@ def test_a_run_paged_out_over_max_active_runs_is_still_flagged() -> None:
     offline.commit_at(int(WALL) + AFTER + 1)
     assert [v.kind for v in offline.violations(idle)] == [ViolationKind.STALLED]
     assert offline.written(idle)[-1].stalled_since is not None
+
+
+def test_a_finished_run_leaves_the_watch() -> None:
+    """The watch holds the runs under way: a run that ended is not kept for stall_after."""
+    offline = _Offline(stall_after_s=AFTER / 1e9)
+    done, running = uuid.uuid4(), uuid.uuid4()
+    offline.fold(_event(done, 1, "graph_started"), _event(running, 1, "graph_started"))
+    offline.commit_at(int(WALL))
+    offline.fold(_event(done, 2, "graph_completed"))
+    offline.commit_at(int(WALL) + MIN)
+    seen = offline.service._stalls._seen[0]
+    assert list(seen) == [str(running).encode()]
