@@ -2,7 +2,8 @@
 
 No Kafka here (importing :mod:`consumers` never imports ``confluent_kafka``; a test
 checks): :mod:`consumers.sequence` holds the rules of one run, :mod:`consumers.runs`
-the fold of many runs within global bounds, :mod:`consumers.tally` the accounting of
+the fold of many runs within global bounds, :mod:`consumers.lifecycle` what is kept of a
+finished run (grace, marker, retention), :mod:`consumers.tally` the accounting of
 outcomes, :mod:`consumers.state` the values and :mod:`consumers.state_codec` their Avro
 record. The Kafka service around it is :mod:`consumers.service`.
 """
