@@ -20,19 +20,18 @@ too, run at every commit by :meth:`PartitionStore.age` and :meth:`PartitionStore
   key gets a tombstone. Over ``max_markers`` the oldest markers are shed first (counted,
   tombstoned like forgotten ones);
 - over ``max_active_runs`` decoded runs, the idle RUNNING ones (not changed in the open
-  transaction, no buffered events; the first decoded first) are paged out to packed
-  bytes, as restored runs are kept until touched (~0.9 KiB instead of ~2.5 KiB): never
-  dropped, thawed again by their next event;
+  transaction, no buffered events; the least recently changed first) are paged out to
+  packed bytes, as restored runs are kept until touched (~0.9 KiB instead of ~2.5 KiB):
+  never dropped, thawed again by their next event;
 - over ``max_buffered_events`` in all watched reorder buffers, the buffers with the
   oldest event are flushed: their gaps declared (``gap`` violations), counted.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from itertools import islice
 from uuid import UUID
 
 from consumers.lifecycle import Marker, MarkerTable, due_marker, finished_time, marker_of
@@ -99,6 +98,9 @@ class PartitionStore:
         the clock of the partition's reorder buffers (DESIGN.md §5)."""
         self._waiting: dict[int, set[bytes]] = {}
         """Per partition, the keys of decoded runs that hold buffered events."""
+        self._recent: dict[int, OrderedDict[bytes, None]] = {}
+        """Per partition, the keys of decoded RUNNING runs, the least recently changed
+        first: the order idle runs are paged out in over ``max_active_runs``."""
 
     def partitions(self) -> list[int]:
         """The partitions whose runs are held, in order."""
@@ -114,6 +116,7 @@ class PartitionStore:
         self.markers = {}
         self._finishing = {}
         self._stored_bytes = 0
+        self._recent = {}
 
     def get(self, partition: int, key: bytes) -> RunState | None:
         """The run's state (decoded now if it was restored and not touched yet), or None."""
@@ -152,6 +155,9 @@ class PartitionStore:
         clock = self.stream_time.get(partition, 0)
         waiting = self._waiting.setdefault(partition, set())
         finishing = self._finishing.get(partition)
+        recent = self._recent.get(partition)
+        if recent is None:
+            recent = self._recent[partition] = OrderedDict()
         for key in keys:
             state = runs.get(key)
             if state is None:
@@ -160,7 +166,11 @@ class PartitionStore:
                 clock = state.stream_time
             if state.pending_events:
                 waiting.add(key)
-            if state.status is not _RUNNING:
+            if state.status is _RUNNING:
+                recent[key] = None
+                recent.move_to_end(key)
+            else:
+                recent.pop(key, None)
                 if finishing is None:
                     finishing = self._finishing[partition] = deque()
                 finishing.append((key, finished_time(state)))
@@ -334,18 +344,21 @@ class PartitionStore:
                 self.counts.forced_flushes += 1
                 yield partition, key, outcomes
         over = sum(len(runs) for runs in self.runs.values()) - life.max_active_runs
-        for partition, runs in self.runs.items():
+        for partition, recent in self._recent.items():
             if over <= 0:
                 break
-            dirty = busy.get(partition, set())
-            idle = (
-                key
-                for key, state in runs.items()
-                if state.status is _RUNNING and not state.pending_events and key not in dirty
-            )
-            # The first decoded first: a run thawed again goes to the end of ``runs``.
-            for key in list(islice(idle, over)):
-                state = runs.pop(key)
+            runs, dirty = self.runs.get(partition, {}), busy.get(partition, set())
+            # The least recently changed first; a run changed since it was seen here, or
+            # one with a buffer, is seen again when it next changes.
+            while over > 0 and recent:
+                key = next(iter(recent))
+                if key in dirty:
+                    break  # changed in this transaction: so are all after it
+                del recent[key]
+                state = runs.get(key)
+                if state is None or state.status is not _RUNNING or state.pending_events:
+                    continue
+                del runs[key]
                 packed = pack_stored(key, self.edge.encode_state(state))
                 self._stored.setdefault(partition, {})[key] = packed
                 self._stored_bytes += len(packed)
