@@ -29,9 +29,10 @@ too, run at every commit by :meth:`PartitionStore.age` and :meth:`PartitionStore
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from heapq import heapify, heappop, heappush
 from uuid import UUID
 
 from consumers.lifecycle import Marker, MarkerTable, due_marker, finished_time, marker_of
@@ -79,9 +80,9 @@ class PartitionStore:
         self.lifecycle = lifecycle if lifecycle is not None else Lifecycle()
         self.markers: dict[int, MarkerTable] = {}
         """Per partition, the finished runs past their grace (16-byte run id -> marker)."""
-        self._finishing: dict[int, deque[tuple[bytes, int]]] = {}
-        """Per partition, ``(key, finished_at)`` of decoded runs seen finished, in the
-        order seen: the candidates for a marker (checked again when their turn comes)."""
+        self._finishing: dict[int, list[tuple[int, bytes]]] = {}
+        """Per partition, a heap of ``(finished_at, key)`` of runs seen finished, the
+        earliest end first: the candidates for a marker (checked when their turn comes)."""
         self.counts = LifecycleCounts()
         """What the lifecycle did since the caller last took it (:meth:`take_counts`)."""
         self._stored_bytes = 0
@@ -172,8 +173,8 @@ class PartitionStore:
             else:
                 recent.pop(key, None)
                 if finishing is None:
-                    finishing = self._finishing[partition] = deque()
-                finishing.append((key, finished_time(state)))
+                    finishing = self._finishing[partition] = []
+                heappush(finishing, (finished_time(state), key))
         self.stream_time[partition] = clock
 
     def expire(self, config: FoldConfig) -> Iterator[tuple[int, bytes, list[Outcome]]]:
@@ -235,8 +236,8 @@ class PartitionStore:
             if head.finished_at is not None:
                 finished.append((head.finished_at, key))
                 clock = max(clock, head.finished_at)
-        finished.sort()
-        self._finishing[partition] = deque((key, at) for at, key in finished)
+        heapify(finished)
+        self._finishing[partition] = finished
         if clock:
             self.stream_time[partition] = clock
 
@@ -283,8 +284,8 @@ class PartitionStore:
         due: list[tuple[int, bytes, Marker]] = []
         finishing = self._finishing.get(partition)
         stored = self._stored.get(partition, {})
-        while finishing and now - finishing[0][1] > life.grace_ns:
-            key, _ = finishing.popleft()
+        while finishing and now - finishing[0][0] > life.grace_ns:
+            _, key = heappop(finishing)
             state = runs.get(key)
             if state is not None:
                 if not due_marker(state, now, life.grace_ns):

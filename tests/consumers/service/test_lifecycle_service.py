@@ -206,7 +206,7 @@ def test_restore_rebuilds_markers_and_queues_restored_finished_runs(
     assert str(marked).encode() not in store._stored[0]
     # The finished run restored whole becomes a marker once its partition moves on,
     # without ever being touched.
-    assert [key for key, _ in store._finishing[0]] == [str(done).encode()]
+    assert [key for _, key in store._finishing[0]] == [str(done).encode()]
     # The clock starts at the latest start or end restored: a lower bound of the old one.
     assert store.stream_time[0] == T0 + 2
     store.stream_time[0] = T0 + 2 * int(GRACE_S * S)
@@ -303,3 +303,21 @@ def test_the_lifecycle_in_the_store_is_the_config_in_ns() -> None:
     assert (config.lifecycle.grace_ns, config.lifecycle.retention_ns) == (1_500_000_000, 60 * S)
     service = FoldService(config)
     assert service._store.lifecycle == config.lifecycle
+
+
+def test_every_run_past_its_grace_becomes_a_marker_whatever_order_it_was_seen_in() -> None:
+    """Runs that finished over hours, seen in one commit (a set, in no order): at the next
+    commit every one past its grace is a marker, and only those."""
+    feed = Feed(finished_retention_s=30 * 86400)
+    runs = [uuid.uuid4() for _ in range(50)]
+    hour = 3600 * S
+    for n, run in enumerate(runs):
+        _finish(feed, run, T0 + n * hour // 10)
+    feed.commit()
+    last_end = T0 + 49 * hour // 10 + 2
+    feed(_event(uuid.uuid4(), 1, "graph_started", last_end + int(GRACE_S * S) - hour // 10))
+    feed.commit()
+    store = feed.service._store
+    whole = {key for key, state in store.runs[0].items() if state.status is RunStatus.COMPLETED}
+    assert whole == {str(runs[-1]).encode()}  # within its grace; every other one a marker
+    assert store.marker_count() == 49
