@@ -26,8 +26,10 @@ Duplicates carry no violation (DESIGN.md: dropped, counted).
 After ``retention`` (event time since it finished) a marker is forgotten. An event of a
 forgotten run cannot be told by its id (remembering every id ever seen is the unbounded
 memory the lifecycle exists to avoid), so the rule is on its time (:func:`forgotten`):
-an event of a run the fold does not know whose timestamp is more than ``retention``
-behind the stream time is ``VIOLATION`` ``forgotten_run``, not a new run. A forgotten
+an event of a run the fold does not know, stamped before the cutoff of the last
+forgetting (the stream time less ``retention`` when markers were last forgotten), is
+``VIOLATION`` ``forgotten_run``, not a new run: had its run finished, it would have
+been forgotten by then. A forgotten
 run's event stamped within the retention (a retry hours later of an event after the
 end) is a new run, and its first event gets ``missing_start`` unless it is a
 ``graph_started``: named, never silent. A backfill of runs older than the retention
@@ -103,10 +105,12 @@ def marker_of(state: RunState) -> Marker:
     return Marker(last, state.status, finished_time(state), digests[last % len(digests)])
 
 
-def forgotten(timestamp: int, stream_time: int, retention_ns: int) -> bool:
+def forgotten(timestamp: int, horizon: int | None) -> bool:
     """Whether an event of a run not known (neither whole nor marker) belongs to a run
-    forgotten after its retention: its time is more than ``retention_ns`` behind."""
-    return stream_time - timestamp > retention_ns
+    forgotten after its retention: it is stamped before ``horizon``, the cutoff of the
+    last forgetting (stream time less the retention then; None: nothing forgotten yet,
+    so nothing is judged forgotten: a stream folded without aging keeps every run)."""
+    return horizon is not None and timestamp < horizon
 
 
 def judge(marker: Marker, run_id: UUID, seq: int, digest: int) -> Outcome:

@@ -116,6 +116,9 @@ class FoldResult:
     stream_time: int = 0
     """The newest event time the fold has placed (applied or buffered): the clock
     :meth:`expire` holds every reorder buffer to (DESIGN.md §5)."""
+    forgotten_before: int | None = None
+    """The cutoff of the last :meth:`age` (stream time less the retention): an unknown
+    run's event stamped before it is ``forgotten_run``. None until the fold has aged."""
     _order: OrderedDict[UUID, None] = field(default_factory=OrderedDict, repr=False)
     _finished: OrderedDict[UUID, None] = field(default_factory=OrderedDict, repr=False)
     _with_pending: OrderedDict[UUID, None] = field(default_factory=OrderedDict, repr=False)
@@ -173,7 +176,7 @@ class FoldResult:
                 digest = content_digest(event)
             return [judge(marker, event.run_id, event.seq, digest)]
         retention = self.config.marker_retention_ns
-        if forgotten(event.timestamp, self.stream_time, retention):
+        if forgotten(event.timestamp, self.forgotten_before):
             self.stats.forgotten_run_events += 1
             return [forgotten_outcome(event.run_id, event.seq, event.timestamp, retention)]
         return None
@@ -190,7 +193,10 @@ class FoldResult:
             if due_marker(state, now, config.marker_grace_ns):
                 self._to_marker(run_id)
                 self.stats.markers_made += 1
-        gone = self.markers.forget_before(now - config.marker_retention_ns)
+        cutoff = now - config.marker_retention_ns
+        gone = self.markers.forget_before(cutoff)
+        if self.forgotten_before is None or cutoff > self.forgotten_before:
+            self.forgotten_before = cutoff
         self.stats.markers_forgotten += len(gone)
         return [UUID(bytes=key) for key in gone]
 

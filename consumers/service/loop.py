@@ -362,10 +362,9 @@ class FoldService(ServiceRecovery):
             outcome = judge(marker, event.run_id, event.seq, self.edge.digest(value))
             self._txn_stats.marker_events += 1
         else:
-            retention = store.lifecycle.retention_ns
-            clock = store.stream_time.get(partition, 0)
-            if not forgotten(event.timestamp, clock, retention):
+            if not forgotten(event.timestamp, store.horizon.get(partition)):
                 return False
+            retention = store.lifecycle.retention_ns
             outcome = forgotten_outcome(event.run_id, event.seq, event.timestamp, retention)
             self._txn_stats.forgotten_run_events += 1
         self._record_outcomes(key, [outcome])

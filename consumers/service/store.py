@@ -99,6 +99,9 @@ class PartitionStore:
         the clock of the partition's reorder buffers (DESIGN.md §5)."""
         self._waiting: dict[int, set[bytes]] = {}
         """Per partition, the keys of decoded runs that hold buffered events."""
+        self.horizon: dict[int, int] = {}
+        """Per partition, the cutoff of the last forgetting (its clock less the retention
+        at the last commit): an unknown run's event stamped before it is forgotten_run."""
         self._recent: dict[int, OrderedDict[bytes, None]] = {}
         """Per partition, the keys of decoded RUNNING runs, the least recently changed
         first: the order idle runs are paged out in over ``max_active_runs``."""
@@ -118,6 +121,7 @@ class PartitionStore:
         self._finishing = {}
         self._stored_bytes = 0
         self._recent = {}
+        self.horizon = {}
 
     def get(self, partition: int, key: bytes) -> RunState | None:
         """The run's state (decoded now if it was restored and not touched yet), or None."""
@@ -312,7 +316,10 @@ class PartitionStore:
             table.add(run_id.bytes, marker)
             records.append((partition, key, value))
             counts.markers_made += 1
-        for run_key in table.forget_before(now - life.retention_ns):
+        cutoff = now - life.retention_ns
+        if cutoff > self.horizon.get(partition, cutoff - 1):
+            self.horizon[partition] = cutoff
+        for run_key in table.forget_before(cutoff):
             records.append((partition, str(UUID(bytes=run_key)).encode(), None))
             counts.markers_forgotten += 1
         while self.marker_count() > life.max_markers and table:

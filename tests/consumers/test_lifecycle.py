@@ -109,8 +109,17 @@ def test_after_the_retention_the_marker_is_forgotten_and_old_events_are_forgotte
 
 
 def test_forgotten_is_a_rule_on_time() -> None:
-    assert not forgotten(T0, T0 + 7 * DAY, 7 * DAY)
-    assert forgotten(T0, T0 + 7 * DAY + 1, 7 * DAY)
+    assert not forgotten(T0, None)  # nothing forgotten yet: nothing judged forgotten
+    assert not forgotten(T0, T0)
+    assert forgotten(T0 - 1, T0)
+
+
+def test_a_fold_that_never_aged_judges_no_run_forgotten(event_factory: EventFactory) -> None:
+    result = FoldResult(CONFIG)
+    result.apply(event_factory(1, "graph_started", at=T0 + 30 * DAY))
+    old = UUID(int=7, version=4)
+    applied = result.apply(event_factory(1, "graph_started", run_id=old, at=T0))
+    assert applied[0].kind is OutcomeKind.APPLIED and old in result.runs
 
 
 def test_markers_over_the_bound_are_shed_oldest_first(event_factory: EventFactory) -> None:
