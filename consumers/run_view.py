@@ -14,12 +14,14 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from consumers.state import DEFAULT_CONFIG, FoldConfig, RunState
-from consumers.state_bytes import summary_reader
+from consumers.state_bytes import PINNED_RUN_SUMMARY, summary_reader
 from consumers.state_codec import oldest_pending, summary_from_record
 from schemas import codec
+from schemas.catalog import default_catalog
 from schemas.errors import DecodeError
+from schemas.framing import SINGLE_OBJECT_HEADER_SIZE, SINGLE_OBJECT_MAGIC
 
-__all__ = ["RunView", "run_reader"]
+__all__ = ["RunView", "holds_summary", "run_reader"]
 
 _ANOTHER_SCHEMA = frozenset({"unknown-fingerprint", "unknown-schema-id"})
 """DecodeError reasons of a record that is a kept schema other than RunSummary."""
@@ -40,6 +42,21 @@ class RunView(NamedTuple):
     def of_state(cls, state: RunState) -> RunView:
         """The view of a whole state (an old ``agent-runs`` record, or the service's own)."""
         return cls(state, len(state.pending_events), oldest_pending(state))
+
+
+_SUMMARY_HEADER = SINGLE_OBJECT_MAGIC + PINNED_RUN_SUMMARY
+
+
+def holds_summary(value: bytes) -> bool:
+    """Whether an ``agent-runs`` value is a RunSummary (of any kept version), not an old
+    whole RunState. Only single-object framing is looked at: the service writes no
+    other, so a Confluent-framed value there is an older writer's RunState."""
+    if value.startswith(_SUMMARY_HEADER):
+        return True
+    if value[:2] != SINGLE_OBJECT_MAGIC:
+        return False
+    version = default_catalog().by_fingerprint(value[2:SINGLE_OBJECT_HEADER_SIZE])
+    return version is not None and version.name == "RunSummary"
 
 
 def run_reader(
