@@ -12,8 +12,9 @@ assignment; a damaged one of the usual shape fails when its run is first touched
 On revoke, loss or abort the store is cleared; nothing in it outlives the ownership.
 
 Moving over from a deployment that kept whole states in ``agent-runs``: a changelog
-partition that never had a record is restored from ``agent-runs`` once, taking the old
-RunState records it holds (summaries cannot be resumed from); those runs are *to copy*
+partition that never had a record is restored from ``agent-runs`` once, when it holds
+old RunState records and no summary (summaries cannot be resumed from, and next to one an
+old state is stale: that partition is rebuilt from the events); those runs are *to copy*
 (:meth:`PartitionStore.take_copies`) until the service's next commit writes them to the
 changelog, so that the next restore finds them there.
 """
@@ -26,7 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from consumers.run_view import holds_summary
 from consumers.sequence import expire
 from consumers.service.edge import FoldEdge
-from consumers.service.restore import read_latest_by_key, rebuild_partition
+from consumers.service.restore import RestoredPartition, read_latest_by_key, rebuild_partition
 from consumers.state import FoldConfig, Outcome, RunState
 from consumers.state_bytes import PACKED_STATES, pack_stored, unpack_stored
 
@@ -136,15 +137,7 @@ class PartitionStore:
         if runs_topic is not None and unwritten:
             old = read_latest_by_key(kafka, runs_topic, unwritten, timeout=timeout)
             for p in unwritten:
-                states = {k: v for k, v in old[p].latest.items() if not holds_summary(v)}
-                if states:
-                    log.info(
-                        "%s[%d] has no record yet: restoring its %d runs from the whole "
-                        "states in %s[%d] (once; the next commit copies them to %s)",
-                        changelog_topic, p, len(states), runs_topic, p, changelog_topic,
-                    )  # fmt: skip
-                    restored[p].latest = {k: pack_stored(k, v) for k, v in states.items()}
-                    self._copies[p] = set(states)
+                self._take_over(changelog_topic, runs_topic, p, old[p].latest, restored[p])
         total = 0
         empty: list[int] = []
         for p in partitions:
@@ -157,6 +150,34 @@ class PartitionStore:
             if not stored and not self.runs[p]:
                 empty.append(p)
         return total, empty
+
+    def _take_over(
+        self,
+        changelog_topic: str,
+        runs_topic: str,
+        partition: int,
+        old: dict[bytes, bytes],
+        into: RestoredPartition,
+    ) -> None:
+        """Restore ``partition`` from the whole states in ``runs_topic`` (moving over, see
+        the module docstring). Not when it holds a summary too: the deployment moved over
+        before and its changelog was lost since; the whole states there are older than the
+        summaries, so the partition is left empty, to be rebuilt from the events."""
+        if not old:
+            return
+        if any(holds_summary(value) for value in old.values()):
+            log.warning(
+                "%s[%d] has no record but %s[%d] holds summaries: not restored from it",
+                changelog_topic, partition, runs_topic, partition,
+            )  # fmt: skip
+            return
+        log.info(
+            "%s[%d] has no record yet: restoring its %d runs from the whole states in %s[%d] "
+            "(once; the next commit copies them to %s)",
+            changelog_topic, partition, len(old), runs_topic, partition, changelog_topic,
+        )  # fmt: skip
+        into.latest = {key: pack_stored(key, value) for key, value in old.items()}
+        self._copies[partition] = set(old)
 
     def take_copies(self) -> Iterator[tuple[int, bytes, RunState | bytes]]:
         """The runs restored from ``agent-runs`` and not in the changelog yet, each as

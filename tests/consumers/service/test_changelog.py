@@ -183,8 +183,10 @@ def test_an_unwritten_changelog_partition_is_restored_from_agent_runs_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Moving over: partition 0's changelog never had a record; agent-runs holds old
-    whole states (and one summary, which cannot be resumed from). They are restored,
-    and the next commit copies them to the changelog; partition 1 had changelog records."""
+    whole states there. They are restored, and the next commit copies them to the
+    changelog; partition 1 had changelog records. Partition 2's agent-runs holds a
+    summary next to an old state: moved over before and its changelog lost since (the
+    old state is stale): nothing restored, left to the rebuild from the events."""
     edge = FoldEdge.default()
     old_a, old_b, summarized = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     state_a, state_b = _folded_state(old_a, 2), _folded_state(old_b, 4)
@@ -198,21 +200,25 @@ def test_an_unwritten_changelog_partition_is_restored_from_agent_runs_once(
                 0: [
                     (str(old_a).encode(), edge.encode_state(state_a)),
                     (str(old_b).encode(), edge.encode_state(state_b)),
+                ],
+                2: [
+                    (str(uuid.uuid4()).encode(), edge.encode_state(state_a)),
                     (str(summarized).encode(), summary),
-                ]
+                ],
             },
         },
     )
     service, producer = _service()
     with caplog.at_level("INFO", logger="runfold.consume"):
-        total, empty = service._store.restore({}, "changelog", [0, 1], 10, runs_topic="runs")
+        total, empty = service._store.restore({}, "changelog", [0, 1, 2], 10, runs_topic="runs")
     assert read == ["changelog", "runs"]
-    assert (total, empty) == (3, [])
+    assert (total, empty) == (3, [2])
+    assert any("[2] has no record but runs[2] holds summaries" in r.message for r in caplog.records)
     assert any(
         "[0] has no record yet" in r.message and " 2 runs " in r.message for r in caplog.records
     )
     assert service._store.get(0, str(old_a).encode()) == state_a
-    assert service._store.get(0, str(summarized).encode()) is None
+    assert service._store.get(2, str(summarized).encode()) is None
 
     # Run b gets an event; a does not: both reach the changelog in the next commit.
     service._ensure_txn()
