@@ -4,15 +4,19 @@ Everything here is written inside the open transaction (exactly-once) or the bat
 (at-least-once): :meth:`ServiceOutputs._record_outcomes` counts the fold's outcomes and
 publishes their violations, :meth:`~ServiceOutputs._dead_letter` sends a record the fold
 cannot take to the DLQ with headers naming why and where, :meth:`~ServiceOutputs._commit`
-writes every changed run (encoded by ``_state_records``: shrunk when it would not fit,
-guarded when it cannot be encoded) with the consumed offsets, and
-:meth:`~ServiceOutputs._produce` waits out a full local queue instead of dropping.
+writes every changed run with the consumed offsets, and :meth:`~ServiceOutputs._produce`
+waits out a full local queue instead of dropping.
+
+A changed run writes two records (:class:`RunRecords`, made by ``_state_records``:
+shrunk when they would not fit, guarded when they cannot be encoded): its whole state to
+the internal changelog (what a restore needs) and its summary to ``agent-runs`` (what
+readers want), both to the partition of its events, in the same transaction.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import (
     KafkaException,
@@ -31,11 +35,28 @@ from consumers.service.oversize import StateTooLarge, shrink_to_fit
 from consumers.state import Outcome, RunState
 from schemas.errors import RunfoldError
 
-__all__ = ["ServiceOutputs", "UnencodableState"]
+__all__ = ["RunRecords", "ServiceOutputs", "UnencodableState"]
 
 log = logging.getLogger("runfold.consume")
 
 _Abort = TransactionAbort
+
+
+class RunRecords(NamedTuple):
+    """What one run writes in a commit, to the partition of its events in two
+    co-partitioned topics. Every record a run writes is made into one of these (changed
+    runs, runs copied over from ``agent-runs``), and :meth:`ServiceOutputs._commit`
+    produces them all the same way."""
+
+    partition: int
+    key: bytes
+    changelog: bytes | None
+    """The changelog record (``runfold.RunState``): what a restore needs; None: a
+    tombstone (the run is forgotten)."""
+    runs: bytes | None
+    """The ``agent-runs`` record (``runfold.RunSummary``); None: a tombstone."""
+    write_runs: bool = True
+    """False: nothing is written to ``agent-runs`` (its record there stays as it is)."""
 
 
 class ServiceOutputs(ServiceBase):
@@ -160,16 +181,14 @@ class ServiceOutputs(ServiceBase):
             # that record them. A state that outlived a crash would make the replayed
             # records look folded, and what they emitted would be lost, not repeated.
             self._flush_outputs()
-        for partition, key, value in records:
-            # Same partition number as the input: agent-runs is co-partitioned,
-            # so the restore of input partition p reads agent-runs partition p.
-            self._produce(
-                producer,
-                self.config.runs_topic,
-                key=key,
-                value=value,
-                partition=partition,
-            )
+        changelog, runs_topic = self.config.changelog_topic, self.config.runs_topic
+        for record in records:
+            # Same partition number as the input: both topics are co-partitioned,
+            # so the restore of input partition p reads changelog partition p.
+            partition, key = record.partition, record.key
+            self._produce(producer, changelog, key=key, value=record.changelog, partition=partition)
+            if record.write_runs:
+                self._produce(producer, runs_topic, key=key, value=record.runs, partition=partition)
         written = len(records)
         offsets = [
             TopicPartition(self.config.events_topic, p, off)
@@ -195,8 +214,10 @@ class ServiceOutputs(ServiceBase):
         self.stats.merge(self._txn_stats)
         self._reset_txn()
 
-    def _state_records(self) -> list[tuple[int, bytes, bytes]]:
-        """``(partition, key, value)`` of every changed run's ``agent-runs`` record.
+    def _state_records(self) -> list[RunRecords]:
+        """The records of every changed run (:class:`RunRecords`), and of the runs a
+        restore took from ``agent-runs`` that are not in the changelog yet (copied there
+        as they are: their ``agent-runs`` record stays).
 
         A state too large is shrunk in place until it fits; the outcomes of events its
         reorder buffer released on the way are published and counted with this
@@ -207,9 +228,9 @@ class ServiceOutputs(ServiceBase):
         and sends the record that breaks it to the DLQ (``unencodable-state``), the
         run rolled back to its state before that record.
         """
-        records: list[tuple[int, bytes, bytes]] = []
+        records: list[RunRecords] = []
         broken: list[str] = []
-        encode, limit, config = self.edge.encode_state, self._limits.runs, self.edge.config
+        encode, limit, config = self.edge.encode_records, self._limits.runs, self.edge.config
         for partition, keys in self._dirty.items():
             runs = self._store.runs.get(partition, {})
             for key in keys:
@@ -220,14 +241,14 @@ class ServiceOutputs(ServiceBase):
                     fitted = shrink_to_fit(key, state, encode, limit, config)
                 except StateTooLarge as exc:
                     # Only a topic limit below a few KiB gets here: a setting to fix, said
-                    # loudly; the run's previous version stays in agent-runs.
+                    # loudly; the run's previous version stays in the changelog.
                     log.error("%s", exc)
                     continue
                 except Exception as exc:  # noqa: BLE001 - any failure to encode, see above
                     if key in self._guarded:
                         # Its records were checked one by one and it still fails: not one
                         # record's doing (a restored or rebuilt state). Rewinding again
-                        # would meet it again; its previous version stays in agent-runs.
+                        # would meet it again; its previous version stays in the changelog.
                         log.error(
                             "state of run %s cannot be encoded, not written: %s",
                             key.decode("utf-8", "replace"),
@@ -238,7 +259,8 @@ class ServiceOutputs(ServiceBase):
                     broken.append(f"{key.decode('utf-8', 'replace')}: {exc}")
                     continue
                 self._guarded.discard(key)
-                records.append((partition, key, fitted.value))
+                changelog, summary = fitted.values
+                records.append(RunRecords(partition, key, changelog, summary))
                 if fitted.outcomes:  # released events: consumed and counted before
                     self._record_outcomes(key, fitted.outcomes, consumed=0)
         if broken:
@@ -249,7 +271,30 @@ class ServiceOutputs(ServiceBase):
                 "; ".join(broken[:3]),
             )
             raise _Abort("unencodable state")
+        records.extend(self._copied_records())
         return records
+
+    def _copied_records(self) -> list[RunRecords]:
+        """Changelog records of the runs restored from ``agent-runs`` (moving over to the
+        changelog, :meth:`PartitionStore.take_copies`) that did not change: the bytes as
+        read, or the state encoded when it was decoded since. A state that cannot be
+        encoded is left out, said loudly: it stays in ``agent-runs`` only."""
+        out: list[RunRecords] = []
+        for partition, key, held in self._store.take_copies():
+            if key in self._dirty.get(partition, ()):
+                continue  # written above with the changed runs
+            if isinstance(held, bytes):
+                out.append(RunRecords(partition, key, held, None, write_runs=False))
+                continue
+            try:
+                value = self.edge.encode_state(held)
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                log.error(
+                    "run %s not copied to the changelog: %s", key.decode("utf-8", "replace"), exc
+                )
+                continue
+            out.append(RunRecords(partition, key, value, None, write_runs=False))
+        return out
 
     def _flush_outputs(self) -> None:
         """At-least-once: wait until everything produced is delivered, or abort the batch."""

@@ -1,7 +1,8 @@
-"""The runs of the partitions one folding service owns, restored from ``agent-runs``.
+"""The runs of the partitions one folding service owns, restored from the state changelog.
 
-On assignment :meth:`PartitionStore.restore` reads each owned partition of
-``agent-runs`` (latest state per run) and keeps the states as packed bytes
+On assignment :meth:`PartitionStore.restore` reads each owned partition of the
+changelog (latest state per run; ``agent-runs`` holds only the readers' summaries) and
+keeps the states as packed bytes
 (:func:`consumers.state_bytes.pack_stored`); a state is decoded on its run's first
 record (:meth:`PartitionStore.get`), not at restore: most restored runs see no event
 for a long time, and decoding them all made the restore of a million runs cost ~35 s
@@ -9,15 +10,24 @@ and ~4 KiB per run. A state that is not a current-version RunState stored under 
 run_id is decoded at restore, as before, so that a state of another shape fails the
 assignment; a damaged one of the usual shape fails when its run is first touched.
 On revoke, loss or abort the store is cleared; nothing in it outlives the ownership.
+
+Moving over from a deployment that kept whole states in ``agent-runs``: a changelog
+partition that never had a record is restored from ``agent-runs`` once, when it holds
+old RunState records and no summary (summaries cannot be resumed from, and next to one an
+old state is stale: that partition is rebuilt from the events); those runs are *to copy*
+(:meth:`PartitionStore.take_copies`) until the service's next commit writes them to the
+changelog, so that the next restore finds them there.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 
+from consumers.run_view import holds_summary
 from consumers.sequence import expire
 from consumers.service.edge import FoldEdge
-from consumers.service.restore import read_latest_by_key, rebuild_partition
+from consumers.service.restore import RestoredPartition, read_latest_by_key, rebuild_partition
 from consumers.state import FoldConfig, Outcome, RunState
 from consumers.state_bytes import PACKED_STATES, PINNED_RUN_STATE, pack_stored, unpack_stored
 from schemas import RunStatus
@@ -28,6 +38,8 @@ __all__ = ["PartitionStore"]
 
 _STATE_BODY = len(SINGLE_OBJECT_MAGIC + PINNED_RUN_STATE)
 """Where a packed state's record starts once unpacked (its Run record comes first)."""
+
+log = logging.getLogger("runfold.consume")
 
 
 class PartitionStore:
@@ -47,6 +59,9 @@ class PartitionStore:
         the clock of the partition's reorder buffers (DESIGN.md §5)."""
         self._waiting: dict[int, set[bytes]] = {}
         """Per partition, the keys of decoded runs that hold buffered events."""
+        self._copies: dict[int, set[bytes]] = {}
+        """Per partition, the keys of runs restored from ``agent-runs`` (the migration)
+        whose state is not in the changelog yet."""
 
     def partitions(self) -> list[int]:
         """The partitions whose runs are held, in order."""
@@ -59,6 +74,7 @@ class PartitionStore:
         self.unchecked = set()
         self.stream_time = {}
         self._waiting = {}
+        self._copies = {}
 
     def get(self, partition: int, key: bytes) -> RunState | None:
         """The run's state (decoded now if it was restored and not touched yet), or None."""
@@ -123,15 +139,27 @@ class PartitionStore:
                     waiting.discard(key)
 
     def restore(
-        self, kafka: Mapping[str, object], runs_topic: str, partitions: list[int], timeout: float
+        self,
+        kafka: Mapping[str, object],
+        changelog_topic: str,
+        partitions: list[int],
+        timeout: float,
+        runs_topic: str | None = None,
     ) -> tuple[int, list[int]]:
-        """Read the latest state of every run of ``partitions`` from ``runs_topic``.
+        """Read the latest state of every run of ``partitions`` from ``changelog_topic``;
+        a partition of it that never had a record is read from ``runs_topic`` instead
+        (when given: an older deployment's whole states, see the module docstring).
 
         Returns how many runs were restored and the partitions that had none.
         """
         restored = read_latest_by_key(
-            kafka, runs_topic, partitions, timeout=timeout, pack=pack_stored
+            kafka, changelog_topic, partitions, timeout=timeout, pack=pack_stored
         )
+        unwritten = [p for p in partitions if restored[p].records == 0]
+        if runs_topic is not None and unwritten:
+            old = read_latest_by_key(kafka, runs_topic, unwritten, timeout=timeout)
+            for p in unwritten:
+                self._take_over(changelog_topic, runs_topic, p, old[p].latest, restored[p])
         total = 0
         empty: list[int] = []
         for p in partitions:
@@ -144,6 +172,48 @@ class PartitionStore:
             if not stored and not self.runs[p]:
                 empty.append(p)
         return total, empty
+
+    def _take_over(
+        self,
+        changelog_topic: str,
+        runs_topic: str,
+        partition: int,
+        old: dict[bytes, bytes],
+        into: RestoredPartition,
+    ) -> None:
+        """Restore ``partition`` from the whole states in ``runs_topic`` (moving over, see
+        the module docstring). Not when it holds a summary too: the deployment moved over
+        before and its changelog was lost since; the whole states there are older than the
+        summaries, so the partition is left empty, to be rebuilt from the events."""
+        if not old:
+            return
+        if any(holds_summary(value) for value in old.values()):
+            log.warning(
+                "%s[%d] has no record but %s[%d] holds summaries: not restored from it",
+                changelog_topic, partition, runs_topic, partition,
+            )  # fmt: skip
+            return
+        log.info(
+            "%s[%d] has no record yet: restoring its %d runs from the whole states in %s[%d] "
+            "(once; the next commit copies them to %s)",
+            changelog_topic, partition, len(old), runs_topic, partition, changelog_topic,
+        )  # fmt: skip
+        into.latest = {key: pack_stored(key, value) for key, value in old.items()}
+        self._copies[partition] = set(old)
+
+    def take_copies(self) -> Iterator[tuple[int, bytes, RunState | bytes]]:
+        """The runs restored from ``agent-runs`` and not in the changelog yet, each as
+        ``(partition, key, state)`` (decoded since) or ``(partition, key, value)`` (the
+        record's bytes as read); forgotten here, for the caller to write them."""
+        copies, self._copies = self._copies, {}
+        for partition, keys in copies.items():
+            runs, stored = self.runs.get(partition, {}), self._stored.get(partition, {})
+            for key in keys:
+                state = runs.get(key)
+                if state is not None:
+                    yield partition, key, state
+                elif key in stored:
+                    yield partition, key, unpack_stored(key, stored[key])
 
     def rebuild(
         self, kafka: Mapping[str, object], events_topic: str, partition: int, stop: int

@@ -58,6 +58,7 @@ PINNED = {
     "Run": bytes.fromhex("90078ede1e1a3b9d"),
     "Violation": bytes.fromhex("b1256782d133d134"),
     "RunState": bytes.fromhex("a6fa370631057283"),
+    "RunSummary": bytes.fromhex("83cfc622a8f13a30"),
 }
 """The fingerprint of the schema version each layout here was written for."""
 
@@ -100,11 +101,25 @@ LAYOUTS: dict[str, tuple[tuple[str, str], ...]] = {
     "RunCounters": tuple(
         (name, "long")
         for name in (
-            "events_applied", "nodes_entered", "nodes_exited", "node_failures", "tool_calls",
-            "tool_returns", "tool_failures", "retries", "checkpoints_saved",
-            "checkpoints_restored", "checkpoints_deleted", "state_updates", "messages",
-            "interrupts", "duplicates", "unverified_duplicates", "events_buffered",
-            "violations_dropped", "missing_ranges_dropped",
+            "events_applied",
+            "nodes_entered",
+            "nodes_exited",
+            "node_failures",
+            "tool_calls",
+            "tool_returns",
+            "tool_failures",
+            "retries",
+            "checkpoints_saved",
+            "checkpoints_restored",
+            "checkpoints_deleted",
+            "state_updates",
+            "messages",
+            "interrupts",
+            "duplicates",
+            "unverified_duplicates",
+            "events_buffered",
+            "violations_dropped",
+            "missing_ranges_dropped",
         )
     ),
     "ViolationCounts": tuple((kind.value, "long") for kind in ViolationKind),
@@ -117,6 +132,17 @@ LAYOUTS: dict[str, tuple[tuple[str, str], ...]] = {
         ("missing", "array<SeqRange>"),
     ),
     "PendingEvent": (("seq", "long"), ("digest", "fixed 8"), ("event_json", "string")),
+    # RunState's first six fields, then the reorder buffer counted (state.SummaryRecord).
+    "RunSummary": (
+        ("run", "Run"),
+        ("last_seq", "long"),
+        ("counters", "RunCounters"),
+        ("violation_counts", "ViolationCounts"),
+        ("recent_violations", "array<Violation>"),
+        ("stalled_since", "optional timestamp"),
+        ("pending", "long"),
+        ("oldest_pending_at", "optional timestamp"),
+    ),
     "SeqRange": (("first_seq", "long"), ("last_seq", "long")),
 }
 """Per record name, its fields in the order written here, as ``(name, type)``.
@@ -186,8 +212,11 @@ _KIND_ENV: dict[str, Any] = {
 }
 
 
-def _kind_writer(layout: tuple[tuple[str, str], ...], values: Callable[[str, int], str],
-                 string: str = "write_string") -> str:
+def _kind_writer(
+    layout: tuple[tuple[str, str], ...],
+    values: Callable[[str, int], str],
+    string: str = "write_string",
+) -> str:
     """The body of a writer of one kind record: its branch, then each field by ``values``."""
     writers = {**_WRITERS, "string": string}
     writes = ["branch"] + [
@@ -415,10 +444,20 @@ def read_run_record(buf: bytes, pos: int) -> tuple[RunRecord, int]:
         final_state_digest, pos = read_string(buf, pos + 1)
     else:
         pos += 1
-    fields = _record(RunRecord, (
-        run_id, agent_spec_digest, git_sha, started_at, finished_at, _STATUSES[status_index],
-        inputs, outputs, final_state_digest,
-    ))
+    fields = _record(
+        RunRecord,
+        (
+            run_id,
+            agent_spec_digest,
+            git_sha,
+            started_at,
+            finished_at,
+            _STATUSES[status_index],
+            inputs,
+            outputs,
+            final_state_digest,
+        ),
+    )
     return fields, pos
 
 
