@@ -145,7 +145,7 @@ def runfold_folder(bootstrap: str, topics: ServiceTopics, group: str, seconds: f
     edge = FoldEdge.default()
 
     def read_state(_key: bytes, value: bytes) -> tuple[str, int]:
-        state = edge.decode_state(value)
+        state = edge.read_run(value).state
         return str(state.run_id), state.last_seq
 
     return LiveFolder(service, "restored", topics.runs, read_state)
@@ -291,7 +291,7 @@ def measure_restore(
     topics = ServiceTopics.own(f"{prefix}restore-events", f"{prefix}restore-")
     create_topic(admin, topics.events, partitions)
     topics.create(admin, partitions)
-    size = _preload_states(bootstrap, topics.runs, runs)
+    size = _preload_states(bootstrap, topics.changelog, runs)
     service = start_service(bootstrap, topics, f"{prefix}restore", "exactly-once",
                             until_idle=5.0)
     try:
@@ -303,7 +303,7 @@ def measure_restore(
     restored, seconds = int(found.group(1)), float(found.group(2))
     valid = restored == runs
     note = "" if valid else f"restored {restored:,} runs, expected {runs:,}"
-    detail = f"{runs:,} runs in agent-runs ({size} B per state record), {partitions} partitions"
+    detail = f"{runs:,} runs in the changelog ({size} B per state record), {partitions} partitions"
     return [
         Measurement("restore.seconds", STAGE_RESTORE, "restore on assignment", seconds, "s",
                     detail=detail + "; the service's own timing", valid=valid, note=note,

@@ -100,8 +100,8 @@ def fold(bootstrap: str, events_topic: str, eos: bool) -> Callable[[], int]:
     prefix = f"profile-{uuid.uuid4().hex[:6]}-"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     partitions = len(admin.list_topics(events_topic, timeout=30).topics[events_topic].partitions)
-    names = {f"{prefix}{n}": {"cleanup.policy": "compact"} if n == "runs" else {}
-             for n in ("runs", "violations", "dlq")}
+    names = {f"{prefix}{n}": {"cleanup.policy": "compact"} if n in ("runs", "changelog") else {}
+             for n in ("runs", "violations", "dlq", "changelog")}
     for future in admin.create_topics(
         [NewTopic(name, partitions, 1, config=config) for name, config in names.items()]
     ).values():
@@ -111,6 +111,7 @@ def fold(bootstrap: str, events_topic: str, eos: bool) -> Callable[[], int]:
         guarantee="exactly-once" if eos else "at-least-once", until_idle=2.0,
         events_topic=events_topic, runs_topic=f"{prefix}runs",
         violations_topic=f"{prefix}violations", dlq_topic=f"{prefix}dlq",
+        changelog_topic=f"{prefix}changelog",
     )
 
     def run() -> int:

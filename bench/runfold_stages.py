@@ -95,15 +95,19 @@ class ServiceTopics:
     runs: str
     violations: str
     dlq: str
+    changelog: str
 
     @classmethod
     def own(cls, events: str, prefix: str) -> ServiceTopics:
-        """Shared ``events``; state, violations and DLQ topics named ``<prefix>...``."""
-        return cls(events, f"{prefix}runs", f"{prefix}violations", f"{prefix}dlq")
+        """Shared ``events``; runs, violations, DLQ and changelog topics named ``<prefix>...``."""
+        return cls(
+            events, f"{prefix}runs", f"{prefix}violations", f"{prefix}dlq", f"{prefix}changelog"
+        )
 
     def create(self, admin: Any, partitions: int) -> None:
         """Create the service's own topics (the events topic exists already)."""
         create_topic(admin, self.runs, partitions, {"cleanup.policy": "compact"})
+        create_topic(admin, self.changelog, partitions, {"cleanup.policy": "compact"})
         create_topic(admin, self.violations, partitions)
         create_topic(admin, self.dlq, partitions)
 
@@ -115,6 +119,7 @@ def service_env(topics: ServiceTopics) -> dict[str, str]:
         "RUNFOLD_TOPICS__RUNS": topics.runs,
         "RUNFOLD_TOPICS__VIOLATIONS": topics.violations,
         "RUNFOLD_TOPICS__DLQ": topics.dlq,
+        "RUNFOLD_TOPICS__CHANGELOG": topics.changelog,
         "RUNFOLD_TOPIC_PREFIX": "",
     }
 
@@ -264,7 +269,7 @@ def read_run_states(bootstrap: str, topic: str, partitions: int) -> FinalState:
     states: FinalState = {}
     for part in latest.values():
         for key, value in part.latest.items():
-            state = edge.decode_state(value)
+            state = edge.read_run(value).state
             states[key.decode()] = (state.status.value, state.last_seq, state.events_applied)
     return states
 

@@ -68,7 +68,7 @@ _config_file: ContextVar[Path | None] = ContextVar("runfold_config_file", defaul
 
 
 class TopicNames(BaseModel):
-    """The four topics of DESIGN §3; :meth:`prefixed` gives per-test or per-tenant names."""
+    """The five topics of DESIGN §3; :meth:`prefixed` gives per-test or per-tenant names."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -76,14 +76,17 @@ class TopicNames(BaseModel):
     runs: str = "agent-runs"
     violations: str = "agent-run-violations"
     dlq: str = "agent-run-events-dlq"
+    changelog: str = "agent-runs-changelog"
+    """The folding service's internal state changelog (what restore needs), compacted and
+    co-partitioned with ``events``; ``runs`` is what downstream readers read."""
 
     def prefixed(self, prefix: str) -> TopicNames:
         """The same names with ``prefix`` in front of each."""
         return TopicNames(**{name: prefix + value for name, value in self.model_dump().items()})
 
     def all(self) -> list[str]:
-        """The four names, events first."""
-        return [self.events, self.runs, self.violations, self.dlq]
+        """The five names, events first."""
+        return [self.events, self.runs, self.violations, self.dlq, self.changelog]
 
 
 def _default_bootstrap() -> str:
@@ -176,7 +179,8 @@ class RunfoldSettings(BaseSettings):
                 raise ConfigError(f"config file {candidate} does not exist")
         known = cls.known_env_vars()
         unknown = sorted(
-            k for k in os.environ
+            k
+            for k in os.environ
             if k.startswith(ENV_PREFIX) and k not in known and not k.startswith(_OTHER_ENV_PREFIXES)
         )
         if unknown:

@@ -1,4 +1,5 @@
-"""RunState straight to and from its Avro bytes (``runfold.RunState`` v2, single-object).
+"""RunState straight to and from its Avro bytes (``runfold.RunState`` v2, single-object),
+and to and from its ``agent-runs`` record (``runfold.RunSummary`` v1).
 
 The general codec path builds the record dict (:mod:`consumers.state_codec`) and has
 fastavro walk the schema: about 80 µs per state each way, paid for every run a
@@ -21,7 +22,12 @@ from uuid import UUID
 
 from consumers.lifecycle import Marker
 from consumers.state import DEFAULT_CONFIG, FoldConfig, RunState
-from consumers.state_codec import from_values, to_values
+from consumers.state_codec import (
+    from_values,
+    oldest_pending,
+    summary_from_values,
+    to_values,
+)
 from schemas import RunStatus
 from schemas.avro_binary import (
     PINNED,
@@ -29,8 +35,10 @@ from schemas.avro_binary import (
     MarkerRecord,
     decode_marker,
     decode_state,
+    decode_summary,
     encode_marker,
     encode_state,
+    encode_state_and_summary,
     read_long,
     read_run_record,
     uuid_from,
@@ -41,12 +49,15 @@ __all__ = [
     "MARKER_HEADER",
     "PACKED_STATES",
     "PINNED_RUN_STATE",
+    "PINNED_RUN_SUMMARY",
+    "outputs_writer",
     "pack_stored",
     "PackedHead",
     "packed_head",
     "read_marker",
     "state_reader",
     "state_writer",
+    "summary_reader",
     "unpack_stored",
     "write_marker",
 ]
@@ -54,7 +65,11 @@ __all__ = [
 PINNED_RUN_STATE = PINNED["RunState"]
 """Fingerprint of the ``runfold.RunState`` version written and read here (v2)."""
 
+PINNED_RUN_SUMMARY = PINNED["RunSummary"]
+"""Fingerprint of the ``runfold.RunSummary`` version written and read here (v1)."""
+
 _HEADER = SINGLE_OBJECT_MAGIC + PINNED_RUN_STATE
+_SUMMARY_HEADER = SINGLE_OBJECT_MAGIC + PINNED_RUN_SUMMARY
 MARKER_HEADER = SINGLE_OBJECT_MAGIC + PINNED["RunMarker"]
 """How a ``runfold.RunMarker`` v1 record (a finished run's marker) starts."""
 _STATUSES = tuple(RunStatus)
@@ -68,7 +83,7 @@ def _schemas_pinned() -> bool:
     catalog = RecordCodec("RunState").catalog
     return all(
         catalog.current(name).fingerprint == PINNED[name]
-        for name in ("RunState", "Run", "Violation")
+        for name in ("RunState", "RunSummary", "Run", "Violation")
     )
 
 
@@ -85,6 +100,41 @@ def state_writer() -> Callable[[RunState], bytes] | None:
         return _HEADER + encode_state(to_values(state))
 
     return write
+
+
+def outputs_writer() -> Callable[[RunState], tuple[bytes, bytes]] | None:
+    """``state -> (changelog bytes, agent-runs bytes)``: ``state_writer()(state)`` and the
+    bytes of ``encode_record("RunSummary", summary_to_record(state))``, the fields they
+    share written once. None and raising as :func:`state_writer`."""
+    if not _schemas_pinned():
+        return None
+
+    def write(state: RunState) -> tuple[bytes, bytes]:
+        changelog, summary = encode_state_and_summary(to_values(state), oldest_pending(state))
+        return _HEADER + changelog, _SUMMARY_HEADER + summary
+
+    return write
+
+
+def summary_reader(
+    config: FoldConfig = DEFAULT_CONFIG,
+) -> Callable[[bytes], tuple[RunState, int, int | None] | None] | None:
+    """``bytes -> (state, pending, oldest_pending_at)`` of a ``runfold.RunSummary``, equal
+    to ``summary_from_record(decode_record("RunSummary", bytes), config)``. None, None
+    returned and raising as :func:`state_reader`."""
+    if not _schemas_pinned():
+        return None
+    start = len(_SUMMARY_HEADER)
+
+    def read(value: bytes) -> tuple[RunState, int, int | None] | None:
+        if not value.startswith(_SUMMARY_HEADER):
+            return None
+        values, end = decode_summary(value, start)
+        if end != len(value):
+            raise ValueError("bytes left after the record")
+        return summary_from_values(values, config)
+
+    return read
 
 
 def state_reader(

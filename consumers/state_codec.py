@@ -1,4 +1,6 @@
-"""RunState to and from the record of ``schemas/avro/RunState.v2.avsc``.
+"""RunState to and from the record of ``schemas/avro/RunState.v2.avsc`` (the changelog's),
+and to and from ``RunSummary.v1.avsc`` (``agent-runs``: the same first six fields,
+then the reorder buffer counted; :func:`summary_to_record`, :func:`summary_from_record`).
 
 Two forms of the record: its values (:class:`~schemas.avro_binary.StateRecord`, which
 :mod:`schemas.avro_binary` writes and reads as bytes; :func:`to_values`,
@@ -26,11 +28,12 @@ from uuid import UUID
 
 from consumers.state import COUNTER_NAMES, DEFAULT_CONFIG, FoldConfig, RunState
 from schemas import Event, RunStatus, Timestamp, Violation, ViolationKind, serde
-from schemas.avro_binary import RunRecord, StateRecord
+from schemas.avro_binary import RunRecord, StateRecord, SummaryRecord
 from schemas.errors import EncodeError, SchemaError
 
-# to_values/from_values serve consumers.state_bytes (the byte path); the package's public
-# API stays the record form.
+# to_values/from_values serve consumers.state_bytes (the byte path), the summary_* forms
+# and oldest_pending consumers.run_view and the service's agent-runs record; the package's
+# public API stays the RunState record form.
 __all__ = ["from_record", "to_record"]
 
 _LONG_MAX = 2**63 - 1
@@ -123,12 +126,43 @@ def to_values(state: RunState) -> StateRecord:
     )
 
 
+def oldest_pending(state: RunState) -> int | None:
+    """The timestamp of the oldest event in ``state``'s reorder buffer; None when empty."""
+    return state.pending_oldest_ts if state.pending_events else None
+
+
 def from_values(values: StateRecord, config: FoldConfig = DEFAULT_CONFIG) -> RunState:
     """The RunState of a ``runfold.RunState`` record's values (bounds from ``config``).
 
     A digest window of another size is re-laid by seq, and only the newest
     ``max_recent_violations`` violations are kept.
     """
+    state = _from_head(values, config)
+    state.source_offset = values.source_offset
+    state.has_identity = values.has_identity
+    state.stream_time = values.stream_time
+    pending = state.pending_events
+    for seq, digest, event_json in values.pending:
+        pending[seq] = (Event.from_json(event_json), int.from_bytes(digest, "little"))
+    if pending:
+        state.pending_oldest_ts = min(int(event.timestamp) for event, _ in pending.values())
+    _restore_window(state, _ring_from(values.digest_window))
+    state.missing = list(values.missing)
+    return state
+
+
+def summary_from_values(
+    values: SummaryRecord, config: FoldConfig = DEFAULT_CONFIG
+) -> tuple[RunState, int, int | None]:
+    """The RunState of a ``runfold.RunSummary`` record's values (what a reader sees; its
+    resume part is empty: ``source_offset`` -1, no buffer, no digests), with the
+    summary's ``pending`` and ``oldest_pending_at``."""
+    state = _from_head(values, config)
+    return state, values.pending, values.oldest_pending_at
+
+
+def _from_head(values: StateRecord | SummaryRecord, config: FoldConfig) -> RunState:
+    """A RunState with the fields a RunState and a RunSummary share set from ``values``."""
     run = values.run
     state = RunState.new(UUID(run.run_id), Timestamp(run.started_at), config)
     state.agent_spec_digest = run.agent_spec_digest
@@ -144,16 +178,6 @@ def from_values(values: StateRecord, config: FoldConfig = DEFAULT_CONFIG) -> Run
     state.violation_counts = dict(zip(_KINDS, values.violation_counts, strict=True))
     state.recent_violations.extend(values.recent_violations)
     state.stalled_since = values.stalled_since
-    state.source_offset = values.source_offset
-    state.has_identity = values.has_identity
-    state.stream_time = values.stream_time
-    pending = state.pending_events
-    for seq, digest, event_json in values.pending:
-        pending[seq] = (Event.from_json(event_json), int.from_bytes(digest, "little"))
-    if pending:
-        state.pending_oldest_ts = min(int(event.timestamp) for event, _ in pending.values())
-    _restore_window(state, _ring_from(values.digest_window))
-    state.missing = list(values.missing)
     return state
 
 
@@ -162,23 +186,7 @@ def to_record(state: RunState) -> dict[str, Any]:
     v = to_values(state)
     run_id = state.run_id
     return {
-        "run": {**v.run._asdict(), "status": v.run.status.value},
-        "last_seq": _long(v.last_seq, "last_seq", run_id),
-        "counters": dict(zip(COUNTER_NAMES, v.counters, strict=True)),
-        "violation_counts": {
-            kind.value: count for kind, count in zip(_KINDS, v.violation_counts, strict=True)
-        },
-        "recent_violations": [
-            {
-                "run_id": str(violation.run_id),
-                "kind": violation.kind.value,
-                "first_seq": _long(violation.first_seq, "a violation's first_seq", run_id),
-                "last_seq": _long(violation.last_seq, "a violation's last_seq", run_id),
-                "message": violation.message,
-            }
-            for violation in v.recent_violations
-        ],
-        "stalled_since": v.stalled_since,
+        **_head_record(v, run_id),
         "restore": {
             "source_offset": v.source_offset,
             "has_identity": v.has_identity,
@@ -203,57 +211,117 @@ def to_record(state: RunState) -> dict[str, Any]:
     }
 
 
+def summary_to_record(state: RunState) -> dict[str, Any]:
+    """The fastavro record of ``state`` for ``runfold.RunSummary`` v1 (``agent-runs``)."""
+    v = to_values(state)
+    return {
+        **_head_record(v, state.run_id),
+        "pending": len(state.pending_events),
+        "oldest_pending_at": oldest_pending(state),
+    }
+
+
+def _head_record(v: StateRecord, run_id: UUID) -> dict[str, Any]:
+    """The fields RunState and RunSummary share, as fastavro's record."""
+    return {
+        "run": {**v.run._asdict(), "status": v.run.status.value},
+        "last_seq": _long(v.last_seq, "last_seq", run_id),
+        "counters": dict(zip(COUNTER_NAMES, v.counters, strict=True)),
+        "violation_counts": {
+            kind.value: count for kind, count in zip(_KINDS, v.violation_counts, strict=True)
+        },
+        "recent_violations": [
+            {
+                "run_id": str(violation.run_id),
+                "kind": violation.kind.value,
+                "first_seq": _long(violation.first_seq, "a violation's first_seq", run_id),
+                "last_seq": _long(violation.last_seq, "a violation's last_seq", run_id),
+                "message": violation.message,
+            }
+            for violation in v.recent_violations
+        ],
+        "stalled_since": v.stalled_since,
+    }
+
+
 def from_record(record: dict[str, Any], config: FoldConfig = DEFAULT_CONFIG) -> RunState:
     """The RunState in a ``runfold.RunState`` record (as fastavro reads it).
 
     Bounds come from ``config`` (see :func:`from_values`). Raises
     :class:`~schemas.errors.SchemaError` naming the field that is wrong.
     """
-    where = "RunState record"
+    where = ["RunState record"]
     try:
-        run = record["run"]
-        run_id = run["run_id"] if isinstance(run["run_id"], UUID) else UUID(run["run_id"])
-        where = f"RunState record of run {run_id}"
-        counters = record["counters"]
-        counts = record["violation_counts"]
+        head = _head_values(record, where)
         restore = record["restore"]
-        values = StateRecord(
-            RunRecord(
-                str(run_id),
-                run["agent_spec_digest"],
-                run["git_sha"],
-                run["started_at"],
-                run["finished_at"],
-                RunStatus(run["status"]),
-                run["inputs"],
-                run["outputs"],
-                run["final_state_digest"],
+        values = _record(
+            StateRecord,
+            (
+                *head,
+                restore["source_offset"],
+                restore["has_identity"],
+                restore["stream_time"],
+                [(p["seq"], p["digest"], p["event_json"]) for p in restore["pending"]],
+                restore["digest_window"],
+                [(r["first_seq"], r["last_seq"]) for r in restore["missing"]],
             ),
-            record["last_seq"],
-            [counters.get(name, 0) for name in COUNTER_NAMES],
-            [counts.get(kind.value, 0) for kind in _KINDS],
-            [
-                Violation(
-                    run_id=v["run_id"],
-                    kind=ViolationKind(v["kind"]),
-                    first_seq=v["first_seq"],
-                    last_seq=v["last_seq"],
-                    message=v["message"],
-                )
-                for v in record["recent_violations"]
-            ],
-            record.get("stalled_since"),
-            restore["source_offset"],
-            restore["has_identity"],
-            restore["stream_time"],
-            [(p["seq"], p["digest"], p["event_json"]) for p in restore["pending"]],
-            restore["digest_window"],
-            [(r["first_seq"], r["last_seq"]) for r in restore["missing"]],
         )
         return from_values(values, config)
     except (KeyError, TypeError, ValueError) as exc:
         problem = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
-        raise SchemaError(f"{where} cannot be restored: {problem}") from exc
+        raise SchemaError(f"{where[0]} cannot be restored: {problem}") from exc
+
+
+def summary_from_record(
+    record: dict[str, Any], config: FoldConfig = DEFAULT_CONFIG
+) -> tuple[RunState, int, int | None]:
+    """:func:`summary_from_values` of a ``runfold.RunSummary`` record (as fastavro reads
+    it). Raises :class:`~schemas.errors.SchemaError` naming the field that is wrong."""
+    where = ["RunSummary record"]
+    try:
+        head = _head_values(record, where)
+        values = _record(SummaryRecord, (*head, record["pending"], record["oldest_pending_at"]))
+        return summary_from_values(values, config)
+    except (KeyError, TypeError, ValueError) as exc:
+        problem = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise SchemaError(f"{where[0]} cannot be read: {problem}") from exc
+
+
+def _head_values(record: dict[str, Any], where: list[str]) -> tuple[Any, ...]:
+    """The values of the fields RunState and RunSummary share, from fastavro's record;
+    ``where[0]`` is given the run's id once it is known (for the error message)."""
+    run = record["run"]
+    run_id = run["run_id"] if isinstance(run["run_id"], UUID) else UUID(run["run_id"])
+    where[0] = f"{where[0]} of run {run_id}"
+    counters = record["counters"]
+    counts = record["violation_counts"]
+    return (
+        RunRecord(
+            str(run_id),
+            run["agent_spec_digest"],
+            run["git_sha"],
+            run["started_at"],
+            run["finished_at"],
+            RunStatus(run["status"]),
+            run["inputs"],
+            run["outputs"],
+            run["final_state_digest"],
+        ),
+        record["last_seq"],
+        [counters.get(name, 0) for name in COUNTER_NAMES],
+        [counts.get(kind.value, 0) for kind in _KINDS],
+        [
+            Violation(
+                run_id=v["run_id"],
+                kind=ViolationKind(v["kind"]),
+                first_seq=v["first_seq"],
+                last_seq=v["last_seq"],
+                message=v["message"],
+            )
+            for v in record["recent_violations"]
+        ],
+        record.get("stalled_since"),
+    )
 
 
 def _restore_window(state: RunState, saved: array[int]) -> None:

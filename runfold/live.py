@@ -170,7 +170,7 @@ class FleetReader:
         self._event_partitions: list[int] = []
         self._behind: set[tuple[str, int]] = set()
         self._previous: tuple[float, int, int] | None = None
-        self._decode_state: Any = None
+        self._read_run: Any = None
         self._decode_violation: Any = None
 
     # ------------------------------------------------------------------ Kafka edge
@@ -181,7 +181,7 @@ class FleetReader:
         from consumers.service.edge import FoldEdge
         from schemas.codec import decode_violation
 
-        self._decode_state = FoldEdge.default().decode_state
+        self._read_run = FoldEdge.default().read_run
         self._decode_violation = decode_violation
         config = self.settings.client_config()
         # log_level 3: librdkafka's retry chatter on a fresh broker stays off the view.
@@ -284,7 +284,7 @@ class FleetReader:
             if value is None:
                 self._runs.pop(key, None)
                 return
-            state = self._decode_state(value)
+            state = self._read_run(value).state
             self._runs[key] = RunSummary(
                 run_id=str(state.run_id),
                 status=state.status.value,

@@ -90,15 +90,18 @@ def topic_specs(
     replication: int,
     events_max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> list[TopicSpec]:
-    """The four topics with their configs.
+    """The five topics with their configs.
 
     ``max.message.bytes`` is consistent: the events topic gets ``events_max_bytes`` and the
     DLQ and ``agent-runs`` at least as much (:func:`output_max_bytes`), so that whatever
     the events topic accepts can be dead-lettered, or kept in a run's state.
 
-    ``agent-runs`` is compacted and has as many partitions as the events (co-partitioned: the
-    folder of events partition p writes state partition p). ``min.insync.replicas`` is 2 when
-    there are 3+ replicas (one broker may fail without losing an acknowledged write), else 1.
+    ``agent-runs`` and the changelog are compacted and have as many partitions as the events
+    (co-partitioned: the folder of events partition p writes their partition p, and
+    restores from the changelog's partition p). The changelog record holds what the
+    summary in ``agent-runs`` holds and more: it gets the same limit.
+    ``min.insync.replicas`` is 2 when there are 3+ replicas (one broker may fail without
+    losing an acknowledged write), else 1.
     """
     if partitions < 1:
         raise ConfigError(f"partitions must be at least 1, not {partitions}")
@@ -122,6 +125,12 @@ def topic_specs(
             {**base, "cleanup.policy": "compact", "max.message.bytes": str(runs_max)},
         ),
         TopicSpec(names.violations, partitions, replication, {**base}),
+        TopicSpec(
+            names.changelog,
+            partitions,
+            replication,
+            {**base, "cleanup.policy": "compact", "max.message.bytes": str(runs_max)},
+        ),
         TopicSpec(
             names.dlq,
             partitions,
@@ -173,7 +182,7 @@ def ensure_topics(
     events_max = max_message_bytes or DEFAULT_MAX_MESSAGE_BYTES
     existing = [
         n
-        for n in (names.events, names.dlq, names.runs)
+        for n in (names.events, names.dlq, names.runs, names.changelog)
         if (t := metadata.topics.get(n)) is not None and t.error is None
     ]
     limits = _max_message_bytes(admin, existing, timeout, report)

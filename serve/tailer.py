@@ -8,9 +8,10 @@ committed to Kafka: the position lives in the view's file, written in the same S
 transaction as the rows, so a restart resumes where the file is and a deleted file is
 read again from the beginning of each topic.
 
-Records are decoded with the project's codec: agent-runs values with the fold's state
-codec (:meth:`consumers.service.FoldEdge.decode_state`) and shown as ``runfold runs show
---json`` shows them (:func:`runfold.commands.runs.run_document`), violations with
+Records are decoded with the project's codec: agent-runs values with the one reader of
+them (:meth:`consumers.service.FoldEdge.read_run`: new summaries and old states) and
+shown as ``runfold runs show --json`` shows them
+(:func:`runfold.commands.runs.run_document`), violations with
 :func:`schemas.decode_violation`, events with :func:`schemas.decode_event`. A record that
 does not decode is counted and skipped (the fold sent its event to the DLQ already).
 """
@@ -52,8 +53,10 @@ _EXPIRE_EVERY_S = 60.0
 _RATE_WINDOW_S = 10
 
 
-def run_row(state: Any, kafka_ms: int) -> RunRow:
-    """The view's row for a decoded agent-runs state, published at ``kafka_ms``."""
+def run_row(view: Any, kafka_ms: int) -> RunRow:
+    """The view's row for a decoded agent-runs record (a :class:`consumers.run_view.RunView`),
+    published at ``kafka_ms``."""
+    state = view.state
     counts = {kind: n for kind, n in state.violation_counts.items() if n}
     stalled = getattr(state, "stalled_since", None)
     return RunRow(
@@ -67,7 +70,7 @@ def run_row(state: Any, kafka_ms: int) -> RunRow:
         violations=sum(counts.values()),
         updated_ms=kafka_ms,
         stalled_ns=None if stalled is None else int(stalled),
-        doc=json.dumps(run_document(state), separators=(",", ":")),
+        doc=json.dumps(run_document(view), separators=(",", ":")),
     )
 
 
@@ -176,7 +179,7 @@ class ViewTailer:
     def _loop(self, consumer: Consumer) -> None:
         from consumers.service import FoldEdge
 
-        decode_state = FoldEdge.default().decode_state
+        read_run = FoldEdge.default().read_run
         next_metadata = next_lag = 0.0
         next_expire = time.monotonic()
         while not self._stop.is_set():
@@ -190,7 +193,7 @@ class ViewTailer:
             messages = consumer.consume(_BATCH, timeout=0.2) if self._assigned else []
             if not self._assigned:
                 self._stop.wait(0.5)
-            batch = self._batch(messages, decode_state)
+            batch = self._batch(messages, read_run)
             if batch:
                 change = self.writer.apply(batch)
                 if batch.runs or batch.forgotten:
@@ -223,7 +226,7 @@ class ViewTailer:
             f"waiting for topics {self.runs_topic}, {self.violations_topic}, {self.events_topic}"
         )
 
-    def _batch(self, messages: list[Message], decode_state: Callable[[bytes], Any]) -> ViewBatch:
+    def _batch(self, messages: list[Message], read_run: Callable[[bytes], Any]) -> ViewBatch:
         batch = ViewBatch()
         for msg in messages:
             error = msg.error()
@@ -254,7 +257,7 @@ class ViewTailer:
                         batch.forgotten.add(key)
                     else:
                         batch.forgotten.discard(key)
-                        batch.runs[key] = run_row(decode_state(value), kafka_ms)
+                        batch.runs[key] = run_row(read_run(value), kafka_ms)
                 elif topic == self.violations_topic and value is not None:
                     v = decode_violation(value)
                     batch.violations.append(

@@ -7,7 +7,7 @@
       ├─ outputs ── violations, dead letters, run states; the commit
       ├─ base ── the state every part shares (clients, open transaction, counters)
       ├─ store.PartitionStore ── the runs of the owned partitions: restore, thaw, rebuild
-      │    └─ restore ── read agent-runs (latest state per key) and the events topic
+      │    └─ restore ── read the changelog (latest state per key) and the events topic
       ├─ edge.FoldEdge ── what the loop asks of the codec and the fold
       ├─ lane ── the batch lane: common records decoded in C, folded by the one rule
       ├─ dlq, oversize ── dead letters and records too large for their topic

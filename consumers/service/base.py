@@ -80,7 +80,7 @@ class ServiceBase:
         self._dirty: dict[int, set[bytes]] = {}
         self._next_offsets: dict[int, int] = {}
         self._delivery_failures: list[str] = []
-        # Record size limits of agent-runs and the DLQ (read at start, see run()).
+        # Record size limits of agent-runs, the changelog and the DLQ (read at start, run()).
         self._limits = OutputLimits(1_000_000, 1_000_000)
         self._stopping = False
         self._assigned_at = 0.0

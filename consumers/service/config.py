@@ -86,7 +86,7 @@ class Lifecycle:
 
 
 class TopicSet(Protocol):
-    """The four topic names a service uses (e.g. :class:`clients.settings.TopicNames`)."""
+    """The five topic names a service uses (e.g. :class:`clients.settings.TopicNames`)."""
 
     @property
     def events(self) -> str: ...
@@ -96,6 +96,8 @@ class TopicSet(Protocol):
     def violations(self) -> str: ...
     @property
     def dlq(self) -> str: ...
+    @property
+    def changelog(self) -> str: ...
 
 
 @dataclass
@@ -114,6 +116,9 @@ class ServiceConfig:
     runs_topic: str = "agent-runs"
     violations_topic: str = "agent-run-violations"
     dlq_topic: str = "agent-run-events-dlq"
+    changelog_topic: str = "agent-runs-changelog"
+    """The internal state changelog: each changed run's whole state (``runfold.RunState``),
+    written with its ``agent-runs`` summary; restore reads it (DESIGN.md §3, §5)."""
     transaction_timeout_ms: int = 15_000
     session_timeout_ms: int = 10_000
     max_poll_interval_ms: int = 120_000
@@ -203,13 +208,14 @@ class ServiceConfig:
 
     @classmethod
     def on_topics(cls, kafka: dict[str, Any], topics: TopicSet, **options: Any) -> ServiceConfig:
-        """A config whose four topics are ``topics``; ``options`` are the other fields."""
+        """A config whose five topics are ``topics``; ``options`` are the other fields."""
         return cls(
             kafka=kafka,
             events_topic=topics.events,
             runs_topic=topics.runs,
             violations_topic=topics.violations,
             dlq_topic=topics.dlq,
+            changelog_topic=topics.changelog,
             **options,
         )
 
@@ -273,6 +279,8 @@ class OutputLimits:
     """The largest record (bytes) each output topic accepts."""
 
     runs: int
+    """The largest record of a run's state: the smaller of ``agent-runs``' and the
+    changelog's limits (a run's two records are shrunk together until both fit)."""
     dlq: int
 
     @property
@@ -286,7 +294,7 @@ _LIBRDKAFKA_DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
 
 
 def output_limits(config: ServiceConfig, timeout: float = 10.0) -> OutputLimits:
-    """The ``max.message.bytes`` of ``agent-runs`` and the DLQ.
+    """The ``max.message.bytes`` of ``agent-runs`` (and the changelog) and the DLQ.
 
     ``config.max_message_bytes`` when set; else read from the broker (one DescribeConfigs
     request). A topic whose config cannot be read is assumed to have Kafka's default
@@ -295,7 +303,7 @@ def output_limits(config: ServiceConfig, timeout: float = 10.0) -> OutputLimits:
     if config.max_message_bytes is not None:
         return OutputLimits(config.max_message_bytes, config.max_message_bytes)
     found: dict[str, int] = {}
-    topics = (config.runs_topic, config.dlq_topic)
+    topics = (config.runs_topic, config.dlq_topic, config.changelog_topic)
     try:
         admin = AdminClient({**config.kafka})
         resources = [ConfigResource(ResourceType.TOPIC, name) for name in topics]
@@ -314,9 +322,8 @@ def output_limits(config: ServiceConfig, timeout: float = 10.0) -> OutputLimits:
                 KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
             )
     default = KAFKA_DEFAULT_MAX_MESSAGE_BYTES
-    return OutputLimits(
-        runs=found.get(config.runs_topic, default), dlq=found.get(config.dlq_topic, default)
-    )
+    runs = min(found.get(config.runs_topic, default), found.get(config.changelog_topic, default))
+    return OutputLimits(runs=runs, dlq=found.get(config.dlq_topic, default))
 
 
 def producer_config(

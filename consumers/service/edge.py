@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from consumers.run_view import RunView, run_reader
 from consumers.sequence import apply_event, digest_bytes
 from consumers.service.lane import LaneDecoder, decoder
 from consumers.state import DEFAULT_CONFIG, FoldConfig, Outcome, RunState
@@ -35,7 +36,8 @@ class FoldEdge:
     def __init__(self, config: FoldConfig = DEFAULT_CONFIG, *, lane: bool = True) -> None:
         self.config = config
         self.lane: LaneDecoder | None = decoder() if lane else None
-        self._encode_state, self._decode_state = _run_state_codec()
+        self._encode_state, self._decode_state, self._encode_records = _run_state_codec()
+        self._read_run = run_reader(self._decode_state, config)
         self._framings_seen: set[bytes] = set()
 
     @classmethod
@@ -85,8 +87,18 @@ class FoldEdge:
         return self._encode_state(state)
 
     def decode_state(self, value: bytes) -> RunState:
-        """The state in an ``agent-runs`` record's bytes."""
+        """The state in a changelog record's bytes (or an old ``agent-runs`` record's)."""
         return self._decode_state(value)
+
+    def encode_records(self, state: RunState) -> tuple[bytes, bytes]:
+        """A run's two records: its changelog record (``encode_state``, what a restore
+        needs) and its ``agent-runs`` record (a ``runfold.RunSummary``, what readers want)."""
+        return self._encode_records(state)
+
+    def read_run(self, value: bytes) -> RunView:
+        """What a reader wants of an ``agent-runs`` value, new (RunSummary) or old
+        (RunState): :func:`consumers.run_view.run_reader`."""
+        return self._read_run(value)
 
     def encode_violation(self, violation: Violation) -> bytes:
         """A violation as the bytes of its ``agent-run-violations`` record."""
@@ -106,18 +118,25 @@ def body_digest(value: bytes) -> int:
     return digest_bytes(value[start:])
 
 
-def _run_state_codec() -> tuple[Callable[[RunState], bytes], Callable[[bytes], RunState]]:
-    """Encode/decode a RunState as Avro single-object bytes of ``RunState.v1.avsc``.
+def _run_state_codec() -> tuple[
+    Callable[[RunState], bytes],
+    Callable[[bytes], RunState],
+    Callable[[RunState], tuple[bytes, bytes]],
+]:
+    """Encode/decode a RunState as Avro single-object bytes of ``RunState.v2.avsc``, and
+    encode its two records (changelog RunState, ``agent-runs`` RunSummary).
 
     Through :mod:`consumers.state_bytes` (the same bytes, four times cheaper) when it
     can; the general path (record dict and fastavro) otherwise, and for anything it
     fails on, so that a bad state is refused with the general path's precise error.
     """
-    from consumers.state_bytes import state_reader, state_writer
+    from consumers.state_bytes import outputs_writer, state_reader, state_writer
+    from consumers.state_codec import summary_to_record
 
     encode_record: Callable[..., bytes] = codec.encode_record
     decode_record: Callable[..., Any] = codec.decode_record
     write = state_writer()
+    write_both = outputs_writer()
     read = state_reader()
 
     def encode(state: RunState) -> bytes:
@@ -138,4 +157,15 @@ def _run_state_codec() -> tuple[Callable[[RunState], bytes], Callable[[bytes], R
                 return state
         return RunState.from_record(decode_record("RunState", value))
 
-    return encode, decode
+    def encode_both(state: RunState) -> tuple[bytes, bytes]:
+        if write_both is not None:
+            try:
+                return write_both(state)
+            except Exception:  # noqa: BLE001, S110 - the general path says what is wrong
+                pass
+        return (
+            encode_record("RunState", state.to_record()),
+            encode_record("RunSummary", summary_to_record(state)),
+        )
+
+    return encode, decode, encode_both

@@ -6,7 +6,8 @@ One :class:`FoldService` is one consumer-group member. Its loop::
                         └─▶ the rest: decode ─(bad)─▶ DLQ record
                                     └──▶ apply_event ──▶ violations (produced as they come)
     every batch_size events or txn_interval_ms:
-        produce the latest RunState of each run changed ──▶ agent-runs (same partition)
+        produce each changed run's RunState ──▶ the changelog  (same partition)
+                          and its RunSummary ──▶ agent-runs
         send_offsets_to_transaction(next offsets, group metadata)
         commit_transaction()
 
@@ -20,7 +21,7 @@ Failure handling, by the class of the error (``KafkaException.args[0]``):
 
 - retriable → retry the call, a bounded number of times;
 - ``txn_requires_abort()`` → abort, drop the in-memory state of every owned
-  partition, restore it from ``agent-runs`` and seek back to the committed offsets;
+  partition, restore it from the changelog and seek back to the committed offsets;
 - fatal but not fencing, or retries outlasted (a broker failover, quorum lost, an
   idempotent producer's fatal error) → :meth:`FoldService._recover`: drop the open
   transaction, build a new producer with the same ``transactional.id`` (its

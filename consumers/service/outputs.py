@@ -4,15 +4,19 @@ Everything here is written inside the open transaction (exactly-once) or the bat
 (at-least-once): :meth:`ServiceOutputs._record_outcomes` counts the fold's outcomes and
 publishes their violations, :meth:`~ServiceOutputs._dead_letter` sends a record the fold
 cannot take to the DLQ with headers naming why and where, :meth:`~ServiceOutputs._commit`
-writes every changed run (encoded by ``_state_records``: shrunk when it would not fit,
-guarded when it cannot be encoded) with the consumed offsets, and
-:meth:`~ServiceOutputs._produce` waits out a full local queue instead of dropping.
+writes every changed run with the consumed offsets, and :meth:`~ServiceOutputs._produce`
+waits out a full local queue instead of dropping.
+
+A changed run writes two records (:class:`RunRecords`, made by ``_state_records``:
+shrunk when they would not fit, guarded when they cannot be encoded): its whole state to
+the internal changelog (what a restore needs) and its summary to ``agent-runs`` (what
+readers want), both to the partition of its events, in the same transaction.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import (
     KafkaException,
@@ -31,11 +35,28 @@ from consumers.service.oversize import StateTooLarge, shrink_to_fit
 from consumers.state import Outcome, RunState
 from schemas.errors import RunfoldError
 
-__all__ = ["ServiceOutputs", "UnencodableState"]
+__all__ = ["RunRecords", "ServiceOutputs", "UnencodableState"]
 
 log = logging.getLogger("runfold.consume")
 
 _Abort = TransactionAbort
+
+
+class RunRecords(NamedTuple):
+    """What one run writes in a commit, to the partition of its events in two
+    co-partitioned topics. Every record a run writes is made into one of these (changed
+    runs, runs copied over from ``agent-runs``), and :meth:`ServiceOutputs._commit`
+    produces them all the same way."""
+
+    partition: int
+    key: bytes
+    changelog: bytes | None
+    """The changelog record (``runfold.RunState``): what a restore needs; None: a
+    tombstone (the run is forgotten)."""
+    runs: bytes | None
+    """The ``agent-runs`` record (``runfold.RunSummary``); None: a tombstone."""
+    write_runs: bool = True
+    """False: nothing is written to ``agent-runs`` (its record there stays as it is)."""
 
 
 class ServiceOutputs(ServiceBase):
@@ -165,29 +186,19 @@ class ServiceOutputs(ServiceBase):
         # be encoded aborts here, and the violations a shrink declares are delivered with
         # the others, before the states (at-least-once).
         records = self._state_records()
-        forgotten = [(p, key) for p, key, value in records if value is None]
         if not self._eos:
             # At-least-once: the violations and dead letters are delivered before the states
             # that record them. A state that outlived a crash would make the replayed
             # records look folded, and what they emitted would be lost, not repeated.
             self._flush_outputs()
-        for partition, key, value in records:
-            # Same partition number as the input: agent-runs is co-partitioned,
-            # so the restore of input partition p reads agent-runs partition p.
-            self._produce(
-                producer,
-                self.config.runs_topic,
-                key=key,
-                value=value,
-                partition=partition,
-            )
-        if self.config.runs_tombstones:
-            # After the changelog split the state records above go to the changelog; the
-            # clean agent-runs record of a forgotten run is deleted too, on request.
-            for partition, key in forgotten:
-                self._produce(
-                    producer, self.config.runs_topic, key=key, value=None, partition=partition
-                )
+        changelog, runs_topic = self.config.changelog_topic, self.config.runs_topic
+        for record in records:
+            # Same partition number as the input: both topics are co-partitioned,
+            # so the restore of input partition p reads changelog partition p.
+            partition, key = record.partition, record.key
+            self._produce(producer, changelog, key=key, value=record.changelog, partition=partition)
+            if record.write_runs:
+                self._produce(producer, runs_topic, key=key, value=record.runs, partition=partition)
         written = len(records)
         offsets = [
             TopicPartition(self.config.events_topic, p, off)
@@ -214,11 +225,14 @@ class ServiceOutputs(ServiceBase):
         self._reset_txn()
         self.gauges = self._store.gauges()
 
-    def _state_records(self) -> list[tuple[int, bytes, bytes | None]]:
-        """``(partition, key, value)`` of every changed run's ``agent-runs`` record, and
-        the lifecycle's (:meth:`PartitionStore.age`): a RunMarker for each finished run
-        past its grace (it is no longer held whole, so no state of it is written), a
-        tombstone (value None) for each marker forgotten or shed.
+    def _state_records(self) -> list[RunRecords]:
+        """The records of every changed run (:class:`RunRecords`), of the runs a restore
+        took from ``agent-runs`` that are not in the changelog yet (copied there as they
+        are: their ``agent-runs`` record stays), and the lifecycle's
+        (:meth:`PartitionStore.age`): a RunMarker in the changelog for each finished run
+        past its grace (no longer held whole; its ``agent-runs`` summary stays), a
+        changelog tombstone for each marker forgotten or shed (and one in ``agent-runs``
+        with ``runs_tombstones``).
 
         A state too large is shrunk in place until it fits; the outcomes of events its
         reorder buffer released on the way are published and counted with this
@@ -229,19 +243,9 @@ class ServiceOutputs(ServiceBase):
         and sends the record that breaks it to the DLQ (``unencodable-state``), the
         run rolled back to its state before that record.
         """
-        lifecycle: list[tuple[int, bytes, bytes | None]] = []
-        for partition in self._store.partitions():
-            lifecycle += self._store.age(partition)
-        counts = self._store.take_counts()
-        stats = self._txn_stats
-        stats.markers_made += counts.markers_made
-        stats.markers_forgotten += counts.markers_forgotten
-        stats.markers_shed += counts.markers_shed
-        stats.runs_paged_out += counts.runs_paged_out
-        stats.forced_flushes += counts.forced_flushes
-        records: list[tuple[int, bytes, bytes | None]] = []
+        records: list[RunRecords] = []
         broken: list[str] = []
-        encode, config = self.edge.encode_state, self.edge.config
+        encode, config = self.edge.encode_records, self.edge.config
         limit = self._limits.runs
         if self.config.max_run_bytes is not None:
             limit = min(limit, self.config.max_run_bytes)
@@ -255,14 +259,14 @@ class ServiceOutputs(ServiceBase):
                     fitted = shrink_to_fit(key, state, encode, limit, config)
                 except StateTooLarge as exc:
                     # Only a topic limit below a few KiB gets here: a setting to fix, said
-                    # loudly; the run's previous version stays in agent-runs.
+                    # loudly; the run's previous version stays in the changelog.
                     log.error("%s", exc)
                     continue
                 except Exception as exc:  # noqa: BLE001 - any failure to encode, see above
                     if key in self._guarded:
                         # Its records were checked one by one and it still fails: not one
                         # record's doing (a restored or rebuilt state). Rewinding again
-                        # would meet it again; its previous version stays in agent-runs.
+                        # would meet it again; its previous version stays in the changelog.
                         log.error(
                             "state of run %s cannot be encoded, not written: %s",
                             key.decode("utf-8", "replace"),
@@ -273,7 +277,8 @@ class ServiceOutputs(ServiceBase):
                     broken.append(f"{key.decode('utf-8', 'replace')}: {exc}")
                     continue
                 self._guarded.discard(key)
-                records.append((partition, key, fitted.value))
+                changelog, summary = fitted.values
+                records.append(RunRecords(partition, key, changelog, summary))
                 if fitted.outcomes:  # released events: consumed and counted before
                     self._record_outcomes(key, fitted.outcomes, consumed=0)
         if broken:
@@ -284,7 +289,51 @@ class ServiceOutputs(ServiceBase):
                 "; ".join(broken[:3]),
             )
             raise _Abort("unencodable state")
-        return records + lifecycle
+        records.extend(self._copied_records())
+        records.extend(self._lifecycle_records())
+        return records
+
+    def _lifecycle_records(self) -> list[RunRecords]:
+        """The lifecycle's records (:meth:`PartitionStore.age`), after the changed runs'
+        (a run that finished in this transaction and is past its grace already gets its
+        summary in ``agent-runs`` above, then its marker supersedes its state in the
+        changelog), and the lifecycle's and the bounds' counts."""
+        tombstones = self.config.runs_tombstones
+        out = [
+            RunRecords(partition, key, value, None, write_runs=value is None and tombstones)
+            for p in self._store.partitions()
+            for partition, key, value in self._store.age(p)
+        ]
+        counts = self._store.take_counts()
+        stats = self._txn_stats
+        stats.markers_made += counts.markers_made
+        stats.markers_forgotten += counts.markers_forgotten
+        stats.markers_shed += counts.markers_shed
+        stats.runs_paged_out += counts.runs_paged_out
+        stats.forced_flushes += counts.forced_flushes
+        return out
+
+    def _copied_records(self) -> list[RunRecords]:
+        """Changelog records of the runs restored from ``agent-runs`` (moving over to the
+        changelog, :meth:`PartitionStore.take_copies`) that did not change: the bytes as
+        read, or the state encoded when it was decoded since. A state that cannot be
+        encoded is left out, said loudly: it stays in ``agent-runs`` only."""
+        out: list[RunRecords] = []
+        for partition, key, held in self._store.take_copies():
+            if key in self._dirty.get(partition, ()):
+                continue  # written above with the changed runs
+            if isinstance(held, bytes):
+                out.append(RunRecords(partition, key, held, None, write_runs=False))
+                continue
+            try:
+                value = self.edge.encode_state(held)
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                log.error(
+                    "run %s not copied to the changelog: %s", key.decode("utf-8", "replace"), exc
+                )
+                continue
+            out.append(RunRecords(partition, key, value, None, write_runs=False))
+        return out
 
     def _flush_outputs(self) -> None:
         """At-least-once: wait until everything produced is delivered, or abort the batch."""

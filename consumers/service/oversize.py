@@ -1,7 +1,10 @@
-"""A run's state too large for ``agent-runs``: shrink it before anything commits.
+"""A run's state too large for the changelog: shrink it before anything commits.
 
-``agent-runs`` accepts records up to its ``max.message.bytes`` (runfold creates it with
-twice the events topic's limit, :func:`runfold.topics.output_max_bytes`). A state can still
+The changelog and ``agent-runs`` accept records up to their ``max.message.bytes``
+(runfold creates both with twice the events topic's limit,
+:func:`runfold.topics.output_max_bytes`). The changelog record (the whole state) is the
+large one; the ``agent-runs`` summary is that state less its resume part, so both are
+encoded from the same state and shrunk together until each fits. A state can still
 be larger (a topic created elsewhere, big inputs *and* outputs, a reorder buffer of big
 events, long identity strings). Writing nothing for it while its offsets commit would
 lose the events folded since its last written version at the next restart; stopping
@@ -65,7 +68,7 @@ _TEXT_FIELDS = ("agent_spec_digest", "git_sha", "final_state_digest")
 
 
 class StateTooLarge(RunfoldError):
-    """A run's state does not fit ``agent-runs`` even shrunk: the topic's limit is too small."""
+    """A run's state does not fit the changelog even shrunk: the topic's limit is too small."""
 
 
 def truncated_marker(field: str, size: int) -> dict[str, Any]:
@@ -75,36 +78,50 @@ def truncated_marker(field: str, size: int) -> dict[str, Any]:
 
 @dataclass
 class Fitted:
-    """A state's record that fits, and what shrinking it did."""
+    """A state's records that fit, and what shrinking it did."""
 
-    value: bytes
-    """The record's value (``encode(state)`` of the state as it now is)."""
+    values: tuple[bytes, ...]
+    """The records' values (``encode(state)`` of the state as it now is; one value when
+    ``encode`` gives bytes)."""
     outcomes: list[Outcome] = field(default_factory=list)
     """Outcomes of the buffered events released by step 3: to publish and count."""
     steps: list[str] = field(default_factory=list)
     """What was shrunk, for a person (empty: the state fitted as it was)."""
 
+    @property
+    def value(self) -> bytes:
+        """The first record's value (the changelog's, the largest)."""
+        return self.values[0]
+
 
 def shrink_to_fit(
     key: bytes,
     state: RunState,
-    encode: Callable[[RunState], bytes],
+    encode: Callable[[RunState], bytes | tuple[bytes, ...]],
     limit: int,
     config: FoldConfig,
 ) -> Fitted:
-    """``encode(state)`` as a record of at most ``limit`` bytes, shrinking ``state`` in place
-    by the steps of the module docstring until it fits; :class:`StateTooLarge` when even
-    the last step leaves it too large. Encoding errors propagate."""
-    value = encode(state)
-    if record_size(key, value) <= limit:
-        return Fitted(value)
-    fitted = Fitted(value)
-    original = len(value)
+    """``encode(state)`` (a record's value, or several) with every record of at most
+    ``limit`` bytes, shrinking ``state`` in place by the steps of the module docstring
+    until they fit; :class:`StateTooLarge` when even the last step leaves one too large.
+    Encoding errors propagate."""
+
+    def records() -> tuple[bytes, ...]:
+        encoded = encode(state)
+        return (encoded,) if isinstance(encoded, bytes) else encoded
+
+    def fits(values: tuple[bytes, ...]) -> bool:
+        return all(record_size(key, value) <= limit for value in values)
+
+    fitted = Fitted(records())
+    if fits(fitted.values):
+        return fitted
+    original = max(map(len, fitted.values))
     for step in (_mark_json_fields, _drop_violation_texts, _flush_buffer, _cut_identity):
         for done in step(state, config, fitted.outcomes):
             fitted.steps.append(done)
-            fitted.value = encode(state)
-            if record_size(key, fitted.value) <= limit:
+            fitted.values = records()
+            if fits(fitted.values):
                 log.warning(
                     "state of run %s was %d bytes, over the %d allowed: shrunk (%s)",
                     key.decode("utf-8", "replace"),
@@ -114,9 +131,9 @@ def shrink_to_fit(
                 )
                 return fitted
     raise StateTooLarge(
-        f"state of run {key.decode('utf-8', 'replace')} is {len(fitted.value)} bytes even "
-        f"shrunk ({'; '.join(fitted.steps) or 'nothing to shrink'}), over the {limit} "
-        "allowed: raise max.message.bytes of the agent-runs topic"
+        f"state of run {key.decode('utf-8', 'replace')} is {max(map(len, fitted.values))} "
+        f"bytes even shrunk ({'; '.join(fitted.steps) or 'nothing to shrink'}), over the "
+        f"{limit} allowed: raise max.message.bytes of the changelog and agent-runs topics"
     )
 
 

@@ -1,7 +1,7 @@
 """Read-side queries over the folded topics: list runs, show one, replay its events.
 
-- :func:`list_runs`: the latest state of every run in ``agent-runs``;
-- :func:`find_run`: one run's latest state, read from its partition only;
+- :func:`list_runs`: the latest record of every run in ``agent-runs``;
+- :func:`find_run`: one run's latest record, read from its partition only;
 - :func:`replay_run`: a run's events read back from its partition of
   ``agent-run-events``, in order, with the origin ledger's replay digest.
 
@@ -19,6 +19,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException
 
+from consumers.run_view import RunView
 from consumers.service.edge import FoldEdge
 from consumers.service.restore import iter_partition, read_latest_by_key
 from schemas import Event, RunStatus
@@ -99,35 +100,36 @@ def topic_partitions(config: Mapping[str, Any], topic: str, timeout: float = 10.
 def list_runs(
     config: Mapping[str, Any],
     runs_topic: str,
-    decode_state: Callable[[bytes], Any],
+    read_run: Callable[[bytes], RunView],
     *,
     status: RunStatus | None = None,
-) -> list[Any]:
-    """Every run's latest state in ``runs_topic`` (optionally only those with ``status``),
-    ordered by ``started_at`` then run id."""
+) -> list[RunView]:
+    """Every run's latest record in ``runs_topic`` as ``read_run`` reads it
+    (:meth:`FoldEdge.read_run`; optionally only those with ``status``), ordered by
+    ``started_at`` then run id."""
     count = topic_partitions(config, runs_topic)
     restored = read_latest_by_key(config, runs_topic, list(range(count)))
-    states = [decode_state(value) for part in restored.values() for value in part.latest.values()]
+    views = [read_run(value) for part in restored.values() for value in part.latest.values()]
     if status is not None:
-        states = [s for s in states if s.status is status]
-    states.sort(key=lambda s: (int(s.started_at), str(s.run_id)))
-    return states
+        views = [v for v in views if v.state.status is status]
+    views.sort(key=lambda v: (int(v.state.started_at), str(v.state.run_id)))
+    return views
 
 
 def find_run(
     config: Mapping[str, Any],
     runs_topic: str,
     run_id: str,
-    decode_state: Callable[[bytes], Any],
-) -> Any:
-    """The latest state of ``run_id``, read from its partition of ``runs_topic``."""
+    read_run: Callable[[bytes], RunView],
+) -> RunView:
+    """The latest record of ``run_id``, read from its partition of ``runs_topic``."""
     key = run_id.encode()
     partition = partition_for(key, topic_partitions(config, runs_topic))
     restored = read_latest_by_key(config, runs_topic, [partition])
     value = restored[partition].latest.get(key)
     if value is None:
         raise RunNotFound(f"no run {run_id} in {runs_topic} (partition {partition})")
-    return decode_state(value)
+    return read_run(value)
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ class ServiceRecovery(ServiceOutputs):
         Exactly-once holds because nothing of the open transaction survives: it is
         dropped here (its state, offsets and counts), the new producer's
         ``init_transactions`` (same ``transactional.id``) completes or aborts it on the
-        broker, and the state is restored from ``agent-runs`` (read_committed) for the
+        broker, and the state is restored from the changelog (read_committed) for the
         offsets committed with it. The consumer is rebuilt only when it failed itself:
         then the group assigns its partitions again (static membership: the same ones,
         without a rebalance) and :meth:`_on_assign` restores them; otherwise its assigned
@@ -337,16 +337,19 @@ class ServiceRecovery(ServiceOutputs):
             self._store.clear()
 
     def _restore(self, partitions: list[int]) -> None:
-        """Restore the runs of ``partitions`` (:meth:`PartitionStore.restore`); a partition
-        whose ``agent-runs`` is empty while offsets are committed is rebuilt from events."""
+        """Restore the runs of ``partitions`` from the changelog
+        (:meth:`PartitionStore.restore`; from the whole states an older deployment left in
+        ``agent-runs`` when the changelog partition never had a record); a partition with
+        nothing to restore while offsets are committed is rebuilt from events."""
         if not partitions:
             return
         started = self._clock()
         total, empty = self._store.restore(
             self.config.kafka,
-            self.config.runs_topic,
+            self.config.changelog_topic,
             partitions,
             timeout=self.config.transaction_timeout_ms / 1000 + 60,
+            runs_topic=self.config.runs_topic,
         )
         if empty:
             self._rebuild_from_events(empty)
@@ -362,9 +365,10 @@ class ServiceRecovery(ServiceOutputs):
         )
 
     def _rebuild_from_events(self, partitions: list[int]) -> None:
-        """``agent-runs`` has nothing for these partitions: if offsets were committed,
-        fold the events before the committed offset again (outputs are not re-emitted)
-        and write the rebuilt runs in the next transaction, so the changelog heals."""
+        """The changelog (and ``agent-runs``) has nothing for these partitions: if offsets
+        were committed, fold the events before the committed offset again (outputs are
+        not re-emitted) and write the rebuilt runs (both records) in the next
+        transaction, so the changelog heals."""
         consumer = self._consumer_or_fail()
         tps = [TopicPartition(self.config.events_topic, p) for p in partitions]
         committed = self._errors.call("committed", lambda: consumer.committed(tps, timeout=30))
@@ -373,7 +377,7 @@ class ServiceRecovery(ServiceOutputs):
                 continue
             log.warning(
                 "%s[%d] is empty but offsets up to %d are committed: rebuilding its runs from %s",
-                self.config.runs_topic,
+                self.config.changelog_topic,
                 tp.partition,
                 tp.offset,
                 self.config.events_topic,

@@ -1,7 +1,8 @@
-"""The runs of the partitions one folding service owns, restored from ``agent-runs``.
+"""The runs of the partitions one folding service owns, restored from the state changelog.
 
-On assignment :meth:`PartitionStore.restore` reads each owned partition of
-``agent-runs`` (latest state per run) and keeps the states as packed bytes
+On assignment :meth:`PartitionStore.restore` reads each owned partition of the
+changelog (latest state per run; ``agent-runs`` holds only the readers' summaries) and
+keeps the states as packed bytes
 (:func:`consumers.state_bytes.pack_stored`); a state is decoded on its run's first
 record (:meth:`PartitionStore.get`), not at restore: most restored runs see no event
 for a long time, and decoding them all made the restore of a million runs cost ~35 s
@@ -25,10 +26,18 @@ too, run at every commit by :meth:`PartitionStore.age` and :meth:`PartitionStore
   never dropped, thawed again by their next event;
 - over ``max_buffered_events`` in all watched reorder buffers, the buffers with the
   oldest event are flushed: their gaps declared (``gap`` violations), counted.
+
+Moving over from a deployment that kept whole states in ``agent-runs``: a changelog
+partition that never had a record is restored from ``agent-runs`` once, when it holds
+old RunState records and no summary (summaries cannot be resumed from, and next to one an
+old state is stale: that partition is rebuilt from the events); those runs are *to copy*
+(:meth:`PartitionStore.take_copies`) until the service's next commit writes them to the
+changelog, so that the next restore finds them there.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -36,10 +45,11 @@ from heapq import heapify, heappop, heappush
 from uuid import UUID
 
 from consumers.lifecycle import Marker, MarkerTable, due_marker, finished_time, marker_of
+from consumers.run_view import holds_summary
 from consumers.sequence import expire, flush
 from consumers.service.config import Lifecycle
 from consumers.service.edge import FoldEdge
-from consumers.service.restore import read_latest_by_key, rebuild_partition
+from consumers.service.restore import RestoredPartition, read_latest_by_key, rebuild_partition
 from consumers.state import FoldConfig, Outcome, RunState
 from consumers.state_bytes import (
     MARKER_HEADER,
@@ -70,6 +80,8 @@ class LifecycleCounts:
 
 Record = tuple[int, bytes, bytes | None]
 """``(partition, key, value)`` of a changelog record; value None: a tombstone."""
+
+log = logging.getLogger("runfold.consume")
 
 
 class PartitionStore:
@@ -105,6 +117,9 @@ class PartitionStore:
         self._recent: dict[int, OrderedDict[bytes, None]] = {}
         """Per partition, the keys of decoded RUNNING runs, the least recently changed
         first: the order idle runs are paged out in over ``max_active_runs``."""
+        self._copies: dict[int, set[bytes]] = {}
+        """Per partition, the keys of runs restored from ``agent-runs`` (the migration)
+        whose state is not in the changelog yet."""
 
     def partitions(self) -> list[int]:
         """The partitions whose runs are held, in order."""
@@ -122,6 +137,7 @@ class PartitionStore:
         self._stored_bytes = 0
         self._recent = {}
         self.horizon = {}
+        self._copies = {}
 
     def get(self, partition: int, key: bytes) -> RunState | None:
         """The run's state (decoded now if it was restored and not touched yet), or None."""
@@ -199,15 +215,27 @@ class PartitionStore:
                     waiting.discard(key)
 
     def restore(
-        self, kafka: Mapping[str, object], runs_topic: str, partitions: list[int], timeout: float
+        self,
+        kafka: Mapping[str, object],
+        changelog_topic: str,
+        partitions: list[int],
+        timeout: float,
+        runs_topic: str | None = None,
     ) -> tuple[int, list[int]]:
-        """Read the latest state of every run of ``partitions`` from ``runs_topic``.
+        """Read the latest state of every run of ``partitions`` from ``changelog_topic``;
+        a partition of it that never had a record is read from ``runs_topic`` instead
+        (when given: an older deployment's whole states, see the module docstring).
 
         Returns how many runs were restored and the partitions that had none.
         """
         restored = read_latest_by_key(
-            kafka, runs_topic, partitions, timeout=timeout, pack=pack_stored
+            kafka, changelog_topic, partitions, timeout=timeout, pack=pack_stored
         )
+        unwritten = [p for p in partitions if restored[p].records == 0]
+        if runs_topic is not None and unwritten:
+            old = read_latest_by_key(kafka, runs_topic, unwritten, timeout=timeout)
+            for p in unwritten:
+                self._take_over(changelog_topic, runs_topic, p, old[p].latest, restored[p])
         total = 0
         empty: list[int] = []
         for p in partitions:
@@ -399,6 +427,48 @@ class PartitionStore:
         """What the lifecycle did since the last call (reset)."""
         counts, self.counts = self.counts, LifecycleCounts()
         return counts
+
+    def _take_over(
+        self,
+        changelog_topic: str,
+        runs_topic: str,
+        partition: int,
+        old: dict[bytes, bytes],
+        into: RestoredPartition,
+    ) -> None:
+        """Restore ``partition`` from the whole states in ``runs_topic`` (moving over, see
+        the module docstring). Not when it holds a summary too: the deployment moved over
+        before and its changelog was lost since; the whole states there are older than the
+        summaries, so the partition is left empty, to be rebuilt from the events."""
+        if not old:
+            return
+        if any(holds_summary(value) for value in old.values()):
+            log.warning(
+                "%s[%d] has no record but %s[%d] holds summaries: not restored from it",
+                changelog_topic, partition, runs_topic, partition,
+            )  # fmt: skip
+            return
+        log.info(
+            "%s[%d] has no record yet: restoring its %d runs from the whole states in %s[%d] "
+            "(once; the next commit copies them to %s)",
+            changelog_topic, partition, len(old), runs_topic, partition, changelog_topic,
+        )  # fmt: skip
+        into.latest = {key: pack_stored(key, value) for key, value in old.items()}
+        self._copies[partition] = set(old)
+
+    def take_copies(self) -> Iterator[tuple[int, bytes, RunState | bytes]]:
+        """The runs restored from ``agent-runs`` and not in the changelog yet, each as
+        ``(partition, key, state)`` (decoded since) or ``(partition, key, value)`` (the
+        record's bytes as read); forgotten here, for the caller to write them."""
+        copies, self._copies = self._copies, {}
+        for partition, keys in copies.items():
+            runs, stored = self.runs.get(partition, {}), self._stored.get(partition, {})
+            for key in keys:
+                state = runs.get(key)
+                if state is not None:
+                    yield partition, key, state
+                elif key in stored:
+                    yield partition, key, unpack_stored(key, stored[key])
 
     def rebuild(
         self, kafka: Mapping[str, object], events_topic: str, partition: int, stop: int

@@ -348,8 +348,9 @@ def _summarize(options: DemoOptions, settings: RunfoldSettings, fleet: Any, prod
         fleet.write_manifest(options.manifest_path)
     totals = manifest["totals"]
     ours = {entry["run_id"] for entry in manifest["runs"]}
-    states = [s for s in list_runs(settings.client_config(), settings.topic_names.runs,
-                                   FoldEdge.default().decode_state) if str(s.run_id) in ours]
+    states = [v.state for v in list_runs(settings.client_config(), settings.topic_names.runs,
+                                         FoldEdge.default().read_run)
+              if str(v.state.run_id) in ours]
     by_status = Counter(s.status.value for s in states)
     violations: Counter[str] = Counter()
     examples: dict[str, str] = {}

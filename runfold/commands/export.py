@@ -1,6 +1,6 @@
 """``runfold export`` and ``runfold sql``: the folded runs as tables for analytics.
 
-Both read the latest state of every run from ``agent-runs`` (``read_committed``) and
+Both read the latest record of every run from ``agent-runs`` (``read_committed``) and
 lay it out as two Arrow tables:
 
 - ``runs``: one row per run: the ``Run`` fields (``inputs``/``outputs`` as JSON text,
@@ -37,8 +37,9 @@ def _json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
-def build_tables(states: Iterable[Any]) -> tuple[Any, Any]:
-    """``(runs, violations)`` pyarrow tables of folded run states (pure, no Kafka)."""
+def build_tables(views: Iterable[Any]) -> tuple[Any, Any]:
+    """``(runs, violations)`` pyarrow tables of folded runs (pure, no Kafka): each a
+    :class:`consumers.run_view.RunView` of its ``agent-runs`` record."""
     import pyarrow as pa  # type: ignore[import-untyped]
 
     from consumers.state import COUNTER_NAMES
@@ -76,7 +77,8 @@ def build_tables(states: Iterable[Any]) -> tuple[Any, Any]:
     )
     rows: list[dict[str, Any]] = []
     violation_rows: list[dict[str, Any]] = []
-    for state in states:
+    for view in views:
+        state = view.state
         run = json.loads(state.run.to_json())
         started = int(state.started_at)
         finished = None if state.finished_at is None else int(state.finished_at)
@@ -95,7 +97,7 @@ def build_tables(states: Iterable[Any]) -> tuple[Any, Any]:
             "outputs": _json_text(run["outputs"]),
             "final_state_digest": run["final_state_digest"],
             "last_seq": state.last_seq,
-            "pending": len(state.pending_events),
+            "pending": view.pending,
             **state.counters(),
             "violations": sum(counts.values()),
         }
@@ -124,8 +126,8 @@ def read_tables(settings: RunfoldSettings) -> tuple[Any, Any]:
     from consumers.service.queries import list_runs
 
     edge = FoldEdge.default()
-    states = list_runs(settings.client_config(), settings.topic_names.runs, edge.decode_state)
-    return build_tables(states)
+    views = list_runs(settings.client_config(), settings.topic_names.runs, edge.read_run)
+    return build_tables(views)
 
 
 def write_tables(runs: Any, violations: Any, out: Path, fmt: str) -> list[Path]:

@@ -19,13 +19,16 @@ __all__ = ["runs", "run_document"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def run_document(state: Any) -> dict[str, Any]:
-    """A folded run as JSON: the ``Run`` in serde JSON, counters, violations, position."""
+def run_document(view: Any) -> dict[str, Any]:
+    """A folded run (a :class:`consumers.run_view.RunView` of its ``agent-runs`` record) as
+    JSON: the ``Run`` in serde JSON, counters, violations, what waits in its buffer."""
+    state = view.state
     return {
         "run": json.loads(state.run.to_json()),
         "last_seq": state.last_seq,
-        "source_offset": state.source_offset,
-        "pending": sorted(state.pending_events),
+        "pending": view.pending,
+        "oldest_pending_at": view.oldest_pending_at,
+        "stalled_since": state.stalled_since,
         "counters": state.counters(),
         "violation_counts": {k.value: n for k, n in state.violation_counts.items() if n},
         "violations": [json.loads(v.to_json()) for v in state.violations],
@@ -76,12 +79,13 @@ def list_command(
     settings = connected_settings(bootstrap_servers, prefix)
     edge = FoldEdge.default()
     wanted = RunStatus(status.upper()) if status else None
-    states = list_runs(
-        settings.client_config(), settings.topic_names.runs, edge.decode_state, status=wanted
+    views = list_runs(
+        settings.client_config(), settings.topic_names.runs, edge.read_run, status=wanted
     )
     if as_json:
-        click.echo(json.dumps([run_document(s) for s in states]))
+        click.echo(json.dumps([run_document(v) for v in views]))
         return
+    states = [v.state for v in views]
     from rich.console import Console
     from rich.table import Table
 
@@ -111,8 +115,8 @@ def show_command(
 
     settings = connected_settings(bootstrap_servers, prefix)
     edge = FoldEdge.default()
-    state = find_run(settings.client_config(), settings.topic_names.runs, run_id, edge.decode_state)
-    doc = run_document(state)
+    view = find_run(settings.client_config(), settings.topic_names.runs, run_id, edge.read_run)
+    doc = run_document(view)
     if as_json:
         click.echo(json.dumps(doc))
         return

@@ -1,6 +1,6 @@
 """runfold's one Avro binary layer: the primitives and the record layouts it writes and reads.
 
-Every byte of an Event, Run, Violation or RunState body that runfold writes without
+Every byte of an Event, Run, Violation, RunState or RunSummary body that runfold writes without
 fastavro is written here, and read here:
 
 - the primitives (:mod:`~schemas.avro_binary.primitives`): zigzag varint longs
@@ -10,7 +10,9 @@ fastavro is written here, and read here:
   :data:`PINNED`): Event and its sixteen kind records (writers and readers generated
   from the kind models), Run and Violation (:mod:`~schemas.avro_binary.layouts`), and
   the ``runfold.RunState`` record (:mod:`~schemas.avro_binary.state`, as plain values,
-  :class:`StateRecord`; ``consumers`` maps it to and from its ``RunState``), and the
+  :class:`StateRecord`; ``consumers`` maps it to and from its ``RunState``), the
+  ``runfold.RunSummary`` record of ``agent-runs``, which starts with RunState's first six
+  fields and is written by the same functions (:class:`SummaryRecord`), and the
   ``runfold.RunMarker`` record of a finished run (:mod:`~schemas.avro_binary.marker`).
 
 :data:`LAYOUTS` says field by field what the code here writes; ``tests/schemas/

@@ -58,6 +58,7 @@ PINNED = {
     "Run": bytes.fromhex("90078ede1e1a3b9d"),
     "Violation": bytes.fromhex("b1256782d133d134"),
     "RunState": bytes.fromhex("a6fa370631057283"),
+    "RunSummary": bytes.fromhex("83cfc622a8f13a30"),
     "RunMarker": bytes.fromhex("a386565503b61fec"),
 }
 """The fingerprint of the schema version each layout here was written for."""
@@ -132,6 +133,17 @@ LAYOUTS: dict[str, tuple[tuple[str, str], ...]] = {
         ("missing", "array<SeqRange>"),
     ),
     "PendingEvent": (("seq", "long"), ("digest", "fixed 8"), ("event_json", "string")),
+    # RunState's first six fields, then the reorder buffer counted (state.SummaryRecord).
+    "RunSummary": (
+        ("run", "Run"),
+        ("last_seq", "long"),
+        ("counters", "RunCounters"),
+        ("violation_counts", "ViolationCounts"),
+        ("recent_violations", "array<Violation>"),
+        ("stalled_since", "optional timestamp"),
+        ("pending", "long"),
+        ("oldest_pending_at", "optional timestamp"),
+    ),
     "SeqRange": (("first_seq", "long"), ("last_seq", "long")),
     "RunMarker": (
         ("run_id", "uuid"),

@@ -1,8 +1,14 @@
-"""The ``runfold.RunState`` record's layout (v2), as plain values: :class:`StateRecord`.
+"""The ``runfold.RunState`` record's layout (v2), as plain values: :class:`StateRecord`;
+and the ``runfold.RunSummary`` record's (v1): :class:`SummaryRecord`.
 
 ``consumers`` maps its ``RunState`` to and from these values
 (``consumers.state_codec``); the bytes are written and read here only. The ``run``
 part is a ``runfold.Run`` record, written by the same functions as a Run message.
+
+A RunSummary (``agent-runs``) starts with RunState's first six fields (``run`` ..
+``stalled_since``), written and read by the same functions (:func:`_write_head`,
+:func:`_read_head`); it ends with how many events wait in the reorder buffer and the
+oldest one's timestamp instead of RunState's ``restore`` part.
 """
 
 from __future__ import annotations
@@ -29,7 +35,15 @@ from schemas.avro_binary.primitives import (
 )
 from schemas.model import Violation, ViolationKind
 
-__all__ = ["StateRecord", "decode_state", "encode_state"]
+__all__ = [
+    "StateRecord",
+    "SummaryRecord",
+    "decode_state",
+    "decode_summary",
+    "encode_state",
+    "encode_state_and_summary",
+    "encode_summary",
+]
 
 # _record(StateRecord, values): the NamedTuple without its Python-level __new__ (a third of
 # the cost), on the per-state hot paths; ``values`` must be complete.
@@ -64,6 +78,24 @@ class StateRecord(NamedTuple):
     """Declared-missing seq ranges ``(first, last)``."""
 
 
+class SummaryRecord(NamedTuple):
+    """A ``runfold.RunSummary`` record's values, in the schema's order: a
+    :class:`StateRecord`'s first six, then the reorder buffer counted."""
+
+    run: RunRecord
+    last_seq: int
+    counters: Sequence[int]
+    """In ``LAYOUTS["RunCounters"]`` order."""
+    violation_counts: Sequence[int]
+    """In ``ViolationKind`` order."""
+    recent_violations: Sequence[Violation]
+    stalled_since: int | None
+    pending: int
+    """Events held in the reorder buffer."""
+    oldest_pending_at: int | None
+    """Timestamp (ns) of the oldest of them; None when none is held."""
+
+
 _N_COUNTERS = len(LAYOUTS["RunCounters"])
 _N_KINDS = len(ViolationKind)
 
@@ -88,10 +120,12 @@ def _write_range(item: tuple[int, int]) -> bytes:
     return write_long(item[0]) + write_long(item[1])
 
 
-def encode_state(s: StateRecord) -> bytes:
-    """The Avro body of a ``runfold.RunState`` v2 record. :class:`Overflow` for a long
-    beyond 64 bits (the caller's general path then names the field)."""
-    window = s.digest_window
+def _write_optional_long(value: int | None) -> bytes:
+    return b"\x00" if value is None else b"\x02" + write_long(value)
+
+
+def _write_head(s: StateRecord) -> bytes:
+    """The fields RunState and RunSummary share, ``run`` .. ``stalled_since``."""
     return b"".join(
         (
             write_run_record(*s.run),
@@ -99,7 +133,39 @@ def encode_state(s: StateRecord) -> bytes:
             _write_longs(s.counters),
             _write_longs(s.violation_counts),
             _write_blocks(s.recent_violations, encode_violation),
-            b"\x00" if s.stalled_since is None else b"\x02" + write_long(s.stalled_since),
+            _write_optional_long(s.stalled_since),
+        )
+    )
+
+
+def encode_state(s: StateRecord) -> bytes:
+    """The Avro body of a ``runfold.RunState`` v2 record. :class:`Overflow` for a long
+    beyond 64 bits (the caller's general path then names the field)."""
+    return _write_head(s) + _write_restore(s)
+
+
+def encode_summary(s: StateRecord, oldest_pending_at: int | None) -> bytes:
+    """The Avro body of the ``runfold.RunSummary`` v1 record of the state ``s`` (its
+    ``pending`` is only counted), the oldest buffered event's timestamp given."""
+    return _write_head(s) + _write_summary_tail(len(s.pending), oldest_pending_at)
+
+
+def encode_state_and_summary(s: StateRecord, oldest_pending_at: int | None) -> tuple[bytes, bytes]:
+    """``(encode_state(s), encode_summary(s, oldest_pending_at))``, the shared fields
+    written once: the service writes both records of every changed run."""
+    head = _write_head(s)
+    return head + _write_restore(s), head + _write_summary_tail(len(s.pending), oldest_pending_at)
+
+
+def _write_summary_tail(pending: int, oldest_pending_at: int | None) -> bytes:
+    return write_long(pending) + _write_optional_long(oldest_pending_at)
+
+
+def _write_restore(s: StateRecord) -> bytes:
+    """RunState's ``restore`` part."""
+    window = s.digest_window
+    return b"".join(
+        (
             write_long(s.source_offset),
             b"\x01" if s.has_identity else b"\x00",
             write_long(s.stream_time),
@@ -137,8 +203,17 @@ def _read_range(buf: bytes, pos: int) -> tuple[tuple[int, int], int]:
     return (first, last), pos
 
 
-def decode_state(buf: bytes, pos: int) -> tuple[StateRecord, int]:
-    """A ``runfold.RunState`` v2 record's values at ``buf[pos:]``, and its end."""
+def _read_optional_long(buf: bytes, pos: int, what: str) -> tuple[int | None, int]:
+    branch = buf[pos]
+    if branch == 0:
+        return None, pos + 1
+    if branch == 2:
+        return read_long(buf, pos + 1)
+    raise ValueError(f"{what}: union branch byte {branch}")
+
+
+def _read_head(buf: bytes, pos: int) -> tuple[tuple[Any, ...], int]:
+    """The fields RunState and RunSummary share, ``run`` .. ``stalled_since``."""
     run, pos = read_run_record(buf, pos)
     if len(run.run_id) != 36:
         raise ValueError("run_id is not 36 characters")
@@ -146,13 +221,23 @@ def decode_state(buf: bytes, pos: int) -> tuple[StateRecord, int]:
     counters, pos = _read_longs(buf, pos, _N_COUNTERS)
     violation_counts, pos = _read_longs(buf, pos, _N_KINDS)
     violations, pos = read_array(buf, pos, decode_violation)
-    branch = buf[pos]
-    if branch == 0:
-        stalled_since, pos = None, pos + 1
-    elif branch == 2:
-        stalled_since, pos = read_long(buf, pos + 1)
-    else:
-        raise ValueError(f"stalled_since: union branch byte {branch}")
+    stalled_since, pos = _read_optional_long(buf, pos, "stalled_since")
+    return (run, last_seq, counters, violation_counts, violations, stalled_since), pos
+
+
+def decode_summary(buf: bytes, pos: int) -> tuple[SummaryRecord, int]:
+    """A ``runfold.RunSummary`` v1 record's values at ``buf[pos:]``, and its end."""
+    head, pos = _read_head(buf, pos)
+    pending, pos = read_long(buf, pos)
+    if pending < 0:
+        raise ValueError(f"pending: {pending} is negative")
+    oldest, pos = _read_optional_long(buf, pos, "oldest_pending_at")
+    return _record(SummaryRecord, (*head, pending, oldest)), pos
+
+
+def decode_state(buf: bytes, pos: int) -> tuple[StateRecord, int]:
+    """A ``runfold.RunState`` v2 record's values at ``buf[pos:]``, and its end."""
+    head, pos = _read_head(buf, pos)
     source_offset, pos = read_long(buf, pos)
     flag = buf[pos]
     if flag > 1:
@@ -165,12 +250,7 @@ def decode_state(buf: bytes, pos: int) -> tuple[StateRecord, int]:
     record = _record(
         StateRecord,
         (
-            run,
-            last_seq,
-            counters,
-            violation_counts,
-            violations,
-            stalled_since,
+            *head,
             source_offset,
             flag == 1,
             stream_time,

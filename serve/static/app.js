@@ -170,7 +170,7 @@ async function loadRun(runId) {
     kvRows($("r-identity"), [
       ["agent_spec_digest", r.agent_spec_digest], ["git_sha", r.git_sha],
       ["started_at", r.started_at], ["finished_at", r.finished_at || "–"],
-      ["last_seq", run.last_seq], ["pending", run.pending.length ? run.pending.join(", ") : "–"],
+      ["last_seq", run.last_seq], ["pending", run.pending ? String(run.pending) : "–"],
       ["inputs", JSON.stringify(r.inputs)], ["outputs", r.outputs === null ? "–" : JSON.stringify(r.outputs)],
     ]);
     kvRows($("r-counters"), Object.entries(run.counters).filter(([, v]) => v));

@@ -125,6 +125,7 @@ def test_topic_prefix_applies_to_every_topic() -> None:
         runs="t1-agent-runs",
         violations="t1-agent-run-violations",
         dlq="t1-agent-run-events-dlq",
+        changelog="t1-agent-runs-changelog",
     )
 
 

@@ -3,7 +3,7 @@
 * Placement: every record runfold's producer wrote sits on the partition the Java
   producer's ``BuiltInPartitioner.partitionForKey`` picks for its key (murmur2).
 * Folded state: after ``runfold consume`` has folded a fleet, a plain Java consumer
-  (read_committed) decodes every ``agent-runs`` value as a ``runfold.RunState`` with
+  (read_committed) decodes every ``agent-runs`` value as a ``runfold.RunSummary`` with
   Avro's ``BinaryMessageDecoder``, and the ``Run`` inside is the fleet's ground truth.
 """
 

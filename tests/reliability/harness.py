@@ -27,7 +27,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -340,8 +340,11 @@ class Folded:
     """What the service left in its output topics."""
 
     runs: dict[str, RunState]
+    """As readers see them in ``agent-runs`` (a summary's resume part is empty)."""
     violations: list[Violation]
     dlq: list[Any]
+    pending: dict[str, int] = field(default_factory=dict)
+    """Events held in each run's reorder buffer (the summary's ``pending``)."""
 
 
 def read_output(config: Mapping[str, Any], topics: TopicNames, partitions: int) -> Folded:
@@ -349,18 +352,20 @@ def read_output(config: Mapping[str, Any], topics: TopicNames, partitions: int) 
     edge = FoldEdge.default()
     parts = list(range(partitions))
     restored = read_latest_by_key(config, topics.runs, parts, timeout=120)
-    runs = {
-        key.decode(): edge.decode_state(value)
+    views = {
+        key.decode(): edge.read_run(value)
         for part in restored.values()
         for key, value in part.latest.items()
     }
+    runs = {run_id: view.state for run_id, view in views.items()}
+    pending = {run_id: view.pending for run_id, view in views.items()}
     violations = [
         decode_violation(msg.value() or b"")
         for p in parts
         for msg in iter_partition(config, topics.violations, p, timeout=120)
     ]
     dlq = [msg for p in parts for msg in iter_partition(config, topics.dlq, p, timeout=120)]
-    return Folded(runs, violations, dlq)
+    return Folded(runs, violations, dlq, pending)
 
 
 def committed_total(config: Mapping[str, Any], topic: str, group: str, partitions: int) -> int:

@@ -50,7 +50,7 @@ def _outcome_of(case: Any, position: tuple[int, int], folded: Any, dlq_at: dict[
         return "nothing"
     if state.duplicates:
         return "duplicate"
-    if state.pending_events:
+    if folded.pending.get(run):
         return "buffered"
     if kinds:
         return "violation:" + ",".join(sorted(kinds))

@@ -348,14 +348,15 @@ def test_7_state_topic_partition_deleted_is_rebuilt_from_events(
     loaded = produce_proc(kafka_bootstrap, topics, tmp_path, "p0", first).start()
     assert loaded.wait(timeout=900) == 0, loaded.stderr_text()[-2000:]
     _drain(kafka_bootstrap, topics, tmp_path, group, "before")
-    # agent-runs is compacted, and Kafka refuses DeleteRecords on a compact-only topic:
+    # The changelog (what restore reads) is compacted, and Kafka refuses DeleteRecords on a
+    # compact-only topic:
     # allow deletion for the moment, delete partition 0's records, restore the policy.
-    _set_policy(kafka_admin, topics.runs, "compact,delete")
-    high = _high_watermark(conf, topics.runs, 0)
-    futures = kafka_admin.delete_records([TopicPartition(topics.runs, 0, high)])
+    _set_policy(kafka_admin, topics.changelog, "compact,delete")
+    high = _high_watermark(conf, topics.changelog, 0)
+    futures = kafka_admin.delete_records([TopicPartition(topics.changelog, 0, high)])
     for future in futures.values():
         future.result(timeout=60)
-    _set_policy(kafka_admin, topics.runs, "compact")
+    _set_policy(kafka_admin, topics.changelog, "compact")
     assert (
         produce_proc(kafka_bootstrap, topics, tmp_path, "p1", second).start().wait(timeout=900) == 0
     )
@@ -369,7 +370,7 @@ def test_7_state_topic_partition_deleted_is_rebuilt_from_events(
     write_row(
         Row(
             scenario="7. state partition deleted",
-            injected=f"all records of {topics.runs.split('-', 2)[-1]} partition 0 deleted "
+            injected=f"all records of {topics.changelog.split('-', 2)[-1]} partition 0 deleted "
             "(DeleteRecords), then more events and a restart",
             events=truth.events,
             lost=result.lost,

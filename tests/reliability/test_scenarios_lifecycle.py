@@ -29,6 +29,7 @@ from harness import (
 )
 from truth import Row, fleet_config, fleet_truth, measure, summary, write_row
 
+from consumers.service.dlq import parse_dead_letter_headers
 from producers.fleet import DEFAULT_START
 from schemas import Event, Timestamp, ViolationKind
 from schemas.avro_binary import encode_event
@@ -42,17 +43,19 @@ FAULTS = "gap=0.01,dup=0.02,conflict=0.01,after_end=0.01,corrupt=0.01,reorder=0.
 _BIG = str(16 * 1024 * 1024)
 
 
+def _source(msg: Any) -> tuple[int, int]:
+    """``(partition, offset)`` of the record a DLQ record stands for."""
+    letter = parse_dead_letter_headers(msg.headers())
+    return letter.source_partition, letter.source_offset
+
+
 def _without(folded: Folded, run_ids: set[str], positions: set[tuple[int, int]]) -> Folded:
     """``folded`` without the runs and dead letters a scenario added beside the fleet's."""
-
-    def source(msg: Any) -> tuple[int, int]:
-        headers = dict(msg.headers() or [])
-        return int(headers["source_partition"]), int(headers["source_offset"])
 
     return Folded(
         {k: v for k, v in folded.runs.items() if k not in run_ids},
         [v for v in folded.violations if str(v.run_id) not in run_ids],
-        [msg for msg in folded.dlq if source(msg) not in positions],
+        [msg for msg in folded.dlq if _source(msg) not in positions],
     )
 
 
@@ -121,8 +124,7 @@ def test_8_poison_records_in_a_live_stream_with_kills(
     folded = read_output(conf, topics, PARTITIONS)
     dead = {}
     for msg in folded.dlq:
-        headers = dict(msg.headers() or [])
-        at = (int(headers["source_partition"]), int(headers["source_offset"]))
+        at = _source(msg)
         dead[at] = dead.get(at, 0) + 1
     poison_letters = sum(dead.get(at, 0) for at in subjects)
     case_runs = {str(case.run_id) for case in CATALOGUE}

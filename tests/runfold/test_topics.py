@@ -22,9 +22,13 @@ def test_specs_follow_design_section_3() -> None:
         "agent-runs",
         "agent-run-violations",
         "agent-run-events-dlq",
+        "agent-runs-changelog",
     }
     assert {s.partitions for s in specs.values()} == {6}  # runs co-partitioned with events
     assert specs["agent-runs"].config["cleanup.policy"] == "compact"
+    assert specs["agent-runs-changelog"].config["cleanup.policy"] == "compact"
+    limit = specs["agent-runs"].config["max.message.bytes"]
+    assert specs["agent-runs-changelog"].config["max.message.bytes"] == limit
     assert "cleanup.policy" not in specs["agent-run-events"].config
     assert specs["agent-run-events-dlq"].config["retention.ms"] == str(DLQ_RETENTION_MS)
     assert {s.config["min.insync.replicas"] for s in specs.values()} == {"2"}
@@ -66,6 +70,7 @@ def test_ensure_topics_creates_once_and_reports_partition_mismatch(
         # Default replication is min(3, brokers): 1 on the single test broker.
         assert len(metadata.topics[name].partitions[0].replicas) == min(3, len(metadata.brokers))
     assert _configs(kafka_admin, names.runs)["cleanup.policy"] == "compact"
+    assert _configs(kafka_admin, names.changelog)["cleanup.policy"] == "compact"
     assert _configs(kafka_admin, names.events)["cleanup.policy"] == "delete"
     assert _configs(kafka_admin, names.dlq)["retention.ms"] == str(DLQ_RETENTION_MS)
 

@@ -44,7 +44,7 @@ def _records() -> tuple[dict[str, list[tuple[str, Any]]], dict[str, list[str]]]:
                 visit(schema["items"])
 
     catalog = default_catalog()
-    for name in ("Event", "Run", "Violation", "RunState", "RunMarker"):
+    for name in ("Event", "Run", "Violation", "RunState", "RunSummary", "RunMarker"):
         visit(json.loads(catalog.current(name).schema_text))  # references inlined
     return records, enums
 

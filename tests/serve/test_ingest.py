@@ -11,6 +11,7 @@ import pytest
 from serve_fixtures import ServerFactory, wait_for
 
 from clients import RunfoldSettings
+from consumers.run_view import RunView
 from consumers.service import FoldEdge
 from producers import ListSink, RunRecorder
 from runfold.commands.runs import run_document
@@ -45,7 +46,8 @@ def folded(events: list[Event]) -> dict[str, Any]:
     state = None
     for event in events:
         state, _ = edge.apply(state, event)
-    return run_document(state)
+    assert state is not None
+    return run_document(RunView.of_state(state))
 
 
 def ndjson(events: list[Event]) -> str:

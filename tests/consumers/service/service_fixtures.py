@@ -106,19 +106,29 @@ class Folded:
     """What the service left in its output topics."""
 
     runs: dict[str, RunState]
+    """From ``agent-runs`` (summaries: what a reader sees)."""
     violations: list[Violation]
     dlq: list[Any]
     runs_records: int
+    changelog: dict[str, RunState]
+    """From the changelog (whole states: what a restore reads)."""
 
 
 def read_output(bootstrap: str, topics: TopicNames, partitions: int = 3) -> Folded:
-    """The latest state per run, every violation and every DLQ record (read_committed)."""
+    """The latest state per run (in ``agent-runs`` and in the changelog), every violation
+    and every DLQ record (read_committed)."""
     config = {"bootstrap.servers": bootstrap}
     edge = FoldEdge.default()
     restored = read_latest_by_key(config, topics.runs, list(range(partitions)))
     runs = {
-        key.decode(): edge.decode_state(value)
+        key.decode(): edge.read_run(value).state
         for part in restored.values()
+        for key, value in part.latest.items()
+    }
+    logged = read_latest_by_key(config, topics.changelog, list(range(partitions)))
+    changelog = {
+        key.decode(): edge.decode_state(value)
+        for part in logged.values()
         for key, value in part.latest.items()
     }
     violations = [
@@ -128,7 +138,9 @@ def read_output(bootstrap: str, topics: TopicNames, partitions: int = 3) -> Fold
     ]
     dlq = [msg for p in range(partitions) for msg in iter_partition(config, topics.dlq, p)]
     records = sum(part.records for part in restored.values())
-    return Folded(runs=runs, violations=violations, dlq=dlq, runs_records=records)
+    return Folded(
+        runs=runs, violations=violations, dlq=dlq, runs_records=records, changelog=changelog
+    )
 
 
 def mismatches(folded: Folded, manifest: dict[str, Any]) -> list[str]:
@@ -137,6 +149,13 @@ def mismatches(folded: Folded, manifest: dict[str, Any]) -> list[str]:
     expected_runs = {entry["run_id"]: entry for entry in manifest["runs"]}
     if set(folded.runs) != set(expected_runs):
         problems.append(f"run ids differ: {len(set(folded.runs) ^ set(expected_runs))} not in both")
+    if set(folded.changelog) != set(folded.runs):
+        problems.append(f"{len(set(folded.changelog) ^ set(folded.runs))} runs not in both "
+                        "agent-runs and the changelog")  # fmt: skip
+    for run_id, state in folded.runs.items():
+        whole = folded.changelog.get(run_id)
+        if whole is not None and (whole.run, whole.counters()) != (state.run, state.counters()):
+            problems.append(f"{run_id}: the changelog's state is not agent-runs' summary")
     by_run: dict[str, list[tuple[str, int, int]]] = {}
     for v in folded.violations:
         by_run.setdefault(str(v.run_id), []).append((v.kind.value, v.first_seq, v.last_seq))
@@ -224,6 +243,7 @@ def offline_service(
         dlq_topic="dlq",
         violations_topic="viol",
         runs_topic="runs",
+        changelog_topic="changelog",
         **options,
     )
     service = FoldService(config, edge=edge)

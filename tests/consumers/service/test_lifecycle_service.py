@@ -67,10 +67,11 @@ class Feed:
         self.service._fold_batch(msgs)
 
     def commit(self) -> list[tuple[int, bytes, bytes | None]]:
-        """What a commit does to the state, without a broker: expire, bound, records."""
+        """What a commit does to the state, without a broker: expire, bound, and the
+        changelog records, as ``(partition, key, value)`` (None: a tombstone)."""
         service = self.service
         service._expire_buffers()
-        records = service._state_records()
+        records = [(r.partition, r.key, r.changelog) for r in service._state_records()]
         service.stats.merge(service._txn_stats)
         service._txn_stats = type(service._txn_stats)()
         service._dirty = {}
@@ -172,9 +173,12 @@ def test_runs_tombstones_also_deletes_the_agent_runs_record() -> None:
     service._consumer = _NoCommit()  # type: ignore[assignment]
     service._next_offsets = {}
     service._commit()
-    runs_records = [kw for topic, kw in feed.producer.sent if topic == "runs"]
-    deleted = [kw for kw in runs_records if kw["key"] == str(done).encode() and kw["value"] is None]
-    assert len(deleted) == 2  # the state topic's tombstone, and agent-runs' (the same topic here)
+    deleted = [
+        topic
+        for topic, kw in feed.producer.sent
+        if kw["key"] == str(done).encode() and kw["value"] is None
+    ]
+    assert sorted(deleted) == ["changelog", "runs"]  # the changelog's, and agent-runs' too
 
 
 class _NoCommit:

@@ -183,3 +183,17 @@ def test_producer_message_max_bytes_covers_the_output_topics() -> None:
     assert "message.max.bytes" not in producer_config(config)
     fixed = ServiceConfig(kafka={}, max_message_bytes=5_000_000)
     assert output_limits(fixed) == OutputLimits(5_000_000, 5_000_000)
+
+
+def test_a_runs_two_records_are_shrunk_together_until_both_fit() -> None:
+    """The service's encode gives the changelog record and the agent-runs summary: both are
+    held to the limit, and both are of the state as shrunk (what a restart restores)."""
+    edge = FoldEdge.default()
+    key, state = _buffered_state(40, 2000)
+    fitted = shrink_to_fit(key, state, edge.encode_records, 20_000, edge.config)
+    changelog, summary = fitted.values
+    assert all(record_size(key, value) <= 20_000 for value in fitted.values)
+    assert fitted.value == changelog and (changelog, summary) == edge.encode_records(state)
+    assert edge.decode_state(changelog) == state
+    view = edge.read_run(summary)
+    assert view.pending == 0 and view.state.last_seq == state.last_seq == 42

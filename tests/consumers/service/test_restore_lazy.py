@@ -1,7 +1,7 @@
 """Lazy restore on a real broker: restored runs are decoded on their first record.
 
 A fleet is folded in two halves by two service instances; the second restores every
-run of the first from ``agent-runs`` and decodes only the runs its half touches. The
+run of the first from the changelog and decodes only the runs its half touches. The
 result must equal the fleet's ground truth, as with the eager restore before. A
 damaged state stops the service with the error decoding it gives (when its run is
 touched); a state stored under another key is decoded at assignment, as before.
@@ -70,7 +70,7 @@ def _config(bootstrap: str, topics: TopicNames, group: str) -> ServiceConfig:
 
 
 def _stored_runs(bootstrap: str, topics: TopicNames) -> dict[bytes, bytes]:
-    restored = read_latest_by_key({"bootstrap.servers": bootstrap}, topics.runs, [0, 1, 2])
+    restored = read_latest_by_key({"bootstrap.servers": bootstrap}, topics.changelog, [0, 1, 2])
     return {key: value for part in restored.values() for key, value in part.latest.items()}
 
 
@@ -118,7 +118,7 @@ def test_a_damaged_state_stops_the_service_when_its_run_is_touched(
     victim = next(key for key, _ in second if key in before)
     # Same header and run_id (so kept packed, not decoded at assignment); body cut short.
     damaged = before[victim][:120]
-    _produce(kafka_bootstrap, unique_topics.runs, [(victim, damaged)])
+    _produce(kafka_bootstrap, unique_topics.changelog, [(victim, damaged)])
     with pytest.raises(RunfoldError) as expected:
         FoldEdge.default().decode_state(damaged)
     _produce(kafka_bootstrap, unique_topics.events, second)
@@ -144,7 +144,7 @@ def test_states_of_another_shape_are_decoded_at_assignment_as_before(
     # stays off the fast lane (its run_id is not the key).
     some_key, some_state = next(iter(before.items()))
     stranger = b"00000000-0000-4000-8000-000000000001"
-    _produce(kafka_bootstrap, unique_topics.runs, [(stranger, some_state)])
+    _produce(kafka_bootstrap, unique_topics.changelog, [(stranger, some_state)])
     edge = FoldEdge.default()
     decoded: list[bytes] = []
 
@@ -159,7 +159,7 @@ def test_states_of_another_shape_are_decoded_at_assignment_as_before(
     assert decoded == [some_state]
 
     # Garbage under a key (no RunState header) stops the assignment, as it always did.
-    _produce(kafka_bootstrap, unique_topics.runs, [(b"some-run", b"\xc3\x01garbage-state")])
+    _produce(kafka_bootstrap, unique_topics.changelog, [(b"some-run", b"\xc3\x01garbage-state")])
     _produce(kafka_bootstrap, unique_topics.events, second)
     committed = committed_total(kafka_bootstrap, unique_topics, "lazy-shape")
     with pytest.raises(RunfoldError, match="unknown schema fingerprint"):

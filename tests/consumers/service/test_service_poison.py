@@ -145,8 +145,11 @@ def test_a_state_too_large_for_agent_runs_shrinks_before_its_offsets_commit(
     marked = folded.runs[str(big_inputs)]
     assert marked.inputs == {TRUNCATED_MARKER: {"field": "inputs", "bytes": 50_010}}
     assert marked.last_seq == 2
+    # The changelog's record (the whole state, the large one) was shrunk with it.
+    assert folded.changelog[str(big_inputs)].inputs == marked.inputs
     flushed = folded.runs[str(big_buffer)]
     assert flushed.last_seq == 62 and not flushed.pending_events
+    assert not folded.changelog[str(big_buffer)].pending_events
     gaps = [v for v in folded.violations if v.run_id == big_buffer]
     assert [(v.kind.value, v.first_seq, v.last_seq) for v in gaps] == [("gap", 2, 2)]
     assert flushed.inputs == {"q": 1}  # a small field is never marked

@@ -101,12 +101,15 @@ final class KafkaChecks {
     out.println(AvroSchemas.JSON.writeValueAsString(summary));
   }
 
-  /** Every value of the runs topic as a runfold.RunState (holding the runfold.Run). */
+  /**
+   * Every value of the runs topic as a runfold.RunSummary (holding the runfold.Run): the
+   * published record of agent-runs (the service's whole RunState is in its internal changelog).
+   */
   static void readRuns(AvroSchemas schemas, String bootstrap, String topic, PrintStream out)
       throws IOException {
-    Schema schema = schemas.schema("RunState");
-    BinaryMessageDecoder<Object> decoder = schemas.decoder("RunState");
-    BinaryMessageDecoder<Object> logical = schemas.logicalDecoder("RunState");
+    Schema schema = schemas.schema("RunSummary");
+    BinaryMessageDecoder<Object> decoder = schemas.decoder("RunSummary");
+    BinaryMessageDecoder<Object> logical = schemas.logicalDecoder("RunSummary");
     int[] counts = new int[3]; // records, decoded, tombstones
     List<String> lines = new ArrayList<>();
     read(bootstrap, topic, record -> {
