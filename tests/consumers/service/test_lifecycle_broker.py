@@ -74,7 +74,7 @@ def test_markers_and_tombstones_are_written_restored_and_judged_by(
     )
     first = FoldService(config).run()
     assert first.markers_made == 2 and first.balanced()
-    latest = read_latest_by_key(config.kafka, unique_topics.runs, [0])[0].latest
+    latest = read_latest_by_key(config.kafka, unique_topics.changelog, [0])[0].latest
     for run in (marked, forgotten):
         value = latest[str(run).encode()]
         assert value.startswith(MARKER_HEADER)
@@ -105,9 +105,12 @@ def test_markers_and_tombstones_are_written_restored_and_judged_by(
     assert second.restored_runs == 3 and second.consumed == 4
     assert (second.marker_events, second.forgotten_run_events) == (2, 1)
     assert second.markers_forgotten == 1 and second.duplicate == 1 and second.balanced()
-    latest = read_latest_by_key(config.kafka, unique_topics.runs, [0])[0].latest
+    latest = read_latest_by_key(config.kafka, unique_topics.changelog, [0])[0].latest
     assert str(forgotten).encode() not in latest  # its tombstone
     assert latest[str(marked).encode()].startswith(MARKER_HEADER)
+    # agent-runs keeps both runs' summaries (runs_tombstones is off).
+    summaries = read_latest_by_key(config.kafka, unique_topics.runs, [0])[0].latest
+    assert {str(forgotten).encode(), str(marked).encode()} <= set(summaries)
     violations = [
         decode_violation(msg.value() or b"")
         for partition in range(3)  # violations are partitioned by their key
