@@ -21,6 +21,7 @@ __all__ = [
     "apply_event",
     "content_digest",
     "digest_bytes",
+    "duplicate_violation",
     "expire",
     "flush",
     "fold_next",
@@ -289,6 +290,20 @@ def _drain(state: RunState, outcomes: list[Outcome], released: bool = False) -> 
         state.pending_oldest_ts = min(int(event.timestamp) for event, _ in pending.values())
 
 
+def duplicate_violation(outcome: Outcome) -> Violation:
+    """The ``duplicate`` violation of a ``DUPLICATE`` outcome, for a caller that publishes
+    duplicates (the service's ``publish_duplicates``). The fold itself records none: a
+    duplicate is counted in the run's ``duplicates`` (DESIGN.md §5), not a violation."""
+    return Violation(
+        run_id=outcome.run_id,
+        kind=ViolationKind.DUPLICATE,
+        first_seq=outcome.seq,
+        last_seq=outcome.seq,
+        message=f"run {outcome.run_id}: event at seq {outcome.seq} dropped as a duplicate "
+        "(counted in the run's duplicates)",
+    )
+
+
 def _after_terminal(state: RunState, seq: int) -> Violation:
     return _violation(
         state,
@@ -402,17 +417,11 @@ def _seen_before(state: RunState, event: Event, digest: int, seq: int) -> Outcom
     window = len(digests)
     known = digests[seq % window] if seq > state.last_seq - window else 0
     if known == 0:
+        # Older than the digest window: the content cannot be compared; a redelivery
+        # is far likelier than a conflict, and neither is applied.
         state.duplicates += 1
         state.unverified_duplicates += 1
-        dup = _violation(
-            state,
-            ViolationKind.DUPLICATE,
-            seq,
-            seq,
-            f"run {run_id}: event at seq {seq} dropped as a duplicate; it is older than "
-            f"the last {window} applied, so its content could not be compared",
-        )
-        return _new_outcome(Outcome, (_DUPLICATE, run_id, seq, (dup,), False))
+        return _new_outcome(Outcome, (_DUPLICATE, run_id, seq, (), False))
     return _compare(state, event, seq, digest, known, "applied")
 
 
@@ -421,15 +430,10 @@ def _compare(
 ) -> Outcome:
     run_id = state.run_id
     if digest == known:
+        # Counted, not a violation (DESIGN.md §5): a redelivery is normal at-least-once
+        # traffic, and publishing each one would bury the anomalies that matter.
         state.duplicates += 1
-        dup = _violation(
-            state,
-            ViolationKind.DUPLICATE,
-            seq,
-            seq,
-            f"run {run_id}: event at seq {seq} dropped, same content as the one {where}",
-        )
-        return _new_outcome(Outcome, (_DUPLICATE, run_id, seq, (dup,), False))
+        return _new_outcome(Outcome, (_DUPLICATE, run_id, seq, (), False))
     conflict = _violation(
         state,
         ViolationKind.CONFLICT,

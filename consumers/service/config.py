@@ -104,6 +104,10 @@ class ServiceConfig:
     recovery_backoff_max_s: float = 30.0
     """Longest wait before a client rebuild (the wait doubles from 0.5 s per rebuild in a
     row)."""
+    publish_duplicates: bool = False
+    """Also publish a ``duplicate`` violation to ``agent-run-violations`` for every dropped
+    duplicate. Off by default: duplicates are counted (the run's ``duplicates``, the
+    ``duplicate`` outcome), not violations (DESIGN.md §5)."""
 
     def __post_init__(self) -> None:
         check_consumer_overrides(self.kafka, "kafka setting")

@@ -80,6 +80,12 @@ EXIT_FENCED = 3
     default=10_000,
     show_default=True,
 )
+@click.option(
+    "--publish-duplicates",
+    is_flag=True,
+    help="Also publish a 'duplicate' violation for every dropped duplicate (by default "
+    "duplicates are only counted: the run's duplicates and the duplicate outcome).",
+)
 @connection_options
 @click.option("--stats-json", is_flag=True, help="Print the final counters as JSON on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every rebalance and restore.")
@@ -93,6 +99,7 @@ def consume(
     until_idle: float | None,
     transaction_timeout_ms: int,
     session_timeout_ms: int,
+    publish_duplicates: bool,
     bootstrap_servers: str | None,
     prefix: str | None,
     stats_json: bool,
@@ -121,6 +128,7 @@ def consume(
         until_idle=until_idle,
         transaction_timeout_ms=transaction_timeout_ms,
         session_timeout_ms=session_timeout_ms,
+        publish_duplicates=publish_duplicates,
     )
     service = FoldService(config)
     if metrics_port is not None:
