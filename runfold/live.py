@@ -72,6 +72,12 @@ class RunSummary:
     finished_at: int | None
     events_applied: int
     violations: int
+    pending: int = 0
+    """Events in the run's reorder buffer (waiting for a missing seq)."""
+    pending_oldest_ts: int | None = None
+    """The oldest of them's timestamp (ns), None when there is none."""
+    stream_time: int = 0
+    """The newest event time the run has placed (applied or buffered), ns."""
 
     @property
     def duration_ns(self) -> int | None:
@@ -125,6 +131,11 @@ class FleetSnapshot:
     slowest: list[RunSummary]
     failing: list[RunSummary]
     taken_at: float = field(default_factory=time.time)
+    pending_events: int = 0
+    """Events in all reorder buffers (pending = buffered - released), as written."""
+    pending_oldest_age_ns: int | None = None
+    """Event time: the newest event time in ``agent-runs`` minus the oldest pending event's
+    timestamp (what the reorder bound holds each buffer to, per partition); None if none."""
 
     @property
     def runs_total(self) -> int:
@@ -288,6 +299,9 @@ class FleetReader:
                 finished_at=None if state.finished_at is None else int(state.finished_at),
                 events_applied=state.events_applied,
                 violations=sum(state.violation_counts.values()),
+                pending=len(state.pending_events),
+                pending_oldest_ts=state.pending_oldest_ts if state.pending_events else None,
+                stream_time=state.stream_time,
             )
         elif topic == self.topics.violations and value is not None:
             violation = self._decode_violation(value)
@@ -364,6 +378,8 @@ class FleetReader:
             (r for r in runs if r.status == "FAILED"),
             key=lambda r: (-(r.finished_at or r.started_at), r.run_id),
         )
+        waiting = [r.pending_oldest_ts for r in runs if r.pending_oldest_ts is not None]
+        clock = max((r.stream_time for r in runs), default=0)
         return FleetSnapshot(
             bootstrap=self.settings.bootstrap_servers,
             group=self.group,
@@ -378,6 +394,8 @@ class FleetReader:
             recent_violations=list(reversed(self._recent)),
             slowest=slowest[: self._top],
             failing=failing[: self._top],
+            pending_events=sum(r.pending for r in runs),
+            pending_oldest_age_ns=max(0, clock - min(waiting)) if waiting else None,
         )
 
     def run_ids(self) -> set[str]:
@@ -438,6 +456,8 @@ def _throughput_panel(snap: FleetSnapshot) -> Panel:
     table.add_row("events applied", f"{snap.events_applied:,}")
     table.add_row("violations", f"{sum(snap.violations_by_kind.values()):,}")
     table.add_row("dead letters", f"{snap.dlq:,}")
+    table.add_row("pending (reorder)", f"{snap.pending_events:,}")
+    table.add_row("oldest pending", _duration(snap.pending_oldest_age_ns))
     return Panel(table, title="throughput", border_style="blue")
 
 
