@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import json
 import math
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 import re
 import threading
 from collections.abc import Callable
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 __all__ = [
