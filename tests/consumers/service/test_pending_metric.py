@@ -76,6 +76,7 @@ def test_the_gauges_are_the_buffers_after_a_commit() -> None:
     pending = _samples(registry, "runfold_consumer_pending_events")
     assert pending == {"0": 2.0, "1": 0.0}
     assert sum(pending.values()) == stats.buffered - stats.released == 2
+    assert stats.as_dict()["pending"] == 2  # what --stats-json prints
     age = _samples(registry, "runfold_consumer_pending_oldest_age_seconds")
     assert age == {"0": 4.0, "1": 0.0}  # T0+5s (stream time) - T0+1s (oldest pending)
     # seq 2 arrives: nothing pending any more.
