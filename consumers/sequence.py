@@ -56,13 +56,7 @@ def content_digest(event: Event) -> int:
     kind = event.kind
     payload = event.payload
     try:
-        kind_values = (type(kind), *kind.__dict__.values())
-        kind_bytes = _KIND_BYTES.get(kind_values)
-        if kind_bytes is None:
-            kind_bytes = _KIND_WRITERS[type(kind)](kind)
-            if len(_KIND_BYTES) >= _KIND_BYTES_SIZE:
-                _KIND_BYTES.clear()
-            _KIND_BYTES[kind_values] = kind_bytes
+        kind_bytes = _kind_bytes(kind)
         content = b"".join(
             (
                 _write_stamp(event.timestamp),
@@ -79,6 +73,21 @@ def content_digest(event: Event) -> int:
             "utf-8", "surrogatepass"
         )
     return ((len(content) & 0xFFFFFFFF) << 32) | _crc32(content) or 1
+
+
+def _kind_bytes(kind: object) -> bytes:
+    """The kind's Avro bytes (branch and fields), memoised by its type and field values."""
+    key = (type(kind), *kind.__dict__.values())
+    try:
+        known = _KIND_BYTES.get(key)
+    except TypeError:  # a field value that cannot be hashed (a hand-built list): not kept
+        return _KIND_WRITERS[type(kind)](kind)
+    if known is None:
+        known = _KIND_WRITERS[type(kind)](kind)
+        if len(_KIND_BYTES) >= _KIND_BYTES_SIZE:
+            _KIND_BYTES.clear()
+        _KIND_BYTES[key] = known
+    return known
 
 
 # Kinds repeat (the same tool, the same node): their bytes are memoised by value, and
