@@ -2,8 +2,9 @@
  *
  * consumers/service/lane.py builds a Decoder from the one Avro layout of the Event schema
  * (the pinned single-object prefix, per union branch of `kind` its tag and field reads)
- * and serde.loads. `Decoder.read(msgs)` returns, per consumed message, either the plain
- * values of a record that the general decoder certainly reads the same way:
+ * and lane.canonical_payload (serde.loads of a text that is canonical JSON).
+ * `Decoder.read(msgs)` returns, per consumed message, either the plain values of a record
+ * that the general decoder certainly reads the same way:
  *
  *     (partition, key, offset, seq, timestamp, tag, digest)
  *
