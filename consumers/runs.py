@@ -9,8 +9,15 @@ Sequence rules for an event with ``seq = s`` when the run's last applied seq is 
 (DESIGN.md §5; where the design is silent, the choice is named here):
 
 - ``s == l + 1``: ``APPLIED``, then buffered successors in order (``released``).
-- ``s <= l``, same content: ``DUPLICATE``, dropped and counted; a ``duplicate``
-  violation rides along so the service can publish it.
+- ``s <= l``, same content: ``DUPLICATE``, dropped and counted in the run's
+  ``duplicates``. It is *not* a violation (DESIGN.md §5: "counted, not published"): the
+  outcome carries none, and the run's ``recent_violations`` and ``violation_counts``
+  never hold a ``duplicate``. (A redelivery is normal at-least-once traffic; each one
+  published would bury the anomalies that matter.) The kind ``duplicate`` stays in the
+  Violation schema for a caller that asks to publish them:
+  :func:`~consumers.sequence.duplicate_violation` builds one from the outcome (the
+  service's ``publish_duplicates``). The accounting identity is unchanged: ``DUPLICATE``
+  is still one of the outcomes.
 - ``s <= l``, other content: ``VIOLATION`` ``conflict``, not applied.
 - ``s <= l`` inside a range declared missing: ``VIOLATION`` ``gap`` ("late event for
   seq s declared missing"), never applied, however often it comes.
@@ -74,7 +81,8 @@ class FoldStats:
     tombstones_dropped: int = 0
     """Tombstones forgotten (``max_tombstones``): later events of those runs look new."""
     tombstone_events: int = 0
-    """Events for tombstoned runs (duplicates or after_terminal, as the tombstone tells)."""
+    """Events for tombstoned runs (duplicates, counted, or after_terminal violations, as
+    the tombstone tells)."""
     forced_flushes: int = 0
     """Runs whose buffer was flushed because all buffers held ``max_pending_total``."""
 
@@ -226,25 +234,17 @@ class FoldResult:
         seq = event.seq
         run_id = event.run_id
         if seq <= last_seq:
-            kind, name, outcome = (
-                ViolationKind.DUPLICATE,
-                "dropped as a duplicate (the run was evicted, its content cannot be compared)",
-                _DUPLICATE,
-            )
-        else:
-            kind, name, outcome = (
-                ViolationKind.AFTER_TERMINAL,
-                f"ignored: the run ended {status.value} at seq {last_seq}",
-                _VIOLATION,
-            )
+            # A duplicate whose content cannot be compared (the run was evicted): counted.
+            return _new_outcome(Outcome, (_DUPLICATE, run_id, seq, (), False))
         violation = Violation(
             run_id=run_id,
-            kind=kind,
+            kind=ViolationKind.AFTER_TERMINAL,
             first_seq=seq,
             last_seq=seq,
-            message=f"run {run_id}: event at seq {seq} {name}",
+            message=f"run {run_id}: event at seq {seq} ignored: the run ended "
+            f"{status.value} at seq {last_seq}",
         )
-        return _new_outcome(Outcome, (outcome, run_id, seq, (violation,), False))
+        return _new_outcome(Outcome, (_VIOLATION, run_id, seq, (violation,), False))
 
 
 def fold(events: Iterable[Event], config: FoldConfig = DEFAULT_CONFIG) -> FoldResult:

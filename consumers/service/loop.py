@@ -329,8 +329,7 @@ class FoldService(ServiceRecovery):
         # before each record, to roll back to if this record breaks it.
         before = state.copy() if state is not None and key in self._guarded else None
         try:
-            # value is the bytes just decoded, so it is not None here.
-            state, outcomes = edge.apply(state, event, edge.digest(value))  # type: ignore[arg-type]
+            state, outcomes = edge.apply(state, event)
         except RunfoldError as exc:
             self._dead_letter(msg, "fold-rejected", exc)
             return

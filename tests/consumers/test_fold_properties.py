@@ -79,7 +79,9 @@ def test_every_event_twice_gives_the_same_runs_plus_duplicates(seed: int, spread
     assert double.tally.violation == single.tally.violation
     assert double.tally.duplicate == single.tally.duplicate + len(once)
     for state in double.runs.values():
-        assert state.violation_counts["duplicate"] == state.duplicates
+        # Counted, not violations (DESIGN.md §5).
+        assert state.violation_counts["duplicate"] == 0
+        assert all(v.kind.value != "duplicate" for v in state.violations)
 
 
 def test_restoring_states_midway_changes_nothing() -> None:
@@ -189,9 +191,9 @@ def test_finished_runs_are_evicted_first_and_their_late_events_stay_named() -> N
     assert result.tombstones[ended] == (2, result.tombstones[ended][1])
     late = result.apply(event(ended, 3, "graph_started"))
     again = result.apply(event(ended, 2, "graph_failed"))
-    assert [(o.kind.value, o.violations[0].kind.value) for o in late + again] == [
-        ("violation", "after_terminal"),
-        ("duplicate", "duplicate"),
+    assert [(o.kind.value, [v.kind.value for v in o.violations]) for o in late + again] == [
+        ("violation", ["after_terminal"]),
+        ("duplicate", []),  # counted, not a violation
     ]
     assert result.stats.finished_runs_evicted == 1 and result.stats.running_runs_evicted == 0
     assert result.tally.balanced(0)
