@@ -9,8 +9,15 @@ Sequence rules for an event with ``seq = s`` when the run's last applied seq is 
 (DESIGN.md §5; where the design is silent, the choice is named here):
 
 - ``s == l + 1``: ``APPLIED``, then buffered successors in order (``released``).
-- ``s <= l``, same content: ``DUPLICATE``, dropped and counted; a ``duplicate``
-  violation rides along so the service can publish it.
+- ``s <= l``, same content: ``DUPLICATE``, dropped and counted in the run's
+  ``duplicates``. It is *not* a violation (DESIGN.md §5: "counted, not published"): the
+  outcome carries none, and the run's ``recent_violations`` and ``violation_counts``
+  never hold a ``duplicate``. (A redelivery is normal at-least-once traffic; each one
+  published would bury the anomalies that matter.) The kind ``duplicate`` stays in the
+  Violation schema for a caller that asks to publish them:
+  :func:`~consumers.sequence.duplicate_violation` builds one from the outcome (the
+  service's ``publish_duplicates``). The accounting identity is unchanged: ``DUPLICATE``
+  is still one of the outcomes.
 - ``s <= l``, other content: ``VIOLATION`` ``conflict``, not applied.
 - ``s <= l`` inside a range declared missing: ``VIOLATION`` ``gap`` ("late event for
   seq s declared missing"), never applied, however often it comes.

@@ -6,18 +6,22 @@ adds the many-run layer (:class:`~consumers.runs.FoldResult`, :func:`~consumers.
 
 from __future__ import annotations
 
-import marshal
 import zlib
 from collections.abc import Callable
 
 from consumers.state import DEFAULT_CONFIG, FoldConfig, FoldError, Outcome, OutcomeKind, RunState
 from schemas import Event, RunStatus, Violation, ViolationKind
+from schemas.avro_binary import KIND_WRITERS as _KIND_WRITERS
+from schemas.avro_binary import write_stamp as _write_stamp
+from schemas.avro_binary import write_string as _write_string
+from schemas.serde import canonical_dumps as _canonical_dumps
 
 __all__ = [
     "COUNTED_KINDS",
     "apply_event",
     "content_digest",
     "digest_bytes",
+    "duplicate_violation",
     "expire",
     "flush",
     "fold_next",
@@ -29,55 +33,78 @@ _DUPLICATE = OutcomeKind.DUPLICATE
 _VIOLATION = OutcomeKind.VIOLATION
 _BUFFERED = OutcomeKind.BUFFERED
 _new_outcome = tuple.__new__  # Outcome(...) without the NamedTuple's Python-level __new__
-_marshal = marshal.dumps
 _crc32 = zlib.crc32
 _U64_MAX = 2**64 - 1
 
 
 def content_digest(event: Event) -> int:
-    """A 64-bit digest of the event's content: timestamp, kind (tag and fields), payload.
+    """THE 64-bit digest of an event's content, by which a duplicate is told from a conflict.
 
-    Stable across processes and restarts (unlike ``hash()``), since digests are
-    persisted with the state: the CRC-32 of the marshal (format 2) encodings of the
-    kind's field values and of ``(timestamp, payload)``, one after the other, with
-    their total length above it. Not cryptographic, and it needs not be: a
-    collision only turns a conflict into a duplicate, and neither is applied.
-    Never 0.
+    :func:`digest_bytes` of the event's content in its canonical Avro form (``Event.v1``,
+    the layout of :mod:`schemas.avro_binary`): the body after run_id and seq, that is the
+    timestamp, the kind (branch and fields) and the payload as canonical JSON
+    (:func:`schemas.serde.canonical_dumps`: keys in code point order, compact). Two
+    events compared are at one seq of one run, so this is all that can tell them apart;
+    the same event re-encoded with another key order or whitespace in its payload, or
+    framed single-object vs Confluent, has the same digest. The library fold and the
+    service compute this one function (the service's C lane only for records whose
+    bytes it proves canonical: then the digest of those bytes is this one), so a state
+    folded by one is continued by the other. Stable across processes (the digests are
+    persisted). Not cryptographic, and it needs not be: a collision only turns a
+    conflict into a duplicate, and neither is applied. Never 0.
     """
+    kind = event.kind
+    payload = event.payload
     try:
-        kind_values = tuple(event.kind.__dict__.values())
-        known = _KIND_CRC.get(kind_values)
-        if known is None:
-            encoded = _marshal(kind_values, 2)
-            known = (len(encoded), _crc32(encoded))
-            if len(_KIND_CRC) >= _KIND_CRC_SIZE:
-                _KIND_CRC.clear()
-            _KIND_CRC[kind_values] = known
-        rest = _marshal((event.timestamp.real, event.payload), 2)
-    except (ValueError, TypeError):
-        # marshal refuses subclasses of int/str/...; repr of plain JSON values is stable too.
-        return digest_bytes(
-            repr((event.timestamp.real, event.kind.__dict__, event.payload)).encode(
-                "utf-8", "surrogatepass"
+        kind_bytes = _kind_bytes(kind)
+        content = b"".join(
+            (
+                _write_stamp(event.timestamp),
+                kind_bytes,
+                _EMPTY_OBJECT
+                if type(payload) is dict and not payload
+                else _write_string(_canonical_dumps(payload)),
             )
         )
-    return (((known[0] + len(rest)) & 0xFFFFFFFF) << 32) | _crc32(rest, known[1]) or 1
+    except (ValueError, TypeError, KeyError):
+        # Values no Avro record carries (a hand-built Event with a u64 >= 2**63, a
+        # non-JSON payload): no record can be compared with it, any stable digest will do.
+        content = repr((event.timestamp.real, kind.__dict__, event.payload)).encode(
+            "utf-8", "surrogatepass"
+        )
+    return ((len(content) & 0xFFFFFFFF) << 32) | _crc32(content) or 1
 
 
-# Kinds repeat (the same tool, the same node): their CRC is memoised by value. A pure
-# function's cache, bounded; it changes no result, only the cost (~0.5 µs of marshal).
-_KIND_CRC: dict[tuple[object, ...], tuple[int, int]] = {}
-_KIND_CRC_SIZE = 4096
+def _kind_bytes(kind: object) -> bytes:
+    """The kind's Avro bytes (branch and fields), memoised by its type and field values."""
+    key = (type(kind), *kind.__dict__.values())
+    try:
+        known = _KIND_BYTES.get(key)
+    except TypeError:  # a field value that cannot be hashed (a hand-built list): not kept
+        return _KIND_WRITERS[type(kind)](kind)
+    if known is None:
+        known = _KIND_WRITERS[type(kind)](kind)
+        if len(_KIND_BYTES) >= _KIND_BYTES_SIZE:
+            _KIND_BYTES.clear()
+        _KIND_BYTES[key] = known
+    return known
+
+
+# Kinds repeat (the same tool, the same node): their bytes are memoised by value, and
+# half of all payloads are ``{}``. A pure function's cache, bounded; it changes no
+# result, only the cost.
+_KIND_BYTES: dict[tuple[object, ...], bytes] = {}
+_KIND_BYTES_SIZE = 4096
+_EMPTY_OBJECT = _write_string("{}")
 
 
 def digest_bytes(data: bytes) -> int:
     """The fold's digest of some bytes: CRC-32 in the low half, the length above it.
 
-    A decoder that has an event's encoded body at hand can pass
-    ``digest_bytes(body)`` to :func:`apply_event` instead of letting the fold compute
-    :func:`content_digest` (about 1 µs saved per event). Whichever is chosen must be
-    used for every event a state ever sees, across restarts, or duplicates will be
-    told as conflicts. Never 0.
+    :func:`content_digest` is this of the canonical content bytes; a decoder holding a
+    record whose bytes it has proved canonical (the service's C lane) passes this of the
+    bytes after run_id and seq, the same value. Any other digest would make the
+    persisted digests disagree, and redelivered duplicates be told as conflicts. Never 0.
     """
     return ((len(data) & 0xFFFFFFFF) << 32) | _crc32(data) or 1
 
@@ -274,6 +301,20 @@ def _drain(state: RunState, outcomes: list[Outcome], released: bool = False) -> 
         state.pending_oldest_ts = min(int(event.timestamp) for event, _ in pending.values())
 
 
+def duplicate_violation(outcome: Outcome) -> Violation:
+    """The ``duplicate`` violation of a ``DUPLICATE`` outcome, for a caller that publishes
+    duplicates (the service's ``publish_duplicates``). The fold itself records none: a
+    duplicate is counted in the run's ``duplicates`` (DESIGN.md §5), not a violation."""
+    return Violation(
+        run_id=outcome.run_id,
+        kind=ViolationKind.DUPLICATE,
+        first_seq=outcome.seq,
+        last_seq=outcome.seq,
+        message=f"run {outcome.run_id}: event at seq {outcome.seq} dropped as a duplicate "
+        "(counted in the run's duplicates)",
+    )
+
+
 def _after_terminal(state: RunState, seq: int) -> Violation:
     return _violation(
         state,
@@ -387,17 +428,11 @@ def _seen_before(state: RunState, event: Event, digest: int, seq: int) -> Outcom
     window = len(digests)
     known = digests[seq % window] if seq > state.last_seq - window else 0
     if known == 0:
+        # Older than the digest window: the content cannot be compared; a redelivery
+        # is far likelier than a conflict, and neither is applied.
         state.duplicates += 1
         state.unverified_duplicates += 1
-        dup = _violation(
-            state,
-            ViolationKind.DUPLICATE,
-            seq,
-            seq,
-            f"run {run_id}: event at seq {seq} dropped as a duplicate; it is older than "
-            f"the last {window} applied, so its content could not be compared",
-        )
-        return _new_outcome(Outcome, (_DUPLICATE, run_id, seq, (dup,), False))
+        return _new_outcome(Outcome, (_DUPLICATE, run_id, seq, (), False))
     return _compare(state, event, seq, digest, known, "applied")
 
 
@@ -406,15 +441,10 @@ def _compare(
 ) -> Outcome:
     run_id = state.run_id
     if digest == known:
+        # Counted, not a violation (DESIGN.md §5): a redelivery is normal at-least-once
+        # traffic, and publishing each one would bury the anomalies that matter.
         state.duplicates += 1
-        dup = _violation(
-            state,
-            ViolationKind.DUPLICATE,
-            seq,
-            seq,
-            f"run {run_id}: event at seq {seq} dropped, same content as the one {where}",
-        )
-        return _new_outcome(Outcome, (_DUPLICATE, run_id, seq, (dup,), False))
+        return _new_outcome(Outcome, (_DUPLICATE, run_id, seq, (), False))
     conflict = _violation(
         state,
         ViolationKind.CONFLICT,
@@ -495,9 +525,9 @@ def apply_event(
     the event's own, then those of buffered events it released (see
     :class:`~consumers.state.Outcome` for the accounting). ``digest`` is the
     event's content digest when the caller has one: :func:`content_digest` (what
-    ``None`` computes) or :func:`digest_bytes` of its encoded body (what the
-    folding service passes). One method for every event a state ever sees,
-    restored states included, or the digests kept in it will not compare.
+    ``None`` computes), or the same value by another route (the service's C lane:
+    :func:`digest_bytes` of a record's content bytes it proved canonical). Any other
+    digest would not compare with the ones kept in the state, restored states included.
 
     Raises :class:`~consumers.state.FoldError` when ``event`` belongs to another
     run than ``state``; nothing else for any valid :class:`~schemas.Event`.

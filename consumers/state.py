@@ -109,7 +109,8 @@ class OutcomeKind(enum.StrEnum):
     APPLIED = "applied"
     """Folded into the run (possibly with a violation noticed on the way: missing_start, gap)."""
     DUPLICATE = "duplicate"
-    """Same content as an event already applied (or buffered) at that seq: dropped, counted."""
+    """Same content as an event already applied (or buffered) at that seq: dropped, counted
+    in the run's ``duplicates``; it carries no violation (DESIGN.md §5)."""
     VIOLATION = "violation"
     """Not applied because of the violation it carries (conflict, after_terminal, late gap)."""
     BUFFERED = "buffered"

@@ -475,9 +475,9 @@ def _manifest_entry(sent: _SentRun, totals: Counter[str]) -> dict[str, Any]:
         outputs=sent.outputs,
         final_state_digest=sent.final_state_digest,
     )
+    # A duplicate is counted ('duplicates'), not a violation: the consumer publishes none
+    # unless asked (DESIGN.md §5).
     violations: list[dict[str, Any]] = []
-    if faults.dup is not None:
-        violations.append(violation("duplicate", faults.dup))
     if faults.conflict is not None:
         violations.append(violation("conflict", faults.conflict))
     if faults.gap is not None:

@@ -74,6 +74,13 @@ class RunSummary:
     violations: int
     stalled: bool = False
     """RUNNING and flagged stalled (``stalled_since`` set: no event for ``stall_after``)."""
+    pending: int = 0
+    """Events in the run's reorder buffer (waiting for a missing seq)."""
+    pending_oldest_ts: int | None = None
+    """The oldest of them's timestamp (ns), None when there is none."""
+    stream_time: int = 0
+    """The newest event time ``agent-runs`` shows of the run (its start, end or oldest
+    pending event), ns: the clock the oldest pending event's age is read against."""
 
     @property
     def duration_ns(self) -> int | None:
@@ -129,6 +136,11 @@ class FleetSnapshot:
     taken_at: float = field(default_factory=time.time)
     stalled: int = 0
     """RUNNING runs flagged stalled (counted among RUNNING too)."""
+    pending_events: int = 0
+    """Events in all reorder buffers (pending = buffered - released), as written."""
+    pending_oldest_age_ns: int | None = None
+    """Event time: the newest event time in ``agent-runs`` minus the oldest pending event's
+    timestamp (what the reorder bound holds each buffer to, per partition); None if none."""
 
     @property
     def runs_total(self) -> int:
@@ -284,7 +296,11 @@ class FleetReader:
             if value is None:
                 self._runs.pop(key, None)
                 return
-            state = self._read_run(value).state
+            view = self._read_run(value)
+            state = view.state
+            # agent-runs says when the run started and ended and when its oldest pending
+            # event happened, not its newest event: the newest of those stands in for it.
+            seen = [int(state.started_at), int(state.finished_at or 0), view.oldest_pending_at or 0]
             self._runs[key] = RunSummary(
                 run_id=str(state.run_id),
                 status=state.status.value,
@@ -293,6 +309,9 @@ class FleetReader:
                 events_applied=state.events_applied,
                 violations=sum(state.violation_counts.values()),
                 stalled=state.stalled_since is not None and not state.is_terminal,
+                pending=view.pending,
+                pending_oldest_ts=view.oldest_pending_at,
+                stream_time=max(seen),
             )
         elif topic == self.topics.violations and value is not None:
             violation = self._decode_violation(value)
@@ -369,6 +388,8 @@ class FleetReader:
             (r for r in runs if r.status == "FAILED"),
             key=lambda r: (-(r.finished_at or r.started_at), r.run_id),
         )
+        waiting = [r.pending_oldest_ts for r in runs if r.pending_oldest_ts is not None]
+        clock = max((r.stream_time for r in runs), default=0)
         return FleetSnapshot(
             bootstrap=self.settings.bootstrap_servers,
             group=self.group,
@@ -384,6 +405,8 @@ class FleetReader:
             slowest=slowest[: self._top],
             failing=failing[: self._top],
             stalled=sum(1 for r in runs if r.stalled),
+            pending_events=sum(r.pending for r in runs),
+            pending_oldest_age_ns=max(0, clock - min(waiting)) if waiting else None,
         )
 
     def run_ids(self) -> set[str]:
@@ -446,6 +469,8 @@ def _throughput_panel(snap: FleetSnapshot) -> Panel:
     table.add_row("events applied", f"{snap.events_applied:,}")
     table.add_row("violations", f"{sum(snap.violations_by_kind.values()):,}")
     table.add_row("dead letters", f"{snap.dlq:,}")
+    table.add_row("pending (reorder)", f"{snap.pending_events:,}")
+    table.add_row("oldest pending", _duration(snap.pending_oldest_age_ns))
     return Panel(table, title="throughput", border_style="blue")
 
 

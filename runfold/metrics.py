@@ -15,6 +15,9 @@ What the stats do not hold is measured around the service, without changing it:
 - violations by kind: the ``encode_violation`` of the service's
   :class:`~consumers.service.edge.FoldEdge` is wrapped to count; counts of an aborted
   transaction are discarded;
+- events pending in the reorder buffers and the age of the oldest, per partition: read
+  from the service's partition store right after each commit (on the service's thread;
+  a scrape reads that snapshot), :meth:`~consumers.service.store.PartitionStore.pending`;
 - consumer lag per partition: from librdkafka's statistics (last stable offset minus
   the next offset the fold will get), requested through the service's
   ``consumer_overrides``. The group's *committed* lag is what ``runfold top`` shows.
@@ -71,6 +74,8 @@ METRIC_NAMES = (
     "runfold_consumer_lifecycle_total",
     "runfold_consumer_stalled_flagged_total",
     "runfold_consumer_runs_stalled",
+    "runfold_consumer_pending_events",
+    "runfold_consumer_pending_oldest_age_seconds",
     "runfold_producer_records_produced_total",
     "runfold_producer_deliveries_total",
     "runfold_producer_records_pending",
@@ -91,6 +96,9 @@ class ServiceCollector(Collector):
         """Violations by kind, of committed transactions."""
         self.lag: dict[tuple[str, int], int] = {}
         """(topic, partition) -> records behind, from librdkafka's last statistics."""
+        self.pending: dict[int, tuple[int, int]] = {}
+        """partition -> (events in its reorder buffers, age of the oldest in event time,
+        ns), as of the last commit (:meth:`note_pending`)."""
 
     def collect(self) -> Iterator[Metric]:
         """Called by the registry at each scrape."""
@@ -108,6 +116,7 @@ class ServiceCollector(Collector):
         with self._lock:
             violations = dict(self.violations)
             lag = dict(self.lag)
+            pending = dict(self.pending)
         by_kind = CounterMetricFamily(
             "runfold_consumer_violations", "Violations emitted, by kind.", labels=["kind"])
         for kind in ViolationKind:
@@ -144,6 +153,28 @@ class ServiceCollector(Collector):
         for (topic, partition), value in sorted(lag.items()):
             gauge.add_metric([topic, str(partition)], value)
         yield gauge
+        events = GaugeMetricFamily(
+            "runfold_consumer_pending_events", "Events held in the reorder buffers of the "
+            "partition's runs, waiting for a missing seq (pending = buffered - released), as "
+            "of the last commit.", labels=["partition"])
+        age = GaugeMetricFamily(
+            "runfold_consumer_pending_oldest_age_seconds", "Event time of the partition "
+            "(its newest event timestamp) minus the timestamp of its oldest pending event; "
+            "0 when none. The reorder bound declares a gap past max_delay.",
+            labels=["partition"])
+        for partition, (count, age_ns) in sorted(pending.items()):
+            events.add_metric([str(partition)], count)
+            age.add_metric([str(partition)], age_ns / 1e9)
+        yield events
+        yield age
+
+    def note_pending(self, store: Any) -> None:
+        """Take the pending snapshot of ``store`` (a PartitionStore); call it on the
+        service's thread, right after a commit, when every buffer has been held to its
+        bound and every changed run observed."""
+        pending = store.pending()
+        with self._lock:
+            self.pending = pending
 
     def stage_violation(self, epoch: int, kind: str, staged: Counter[tuple[int, str]]) -> None:
         """Count a violation produced in the open transaction (``epoch`` = aborts so far)."""
@@ -258,6 +289,7 @@ def instrument_service(service: Any, registry: CollectorRegistry) -> ServiceColl
         started = time.perf_counter()
         commit()
         commit_seconds.observe(time.perf_counter() - started)
+        collector.note_pending(service._store)
         batch_records.observe(service.stats.consumed - before)
         collector.commit_violations(service.stats.aborts, staged)
 

@@ -2,8 +2,9 @@
  *
  * consumers/service/lane.py builds a Decoder from the one Avro layout of the Event schema
  * (the pinned single-object prefix, per union branch of `kind` its tag and field reads)
- * and serde.loads. `Decoder.read(msgs)` returns, per consumed message, either the plain
- * values of a record that the general decoder certainly reads the same way:
+ * and lane.canonical_payload (serde.loads of a text that is canonical JSON).
+ * `Decoder.read(msgs)` returns, per consumed message, either the plain values of a record
+ * that the general decoder certainly reads the same way:
  *
  *     (partition, key, offset, seq, timestamp, tag, digest)
  *
@@ -22,7 +23,11 @@
  * schemas.avro_binary reads them (UTF-8 strings, u32 in range, u64 not negative); the
  * payload string is the rest of the record (no trailing bytes) and is JSON as
  * serde.loads reads it (which refuses nesting deeper than serde_json's limit). `digest` is
- * consumers.sequence.digest_bytes of the body (what follows the single-object header).
+ * consumers.sequence.content_digest of the event: digest_bytes of what follows the seq
+ * (timestamp, kind, payload), read only when those bytes are the canonical form that
+ * function digests: minimal varints, string arrays in the writer's one block, a payload
+ * text that is its own serde.canonical_dumps (json_simple below, else the Python check
+ * the decoder is given as `loads`).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -57,8 +62,8 @@ typedef struct {
     PyObject *prefix;        /* bytes: magic + fingerprint + zigzag(36) */
     unsigned char confluent[MAX_CONFLUENT][CONFLUENT_HEADER]; /* learned Confluent headers */
     int n_confluent;
-    Py_ssize_t header;       /* the single-object header's size: the digest covers what follows */
-    PyObject *loads;         /* serde.loads */
+    Py_ssize_t header;       /* the single-object header's size */
+    PyObject *loads;         /* lane.canonical_payload: serde.loads of a canonical text */
     int n_branches;
     Branch branches[MAX_BRANCHES];
     PayloadEntry *payloads;  /* payloads already parsed by loads: open addressing */
@@ -76,7 +81,9 @@ static PyObject *method_str[N_METHODS];
 /* --- reading bytes as schemas/avro_binary reads them --------------------------------------- */
 
 /* An Avro long's varint: at most 10 bytes, the tenth below 0x80. Returns the position
- * after it, or -1 (past the end, over 10 bytes). *raw is the zigzag value's low 64 bits;
+ * after it, or -1 (past the end, over 10 bytes, or not minimal: a last byte 0 after
+ * others, which the general reader accepts but the writer never writes, so the bytes
+ * would not be the canonical body the content digest is defined on). *raw is the zigzag value's low 64 bits;
  * *wide holds its bits 64..69, 0 when it has none. avro_binary.read_long refuses a varint
  * with *wide set (past 64 bits), so every caller here refuses it too. */
 static inline Py_ssize_t
@@ -90,6 +97,8 @@ read_varint(const unsigned char *buf, Py_ssize_t pos, Py_ssize_t size, uint64_t 
         unsigned char byte = buf[pos++];
         n |= (uint64_t)(byte & 0x7F) << (7 * i);
         if (byte < 0x80) {
+            if (byte == 0 && i > 0)
+                return -1;
             *raw = n;
             *wide = 0;
             return pos;
@@ -98,7 +107,7 @@ read_varint(const unsigned char *buf, Py_ssize_t pos, Py_ssize_t size, uint64_t 
     if (pos >= size)
         return -1;
     unsigned char byte = buf[pos++];
-    if (byte >= 0x80)
+    if (byte >= 0x80 || byte == 0)
         return -1;
     *raw = n | ((uint64_t)(byte & 1) << 63);
     *wide = byte >> 1;
@@ -280,30 +289,25 @@ scan_fields(const Branch *branch, const unsigned char *buf, Py_ssize_t pos, Py_s
             else
                 pos = -1;
             break;
-        case F_STRING_ARRAY: /* avro_binary.read_string_array: blocks until a zero count */
-            for (;;) {
-                pos = read_varint(buf, pos, size, &raw, &wide);
-                /* A count outside 64 bits cannot be followed by that many strings
-                 * (each is a byte at least): Python fails on it too. */
-                if (pos < 0 || wide)
+        case F_STRING_ARRAY:
+            /* As avro_binary.write_string_array writes it (the canonical body): one block
+             * of a positive count, then 0; or 0 alone. Other blockings: the general path. */
+            pos = read_varint(buf, pos, size, &raw, &wide);
+            if (pos < 0 || wide || raw & 1)
+                return -1;
+            if (raw == 0)
+                break;
+            /* A count beyond the bytes left cannot be followed by that many strings. */
+            if ((raw >> 1) > (uint64_t)(size - pos))
+                return -1;
+            for (uint64_t item = 0; item < (raw >> 1); item++) {
+                pos = scan_string(buf, pos, size);
+                if (pos < 0)
                     return -1;
-                int64_t count = unzigzag(raw);
-                if (count == 0)
-                    break;
-                if (count < 0) { /* a block with its byte size, which is not needed */
-                    if (count == INT64_MIN)
-                        return -1;
-                    count = -count;
-                    pos = read_varint(buf, pos, size, &raw, &wide);
-                    if (pos < 0 || wide)
-                        return -1;
-                }
-                for (int64_t item = 0; item < count; item++) {
-                    pos = scan_string(buf, pos, size);
-                    if (pos < 0)
-                        return -1;
-                }
             }
+            if (pos >= size || buf[pos] != 0)
+                return -1;
+            pos++;
             break;
         default:
             return -1;
@@ -316,17 +320,23 @@ scan_fields(const Branch *branch, const unsigned char *buf, Py_ssize_t pos, Py_s
 
 /* Most payloads are small objects of strings and integers, and many are seen once
  * (token counts differ), so the cache below misses often. json_simple recognises a
- * subset of JSON that serde.loads certainly accepts, and says "not sure" for
- * anything else, which then goes to serde.loads itself:
+ * subset of JSON that serde.loads certainly accepts *and* that is already canonical
+ * (serde.canonical_dumps of what it reads is the text itself, so the digest of the
+ * record's body is consumers.sequence.content_digest of its event), and says "not sure"
+ * for anything else, which then goes to the Python check the decoder was given:
  *   - no whitespace outside strings (serde and runfold write compact JSON);
- *   - strings: no control characters, escapes only \" \\ \/ \b \f \n \r \t (no \u:
- *     serde.loads checks those for lone surrogates); the bytes are valid UTF-8
- *     (checked by the caller);
- *   - numbers: -?(0|[1-9][0-9]{0,17})(\.[0-9]+)? (an integer within i64, or a
- *     float without exponent, which cannot overflow an f64), never NaN/Infinity;
+ *   - strings: no control characters, escapes only \" \\ \b \f \n \r \t (no \u:
+ *     serde.loads checks those for lone surrogates; no \/, which the writer never
+ *     writes); the bytes are valid UTF-8 (checked by the caller);
+ *   - object keys: no escapes, each after the one before in byte order (UTF-8 byte
+ *     order is code point order, the canonical key order), so no key twice;
+ *   - numbers: -?(0|[1-9][0-9]{0,17}) but not -0 (an integer within i64, written as
+ *     the writer writes it); floats are left to the Python check (shortest round-trip
+ *     digits are not proved here);
  *   - true, false, null; objects and arrays nested at most MAX_JSON_DEPTH deep
  *     (Python's C scanner recurses per level).
- * Tests check json_simple(text) implies serde.loads(text) succeeds on generated texts. */
+ * Tests check json_simple(text) implies serde.canonical_dumps(serde.loads(text)) == text
+ * on generated texts. */
 #define MAX_JSON_DEPTH 16
 
 static int json_value(const unsigned char *p, Py_ssize_t n, Py_ssize_t *at, int depth);
@@ -344,7 +354,7 @@ json_string(const unsigned char *p, Py_ssize_t n, Py_ssize_t *at)
         if (c < 0x20)
             return 0;
         if (c == '\\') {
-            if (i + 1 >= n || !strchr("\"\\/bfnrt", p[i + 1]) || p[i + 1] == '\0')
+            if (i + 1 >= n || !strchr("\"\\bfnrt", p[i + 1]) || p[i + 1] == '\0')
                 return 0;
             i += 2;
             continue;
@@ -363,6 +373,8 @@ json_number(const unsigned char *p, Py_ssize_t n, Py_ssize_t *at)
     if (i >= n)
         return 0;
     if (p[i] == '0') {
+        if (i > *at) /* -0: a float to serde.loads, written -0.0 */
+            return 0;
         i++;
     } else if (p[i] >= '1' && p[i] <= '9') {
         Py_ssize_t first = i;
@@ -373,15 +385,8 @@ json_number(const unsigned char *p, Py_ssize_t n, Py_ssize_t *at)
     } else {
         return 0;
     }
-    if (i < n && p[i] == '.') {
-        Py_ssize_t first = ++i;
-        while (i < n && p[i] >= '0' && p[i] <= '9')
-            i++;
-        if (i == first)
-            return 0;
-    }
-    if (i < n && (p[i] == 'e' || p[i] == 'E'))
-        return 0;
+    if (i < n && (p[i] == '.' || p[i] == 'e' || p[i] == 'E'))
+        return 0; /* a float: its canonical digits are the Python check's to prove */
     *at = i;
     return 1;
 }
@@ -407,10 +412,26 @@ json_container(const unsigned char *p, Py_ssize_t n, Py_ssize_t *at, int depth)
         *at = i + 1;
         return 1;
     }
+    const unsigned char *last_key = NULL;
+    Py_ssize_t last_size = 0;
     for (;;) {
         if (close == '}') {
+            Py_ssize_t start = i;
             if (i >= n || p[i] != '"' || !json_string(p, n, &i) || i >= n || p[i] != ':')
                 return 0;
+            /* The key's bytes between the quotes: no escape, after the previous key. */
+            const unsigned char *key = p + start + 1;
+            Py_ssize_t size = i - start - 2;
+            if (memchr(key, '\\', (size_t)size) != NULL)
+                return 0;
+            if (last_key != NULL) {
+                Py_ssize_t common = size < last_size ? size : last_size;
+                int order = memcmp(last_key, key, (size_t)common);
+                if (order > 0 || (order == 0 && last_size >= size))
+                    return 0;
+            }
+            last_key = key;
+            last_size = size;
             i++;
         }
         if (!json_value(p, n, &i, depth + 1) || i >= n)
@@ -638,6 +659,7 @@ read_record(Decoder *self, PyObject *key, PyObject *value)
     const int64_t seq = unzigzag(seq_raw);
     if (seq < 1)
         Py_RETURN_NONE;
+    const Py_ssize_t content_start = pos;
     pos = read_varint(buf, pos, total, &time_raw, &time_wide);
     if (pos < 0 || time_wide || pos >= total)
         Py_RETURN_NONE;
@@ -658,10 +680,11 @@ read_record(Decoder *self, PyObject *key, PyObject *value)
         return NULL;
     if (ok == 0)
         Py_RETURN_NONE;
-    /* consumers.sequence.digest_bytes(body): its length above its CRC-32, never 0. */
-    const Py_ssize_t body = total - header;
-    uint64_t digest = ((uint64_t)(body & 0xFFFFFFFF) << 32) |
-                      crc32_ieee(buf + header, (size_t)body);
+    /* consumers.sequence.content_digest: digest_bytes of the content (what follows the
+     * seq: timestamp, kind, payload), canonical as proved above. */
+    const Py_ssize_t content = total - content_start;
+    uint64_t digest = ((uint64_t)(content & 0xFFFFFFFF) << 32) |
+                      crc32_ieee(buf + content_start, (size_t)content);
     if (digest == 0)
         digest = 1;
     return Py_BuildValue("(LLOK)", (long long)seq, (long long)unzigzag(time_raw), branch->tag,

@@ -162,6 +162,10 @@ class ServiceConfig:
     fail_stalled_runs: bool = False
     """End a stalled run as FAILED (an error in its outputs says why) instead of only
     flagging it; by default only the agent's own events change a run's status."""
+    publish_duplicates: bool = False
+    """Also publish a ``duplicate`` violation to ``agent-run-violations`` for every dropped
+    duplicate. Off by default: duplicates are counted (the run's ``duplicates``, the
+    ``duplicate`` outcome), not violations (DESIGN.md §5)."""
 
     def __post_init__(self) -> None:
         check_consumer_overrides(self.kafka, "kafka setting")

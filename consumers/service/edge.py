@@ -12,13 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 from consumers.run_view import RunView, run_reader
-from consumers.sequence import apply_event, digest_bytes
+from consumers.sequence import apply_event
 from consumers.service.lane import LaneDecoder, decoder
 from consumers.state import DEFAULT_CONFIG, FoldConfig, Outcome, RunState
 from schemas import Event, Violation, codec
-from schemas.framing import CONFLUENT_HEADER_SIZE, SINGLE_OBJECT_HEADER_SIZE, SINGLE_OBJECT_MAGIC
+from schemas.framing import CONFLUENT_HEADER_SIZE
 
-__all__ = ["FoldEdge", "body_digest"]
+__all__ = ["FoldEdge"]
 
 _MAX_FRAMINGS = 64
 """Confluent schema ids looked at for the lane; a bound on what a stream of odd ids costs."""
@@ -70,17 +70,15 @@ class FoldEdge:
         if codec.current_event_header(value) == header:
             self.lane.learn(header)
 
-    def apply(
-        self, state: RunState | None, event: Event, digest: int | None = None
-    ) -> tuple[RunState, list[Outcome]]:
-        """Fold one event into its run's state (``None``: a run not seen yet), given the
-        event's content digest (:meth:`digest` of its bytes, or None: the fold's own)."""
-        return apply_event(state, event, self.config, digest)
+    def apply(self, state: RunState | None, event: Event) -> tuple[RunState, list[Outcome]]:
+        """Fold one event into its run's state (``None``: a run not seen yet).
 
-    def digest(self, value: bytes) -> int:
-        """The content digest of a record's bytes (:func:`body_digest`). One method for
-        every event a state ever sees: the digests are kept in it, and restored."""
-        return body_digest(value)
+        The fold digests the decoded event (:func:`~consumers.sequence.content_digest`,
+        canonical), never the record's bytes: the same event framed or encoded otherwise
+        is the same content, here and in the library fold. (The lane's C decoder hands
+        :func:`~consumers.sequence.fold_next` the digest of bytes it proved canonical,
+        which is the same value.)"""
+        return apply_event(state, event, self.config)
 
     def encode_state(self, state: RunState) -> bytes:
         """A run's state as the bytes of its ``agent-runs`` record."""
@@ -103,19 +101,6 @@ class FoldEdge:
     def encode_violation(self, violation: Violation) -> bytes:
         """A violation as the bytes of its ``agent-run-violations`` record."""
         return codec.encode_violation(violation)
-
-
-def body_digest(value: bytes) -> int:
-    """:func:`~consumers.sequence.digest_bytes` of a decoded record's Avro body.
-
-    The framing is left out (single-object or Confluent: the same event has the
-    same body under both). The service's one digest method: a redelivered record has
-    the same bytes, an event with other content has other bytes. (An event re-encoded
-    by another writer schema version would differ too, and be told a conflict.)
-    """
-    single_object = value[:1] == SINGLE_OBJECT_MAGIC[:1]
-    start = SINGLE_OBJECT_HEADER_SIZE if single_object else CONFLUENT_HEADER_SIZE
-    return digest_bytes(value[start:])
 
 
 def _run_state_codec() -> tuple[

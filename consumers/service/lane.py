@@ -22,6 +22,13 @@ Confluent-framed records (``00`` + a registry's schema id) carry the same body; 
 the pinned Event version is only known once the registry was asked, so the decoder learns
 it from the general path (:meth:`~consumers.service.edge.FoldEdge.learn_framing`): the
 first such record is decoded the general way, the next ones take the lane.
+
+The digest the lane hands over is :func:`~consumers.sequence.digest_bytes` of the
+record's body, which is :func:`~consumers.sequence.content_digest` of its event (the
+digest of the canonical body) only for a canonical body: minimal varints, string arrays
+in one block, the payload :func:`~schemas.serde.canonical_dumps` of its value. The
+decoder proves that (in C, else by :func:`canonical_payload`) or refuses the record, so
+the general path, the oracle, digests every other one.
 """
 
 from __future__ import annotations
@@ -36,7 +43,14 @@ from schemas.avro_binary import KIND_LAYOUTS, PINNED, U32_FIELDS
 from schemas.framing import SINGLE_OBJECT_HEADER_SIZE, SINGLE_OBJECT_MAGIC
 from schemas.model import EVENT_KINDS
 
-__all__ = ["FIELD_READS", "LaneDecoder", "compiled_lane_available", "decoder", "field_reads"]
+__all__ = [
+    "FIELD_READS",
+    "LaneDecoder",
+    "canonical_payload",
+    "compiled_lane_available",
+    "decoder",
+    "field_reads",
+]
 
 LaneValues = tuple[int, bytes, int, int, int, str, int]
 """``(partition, key, offset, seq, timestamp, tag, digest)`` of one common record."""
@@ -121,7 +135,23 @@ def decoder(*, cache_size: int = _PAYLOAD_CACHE_SIZE) -> LaneDecoder | None:
         prefix=SINGLE_OBJECT_MAGIC + fingerprint + bytes([2 * _UUID_TEXT]),
         header=SINGLE_OBJECT_HEADER_SIZE,
         branches=_branch_table(),
-        loads=serde.loads,
+        loads=canonical_payload,
         cache_size=cache_size,
     )
     return lane
+
+
+def canonical_payload(text: str) -> Any:
+    """:func:`schemas.serde.loads` of a payload text that is canonical JSON; raises otherwise.
+
+    The C decoder's check of a payload it cannot prove canonical by itself (floats,
+    escapes, unsorted keys): the lane hands over the digest of the record's bytes,
+    which is :func:`~consumers.sequence.content_digest` of its event only when the
+    payload text is :func:`~schemas.serde.canonical_dumps` of its value. Any other text
+    (another writer's key order, whitespace) takes the general path, which digests
+    the decoded event.
+    """
+    value = serde.loads(text)
+    if serde.canonical_dumps(value) != text:
+        raise ValueError("payload is JSON but not its canonical text")
+    return value

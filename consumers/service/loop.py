@@ -52,7 +52,7 @@ from confluent_kafka import (
 )
 
 from consumers.lifecycle import forgotten, forgotten_outcome, judge
-from consumers.sequence import fold_next
+from consumers.sequence import content_digest, fold_next
 from consumers.service.base import _IDLE_WAIT
 from consumers.service.config import (
     Guarantee,
@@ -322,7 +322,7 @@ class FoldService(ServiceRecovery):
                 mismatch = _KeyError(f"key {text!r} is not the event's run_id {run_id}")
                 self._dead_letter(msg, "key-mismatch", mismatch)
                 return
-        if state is None and self._known_otherwise(partition, key, event, value or b""):
+        if state is None and self._known_otherwise(partition, key, event):
             return
         if state is not None and state.source_offset >= offset:
             # At-least-once replay after a crash: this event is already in the state.
@@ -333,8 +333,7 @@ class FoldService(ServiceRecovery):
         # before each record, to roll back to if this record breaks it.
         before = state.copy() if state is not None and key in self._guarded else None
         try:
-            # value is the bytes just decoded, so it is not None here.
-            state, outcomes = edge.apply(state, event, edge.digest(value))  # type: ignore[arg-type]
+            state, outcomes = edge.apply(state, event)
         except RunfoldError as exc:
             self._dead_letter(msg, "fold-rejected", exc)
             return
@@ -353,14 +352,14 @@ class FoldService(ServiceRecovery):
         dirty.add(key)
         self._record_outcomes(key, outcomes)
 
-    def _known_otherwise(self, partition: int, key: bytes, event: Event, value: bytes) -> bool:
+    def _known_otherwise(self, partition: int, key: bytes, event: Event) -> bool:
         """An event of a run not held whole: judged by its marker, or a ``forgotten_run``
         violation when it is older than the retention (:mod:`consumers.lifecycle`);
         True when it was (counted and published), False for a new run."""
         store = self._store
         marker = store.marker(partition, event.run_id)
         if marker is not None:
-            outcome = judge(marker, event.run_id, event.seq, self.edge.digest(value))
+            outcome = judge(marker, event.run_id, event.seq, content_digest(event))
             self._txn_stats.marker_events += 1
         else:
             if not forgotten(event.timestamp, store.horizon.get(partition)):

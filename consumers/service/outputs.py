@@ -25,6 +25,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from consumers.sequence import duplicate_violation
 from consumers.service.base import ServiceBase
 from consumers.service.dlq import DeadLetter, dead_letter_headers, fit_dead_letter
 from consumers.service.edge import FoldEdge
@@ -32,7 +33,7 @@ from consumers.service.errors import (
     TransactionAbort,
 )
 from consumers.service.oversize import StateTooLarge, shrink_to_fit
-from consumers.state import Outcome, RunState
+from consumers.state import Outcome, OutcomeKind, RunState
 from schemas.errors import RunfoldError
 
 __all__ = ["RunRecords", "ServiceOutputs", "UnencodableState"]
@@ -63,13 +64,18 @@ class ServiceOutputs(ServiceBase):
     """The outputs of :class:`~consumers.service.loop.FoldService`."""
 
     def _record_outcomes(self, key: bytes, outcomes: list[Outcome], consumed: int = 1) -> None:
-        """Count the fold's outcomes of ``consumed`` records and publish their violations."""
+        """Count the fold's outcomes of ``consumed`` records and publish their violations
+        (and a ``duplicate`` one per dropped duplicate when ``publish_duplicates`` asks)."""
         stats = self._txn_stats
         stats.add(outcomes, consumed)
+        publish_duplicates = self.config.publish_duplicates
         for outcome in outcomes:
-            if outcome.violations:
+            violations = outcome.violations
+            if publish_duplicates and outcome.kind is OutcomeKind.DUPLICATE:
+                violations = (*violations, duplicate_violation(outcome))
+            if violations:
                 producer = self._producer_or_fail()
-                for violation in outcome.violations:
+                for violation in violations:
                     self._produce(
                         producer,
                         self.config.violations_topic,

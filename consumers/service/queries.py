@@ -190,7 +190,7 @@ def replay_run(
             timeline.append(TimelineEntry(offset, None, "dlq", (str(exc),)))
             continue
         # The service's digest, so duplicates and conflicts are told apart as it did.
-        state, outcomes = edge.apply(state, event, edge.digest(value))
+        state, outcomes = edge.apply(state, event)
         own = outcomes[0]
         timeline.append(
             TimelineEntry(

@@ -321,7 +321,7 @@ def rebuild_partition(
             continue
         try:
             # The same digest as the service's: these states are written and restored.
-            state, _ = edge.apply(runs.get(key), event, edge.digest(value))
+            state, _ = edge.apply(runs.get(key), event)
         except RunfoldError:
             continue
         state.source_offset = offset

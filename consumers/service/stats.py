@@ -79,9 +79,10 @@ class ServiceStats(Tally):
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def as_dict(self) -> dict[str, int | dict[str, int]]:
-        """A JSON-ready snapshot."""
+        """A JSON-ready snapshot, with ``pending`` (the identity's, ``buffered - released``)."""
         out: dict[str, int | dict[str, int]] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = dict(value) if isinstance(value, Counter) else value
+        out["pending"] = self.pending
         return out

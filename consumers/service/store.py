@@ -214,6 +214,27 @@ class PartitionStore:
                 if state is None or not state.pending_events:
                     waiting.discard(key)
 
+    def pending(self) -> dict[int, tuple[int, int]]:
+        """Per held partition: the events in its watched reorder buffers (pending = buffered
+        - released) and the age of the oldest of them in event time (ns): the partition's
+        stream time minus that event's timestamp, the clock its bound is held to; 0 when
+        none. Exact after a commit (every changed run observed, every empty buffer
+        unwatched); a restored run's buffer counts from its first record on (before, it
+        is only bytes)."""
+        out: dict[int, tuple[int, int]] = {}
+        for partition, runs in self.runs.items():
+            count, oldest = 0, None
+            for key in self._waiting.get(partition, ()):
+                state = runs.get(key)
+                if state is None or not state.pending_events:
+                    continue
+                count += len(state.pending_events)
+                if oldest is None or state.pending_oldest_ts < oldest:
+                    oldest = state.pending_oldest_ts
+            clock = self.stream_time.get(partition, 0)
+            out[partition] = (count, 0 if oldest is None else max(0, clock - oldest))
+        return out
+
     def restore(
         self,
         kafka: Mapping[str, object],

@@ -103,6 +103,12 @@ EXIT_FENCED = 3
     is_flag=True,
     help="End a stalled run as FAILED (its outputs say why) instead of only flagging it.",
 )
+@click.option(
+    "--publish-duplicates",
+    is_flag=True,
+    help="Also publish a 'duplicate' violation for every dropped duplicate (by default "
+    "duplicates are only counted: the run's duplicates and the duplicate outcome).",
+)
 @connection_options
 @click.option("--stats-json", is_flag=True, help="Print the final counters as JSON on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every rebalance and restore.")
@@ -118,6 +124,7 @@ def consume(
     session_timeout_ms: int,
     stall_after_s: float,
     fail_stalled_runs: bool,
+    publish_duplicates: bool,
     bootstrap_servers: str | None,
     prefix: str | None,
     stats_json: bool,
@@ -155,6 +162,7 @@ def consume(
         session_timeout_ms=session_timeout_ms,
         stall_after_s=stall_after_s,
         fail_stalled_runs=fail_stalled_runs,
+        publish_duplicates=publish_duplicates,
         **lifecycle,
     )
     service = FoldService(config)

@@ -79,7 +79,9 @@ def test_every_event_twice_gives_the_same_runs_plus_duplicates(seed: int, spread
     assert double.tally.violation == single.tally.violation
     assert double.tally.duplicate == single.tally.duplicate + len(once)
     for state in double.runs.values():
-        assert state.violation_counts["duplicate"] == state.duplicates
+        # Counted, not violations (DESIGN.md §5).
+        assert state.violation_counts["duplicate"] == 0
+        assert all(v.kind.value != "duplicate" for v in state.violations)
 
 
 def test_restoring_states_midway_changes_nothing() -> None:

@@ -13,7 +13,7 @@ import random
 import pytest
 
 from consumers import apply_event
-from consumers.service.edge import FoldEdge, body_digest
+from consumers.service.edge import FoldEdge
 from consumers.state import FoldConfig, RunState
 from consumers.state_bytes import state_reader, state_writer
 from consumers.state_codec import from_record, to_record
@@ -38,7 +38,7 @@ def _states(seed: int, runs: int, config: FoldConfig) -> list[RunState]:
             event = decode_event(value)
         except RunfoldError:
             continue
-        state, _ = apply_event(states.get(key), event, config, body_digest(value))
+        state, _ = apply_event(states.get(key), event, config)
         state.source_offset = offset
         states[key] = state
         if state.pending_events or rng.random() < 0.1:

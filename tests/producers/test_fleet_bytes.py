@@ -3,7 +3,9 @@
 The fleet writes its events' bytes directly (no Event model per event), builds its
 kind models without validating them and draws from its scheduler without
 ``randrange``'s checks. None of that may change a record: the hashes below were
-taken from the simulator before those paths existed.
+taken from the simulator before those paths existed. (The manifest's hashes were taken
+again when duplicates stopped being listed among a run's violations: counted, not
+published, issue 15; the records' hashes did not change.)
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def _digests(fleet: Fleet) -> tuple[int, str, str]:
             (
                 12142,
                 "2bde4111ac34f45e821a843dec292ed1a669d0b21702d71d8e8b494345537fae",
-                "0c8e2dfad38a7122cb82beaf835784f9b96d1b5c8075d376bd8cdbc9fb0e04e7",
+                "d9e0aef5f2d7a8daa889f42d0f5aa2b86cdd7d28271fe2845ccd65b1ed906f49",
             ),
         ),
         (
@@ -50,7 +52,7 @@ def _digests(fleet: Fleet) -> tuple[int, str, str]:
             (
                 4313,
                 "69f77cf5ccb0865ab7e406ae399866e736432447ad709f409d6a3319c1d92a61",
-                "83805ae1734bb01027017e538158826b4d498ff492b7f6a998b9aa88362c8fba",
+                "d021adbfd96df4778762528d1e177014277bfd7852fc86d5aa8900505c05cf25",
             ),
         ),
     ],

@@ -47,8 +47,11 @@ def test_frame_shows_every_panel_and_number() -> None:
         recent_violations=[ViolationRow(RUN_A, "gap", 4, 6, "seq 4..6 never arrived")],
         slowest=[RunSummary(RUN_B, "COMPLETED", 0, 150_000_000_000, 70, 0)],
         failing=[RunSummary(RUN_A, "FAILED", 0, 1_500_000, 12, 3)],
+        pending_events=7, pending_oldest_age_ns=42_500_000_000,
     )
     text = _text(snapshot)
+    assert re.search(r"pending \(reorder\)\s+7", text)
+    assert re.search(r"oldest pending\s+42.5 s", text)
     for panel in ("runs by status", "throughput", "consumer lag (group folders)",
                   "recent violations", "slowest runs", "failing runs"):
         assert panel in text
@@ -71,6 +74,7 @@ def test_first_frame_has_no_rates_and_empty_panels_say_so() -> None:
     )
     text = _text(snapshot)
     assert re.search(r"events in\s+—", text)
+    assert re.search(r"pending \(reorder\)\s+0", text) and re.search(r"oldest pending\s+—", text)
     assert "none yet" in text
 
 
@@ -190,10 +194,11 @@ def test_the_reader_counts_running_runs_with_stalled_since() -> None:
 
     edge = FoldEdge.default()
     reader = FleetReader(RunfoldSettings())
-    reader._decode_state = edge.decode_state
+    reader._read_run = edge.read_run
     for stalled_since in (None, 5, 6):
         state = RunState.new(uuid.uuid4(), Timestamp(1))
         state.stalled_since = stalled_since
-        reader._take(reader.topics.runs, str(state.run_id).encode(), edge.encode_state(state))
+        summary = edge.encode_records(state)[1]  # the agent-runs record
+        reader._take(reader.topics.runs, str(state.run_id).encode(), summary)
     snapshot = reader.snapshot()
     assert snapshot.stalled == 2 and snapshot.runs_by_status["RUNNING"] == 3

@@ -411,3 +411,31 @@ def test_nesting_deeper_than_serde_jsons_recursion_limit_is_refused(opening: str
             serde.loads(opening * depth + "1" + closing * depth)
     # Brackets inside strings do not nest.
     assert serde.loads('["' + "[" * 500 + '"]') == ["[" * 500]
+
+
+@given(json_values)
+def test_canonical_text_is_the_serde_text_with_keys_sorted(value: object) -> None:
+    """canonical_dumps (the content digest's payload form) reads back to the value and is
+    dumps of the value with every object's keys in code point order, whatever the order
+    the value came in."""
+    text = serde.canonical_dumps(value)
+    assert serde.loads(text) == serde.loads(serde.dumps(value))
+    assert text == serde.dumps(_sorted(value))
+    assert serde.canonical_dumps(_reversed(value)) == text
+    assert serde.canonical_dumps(serde.loads(text)) == text
+
+
+def _sorted(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def _reversed(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _reversed(value[k]) for k in reversed(list(value))}
+    if isinstance(value, list):
+        return [_reversed(v) for v in value]
+    return value

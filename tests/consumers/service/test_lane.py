@@ -24,13 +24,13 @@ from confluent_kafka import KafkaError, Message
 from service_fixtures import RecordingProducer, offline_service
 
 from consumers import apply_event
-from consumers.sequence import COUNTED_KINDS
+from consumers.sequence import COUNTED_KINDS, content_digest
 from consumers.service import FoldService
-from consumers.service.edge import FoldEdge, body_digest
+from consumers.service.edge import FoldEdge
 from consumers.service.lane import LaneDecoder, compiled_lane_available, decoder
 from consumers.state import RunState
 from producers import FaultRates, Fleet, FleetConfig
-from schemas import avro_binary
+from schemas import avro_binary, serde
 from schemas.codec import EventCodec, configure_registry, current_event_header, decode_event
 from schemas.errors import RunfoldError
 from schemas.model import EVENT_KINDS
@@ -113,7 +113,7 @@ def test_a_fleet_with_every_fault_folds_the_same_with_and_without_the_lane(
         assert read > len(records) // 2
 
 
-def test_the_service_digest_is_the_body_digest_in_both_paths() -> None:
+def test_the_service_digest_is_the_content_digest_in_both_paths() -> None:
     records = _fleet_records(20, 3)
     with_lane, _ = _fold_all(records, lane=True)
     for _, key, value in records:
@@ -129,7 +129,7 @@ def test_the_service_digest_is_the_body_digest_in_both_paths() -> None:
         in_window = state.last_seq - len(window) < event.seq <= state.last_seq
         conflicting = event.kind.type == "tool_called" and "conflict" in str(event.payload)
         if slot and in_window and not conflicting:
-            assert slot == body_digest(value)
+            assert slot == content_digest(event)
 
 
 # --- damaged records -------------------------------------------------------------------
@@ -144,7 +144,7 @@ def _oracle(key: bytes, value: bytes) -> tuple[int, int, str, int] | None:
         return None
     if str(event.run_id).encode() != key:
         return None
-    return event.seq, int(event.timestamp), event.kind.type, body_digest(value)
+    return event.seq, int(event.timestamp), event.kind.type, content_digest(event)
 
 
 def _assert_read_as_the_codec_reads(lane: LaneDecoder, key: bytes, value: bytes) -> bool:
@@ -169,7 +169,7 @@ def _prepared_runs() -> list[tuple[RunState, bytes, bytes]]:
         state = states.get(key)
         if state is not None and event.kind.type in COUNTED_KINDS:
             out.append((state.copy(), key, value))
-        state, _ = apply_event(state, event, digest=body_digest(value))
+        state, _ = apply_event(state, event)
         state.source_offset = offset
         states[key] = state
     return out
@@ -274,8 +274,18 @@ def test_edge_values_are_read_only_as_the_codec_reads_them(
     body += _raw_string(payload)
     read = _assert_read_as_the_codec_reads(lane, key, bytes(body))
     # It reads exactly what the codec reads, of the counted kinds (the codec refuses a seq
-    # outside 1 ..= 2**63 - 1 and any varint past 64 bits, and so does the lane).
-    assert read == (_oracle(key, bytes(body)) is not None and tag in COUNTED_KINDS)
+    # outside 1 ..= 2**63 - 1 and any varint past 64 bits, and so does the lane), when the
+    # payload is canonical JSON (else the bytes' digest is not the content digest).
+    assert read == (
+        _oracle(key, bytes(body)) is not None and tag in COUNTED_KINDS and _canonical(payload)
+    )
+
+
+def _canonical(payload: str) -> bool:
+    try:
+        return serde.canonical_dumps(serde.loads(payload)) == payload
+    except ValueError:
+        return False
 
 
 @needs_c
@@ -309,10 +319,19 @@ def test_what_the_codec_refuses_at_the_wire_the_lane_refuses_too() -> None:
     for name, data in refused.items():
         assert lane.read_value(key, data) is None, name
         assert _oracle(key, data) is None, name
-    # The same block with a byte size that fits is read, by both.
+    # The same block with a byte size that fits is read by the codec; not by the lane, as
+    # the writer never writes one (its bytes are not the canonical body the content
+    # digest is defined on). The writer's one block is read by both.
     fitting = head + run_id + rest[:stamp] + _raw_long(kind) + _raw_string("n")
-    fitting += _raw_long(-1) + _raw_long(2) + _raw_string("k") + b"\x00" + _raw_string("{}")
-    assert _assert_read_as_the_codec_reads(lane, key, fitting)
+    sized = fitting + _raw_long(-1) + _raw_long(2) + _raw_string("k") + b"\x00"
+    assert _oracle(key, sized + _raw_string("{}")) is not None
+    assert lane.read_value(key, sized + _raw_string("{}")) is None
+    one_block = fitting + _raw_long(1) + _raw_string("k") + b"\x00" + _raw_string("{}")
+    assert _assert_read_as_the_codec_reads(lane, key, one_block)
+    # A non-minimal varint (seq 1 as 0x82 0x00): the codec reads it, the lane leaves it.
+    padded = head + run_id + b"\x82\x00" + rest[1:]
+    assert _oracle(key, padded) is not None
+    assert lane.read_value(key, padded) is None
     text = run_id.decode()
     for other in (text.upper(), "urn:" + text.replace("-", ""), "----" + text.replace("-", "")):
         data = head + other.encode() + rest

@@ -115,16 +115,20 @@ def _loads_ok(data: bytes) -> bool:
     return True
 
 
-@given(_JSON_VALUES, st.sampled_from(["serde", "python", "python-ascii"]))
+@given(_JSON_VALUES, st.sampled_from(["serde", "canonical", "python", "python-ascii"]))
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
-def test_json_taken_as_valid_is_valid_for_serde(value: Any, writer: str) -> None:
+def test_json_taken_as_valid_is_valid_for_serde_and_canonical(value: Any, writer: str) -> None:
     if writer == "serde":
         text = serde.dumps(value)
+    elif writer == "canonical":
+        text = serde.canonical_dumps(value)
     else:
         text = json.dumps(value, ensure_ascii=writer == "python-ascii")
     data = text.encode("utf-8", "surrogatepass")
     if _module().json_simple(data):
         assert _loads_ok(data), data
+        # The lane digests the bytes as they are: they must be the canonical text.
+        assert serde.canonical_dumps(serde.loads(data.decode())) == text, data
 
 
 @given(_JSON_VALUES, st.data())
@@ -165,6 +169,7 @@ def test_damaged_json_is_never_taken_when_serde_refuses_it(value: Any, data: st.
     damaged = bytes(text)
     if _module().json_simple(damaged):
         assert _loads_ok(damaged), damaged
+        assert serde.canonical_dumps(serde.loads(damaged.decode())).encode() == damaged
 
 
 @pytest.mark.parametrize(
@@ -172,9 +177,17 @@ def test_damaged_json_is_never_taken_when_serde_refuses_it(value: Any, data: st.
     [
         (b"{}", True),
         (b'{"input_tokens":2241}', True),
-        (b'{"args":{"query":"plan-1"},"n":[1,-2,3.25,null,true,false]}', True),
-        (b'"tab\\tquote\\"slash\\/"', True),
-        (b"-0", True),
+        (b'{"args":{"query":"plan-1"},"n":[1,-2,325,null,true,false]}', True),
+        (b'{"args":{"query":"plan-1"},"n":[1,-2,3.25,null,true,false]}', False),  # a float
+        (b'"tab\\tquote\\"slash/"', True),
+        (b'"slash\\/"', False),  # the writer writes / raw
+        (b"-0", False),  # a float to serde, written -0.0
+        (b'{"a":1,"ab":2,"b":3}', True),
+        (b'{"b":1,"a":2}', False),  # keys out of order
+        (b'{"a":1,"a":1}', False),  # a key twice
+        (b'{"a\\n":1}', False),  # an escape in a key
+        (b'{"z":1,"\xc3\xa9":2}', True),  # code point order: z < e-acute
+        (b'{"\xc3\xa9":1,"z":2}', False),
         (b"123456789012345678", True),
         (b"1234567890123456789", False),  # may be beyond i64: ask serde.loads
         (b"1e5", False),

@@ -84,8 +84,8 @@ def test_a_record_that_leaves_an_unencodable_state_goes_to_the_dlq_and_the_rest_
 
     edge = FoldEdge.default()
 
-    def breaking_apply(state: RunState | None, event: Event, digest: int | None = None) -> Any:
-        state, outcomes = edge.apply(state, event, digest)
+    def breaking_apply(state: RunState | None, event: Event) -> Any:
+        state, outcomes = edge.apply(state, event)
         if event.payload == {"poison": True}:
             state.retries = 2**64  # a counter no Avro long holds: encode_state raises
         return state, outcomes

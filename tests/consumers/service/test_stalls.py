@@ -74,6 +74,7 @@ class _Offline:
             dlq_topic="dlq",
             violations_topic="viol",
             runs_topic="runs",
+            changelog_topic="changelog",
             **options,
         )
         self.wall = [int(WALL)]
@@ -115,12 +116,22 @@ class _Offline:
         ]
 
     def written(self, run: uuid.UUID) -> list[RunState]:
+        """The run's states as written to the changelog, each checked against the summary
+        written beside it to agent-runs (stalled_since is in both)."""
         key = str(run).encode()
-        return [
-            self.service.edge.decode_state(kw["value"])
+        edge = self.service.edge
+        states = [
+            edge.decode_state(kw["value"])
+            for topic, kw in self.producer.sent
+            if topic == "changelog" and kw["key"] == key
+        ]
+        summaries = [
+            edge.read_run(kw["value"]).state
             for topic, kw in self.producer.sent
             if topic == "runs" and kw["key"] == key
         ]
+        assert [s.stalled_since for s in summaries] == [s.stalled_since for s in states]
+        return states
 
     def state(self, run: uuid.UUID, partition: int = 0) -> RunState:
         return self.service._store.runs[partition][str(run).encode()]
