@@ -22,8 +22,10 @@ from consumers.service.edge import FoldEdge
 
 if TYPE_CHECKING:
     from consumers.service import FoldService
+from consumers.lifecycle import Marker
 from consumers.service.restore import iter_partition, read_latest_by_key
 from consumers.state import RunState
+from consumers.state_bytes import MARKER_HEADER, read_marker
 from producers import FaultRates, Fleet, FleetConfig
 from producers.kafka import DEFAULT_PRODUCER_CONFIG
 from schemas import Violation
@@ -110,8 +112,9 @@ class Folded:
     violations: list[Violation]
     dlq: list[Any]
     runs_records: int
-    changelog: dict[str, RunState]
-    """From the changelog (whole states: what a restore reads)."""
+    changelog: dict[str, RunState | Marker]
+    """From the changelog (what a restore reads): whole states, and the markers of runs
+    finished longer ago than the grace (consumers.lifecycle)."""
 
 
 def read_output(bootstrap: str, topics: TopicNames, partitions: int = 3) -> Folded:
@@ -127,7 +130,9 @@ def read_output(bootstrap: str, topics: TopicNames, partitions: int = 3) -> Fold
     }
     logged = read_latest_by_key(config, topics.changelog, list(range(partitions)))
     changelog = {
-        key.decode(): edge.decode_state(value)
+        key.decode(): read_marker(value)[1]
+        if value.startswith(MARKER_HEADER)
+        else edge.decode_state(value)
         for part in logged.values()
         for key, value in part.latest.items()
     }
@@ -154,7 +159,13 @@ def mismatches(folded: Folded, manifest: dict[str, Any]) -> list[str]:
                         "agent-runs and the changelog")  # fmt: skip
     for run_id, state in folded.runs.items():
         whole = folded.changelog.get(run_id)
-        if whole is not None and (whole.run, whole.counters()) != (state.run, state.counters()):
+        if isinstance(whole, Marker):
+            if (whole.status, whole.last_seq) != (state.status, state.last_seq):
+                problems.append(f"{run_id}: the changelog's marker is not agent-runs' summary")
+        elif whole is not None and (whole.run, whole.counters()) != (
+            state.run,
+            state.counters(),
+        ):
             problems.append(f"{run_id}: the changelog's state is not agent-runs' summary")
     by_run: dict[str, list[tuple[str, int, int]]] = {}
     for v in folded.violations:
