@@ -52,10 +52,7 @@ def _not_json(value: Any) -> Any:
 # Compact, non-ASCII raw, no circular-reference bookkeeping (JSON values are trees);
 # NaN and Infinity are written (as Python spells them) and caught by _dumps_suspect.
 _encoder = json.JSONEncoder(
-    ensure_ascii=False,
-    check_circular=False,
-    allow_nan=True,
-    separators=(",", ":"),
+    ensure_ascii=False, check_circular=False, allow_nan=True, separators=(",", ":"),
     default=_not_json,
 )
 _json_dumps = _encoder.encode
