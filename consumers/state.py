@@ -47,7 +47,7 @@ class FoldConfig:
     Memory per tracked run is roughly ``1 KiB + 8 * digest_window`` bytes plus its
     buffered events; a partition's fold holds at most ``max_runs`` runs,
     ``max_pending_total`` buffered events and ``max_markers`` markers of finished
-    finished runs (about 200 bytes each).
+    runs (about 55 bytes each, :mod:`consumers.lifecycle`).
     """
 
     max_pending_per_run: int = 128
@@ -343,7 +343,9 @@ class RunState:
         return to_record(self)
 
     @classmethod
-    def from_record(cls, record: dict[str, Any], config: FoldConfig = DEFAULT_CONFIG) -> RunState:
+    def from_record(
+        cls, record: dict[str, Any], config: FoldConfig = DEFAULT_CONFIG
+    ) -> RunState:
         """The state in a ``runfold.RunState`` record (see :mod:`consumers.state_codec`)."""
         from consumers.state_codec import from_record
 

@@ -28,16 +28,11 @@ def test_idle_clock_starts_once_partitions_are_assigned(
     # A member that joined the group and then stopped polling holds the service's join
     # up for its rebalance timeout (its max.poll.interval.ms): a join that takes longer
     # than --until-idle, as the first one on a fresh broker can.
-    blocker = Consumer(
-        {
-            "bootstrap.servers": kafka_bootstrap,
-            "group.id": group,
-            "session.timeout.ms": 6000,
-            "max.poll.interval.ms": 8000,
-            "enable.auto.commit": False,
-            "log_level": 2,
-        }
-    )
+    blocker = Consumer({
+        "bootstrap.servers": kafka_bootstrap, "group.id": group,
+        "session.timeout.ms": 6000, "max.poll.interval.ms": 8000,
+        "enable.auto.commit": False, "log_level": 2,
+    })
     blocker.subscribe([unique_topics.events])
     deadline = time.monotonic() + 30
     while not blocker.assignment():
