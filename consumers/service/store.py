@@ -38,8 +38,9 @@ changelog, so that the next restore finds them there.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
 from uuid import UUID
@@ -87,8 +88,14 @@ log = logging.getLogger("runfold.consume")
 class PartitionStore:
     """Run states by input partition and run key (the run_id's text, as bytes)."""
 
-    def __init__(self, edge: FoldEdge, lifecycle: Lifecycle | None = None) -> None:
+    def __init__(
+        self,
+        edge: FoldEdge,
+        lifecycle: Lifecycle | None = None,
+        wall_clock: Callable[[], int] = time.time_ns,
+    ) -> None:
         self.edge = edge
+        self._wall_clock = wall_clock
         self.lifecycle = lifecycle if lifecycle is not None else Lifecycle()
         self.markers: dict[int, MarkerTable] = {}
         """Per partition, the finished runs past their grace (16-byte run id -> marker)."""
@@ -167,6 +174,13 @@ class PartitionStore:
         """Keep ``state`` as the run's latest."""
         self.runs.setdefault(partition, {})[key] = state
 
+    def clock_limit(self) -> int:
+        """The latest time a partition's clock may show: the wall clock plus
+        ``max_clock_skew`` (``ServiceConfig.max_clock_skew_s``). A run stamped later still
+        folds, but moves no partition's clock: the lifecycle and the reorder buffers of
+        every other run of its partition do not jump with one bad agent clock."""
+        return self._wall_clock() + self.lifecycle.max_clock_skew_ns
+
     def observe(self, partition: int, keys: Iterable[bytes]) -> None:
         """Note the runs ``keys`` of ``partition`` changed: the partition's stream time moves
         to the newest of theirs, and a run holding buffered events is watched."""
@@ -174,6 +188,7 @@ class PartitionStore:
         if not runs:
             return
         clock = self.stream_time.get(partition, 0)
+        limit = self.clock_limit()
         waiting = self._waiting.setdefault(partition, set())
         finishing = self._finishing.get(partition)
         recent = self._recent.get(partition)
@@ -183,7 +198,7 @@ class PartitionStore:
             state = runs.get(key)
             if state is None:
                 continue
-            if state.stream_time > clock:
+            if clock < state.stream_time <= limit:
                 clock = state.stream_time
             if state.pending_events:
                 waiting.add(key)
@@ -281,14 +296,18 @@ class PartitionStore:
         later events are not read here): the lifecycle and the forgotten-run rule act
         later, never sooner, until the partition's next events move it."""
         finished: list[tuple[int, bytes]] = []
+        limit = self.clock_limit()
+        clock = min(clock, limit)
         for key, value in stored.items():
             head = packed_head(key, value)
             if head is None:
                 continue
-            clock = max(clock, head.started_at)
+            if clock < head.started_at <= limit:
+                clock = head.started_at
             if head.finished_at is not None:
                 finished.append((head.finished_at, key))
-                clock = max(clock, head.finished_at)
+                if clock < head.finished_at <= limit:
+                    clock = head.finished_at
         heapify(finished)
         self._finishing[partition] = finished
         if clock:
@@ -337,8 +356,11 @@ class PartitionStore:
         due: list[tuple[int, bytes, Marker]] = []
         finishing = self._finishing.get(partition)
         stored = self._stored.get(partition, {})
+        chosen: set[bytes] = set()  # a run may be queued more than once (seen again)
         while finishing and now - finishing[0][0] > life.grace_ns:
             _, key = heappop(finishing)
+            if key in chosen:
+                continue
             state = runs.get(key)
             if state is not None:
                 if not due_marker(state, now, life.grace_ns):
@@ -346,12 +368,14 @@ class PartitionStore:
                 if str(state.run_id).encode() != key or state.pending_events:
                     continue  # a run stored under another key stays whole; so does a buffer
                 due.append((finished_time(state), key, marker_of(state)))
+                chosen.add(key)
             elif key in stored:
                 # Restored finished and never touched: its marker from the packed bytes.
                 head = packed_head(key, stored[key])
                 if head is not None and head.finished_at is not None:
                     marker = Marker(head.last_seq, head.status, head.finished_at, head.last_digest)
                     due.append((head.finished_at, key, marker))
+                    chosen.add(key)
         due.sort(key=lambda entry: entry[:2])  # oldest first, as they will be forgotten
         for _, key, marker in due:
             run_id = UUID(key.decode())

@@ -325,3 +325,40 @@ def test_every_run_past_its_grace_becomes_a_marker_whatever_order_it_was_seen_in
     whole = {key for key, state in store.runs[0].items() if state.status is RunStatus.COMPLETED}
     assert whole == {str(runs[-1]).encode()}  # within its grace; every other one a marker
     assert store.marker_count() == 49
+
+
+def test_an_event_stamped_far_ahead_moves_no_partition_clock() -> None:
+    # One graph_started stamped in 2262: valid Avro, from a broken or hostile agent clock.
+    # Folded as usual, it must not move its partition's clock (wall clock + max_clock_skew):
+    # else every buffer of the partition expires, every finished run is forgotten, and
+    # every new run's first event looks forgotten_run.
+    feed, done, waiting, ahead, new = Feed(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    _finish(feed, done, T0)
+    feed(_event(waiting, 1, "graph_started", T0), _event(waiting, 3, "tool_called", T0 + 5))
+    feed.commit()
+    feed(_event(ahead, 1, "graph_started", 2**63 - 1))
+    feed.commit()
+    store = feed.service._store
+    assert store.stream_time[0] == T0 + 5
+    assert str(ahead).encode() in store.runs[0]  # folded all the same
+    assert str(done).encode() in store.runs[0]  # still whole: no grace has passed
+    assert store.runs[0][str(waiting).encode()].pending_events  # still waiting for seq 2
+    feed(_event(new, 1, "graph_started", T0 + 10))
+    assert feed.violations(new) == []
+    assert str(new).encode() in store.runs[0]
+    assert feed.service.stats.markers_forgotten == 0
+
+
+def test_a_finished_run_seen_again_within_its_grace_becomes_one_marker() -> None:
+    # A late duplicate within the grace queues the finished run again: it must still make
+    # one marker record (found by two consumers sharing a group: the service crashed on it).
+    feed, done, other = Feed(), uuid.uuid4(), uuid.uuid4()
+    _finish(feed, done, T0)
+    feed.commit()
+    feed(_event(done, 3, "graph_completed", T0 + 2))  # a redelivery: a duplicate
+    feed.commit()
+    feed(_event(other, 1, "graph_started", T0 + 3 + int(GRACE_S * S)))
+    records = feed.commit()
+    key = str(done).encode()
+    assert [value is not None for _, k, value in records if k == key] == [True]
+    assert feed.service.stats.markers_made == 1
