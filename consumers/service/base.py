@@ -57,7 +57,7 @@ class ServiceBase:
     ) -> None:
         self.config = config
         self.edge: FoldEdge = edge if edge is not None else FoldEdge.default()
-        self._store = PartitionStore(self.edge, config.lifecycle)
+        self._store = PartitionStore(self.edge, config.lifecycle, wall_clock)
         self.gauges: dict[str, int] = {}
         """What the state store held at the last commit (:meth:`PartitionStore.gauges`);
         replaced whole, so a metrics scrape on another thread reads one consistent set."""

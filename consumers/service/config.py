@@ -83,6 +83,8 @@ class Lifecycle:
     """Decoded runs held; over it idle RUNNING runs are paged out to packed bytes."""
     max_buffered_events: int = 100_000
     """Events in all watched reorder buffers; over it the oldest buffers are flushed."""
+    max_clock_skew_ns: int = 3_600_000_000_000
+    """How far past the wall clock an event time may move a partition's clock."""
 
 
 class TopicSet(Protocol):
@@ -162,6 +164,13 @@ class ServiceConfig:
     fail_stalled_runs: bool = False
     """End a stalled run as FAILED (an error in its outputs says why) instead of only
     flagging it; by default only the agent's own events change a run's status."""
+    max_clock_skew_s: float = 3600.0
+    """How far past the wall clock an event's time may move its partition's clock (the
+    clock of the reorder buffers, the finished-run grace and retention, and of forgetting).
+    An event stamped later is folded as usual but moves no partition clock: one record
+    stamped in the year 2262 (valid Avro, a broken agent clock or a hostile one) would
+    otherwise expire every buffer and forget every finished run of its partition, and
+    make every new run's first event look ``forgotten_run``."""
     publish_duplicates: bool = False
     """Also publish a ``duplicate`` violation to ``agent-run-violations`` for every dropped
     duplicate. Off by default: duplicates are counted (the run's ``duplicates``, the
@@ -177,7 +186,7 @@ class ServiceConfig:
                 f"stall_after_s must be more than 0 seconds (and finite), got "
                 f"{self.stall_after_s!r}: a RUNNING run silent that long is flagged stalled"
             )
-        for name in ("finished_grace_s", "finished_retention_s"):
+        for name in ("finished_grace_s", "finished_retention_s", "max_clock_skew_s"):
             value = getattr(self, name)
             if not 0 < value < _SECONDS_MAX:  # also refuses NaN and infinity
                 raise ConfigError(
@@ -208,6 +217,7 @@ class ServiceConfig:
             max_markers=self.max_markers,
             max_active_runs=self.max_active_runs,
             max_buffered_events=self.max_buffered_events,
+            max_clock_skew_ns=round(self.max_clock_skew_s * 1e9),
         )
 
     @classmethod

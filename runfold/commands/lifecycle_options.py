@@ -78,6 +78,15 @@ def lifecycle_options(command: F) -> F:
             "tombstone) and an older event of it is a forgotten_run violation.",
         ),
         click.option(
+            "--max-clock-skew",
+            "max_clock_skew_s",
+            type=Duration(),
+            default=defaults.max_clock_skew_s,
+            show_default="1h",
+            help="How far past the wall clock an event's time may move its partition's "
+            "clock (reorder bound, grace, retention); an event stamped later still folds.",
+        ),
+        click.option(
             "--max-markers",
             type=click.IntRange(min=1),
             default=defaults.max_markers,
