@@ -66,7 +66,7 @@ from consumers.service.errors import (
 )
 from consumers.service.outputs import _encoding_error
 from consumers.service.recovery import ServiceRecovery, _PauseWatch
-from consumers.service.restore import position
+from consumers.service.restore import position, release_freed_memory
 from consumers.service.stats import ServiceStats
 from schemas import Event
 from schemas.errors import RunfoldError
@@ -79,6 +79,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("runfold.consume")
+
+_TRIM_AFTER = 1.0
+"""Seconds without records (and no transaction open) before freed memory is given back."""
 
 _Abort = TransactionAbort
 _ALREADY_THERE = 0.001
@@ -152,6 +155,7 @@ class FoldService(ServiceRecovery):
         last_record = self._clock()
         finishing = False
         committed = self.stats.transactions
+        trimmed = False  # freed memory given back since the last record (see below)
         while True:
             try:
                 try:
@@ -165,6 +169,13 @@ class FoldService(ServiceRecovery):
                     now = self._clock()
                     if got:
                         last_record = now
+                        trimmed = False
+                    elif not trimmed and not self._in_txn and now - last_record >= _TRIM_AFTER:
+                        # A burst is over: what its fetches and encodings freed goes back to
+                        # the system, so the process's RSS is its state, not its busiest
+                        # moment (a few ms, once per quiet spell).
+                        release_freed_memory()
+                        trimmed = True
                     if self._in_txn and (
                         self._txn_events >= cfg.batch_size
                         or (now - self._txn_started) * 1000 >= cfg.txn_interval_ms

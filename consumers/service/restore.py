@@ -45,6 +45,7 @@ __all__ = [
     "iter_partition",
     "position",
     "read_latest_by_key",
+    "release_freed_memory",
     "rebuild_partition",
 ]
 
@@ -219,17 +220,18 @@ def read_latest_by_key(
                     del pending[partition]  # type: ignore[arg-type]
     finally:
         consumer.close()
-        _release_freed_memory()
+        release_freed_memory()
     for p, count in counts.items():
         result[p].records = count
     return result
 
 
-def _release_freed_memory() -> None:
-    """Give the memory the restore's consumer freed back to the system (glibc only).
+def release_freed_memory() -> None:
+    """Give memory freed in the process back to the system (glibc only).
 
     librdkafka's threads fetch and decompress into their own malloc arenas; freed,
     that memory stays in the process (about 100 B per restored run) unless trimmed.
+    Called after a restore and when the service goes idle after a burst of records.
     """
     try:
         libc = ctypes.CDLL(None)

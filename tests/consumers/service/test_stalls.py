@@ -337,3 +337,45 @@ def test_a_finished_run_leaves_the_watch() -> None:
     offline.commit_at(int(WALL) + MIN)
     seen = offline.service._stalls._seen[0]
     assert list(seen) == [str(running).encode()]
+
+
+def test_a_quiet_service_gives_freed_memory_back_once_per_quiet_spell(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # After a burst the process's RSS should be its state, not its busiest moment: freed
+    # memory is given back (malloc_trim) once a second passes with no record, not each turn.
+    off = _Offline()
+    service = off.service
+    service._assigned = True
+    trims: list[float] = []
+    monkeypatch.setattr(
+        "consumers.service.loop.release_freed_memory", lambda: trims.append(off.monotonic[0])
+    )
+    consumer = service._consumer
+    assert isinstance(consumer, _IdleConsumer)
+    run = uuid.uuid4()
+    polls = 0
+
+    def poll(timeout: float) -> Message | None:
+        nonlocal polls
+        polls += 1
+        off.monotonic[0] += 0.5
+        if polls == 30:
+            service.stop()
+        if polls == 10:
+            event = _event(run, 1, "graph_started")
+            return Message(
+                topic="ev", partition=0, offset=0, key=str(run).encode(), value=encode_event(event)
+            )
+        return None
+
+    def consume(count: int, timeout: float) -> list[Message]:
+        off.monotonic[0] += max(timeout, 0.01)  # time passes (a float timeout may round to 0)
+        return []
+
+    consumer.poll = poll  # type: ignore[method-assign, assignment]
+    consumer.consume = consume  # type: ignore[method-assign]
+    service._loop()
+    assert service.stats.applied == 1
+    assert len(trims) == 2, trims  # the quiet start, and the quiet spell after the record
+    assert trims[1] > 5.0  # after the record (at 5 s of the loop's clock), not before
