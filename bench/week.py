@@ -14,8 +14,10 @@ same group (everything is committed, so it restores and consumes nothing):
 - RSS growth over the fold, ``g = RSS at the end - RSS at assignment``, at both sizes gives
   the cost of a marker ``(g2 - g1) / (markers2 - markers1)`` and of an active run
   ``(g1 - markers1 * marker) / active``;
-- the restore's own timing at both sizes: with a retention shorter than the week, the
-  larger fleet has more runs ever finished but the same runs within the retention.
+- the restore's own timing at both sizes: with a retention shorter than the week (a day,
+  :data:`RETENTION`, unless the options give one), the larger fleet has four times the
+  runs ever finished of the smaller but the same markers within the retention; the
+  changelog is compacted by the broker (:data:`_CHANGELOG_CLEANING`) before the restore.
 
 Records are spliced from templates (the run id, seq and timestamp written into the
 encoded bytes of four template events), not built as models: a million runs are four
@@ -50,6 +52,23 @@ _DAY_NS = 86_400 * _NS
 _RUN_NS = 4 * _NS
 """Event time from a run's first event to its last."""
 _KINDS = ("GraphStarted", "NodeEntered", "NodeExited", "GraphCompleted")
+RETENTION = "--finished-retention=1d"
+"""The stage's retention unless its consume options give one: a day of a week, so that the
+larger week has four times the runs ever finished of the smaller but the same markers."""
+_CHANGELOG_CLEANING = {
+    # The broker's log cleaner compacts only closed segments whose dirty share exceeds the
+    # ratio, and keeps a tombstone delete.retention.ms after that: small segments and no
+    # lag, so that the forgotten runs' records are gone before the restore reads the topic.
+    "cleanup.policy": "compact",
+    "segment.bytes": str(4 * 2**20),
+    "min.cleanable.dirty.ratio": "0.01",
+    "min.compaction.lag.ms": "0",
+    "delete.retention.ms": "1000",
+}
+_CLEANER_WAIT = 35.0
+"""Seconds between the fold and the restore: two passes of the cleaner (15 s apart by
+default), the second removing the tombstones the first kept. Not for small weeks (the
+``--quick`` run), whose restore takes a second either way."""
 
 
 def _templates() -> dict[str, bytes]:
@@ -156,11 +175,15 @@ def _fold_and_restore(
     fleet: WeekFleet,
     consume_args: list[str],
     timeout: float,
+    cleaner_wait: float,
 ) -> _Folded:
     events_topic = f"{prefix}events"
     create_topic(admin, events_topic, partitions)
     topics = ServiceTopics.own(events_topic, prefix)
-    topics.create(admin, partitions)
+    create_topic(admin, topics.runs, partitions, {"cleanup.policy": "compact"})
+    create_topic(admin, topics.changelog, partitions, _CHANGELOG_CLEANING)
+    create_topic(admin, topics.violations, partitions)
+    create_topic(admin, topics.dlq, partitions)
     _load(bootstrap, events_topic, fleet)
     targets = end_offsets(bootstrap, events_topic, partitions)
     group = f"{prefix}group"
@@ -181,6 +204,7 @@ def _fold_and_restore(
     finally:
         service.stop()
     growth = after - before if after is not None and before is not None else None
+    time.sleep(cleaner_wait)
     again = start_service(
         bootstrap, topics, group, "exactly-once", until_idle=3.0, extra=consume_args
     )
@@ -211,6 +235,8 @@ def measure_week(
     timeout: float = 1800.0,
 ) -> list[Measurement]:
     """The week at ``runs // 4`` and ``runs`` finished runs, ``active`` open ones at both."""
+    if not any(arg.startswith("--finished-retention") for arg in consume_args):
+        consume_args = (*consume_args, RETENTION)
     small, large = (
         _fold_and_restore(
             bootstrap,
@@ -220,6 +246,7 @@ def measure_week(
             WeekFleet(n, active, days * n / runs),
             list(consume_args),
             timeout,
+            _CLEANER_WAIT if runs >= 100_000 else 0.0,
         )
         for size, n in (("s", runs // 4), ("l", runs))
     )
