@@ -11,9 +11,10 @@ shorter than the week: those are forgotten and tombstoned).
 Two sizes are folded, each by a fresh service, then restored by a second instance of the
 same group (everything is committed, so it restores and consumes nothing):
 
-- RSS growth over the fold, ``g = RSS at the end - RSS at assignment``, at both sizes gives
-  the cost of a marker ``(g2 - g1) / (markers2 - markers1)`` and of an active run
-  ``(g1 - markers1 * marker) / active``;
+- the RSS the week left, ``RSS when all is committed and the service idle - RSS of the same
+  service idle before the first event`` (both after the service gave freed memory back),
+  against the issue's budget: 1 KiB per active run plus 100 B per finished-run marker
+  held (the markers are the second instance's restored runs less the active ones);
 - the restore's own timing at both sizes: with a retention shorter than the week (a day,
   :data:`RETENTION`, unless the options give one), the larger fleet has four times the
   runs ever finished of the smaller but the same markers within the retention; the
@@ -65,6 +66,9 @@ _CHANGELOG_CLEANING = {
     "min.compaction.lag.ms": "0",
     "delete.retention.ms": "1000",
 }
+_QUIET = 3.0
+"""Seconds of no records before an RSS reading: the service gives freed memory back after
+one (``consumers.service.loop``), and a commit interval passes for the lifecycle."""
 _CLEANER_WAIT = 35.0
 """Seconds between the fold and the restore: two passes of the cleaner (15 s apart by
 default), the second removing the tombstones the first kept. Not for small weeks (the
@@ -184,20 +188,21 @@ def _fold_and_restore(
     create_topic(admin, topics.changelog, partitions, _CHANGELOG_CLEANING)
     create_topic(admin, topics.violations, partitions)
     create_topic(admin, topics.dlq, partitions)
-    _load(bootstrap, events_topic, fleet)
-    targets = end_offsets(bootstrap, events_topic, partitions)
     group = f"{prefix}group"
     service = start_service(
-        bootstrap, topics, group, "exactly-once", until_idle=120.0, extra=consume_args
+        bootstrap, topics, group, "exactly-once", until_idle=600.0, extra=consume_args
     )
     try:
-        started = service.wait_mark("restored", 120)
-        time.sleep(0.5)
-        before = rss_bytes(service.pid)
+        service.wait_mark("restored", 120)
+        time.sleep(_QUIET)
+        before = rss_bytes(service.pid)  # idle, nothing folded, freed memory given back
+        started = time.monotonic()
+        _load(bootstrap, events_topic, fleet)
+        targets = end_offsets(bootstrap, events_topic, partitions)
         done = wait_committed(
             bootstrap, group, events_topic, targets, timeout=timeout, alive=service.alive
         )
-        time.sleep(2.0)  # the last commit's garbage, and a commit interval for the lifecycle
+        time.sleep(_QUIET)
         after = rss_bytes(service.pid)
         service.proc.terminate()
         service.finish(timeout=60)
@@ -255,31 +260,28 @@ def measure_week(
         f"{small.fleet.days:g} and {large.fleet.days:g} days of event time, {active:,} "
         f"open; {partitions} partitions; `runfold consume {' '.join(consume_args)}`"
     )
-    marker = active_cost = None
-    if small.growth is not None and large.growth is not None:
-        marker = (large.growth - small.growth) / (large.fleet.runs - small.fleet.runs)
-        active_cost = (small.growth - small.fleet.runs * marker) / active
+    rows = []
+    for name, folded in (("small", small), ("large", large)):
+        markers = max(0, folded.restored - active)
+        budget = active * 1024 + markers * 100
+        held = active + markers
+        rows.append(
+            Measurement(
+                f"week.rss.{name}",
+                STAGE_WEEK,
+                f"RSS the week left, {folded.fleet.runs:,} runs finished",
+                None if folded.growth is None else folded.growth / 2**20,
+                "MiB",
+                detail=f"{detail}. {active:,} active runs + {markers:,} markers held: "
+                f"{(folded.growth or 0) / max(1, held):,.0f} B per run held; budget "
+                f"{budget / 2**20:,.1f} MiB (1 KiB per active run + 100 B per marker); "
+                "RSS idle after the fold - RSS idle before it",
+                valid=folded.growth is not None,
+                extra={"growth": folded.growth, "budget": budget, "markers": markers},
+            )
+        )
     return [
-        Measurement(
-            "week.rss_per_marker",
-            STAGE_WEEK,
-            "RSS per finished-run marker",
-            marker,
-            "B",
-            detail="(fold growth of the large week - the small one's) / "
-            "(finished runs between them); " + detail,
-            valid=marker is not None,
-            extra={"growth": [small.growth, large.growth]},
-        ),
-        Measurement(
-            "week.rss_per_active_run",
-            STAGE_WEEK,
-            "RSS per active run after a week",
-            active_cost,
-            "B",
-            detail="(fold growth of the small week - its markers' share) / open runs",
-            valid=active_cost is not None,
-        ),
+        *rows,
         *(
             Measurement(
                 f"week.restore_seconds.{name}",

@@ -92,8 +92,8 @@ def test_quick_bench_measures_every_stage(kafka_bootstrap: str, tmp_path: Path) 
     found = {m["key"]: m for m in report["measurements"]}
     for key in ("client.produce", "client.consume", "broker.produce", "broker.consume",
                 "runfold.produce", "runfold.fold.eos", "runfold.fold.alo",
-                "latency.p50", "latency.p99", "restore.seconds", "week.rss_per_marker",
-                "week.rss_per_active_run", "week.restore_seconds.small",
+                "latency.p50", "latency.p99", "restore.seconds", "week.rss.small",
+                "week.rss.large", "week.restore_seconds.small",
                 "week.restore_seconds.large",
                 "client.serializing", "runfold.fold.eos.confluent", "runfold.fold.eos.faulty",
                 "runfold.fold.eos.large", "memory.rss_per_active_run"):
