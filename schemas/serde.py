@@ -28,7 +28,6 @@ import math
 import re
 import threading
 from collections.abc import Callable
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 __all__ = [
@@ -57,23 +56,14 @@ _encoder = json.JSONEncoder(
 )
 _json_dumps = _encoder.encode
 
-# The same, keys sorted: the canonical text of a value (canonical_dumps). The C scanner
-# is built once (JSONEncoder.encode builds one per call, half of the cost on a small
-# payload): c_make_encoder is json.encoder's own, None where the C module is missing.
+# The same, keys sorted: the canonical text of a value (canonical_dumps). Through the
+# public JSONEncoder only: json.encoder's private c_make_encoder would save building its
+# scanner per call, but the project uses no CPython private API.
 _sorted_encoder = json.JSONEncoder(
     ensure_ascii=False, check_circular=False, allow_nan=True, separators=(",", ":"),
     default=_not_json, sort_keys=True,
 )
-_c_sorted = (
-    None if c_make_encoder is None
-    else c_make_encoder(None, _not_json, encode_basestring, None, ":", ",", True, False, True)
-)
-
-
-def _json_dumps_sorted(value: Any) -> str:
-    if _c_sorted is None or isinstance(value, str):
-        return _sorted_encoder.encode(value)
-    return "".join(_c_sorted(value, 0))
+_json_dumps_sorted = _sorted_encoder.encode
 
 quote: Callable[[str], str] = _encoder.encode
 """A JSON string literal with serde_json's escapes (``quote("a\\n") == '"a\\\\n"'``):
