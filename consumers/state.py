@@ -23,6 +23,7 @@ from uuid import UUID
 from pydantic import JsonValue
 
 from schemas import MAX_REORDER_DELAY_NS, Event, Run, RunStatus, Timestamp, Violation, ViolationKind
+from schemas.avro_binary import LAYOUTS
 from schemas.errors import RunfoldError
 
 __all__ = [
@@ -142,28 +143,9 @@ class Outcome(NamedTuple):
     """True when this resolves an event buffered earlier."""
 
 
-COUNTER_NAMES: tuple[str, ...] = (
-    "events_applied",
-    "nodes_entered",
-    "nodes_exited",
-    "node_failures",
-    "tool_calls",
-    "tool_returns",
-    "tool_failures",
-    "retries",
-    "checkpoints_saved",
-    "checkpoints_restored",
-    "checkpoints_deleted",
-    "state_updates",
-    "messages",
-    "interrupts",
-    "duplicates",
-    "unverified_duplicates",
-    "events_buffered",
-    "violations_dropped",
-    "missing_ranges_dropped",
-)
-"""The integer counters of a :class:`RunState`, in the order the Avro record lists them."""
+COUNTER_NAMES: tuple[str, ...] = tuple(name for name, _ in LAYOUTS["RunCounters"])
+"""The integer counters of a :class:`RunState`, in the order the Avro record lists them
+(one list: :data:`schemas.avro_binary.LAYOUTS`, checked against ``RunState.avsc``)."""
 
 _RUN_FIELDS = (
     "run_id",
