@@ -1,7 +1,9 @@
 """Helpers for the folding-service tests: load a fleet, run ``runfold consume``, read results.
 
 Everything goes through the real broker and the real CLI (as a subprocess), so a
-kill -9 or SIGSTOP hits a process exactly as it would in production.
+kill -9 or SIGSTOP hits a process exactly as it would in production; except
+:class:`OfflineService`, the one stand-in for the unit tests of the service's own
+decisions (no broker: a recording producer, an idle consumer, the test's clocks).
 """
 
 from __future__ import annotations
@@ -10,26 +12,27 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Producer
+from confluent_kafka import Message, Producer
 
 from clients.settings import TopicNames
-from consumers.service.edge import FoldEdge
-
-if TYPE_CHECKING:
-    from consumers.service import FoldService
 from consumers.lifecycle import Marker
+from consumers.service.edge import FoldEdge
 from consumers.service.restore import iter_partition, read_latest_by_key
 from consumers.state import RunState
 from consumers.state_bytes import MARKER_HEADER, read_marker
 from producers import FaultRates, Fleet, FleetConfig
 from producers.kafka import DEFAULT_PRODUCER_CONFIG
-from schemas import Violation
+from schemas import Event, Timestamp, Violation, ViolationKind
 from schemas.codec import decode_violation, encode_event
+
+if TYPE_CHECKING:
+    from consumers.service import FoldService
 
 ALL_FAULTS = "gap=0.05,dup=0.05,conflict=0.05,after_end=0.05,corrupt=0.05,reorder=0.05"
 
@@ -227,11 +230,23 @@ def edge_with(**methods: Any) -> FoldEdge:
     return edge
 
 
+WALL = Timestamp.parse("2026-12-06T21:00:00Z")
+"""Where an :class:`OfflineService`'s wall clock starts (ns)."""
+POLL_STEP_NS = 60 * 10**9
+"""Wall time each poll of an :class:`OfflineService`'s idle consumer lets pass."""
+
+
 class RecordingProducer:
-    """Stands in for the transactional producer: keeps what the service would send."""
+    """Stands in for the transactional producer: keeps what the service would send, and the
+    calls of a commit in the same order (as the topics ``<offsets>`` and ``<commit>``)."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed."""
+        return sum(topic == "<commit>" for topic, _ in self.sent)
 
     def produce(self, topic: str, **kwargs: Any) -> None:
         self.sent.append((topic, kwargs))
@@ -239,26 +254,140 @@ class RecordingProducer:
     def poll(self, timeout: float = 0) -> int:
         return 0
 
+    def flush(self, timeout: float = 0) -> int:
+        return 0
+
+    def begin_transaction(self) -> None:
+        pass
+
+    def send_offsets_to_transaction(self, offsets: Any, metadata: Any, timeout: float) -> None:
+        self.sent.append(("<offsets>", {"offsets": offsets}))
+
+    def commit_transaction(self, timeout: float) -> None:
+        self.sent.append(("<commit>", {}))
+
+
+class IdleConsumer:
+    """Stands in for the consumer: nothing to read, and each poll lets ``POLL_STEP_NS`` of
+    the offline service's wall time pass."""
+
+    def __init__(self, offline: OfflineService) -> None:
+        self.offline = offline
+
+    def consumer_group_metadata(self) -> None:
+        return None
+
+    def poll(self, timeout: float) -> Message | None:
+        self.offline.wall += POLL_STEP_NS
+        return None
+
+    def consume(self, count: int, timeout: float) -> list[Message]:
+        return []
+
+    def commit(self, **_: Any) -> None:
+        return None
+
+
+class OfflineService:
+    """A FoldService with no broker: its producer records what it would send
+    (:class:`RecordingProducer`), its consumer has nothing to read (:class:`IdleConsumer`),
+    its clocks are the test's (``wall``, ns from :data:`WALL`; ``monotonic``, s). A test
+    hands it consumed records (``fold*``, offsets counting up), commits as the loop does
+    (``commit``), and reads the states and records. ``options``: other ServiceConfig
+    fields (the lifecycle's, the bounds, the stall watch)."""
+
+    def __init__(self, edge: FoldEdge | None = None, **options: Any) -> None:
+        from consumers.service import FoldService, ServiceConfig
+
+        config = ServiceConfig(
+            kafka={},
+            events_topic="ev",
+            dlq_topic="dlq",
+            violations_topic="viol",
+            runs_topic="runs",
+            changelog_topic="changelog",
+            **options,
+        )
+        self.wall = int(WALL)
+        self.monotonic = 0.0
+        self.offset = 0
+        """The offset of the next record folded."""
+        self.service = FoldService(
+            config, edge=edge, wall_clock=lambda: self.wall, clock=lambda: self.monotonic
+        )
+        self.producer = RecordingProducer()
+        self.consumer = IdleConsumer(self)
+        self.service._producer = self.producer  # type: ignore[assignment]
+        self.service._consumer = self.consumer  # type: ignore[assignment]
+
+    def fold(self, *events: Event, partition: int = 0) -> None:
+        """Fold ``events`` as one consumed batch of ``partition``."""
+        self.fold_batch([(partition, event) for event in events])
+
+    def fold_batch(self, events: Iterable[tuple[int, Event]]) -> None:
+        """Fold ``(partition, event)`` pairs as one consumed batch."""
+        self.fold_bytes((p, str(e.run_id).encode(), encode_event(e)) for p, e in events)
+
+    def fold_bytes(self, records: Iterable[tuple[int, bytes | None, bytes | None]]) -> None:
+        """Fold ``(partition, key, value)`` records as one consumed batch."""
+        msgs = []
+        for partition, key, value in records:
+            msgs.append(
+                Message(topic="ev", partition=partition, offset=self.offset, key=key, value=value)
+            )
+            self.offset += 1
+        self.service._fold_batch(msgs)
+
+    def commit(self, at: int | None = None) -> list[tuple[int, bytes, bytes | None]]:
+        """Commit as the loop does (a transaction opened if none is), the wall clock at
+        ``at`` if given; the changelog records written, as ``(partition, key, value)``
+        (None: a tombstone)."""
+        if at is not None:
+            self.wall = at
+        before = len(self.producer.sent)
+        self.service._ensure_txn()
+        self.service._commit()
+        return [
+            (kw["partition"], kw["key"], kw["value"])
+            for topic, kw in self.producer.sent[before:]
+            if topic == "changelog"
+        ]
+
+    def violations(self, run: uuid.UUID) -> list[Violation]:
+        """The run's violations published so far."""
+        return [decode_violation(kw["value"]) for kw in self.records("viol", run)]
+
+    def violation_kinds(self, run: uuid.UUID) -> list[ViolationKind]:
+        """The kinds of the run's violations published so far."""
+        return [violation.kind for violation in self.violations(run)]
+
+    def records(self, topic: str, run: uuid.UUID | None = None) -> list[dict[str, Any]]:
+        """What was produced to ``topic`` (of ``run`` only, if given), in order."""
+        key = None if run is None else str(run).encode()
+        return [
+            kw
+            for name, kw in self.producer.sent
+            if name == topic and (key is None or kw["key"] == key)
+        ]
+
+    def written(self, run: uuid.UUID) -> list[RunState]:
+        """The run's states as written to the changelog, each checked against the summary
+        written beside it to agent-runs (stalled_since is in both)."""
+        edge = self.service.edge
+        states = [edge.decode_state(kw["value"]) for kw in self.records("changelog", run)]
+        summaries = [edge.read_run(kw["value"]).state for kw in self.records("runs", run)]
+        assert [s.stalled_since for s in summaries] == [s.stalled_since for s in states]
+        return states
+
+    def state(self, run: uuid.UUID, partition: int = 0) -> RunState:
+        """The run's state in the store (decoded)."""
+        return self.service._store.runs[partition][str(run).encode()]
+
 
 def offline_service(
     edge: FoldEdge | None = None, **options: Any
 ) -> tuple[FoldService, RecordingProducer]:
-    """A FoldService with no broker: a transaction open, its outputs recorded, so a test
-    can hand ``_fold_batch`` consumed messages and look at states and records.
-    ``options``: other ServiceConfig fields (the lifecycle's, the bounds)."""
-    from consumers.service import FoldService, ServiceConfig
-
-    config = ServiceConfig(
-        kafka={},
-        events_topic="ev",
-        dlq_topic="dlq",
-        violations_topic="viol",
-        runs_topic="runs",
-        changelog_topic="changelog",
-        **options,
-    )
-    service = FoldService(config, edge=edge)
-    producer = RecordingProducer()
-    service._producer = producer  # type: ignore[assignment]
-    service._in_txn = True
-    return service, producer
+    """An :class:`OfflineService`'s service and producer, a transaction open."""
+    offline = OfflineService(edge, **options)
+    offline.service._in_txn = True
+    return offline.service, offline.producer

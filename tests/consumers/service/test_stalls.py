@@ -1,140 +1,30 @@
 """The service flags runs gone silent (wall clock): once, written and published in the
 transaction, cleared by an event; restored runs wait from the restore; idle service too.
 
-No broker: a FoldService with a recording transactional producer, an injected wall clock
-and the consumer's few calls stubbed (service_fixtures.offline_service's approach).
+No broker: service_fixtures.OfflineService (a recording transactional producer, an idle
+consumer, the test's wall clock).
 """
 
 from __future__ import annotations
 
 import math
 import uuid
-from typing import Any
 
 import pytest
 from confluent_kafka import Message
-from service_fixtures import RecordingProducer
+from service_fixtures import WALL, IdleConsumer, OfflineService
 
-from consumers.service import FoldService, ServiceConfig
-from consumers.state import RunState
+from consumers.service import ServiceConfig
 from consumers.state_bytes import pack_stored
 from schemas import EVENT_KINDS, Event, RunStatus, Timestamp, Violation, ViolationKind
-from schemas.codec import decode_violation, encode_event
+from schemas.codec import encode_event
 from schemas.errors import ConfigError
 
 pytestmark = pytest.mark.unit
 
 T0 = Timestamp.parse("2024-05-01T12:00:00Z")  # event time
-WALL = Timestamp.parse("2026-12-06T21:00:00Z")  # wall clock at the start
 MIN = 60 * 10**9
 AFTER = 30 * MIN
-
-
-class _TxnProducer(RecordingProducer):
-    """A recording producer that also takes the transactional calls of a commit."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.commits = 0
-
-    def begin_transaction(self) -> None:
-        pass
-
-    def send_offsets_to_transaction(self, *args: Any) -> None:
-        pass
-
-    def commit_transaction(self, *args: Any) -> None:
-        self.commits += 1
-
-    def flush(self, *args: Any) -> int:
-        return 0
-
-
-class _IdleConsumer:
-    """A consumer with nothing to read: each poll lets ``step_ns`` of wall time pass."""
-
-    def __init__(self, wall: list[int], step_ns: int) -> None:
-        self.wall, self.step_ns = wall, step_ns
-
-    def consumer_group_metadata(self) -> None:
-        return None
-
-    def poll(self, timeout: float) -> None:
-        self.wall[0] += self.step_ns
-
-    def consume(self, count: int, timeout: float) -> list[Message]:
-        return []
-
-
-class _Offline:
-    def __init__(self, **options: Any) -> None:
-        config = ServiceConfig(
-            kafka={},
-            events_topic="ev",
-            dlq_topic="dlq",
-            violations_topic="viol",
-            runs_topic="runs",
-            changelog_topic="changelog",
-            **options,
-        )
-        self.wall = [int(WALL)]
-        self.monotonic = [0.0]
-        self.service = FoldService(
-            config, wall_clock=lambda: self.wall[0], clock=lambda: self.monotonic[0]
-        )
-        self.producer = _TxnProducer()
-        self.service._producer = self.producer  # type: ignore[assignment]
-        self.service._consumer = _IdleConsumer(self.wall, MIN)  # type: ignore[assignment]
-        self.offset = 0
-
-    def fold(self, *events: Event, partition: int = 0) -> None:
-        msgs = []
-        for event in events:
-            msgs.append(
-                Message(
-                    topic="ev",
-                    partition=partition,
-                    offset=self.offset,
-                    key=str(event.run_id).encode(),
-                    value=encode_event(event),
-                )
-            )
-            self.offset += 1
-        self.service._fold_batch(msgs)
-
-    def commit_at(self, wall_ns: int) -> None:
-        self.wall[0] = wall_ns
-        self.service._ensure_txn()
-        self.service._commit()
-
-    def violations(self, run: uuid.UUID) -> list[Violation]:
-        key = str(run).encode()
-        return [
-            decode_violation(kw["value"])
-            for topic, kw in self.producer.sent
-            if topic == "viol" and kw["key"] == key
-        ]
-
-    def written(self, run: uuid.UUID) -> list[RunState]:
-        """The run's states as written to the changelog, each checked against the summary
-        written beside it to agent-runs (stalled_since is in both)."""
-        key = str(run).encode()
-        edge = self.service.edge
-        states = [
-            edge.decode_state(kw["value"])
-            for topic, kw in self.producer.sent
-            if topic == "changelog" and kw["key"] == key
-        ]
-        summaries = [
-            edge.read_run(kw["value"]).state
-            for topic, kw in self.producer.sent
-            if topic == "runs" and kw["key"] == key
-        ]
-        assert [s.stalled_since for s in summaries] == [s.stalled_since for s in states]
-        return states
-
-    def state(self, run: uuid.UUID, partition: int = 0) -> RunState:
-        return self.service._store.runs[partition][str(run).encode()]
 
 
 def _event(run: uuid.UUID, seq: int, kind: str = "tool_called") -> Event:
@@ -155,17 +45,17 @@ def _stalled(violations: list[Violation]) -> list[Violation]:
 
 
 def test_a_silent_run_is_flagged_once_written_and_published() -> None:
-    off = _Offline()
+    off = OfflineService()
     silent, done, busy = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     off.fold(_event(silent, 1, "graph_started"), _event(silent, 2))
     off.fold(_event(done, 1, "graph_started"), _event(done, 2, "graph_completed"))
     off.fold(_event(busy, 1, "graph_started"))
-    off.commit_at(WALL)
+    off.commit(at=WALL)
     off.fold(_event(busy, 2))
-    off.commit_at(WALL + AFTER - 1)
+    off.commit(at=WALL + AFTER - 1)
     assert not _stalled(off.violations(silent))  # not yet
     off.fold(_event(busy, 3))
-    off.commit_at(WALL + AFTER)
+    off.commit(at=WALL + AFTER)
 
     [violation] = _stalled(off.violations(silent))
     assert (violation.first_seq, violation.last_seq) == (2, 2)
@@ -182,7 +72,7 @@ def test_a_silent_run_is_flagged_once_written_and_published() -> None:
 
     # Silent for much longer: not flagged again, not written again.
     runs_records = len(off.written(silent))
-    off.commit_at(WALL + 10 * AFTER)
+    off.commit(at=WALL + 10 * AFTER)
     assert len(_stalled(off.violations(silent))) == 1
     assert len(off.written(silent)) == runs_records
     assert len(_stalled(off.violations(busy))) == 1  # silent since its last event, now
@@ -190,35 +80,35 @@ def test_a_silent_run_is_flagged_once_written_and_published() -> None:
 
 
 def test_an_event_resumes_the_run_and_clears_the_flag() -> None:
-    off = _Offline()
+    off = OfflineService()
     run = uuid.uuid4()
     off.fold(_event(run, 1, "graph_started"), _event(run, 2))
-    off.commit_at(WALL)
-    off.commit_at(WALL + AFTER)
+    off.commit(at=WALL)
+    off.commit(at=WALL + AFTER)
     assert off.state(run).stalled_since == WALL + AFTER
     off.fold(_event(run, 3))  # the batch lane's path: fold_next
-    off.commit_at(WALL + AFTER + MIN)
+    off.commit(at=WALL + AFTER + MIN)
     assert off.written(run)[-1].stalled_since is None
     assert off.service._stalls.stalled == 0
     # A new silence flags it again, counted from its last event.
-    off.commit_at(WALL + 2 * AFTER)
+    off.commit(at=WALL + 2 * AFTER)
     assert len(_stalled(off.violations(run))) == 1
-    off.commit_at(WALL + 2 * AFTER + MIN)
+    off.commit(at=WALL + 2 * AFTER + MIN)
     assert len(_stalled(off.violations(run))) == 2
     assert off.written(run)[-1].violation_counts[ViolationKind.STALLED] == 2
 
 
 def test_the_fail_option_ends_a_stalled_run_as_failed() -> None:
-    off = _Offline(fail_stalled_runs=True)
+    off = OfflineService(fail_stalled_runs=True)
     run = uuid.uuid4()
     off.fold(_event(run, 1, "graph_started"), _event(run, 2), _event(run, 4))  # 3 lost
-    off.commit_at(WALL)
-    off.commit_at(WALL + AFTER)
+    off.commit(at=WALL)
+    off.commit(at=WALL + AFTER)
     written = off.written(run)[-1]
     assert written.status is RunStatus.FAILED
     assert written.finished_at == WALL + AFTER
     assert written.outputs == {"error": "stalled: no event for 30 min after seq 4"}
-    kinds = [v.kind for v in off.violations(run)]
+    kinds = off.violation_kinds(run)
     assert kinds == [ViolationKind.GAP, ViolationKind.STALLED]  # the buffer given up first
     stats = off.service.stats
     assert stats.released == 1 and stats.balanced(0)
@@ -226,7 +116,7 @@ def test_the_fail_option_ends_a_stalled_run_as_failed() -> None:
 
 
 def test_restored_runs_wait_from_the_restore() -> None:
-    off = _Offline()
+    off = OfflineService()
     service = off.service
     edge = service.edge
     running, finished, flagged = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
@@ -244,10 +134,10 @@ def test_restored_runs_wait_from_the_restore() -> None:
     }
     service._stalls.restored(store, [0], int(WALL))
 
-    off.commit_at(WALL + AFTER - 1)
-    assert not off.producer.sent
-    off.commit_at(WALL + AFTER)
-    assert [v.kind for v in off.violations(running)] == [ViolationKind.STALLED]
+    off.commit(at=WALL + AFTER - 1)
+    assert off.producer.sent == [("<commit>", {})]  # nothing flagged, nothing written
+    off.commit(at=WALL + AFTER)
+    assert off.violation_kinds(running) == [ViolationKind.STALLED]
     assert off.written(running)[-1].stalled_since == WALL + AFTER
     assert not off.violations(flagged) and not off.violations(finished)
     # Only the RUNNING ones were decoded; the finished one is still bytes.
@@ -256,15 +146,15 @@ def test_restored_runs_wait_from_the_restore() -> None:
 
 
 def test_an_idle_service_opens_a_transaction_to_flag() -> None:
-    off = _Offline()
+    off = OfflineService()
     service = off.service
     run = uuid.uuid4()
     off.fold(_event(run, 1, "graph_started"))
-    off.commit_at(WALL)
+    off.commit(at=WALL)
     commits = off.producer.commits
     service._assigned = True
     consumer = service._consumer
-    assert isinstance(consumer, _IdleConsumer)
+    assert isinstance(consumer, IdleConsumer)
     polls = 0
     poll = consumer.poll
 
@@ -292,7 +182,7 @@ def test_stall_after_must_be_positive(value: float) -> None:
 
 
 def test_a_damaged_restored_state_is_skipped_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
-    off = _Offline()
+    off = OfflineService()
     service = off.service
     run = uuid.uuid4()
     state, _ = service.edge.apply(None, _event(run, 1, "graph_started"))
@@ -305,8 +195,8 @@ def test_a_damaged_restored_state_is_skipped_not_fatal(caplog: pytest.LogCapture
         key: pack_stored(key, service.edge.encode_state(state)),
     }
     service._stalls.restored(store, [0], int(WALL))
-    off.commit_at(WALL + AFTER)
-    assert [v.kind for v in off.violations(run)] == [ViolationKind.STALLED]
+    off.commit(at=WALL + AFTER)
+    assert off.violation_kinds(run) == [ViolationKind.STALLED]
     assert any("cannot be read" in r.message for r in caplog.records)
     assert damaged in store._stored[0]  # left for its run's next record to meet
 
@@ -314,27 +204,27 @@ def test_a_damaged_restored_state_is_skipped_not_fatal(caplog: pytest.LogCapture
 def test_a_run_paged_out_over_max_active_runs_is_still_flagged() -> None:
     """Idle runs are the ones paged out (consumers.service.store) and the ones that stall:
     the watch reads a paged-out run's status from its bytes and flags it all the same."""
-    offline = _Offline(stall_after_s=AFTER / 1e9, max_active_runs=1)
+    offline = OfflineService(stall_after_s=AFTER / 1e9, max_active_runs=1)
     idle, busy = uuid.uuid4(), uuid.uuid4()
     offline.fold(_event(idle, 1, "graph_started"), _event(busy, 1, "graph_started"))
-    offline.commit_at(int(WALL))
+    offline.commit(at=int(WALL))
     offline.fold(_event(busy, 2))
-    offline.commit_at(int(WALL) + MIN)  # idle is paged out here
+    offline.commit(at=int(WALL) + MIN)  # idle is paged out here
     store = offline.service._store
     assert str(idle).encode() not in store.runs[0] and offline.service.stats.runs_paged_out == 1
-    offline.commit_at(int(WALL) + AFTER + 1)
-    assert [v.kind for v in offline.violations(idle)] == [ViolationKind.STALLED]
+    offline.commit(at=int(WALL) + AFTER + 1)
+    assert offline.violation_kinds(idle) == [ViolationKind.STALLED]
     assert offline.written(idle)[-1].stalled_since is not None
 
 
 def test_a_finished_run_leaves_the_watch() -> None:
     """The watch holds the runs under way: a run that ended is not kept for stall_after."""
-    offline = _Offline(stall_after_s=AFTER / 1e9)
+    offline = OfflineService(stall_after_s=AFTER / 1e9)
     done, running = uuid.uuid4(), uuid.uuid4()
     offline.fold(_event(done, 1, "graph_started"), _event(running, 1, "graph_started"))
-    offline.commit_at(int(WALL))
+    offline.commit(at=int(WALL))
     offline.fold(_event(done, 2, "graph_completed"))
-    offline.commit_at(int(WALL) + MIN)
+    offline.commit(at=int(WALL) + MIN)
     seen = offline.service._stalls._seen[0]
     assert list(seen) == [str(running).encode()]
 
@@ -344,22 +234,22 @@ def test_a_quiet_service_gives_freed_memory_back_once_per_quiet_spell(
 ) -> None:
     # After a burst the process's RSS should be its state, not its busiest moment: freed
     # memory is given back (malloc_trim) once a second passes with no record, not each turn.
-    off = _Offline()
+    off = OfflineService()
     service = off.service
     service._assigned = True
     trims: list[float] = []
     monkeypatch.setattr(
-        "consumers.service.loop.release_freed_memory", lambda: trims.append(off.monotonic[0])
+        "consumers.service.loop.release_freed_memory", lambda: trims.append(off.monotonic)
     )
     consumer = service._consumer
-    assert isinstance(consumer, _IdleConsumer)
+    assert isinstance(consumer, IdleConsumer)
     run = uuid.uuid4()
     polls = 0
 
     def poll(timeout: float) -> Message | None:
         nonlocal polls
         polls += 1
-        off.monotonic[0] += 0.5
+        off.monotonic += 0.5
         if polls == 30:
             service.stop()
         if polls == 10:
@@ -370,7 +260,7 @@ def test_a_quiet_service_gives_freed_memory_back_once_per_quiet_spell(
         return None
 
     def consume(count: int, timeout: float) -> list[Message]:
-        off.monotonic[0] += max(timeout, 0.01)  # time passes (a float timeout may round to 0)
+        off.monotonic += max(timeout, 0.01)  # time passes (a float timeout may round to 0)
         return []
 
     consumer.poll = poll  # type: ignore[method-assign, assignment]
