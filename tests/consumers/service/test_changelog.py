@@ -1,6 +1,6 @@
 """A changed run writes two records in one commit, and restore reads the changelog.
 
-Offline (no broker; :func:`service_fixtures.offline_service`): every changed run's whole
+Offline (no broker; :class:`service_fixtures.OfflineService`): every changed run's whole
 state goes to the changelog and its summary to ``agent-runs``, same key, same partition
 as its events, before the transaction commits; what the store restores is the
 changelog's; a changelog partition that never had a record is restored once from the
@@ -16,44 +16,19 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from confluent_kafka import Message
-from service_fixtures import RecordingProducer, offline_service
+from service_fixtures import OfflineService
 
-from consumers.service import FoldEdge, FoldService
+from consumers.service import FoldEdge
 from consumers.service import store as store_module
 from consumers.service.restore import RestoredPartition
 from consumers.state import RunState
 from consumers.state_bytes import pack_stored
 from schemas import EVENT_KINDS, Event, Timestamp
-from schemas.codec import encode_event
 
 pytestmark = pytest.mark.unit
 
 T0 = Timestamp.parse("2024-05-01T12:00:00Z")
 MS = 1_000_000
-
-
-class _Committing(RecordingProducer):
-    """The recording producer, with the calls of a commit recorded in order too."""
-
-    def send_offsets_to_transaction(self, offsets: Any, metadata: Any, timeout: float) -> None:
-        self.sent.append(("<offsets>", {"offsets": offsets}))
-
-    def commit_transaction(self, timeout: float) -> None:
-        self.sent.append(("<commit>", {}))
-
-
-class _Consumer:
-    def consumer_group_metadata(self) -> object:
-        return object()
-
-
-def _service() -> tuple[FoldService, _Committing]:
-    service, _ = offline_service()
-    producer = _Committing()
-    service._producer = producer  # type: ignore[assignment]
-    service._consumer = _Consumer()  # type: ignore[assignment]
-    return service, producer
 
 
 def _event(run: uuid.UUID, seq: int, kind: str = "tool_called") -> Event:
@@ -67,42 +42,26 @@ def _event(run: uuid.UUID, seq: int, kind: str = "tool_called") -> Event:
     )
 
 
-def _messages(events: list[tuple[int, Event]], first: int = 0) -> list[Message]:
-    return [
-        Message(
-            topic="ev",
-            partition=partition,
-            offset=offset,
-            key=str(event.run_id).encode(),
-            value=encode_event(event),
-        )
-        for offset, (partition, event) in enumerate(events, first)
-    ]
-
-
-def _written(producer: RecordingProducer, topic: str) -> dict[bytes, tuple[int, bytes | None]]:
-    return {
-        kw["key"]: (kw["partition"], kw["value"]) for name, kw in producer.sent if name == topic
-    }
+def _written(offline: OfflineService, topic: str) -> dict[bytes, tuple[int, bytes | None]]:
+    return {kw["key"]: (kw["partition"], kw["value"]) for kw in offline.records(topic)}
 
 
 def test_each_changed_run_writes_its_state_and_its_summary_before_the_commit() -> None:
-    service, producer = _service()
+    offline = OfflineService()
+    service = offline.service
     a, b = uuid.uuid4(), uuid.uuid4()
-    service._fold_batch(
-        _messages(
-            [
-                (0, _event(a, 1, "graph_started")),
-                (0, _event(a, 2)),
-                (2, _event(b, 1, "graph_started")),
-                (2, _event(b, 3)),  # seq 2 not yet: buffered
-            ]
-        )
+    offline.fold_batch(
+        [
+            (0, _event(a, 1, "graph_started")),
+            (0, _event(a, 2)),
+            (2, _event(b, 1, "graph_started")),
+            (2, _event(b, 3)),  # seq 2 not yet: buffered
+        ]
     )
-    service._commit()
+    offline.commit()
 
     edge = service.edge
-    changelog, runs = _written(producer, "changelog"), _written(producer, "runs")
+    changelog, runs = _written(offline, "changelog"), _written(offline, "runs")
     assert set(changelog) == set(runs) == {str(a).encode(), str(b).encode()}
     for key, (partition, value) in changelog.items():
         assert runs[key][0] == partition == (0 if key == str(a).encode() else 2)
@@ -114,7 +73,7 @@ def test_each_changed_run_writes_its_state_and_its_summary_before_the_commit() -
     assert edge.read_run(runs[str(b).encode()][1] or b"").pending == 1
     assert edge.read_run(runs[str(b).encode()][1] or b"").oldest_pending_at == T0 + 3 * MS
     # Both records of every run are produced before the offsets and the commit.
-    order = [name for name, _ in producer.sent]
+    order = [name for name, _ in offline.producer.sent]
     assert order[-2:] == ["<offsets>", "<commit>"]
     assert order.count("changelog") == order.count("runs") == 2
 
@@ -171,7 +130,7 @@ def test_restore_reads_the_changelog_not_agent_runs(monkeypatch: pytest.MonkeyPa
             "runs": {1: [(key, edge.encode_state(older))]},  # would be a step back
         },
     )
-    service, _ = _service()
+    service = OfflineService().service
     total, empty = service._store.restore({}, "changelog", [1], 10, runs_topic="runs")
     assert (total, empty) == (1, [])
     assert read == ["changelog"]  # agent-runs is not read when the changelog has records
@@ -208,7 +167,8 @@ def test_an_unwritten_changelog_partition_is_restored_from_agent_runs_once(
             },
         },
     )
-    service, producer = _service()
+    offline = OfflineService()
+    service = offline.service
     with caplog.at_level("INFO", logger="runfold.consume"):
         total, empty = service._store.restore({}, "changelog", [0, 1, 2], 10, runs_topic="runs")
     assert read == ["changelog", "runs"]
@@ -221,22 +181,21 @@ def test_an_unwritten_changelog_partition_is_restored_from_agent_runs_once(
     assert service._store.get(2, str(summarized).encode()) is None
 
     # Run b gets an event; a does not: both reach the changelog in the next commit.
-    service._ensure_txn()
-    service._fold_batch(_messages([(0, _event(old_b, 5))]))
-    service._commit()
-    changelog, runs = _written(producer, "changelog"), _written(producer, "runs")
+    offline.fold(_event(old_b, 5))
+    offline.commit()
+    changelog, runs = _written(offline, "changelog"), _written(offline, "runs")
     assert set(changelog) == {str(old_a).encode(), str(old_b).encode()}
     assert edge.decode_state(changelog[str(old_a).encode()][1] or b"") == state_a
     assert edge.decode_state(changelog[str(old_b).encode()][1] or b"").last_seq == 5
     assert set(runs) == {str(old_b).encode()}  # a's old agent-runs record stays as it is
-    assert [name for name, _ in producer.sent].count("changelog") == 2
+    assert len(offline.records("changelog")) == 2
     # Copied once: the next commit has nothing more to copy.
     assert list(service._store.take_copies()) == []
 
 
 def test_an_untouched_migrated_run_is_copied_as_the_bytes_read() -> None:
     """A packed restored run not decoded since is copied byte for byte."""
-    service, _ = _service()
+    service = OfflineService().service
     run = uuid.uuid4()
     key = str(run).encode()
     value = FoldEdge.default().encode_state(_folded_state(run, 2))

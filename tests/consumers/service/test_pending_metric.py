@@ -10,16 +10,15 @@ from __future__ import annotations
 from uuid import UUID
 
 import pytest
-from confluent_kafka import Message
 from prometheus_client import CollectorRegistry
-from service_fixtures import offline_service
+from service_fixtures import OfflineService
 
 from clients.settings import RunfoldSettings
 from consumers import apply_event
 from consumers.service.edge import FoldEdge
 from runfold.live import FleetReader
 from runfold.metrics import instrument_service
-from schemas import Event, Timestamp, codec
+from schemas import Event, Timestamp
 
 pytestmark = pytest.mark.unit
 
@@ -48,7 +47,8 @@ def _samples(registry: CollectorRegistry, name: str) -> dict[str, float]:
 
 
 def test_the_gauges_are_the_buffers_after_a_commit() -> None:
-    service, _ = offline_service(FoldEdge(lane=False))
+    offline = OfflineService(FoldEdge(lane=False))
+    service = offline.service
     registry = CollectorRegistry()
     collector = instrument_service(service, registry)
     events = [
@@ -58,18 +58,7 @@ def test_the_gauges_are_the_buffers_after_a_commit() -> None:
         (0, _event(RUN_B, 1, T0 + 5 * S)),  # the partition's clock moves on
         (1, _event(RUN_B, 1, T0)),  # nothing pending on partition 1
     ]
-    service._fold_batch(
-        [
-            Message(
-                topic="ev",
-                partition=p,
-                offset=o,
-                key=str(e.run_id).encode(),
-                value=codec.encode_event(e),
-            )
-            for o, (p, e) in enumerate(events)
-        ]
-    )
+    offline.fold_batch(events)
     service._expire_buffers()  # what a commit does first: observe, hold to the bound
     collector.note_pending(service._store)
     stats = service._txn_stats
@@ -80,11 +69,7 @@ def test_the_gauges_are_the_buffers_after_a_commit() -> None:
     age = _samples(registry, "runfold_consumer_pending_oldest_age_seconds")
     assert age == {"0": 4.0, "1": 0.0}  # T0+5s (stream time) - T0+1s (oldest pending)
     # seq 2 arrives: nothing pending any more.
-    late = _event(RUN_A, 2, T0 + 6 * S)
-    value = codec.encode_event(late)
-    service._fold_batch(
-        [Message(topic="ev", partition=0, offset=9, key=str(RUN_A).encode(), value=value)]
-    )
+    offline.fold(_event(RUN_A, 2, T0 + 6 * S))
     service._expire_buffers()
     collector.note_pending(service._store)
     assert _samples(registry, "runfold_consumer_pending_events") == {"0": 0.0, "1": 0.0}

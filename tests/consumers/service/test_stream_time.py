@@ -10,13 +10,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from confluent_kafka import Message
-from service_fixtures import RecordingProducer, offline_service
+from service_fixtures import OfflineService
 
-from consumers.service import FoldEdge, FoldService
+from consumers.service import FoldEdge
 from consumers.state import FoldConfig
 from schemas import EVENT_KINDS, Event, RunStatus, Timestamp, ViolationKind
-from schemas.codec import decode_violation, encode_event
 
 pytestmark = pytest.mark.unit
 
@@ -34,53 +32,32 @@ def _event(run: uuid.UUID, seq: int, kind: str, at: int) -> Event:
     )
 
 
-def _service() -> tuple[FoldService, RecordingProducer]:
-    return offline_service(FoldEdge(FoldConfig(max_delay_ns=DELAY)))
-
-
-def _messages(events: list[tuple[int, Event]], first: int = 0) -> list[Message]:
-    """Consumed messages of ``events`` at offsets from ``first`` on."""
-    return [
-        Message(
-            topic="ev",
-            partition=partition,
-            offset=offset,
-            key=str(event.run_id).encode(),
-            value=encode_event(event),
-        )
-        for offset, (partition, event) in enumerate(events, first)
-    ]
+def _service() -> OfflineService:
+    return OfflineService(FoldEdge(FoldConfig(max_delay_ns=DELAY)))
 
 
 def test_a_lost_second_to_last_event_is_declared_when_the_partition_moves_on() -> None:
     lost, other, elsewhere = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    service, producer = _service()
-    service._fold_batch(
-        _messages(
-            [
-                (0, _event(lost, 1, "graph_started", T0)),
-                (0, _event(lost, 3, "graph_completed", T0 + 3 * MS)),  # seq 2 never comes
-                (0, _event(other, 1, "graph_started", T0 + 10 * MS)),
-                # Another partition far ahead: not this partition's clock.
-                (1, _event(elsewhere, 1, "graph_started", T0 + 10 * DELAY)),
-            ]
-        )
+    offline = _service()
+    service = offline.service
+    offline.fold_batch(
+        [
+            (0, _event(lost, 1, "graph_started", T0)),
+            (0, _event(lost, 3, "graph_completed", T0 + 3 * MS)),  # seq 2 never comes
+            (0, _event(other, 1, "graph_started", T0 + 10 * MS)),
+            # Another partition far ahead: not this partition's clock.
+            (1, _event(elsewhere, 1, "graph_started", T0 + 10 * DELAY)),
+        ]
     )
     service._expire_buffers()
     state = service._store.runs[0][str(lost).encode()]
     assert state.status is RunStatus.RUNNING and state.pending_events
 
-    service._fold_batch(
-        _messages([(0, _event(other, 2, "tool_called", T0 + 3 * MS + DELAY + 1))], first=4)
-    )
+    offline.fold(_event(other, 2, "tool_called", T0 + 3 * MS + DELAY + 1))
     service._expire_buffers()
     assert state.status is RunStatus.COMPLETED and state.missing == [(2, 2)]
     assert not state.pending_events
-    gaps = [
-        decode_violation(kwargs["value"])
-        for topic, kwargs in producer.sent
-        if topic == "viol" and kwargs["key"] == str(lost).encode()
-    ]
+    gaps = offline.violations(lost)
     assert [(v.kind, v.first_seq, v.last_seq) for v in gaps] == [(ViolationKind.GAP, 2, 2)]
     assert str(lost).encode() in service._dirty[0]  # written with the transaction
     stats = service._txn_stats
@@ -89,8 +66,9 @@ def test_a_lost_second_to_last_event_is_declared_when_the_partition_moves_on() -
 
 def test_a_state_cleared_on_revoke_forgets_its_clock() -> None:
     run = uuid.uuid4()
-    service, _ = _service()
-    service._fold_batch(_messages([(0, _event(run, 1, "graph_started", T0 + DELAY))]))
+    offline = _service()
+    service = offline.service
+    offline.fold(_event(run, 1, "graph_started", T0 + DELAY))
     service._expire_buffers()
     assert service._store.stream_time[0] == T0 + DELAY
     service._store.clear()
