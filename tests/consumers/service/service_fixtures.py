@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from confluent_kafka import Message, Producer
 
@@ -30,9 +30,6 @@ from producers import FaultRates, Fleet, FleetConfig
 from producers.kafka import DEFAULT_PRODUCER_CONFIG
 from schemas import Event, Timestamp, Violation, ViolationKind
 from schemas.codec import decode_violation, encode_event
-
-if TYPE_CHECKING:
-    from consumers.service import FoldService
 
 ALL_FAULTS = "gap=0.05,dup=0.05,conflict=0.05,after_end=0.05,corrupt=0.05,reorder=0.05"
 
@@ -382,12 +379,3 @@ class OfflineService:
     def state(self, run: uuid.UUID, partition: int = 0) -> RunState:
         """The run's state in the store (decoded)."""
         return self.service._store.runs[partition][str(run).encode()]
-
-
-def offline_service(
-    edge: FoldEdge | None = None, **options: Any
-) -> tuple[FoldService, RecordingProducer]:
-    """An :class:`OfflineService`'s service and producer, a transaction open."""
-    offline = OfflineService(edge, **options)
-    offline.service._in_txn = True
-    return offline.service, offline.producer

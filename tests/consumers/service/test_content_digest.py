@@ -17,11 +17,9 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from confluent_kafka import Message
-from service_fixtures import offline_service
+from service_fixtures import OfflineService
 
 from consumers import apply_event, content_digest
-from consumers.service import FoldService
 from consumers.service.edge import FoldEdge
 from consumers.service.lane import compiled_lane_available
 from consumers.state import RunState
@@ -90,12 +88,9 @@ def _reversed(value: Any) -> Any:
     return value
 
 
-def _fold(service: FoldService, records: list[bytes], first_offset: int = 0) -> None:
-    msgs = [
-        Message(topic="ev", partition=0, offset=first_offset + i, key=KEY, value=value)
-        for i, value in enumerate(records)
-    ]
-    service._fold_batch(msgs)
+def _fold(offline: OfflineService, records: list[bytes], first_offset: int = 0) -> None:
+    offline.offset = first_offset
+    offline.fold_bytes((0, KEY, value) for value in records)
 
 
 def _slot(state: RunState, seq: int) -> int:
@@ -116,8 +111,9 @@ def test_every_encoding_gets_the_library_digest_in_the_service(lane: bool) -> No
     expected = content_digest(event)
     start = codec.encode_event(_event(1, "graph_started", {}))
     for name, value in _encodings(event).items():
-        service, _ = offline_service(FoldEdge(lane=lane))
-        _fold(service, [start, value])
+        offline = OfflineService(FoldEdge(lane=lane))
+        service = offline.service
+        _fold(offline, [start, value])
         state = service._store.runs[0][KEY]
         assert state.last_seq == 2, name
         assert _slot(state, 2) == expected, name
@@ -136,8 +132,9 @@ def test_confluent_framing_gets_the_same_digest(lane: bool) -> None:
     value = codec.encode_event(event, framing="confluent")
     assert value[:1] == b"\x00"
     start = codec.encode_event(_event(1, "graph_started", {}), framing="confluent")
-    service, _ = offline_service(FoldEdge(lane=lane))
-    _fold(service, [start, value])
+    offline = OfflineService(FoldEdge(lane=lane))
+    service = offline.service
+    _fold(offline, [start, value])
     assert _slot(service._store.runs[0][KEY], 2) == content_digest(event)
     if lane and compiled_lane_available():
         assert service.edge.lane is not None
@@ -160,15 +157,17 @@ def test_a_library_folded_state_calls_a_redelivery_a_duplicate_in_the_service(
         *_encodings(events[1]).items(),
         *(("seq 3 " + n, v) for n, v in _encodings(events[2]).items()),
     ]:
-        service, producer = offline_service(FoldEdge(lane=lane))
+        offline = OfflineService(FoldEdge(lane=lane))
+        service = offline.service
         service._store.put(0, KEY, state.copy())
-        _fold(service, [value], first_offset=100)
+        _fold(offline, [value], first_offset=100)
         folded = service._store.runs[0][KEY]
         assert service._txn_stats.duplicate == 1, name
         assert service._txn_stats.violation == 0, name
         assert folded.duplicates == 1 and folded.last_seq == 3, name
     # Other content at seq 2 is still a conflict, in either path.
-    service, _ = offline_service(FoldEdge(lane=lane))
+    offline = OfflineService(FoldEdge(lane=lane))
+    service = offline.service
     service._store.put(0, KEY, state.copy())
-    _fold(service, [codec.encode_event(_event(2, payload={"model": "other"}))], 100)
+    _fold(offline, [codec.encode_event(_event(2, payload={"model": "other"}))], 100)
     assert service._txn_stats.violation == 1 and service._txn_stats.duplicate == 0

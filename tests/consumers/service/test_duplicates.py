@@ -8,12 +8,9 @@ consume --publish-duplicates``) publishes one ``duplicate`` violation per droppe
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from click.testing import CliRunner
-from confluent_kafka import Message
-from service_fixtures import offline_service
+from service_fixtures import OfflineService
 
 from consumers.service import FoldService
 from consumers.service.edge import FoldEdge
@@ -36,15 +33,10 @@ def _records() -> list[tuple[int, bytes, bytes]]:
 
 
 def _fold(lane: bool, publish: bool) -> tuple[FoldService, list[ViolationKind]]:
-    service, producer = offline_service(FoldEdge(lane=lane))
-    service.config = dataclasses.replace(service.config, publish_duplicates=publish)
-    msgs = [
-        Message(topic="ev", partition=p, offset=o, key=k, value=v)
-        for o, (p, k, v) in enumerate(_records())
-    ]
-    service._fold_batch(msgs)
-    kinds = [decode_violation(kw["value"]).kind for topic, kw in producer.sent if topic == "viol"]
-    return service, kinds
+    offline = OfflineService(FoldEdge(lane=lane), publish_duplicates=publish)
+    offline.fold_bytes(_records())
+    kinds = [decode_violation(kw["value"]).kind for kw in offline.records("viol")]
+    return offline.service, kinds
 
 
 @pytest.mark.parametrize("lane", [True, False])

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, Message
-from service_fixtures import RecordingProducer, offline_service
+from service_fixtures import OfflineService, RecordingProducer
 
 from consumers import apply_event
 from consumers.sequence import COUNTED_KINDS, content_digest
@@ -58,7 +58,8 @@ def test_the_decoder_is_built_where_a_compiler_is() -> None:
 def _fold_all(
     records: list[tuple[int, bytes | None, bytes | None]], *, lane: bool, batch: int = 500
 ) -> tuple[FoldService, RecordingProducer]:
-    service, producer = offline_service(FoldEdge(lane=lane))
+    offline = OfflineService(FoldEdge(lane=lane))
+    service = offline.service
     rng = random.Random(len(records))
     msgs = []
     for offset, (partition, key, value) in enumerate(records):
@@ -68,7 +69,7 @@ def _fold_all(
         msgs.append(Message(topic="ev", partition=partition, offset=offset, key=key, value=value))
     for start in range(0, len(msgs), batch):
         service._fold_batch(msgs[start : start + batch])
-    return service, producer
+    return service, offline.producer
 
 
 def _fleet_records(runs: int, seed: int) -> list[tuple[int, bytes | None, bytes | None]]:
