@@ -19,17 +19,22 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.service import FoldService, ServiceConfig
 from consumers.service.dlq import DLQ_HEADERS
 from schemas import Event, GraphStarted, Timestamp, ToolCalled
 from schemas.codec import decode_event, encode_event
 from schemas.errors import DECODE_REASONS, DecodeError
+
+# The service's offline stand-in lives with the service's tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "consumers" / "service"))
+
+from service_fixtures import OfflineService  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
@@ -98,31 +103,6 @@ def test_decode_event_raises_only_decode_error(data: bytes) -> None:
     assert event.seq >= 0
 
 
-class _RecordingProducer:
-    """Stands in for the service's transactional producer: records what it would send."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-
-    def produce(self, topic: str, **kwargs: Any) -> None:
-        self.sent.append((topic, kwargs))
-
-    def poll(self, timeout: float = 0) -> int:
-        return 0
-
-
-def _service() -> tuple[FoldService, _RecordingProducer]:
-    service = FoldService(
-        ServiceConfig(
-            kafka={}, events_topic="ev", dlq_topic="dlq", violations_topic="viol", runs_topic="runs"
-        )
-    )
-    producer = _RecordingProducer()
-    service._producer = producer  # type: ignore[assignment]
-    service._in_txn = True
-    return service, producer
-
-
 _KEYS = st.one_of(
     st.none(),
     st.just(str(_RUN).encode()),
@@ -141,14 +121,16 @@ def test_per_record_handling_accounts_every_record_once(
 ) -> None:
     from confluent_kafka import Message
 
-    service, producer = _service()
+    offline = OfflineService()
+    service = offline.service
+    service._ensure_txn()
     for offset, (key, value) in enumerate(records):
         msg = Message(topic="ev", partition=0, offset=offset, key=key, value=value)
         service._fold_record(msg)
     stats = service._txn_stats
     assert stats.consumed == len(records)
     assert stats.balanced(), stats
-    letters = [kw for topic, kw in producer.sent if topic == "dlq"]
+    letters = offline.records("dlq")
     assert len(letters) == stats.dlq
     for letter in letters:
         names = [name for name, _ in letter["headers"]]
