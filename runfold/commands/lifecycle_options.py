@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import click
 
-from consumers.service.config import Lifecycle, ServiceConfig
+from consumers.service.config import ServiceConfig
 
 __all__ = ["LIFECYCLE_FIELDS", "Duration", "lifecycle_options"]
 
@@ -43,87 +43,96 @@ class Duration(click.ParamType[float, Any]):
         return float(match["number"]) * _UNITS[match["unit"] or "s"]
 
 
-LIFECYCLE_FIELDS = (
-    "finished_grace_s",
-    "finished_retention_s",
-    "max_markers",
-    "max_active_runs",
-    "max_buffered_events",
-    "max_run_bytes",
-    "runs_tombstones",
+class _Setting(NamedTuple):
+    """One option: its flag, the ServiceConfig field it sets (whose default it shows), how
+    its value is parsed, and its help."""
+
+    flag: str
+    field: str
+    parse: click.ParamType[Any, Any]
+    help: str
+
+
+_SETTINGS = (
+    _Setting(
+        "--finished-grace",
+        "finished_grace_s",
+        Duration(),
+        "Event time a finished run stays whole (to judge late duplicates and conflicts) "
+        "before it shrinks to a small marker.",
+    ),
+    _Setting(
+        "--finished-retention",
+        "finished_retention_s",
+        Duration(),
+        "Event time a finished run's marker is kept; then it is forgotten (a tombstone) "
+        "and an older event of it is a forgotten_run violation.",
+    ),
+    _Setting(
+        "--max-clock-skew",
+        "max_clock_skew_s",
+        Duration(),
+        "How far past the wall clock an event's time may move its partition's clock "
+        "(reorder bound, grace, retention); an event stamped later still folds.",
+    ),
+    _Setting(
+        "--max-markers",
+        "max_markers",
+        click.IntRange(min=1),
+        "Markers of finished runs held (~55 bytes each); the oldest are shed first.",
+    ),
+    _Setting(
+        "--max-active-runs",
+        "max_active_runs",
+        click.IntRange(min=1),
+        "Runs held decoded (~2.5 KiB each); idle running runs over it are paged out to "
+        "packed bytes (~0.9 KiB), never dropped.",
+    ),
+    _Setting(
+        "--max-buffered-events",
+        "max_buffered_events",
+        click.IntRange(min=1),
+        "Events held in all reorder buffers; over it the oldest buffers give up waiting "
+        "(gap violations).",
+    ),
+    _Setting(
+        "--max-run-bytes",
+        "max_run_bytes",
+        click.IntRange(min=4096),
+        "Largest run state written; a larger one is shrunk before it commits "
+        "[default: the state topic's max.message.bytes].",
+    ),
+    _Setting(
+        "--runs-tombstones/--no-runs-tombstones",
+        "runs_tombstones",
+        click.BOOL,
+        "Also delete a forgotten run's agent-runs record (a tombstone) after the retention.",
+    ),
 )
+
+LIFECYCLE_FIELDS = tuple(setting.field for setting in _SETTINGS)
 """The ServiceConfig fields these options set (the names ``consume`` receives)."""
 
 
+def _shown(seconds: float) -> str:
+    """A default duration as the help shows it: in its largest whole unit (``5m``, ``7d``)."""
+    for unit in ("d", "h", "m", "s"):
+        if seconds % _UNITS[unit] == 0:
+            return f"{seconds // _UNITS[unit]:g}{unit}"
+    return f"{seconds:g}"
+
+
 def lifecycle_options(command: F) -> F:
-    """Add the lifecycle and bounds options to ``command``."""
+    """Add the lifecycle and bounds options to ``command``, in the order of the table."""
     defaults = ServiceConfig(kafka={})
-    options = [
-        click.option(
-            "--finished-grace",
-            "finished_grace_s",
-            type=Duration(),
-            default=defaults.finished_grace_s,
-            show_default="5m",
-            help="Event time a finished run stays whole (to judge late duplicates and "
-            "conflicts) before it shrinks to a small marker.",
-        ),
-        click.option(
-            "--finished-retention",
-            "finished_retention_s",
-            type=Duration(),
-            default=defaults.finished_retention_s,
-            show_default="7d",
-            help="Event time a finished run's marker is kept; then it is forgotten (a "
-            "tombstone) and an older event of it is a forgotten_run violation.",
-        ),
-        click.option(
-            "--max-clock-skew",
-            "max_clock_skew_s",
-            type=Duration(),
-            default=defaults.max_clock_skew_s,
-            show_default="1h",
-            help="How far past the wall clock an event's time may move its partition's "
-            "clock (reorder bound, grace, retention); an event stamped later still folds.",
-        ),
-        click.option(
-            "--max-markers",
-            type=click.IntRange(min=1),
-            default=defaults.max_markers,
-            show_default=True,
-            help="Markers of finished runs held (~55 bytes each); the oldest are shed first.",
-        ),
-        click.option(
-            "--max-active-runs",
-            type=click.IntRange(min=1),
-            default=Lifecycle.max_active_runs,
-            show_default=True,
-            help="Runs held decoded (~2.5 KiB each); idle running runs over it are paged "
-            "out to packed bytes (~0.9 KiB), never dropped.",
-        ),
-        click.option(
-            "--max-buffered-events",
-            type=click.IntRange(min=1),
-            default=Lifecycle.max_buffered_events,
-            show_default=True,
-            help="Events held in all reorder buffers; over it the oldest buffers give up "
-            "waiting (gap violations).",
-        ),
-        click.option(
-            "--max-run-bytes",
-            type=click.IntRange(min=4096),
-            default=None,
-            help="Largest run state written; a larger one is shrunk before it commits "
-            "[default: the state topic's max.message.bytes].",
-        ),
-        click.option(
-            "--runs-tombstones/--no-runs-tombstones",
-            default=False,
-            show_default=True,
-            help="Also delete a forgotten run's agent-runs record (a tombstone) after the "
-            "retention.",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
+    for setting in reversed(_SETTINGS):
+        default = getattr(defaults, setting.field)
+        command = click.option(
+            setting.flag,
+            setting.field,
+            type=setting.parse,
+            default=default,
+            show_default=_shown(default) if isinstance(setting.parse, Duration) else True,
+            help=setting.help,
+        )(command)
     return command
