@@ -292,11 +292,12 @@ def test_a_tool_that_raises_is_tool_failed_and_the_node_goes_on() -> None:
     assert (state.status, state.tool_calls, state.tool_failures) == (RunStatus.COMPLETED, 2, 1)
 
 
-@pytest.mark.unit
-def test_a_prebuilt_tool_node_records_each_tool_call_and_its_messages() -> None:
+def tool_node_graph() -> Any:
+    """A scripted model asks for two tools at once (``call-1`` returns, ``call-2`` raises);
+    LangGraph's prebuilt ``ToolNode`` runs them, then the model answers."""
     from langgraph.prebuilt import ToolNode, tools_condition
 
-    def model(state: State) -> dict[str, Any]:  # a scripted model: one round of two tools
+    def model(state: State) -> dict[str, Any]:
         if any(m.type == "tool" for m in state["messages"]):
             return {"messages": [AIMessage("done")]}
         calls = [{"name": "add_tax", "args": {"amount": 50}, "id": "call-1"},
@@ -309,7 +310,12 @@ def test_a_prebuilt_tool_node_records_each_tool_call_and_its_messages() -> None:
     builder.add_edge(START, "model")
     builder.add_conditional_edges("model", tools_condition)
     builder.add_edge("tools", "model")
-    graph = builder.compile()
+    return builder.compile()
+
+
+@pytest.mark.unit
+def test_a_prebuilt_tool_node_records_each_tool_call_and_its_messages() -> None:
+    graph = tool_node_graph()
     sink, callback = recorded(graph)
     graph.invoke({"messages": [HumanMessage("go")], "total": 0, "trail": []}, config(callback))
     tools = sorted((e.kind.type, e.kind.tool_name, e.payload.get("tool_call_id"))
