@@ -443,8 +443,10 @@ class RunfoldCallback(GraphCallbackHandler):
             nodes = run.step_nodes.setdefault(span.step, [])
             if "|" not in task and span.node_id not in nodes:  # top level, once per step
                 nodes.append(span.node_id)
-        payload = {"step": span.step, "task_id": task.rpartition(":")[2],
-                   "langgraph_run_id": run.langgraph_run_id, "thread_id": run.thread_id}
+        # Keys in code point order, as in every payload built here: the consumer's batch
+        # lane takes a record of a counted kind only when its payload text is canonical.
+        payload = {"langgraph_run_id": run.langgraph_run_id, "step": span.step,
+                   "task_id": task.rpartition(":")[2], "thread_id": run.thread_id}
         self._emit(run, NodeEntered(node_id=span.node_id, iteration=run.visits[span.node_id]),
                    payload)
 
@@ -539,7 +541,7 @@ class RunfoldCallback(GraphCallbackHandler):
             node_id = "" if step is None else _CHECKPOINT_STEP_NODES.get(step) or ",".join(
                 run.step_nodes.get(step, ()))
             self._emit(run, CheckpointSaved(checkpoint_id=checkpoint_id, node_id=node_id),
-                       {"step": step, "source": source})
+                       {"source": source, "step": step})
             run.last_checkpoint = checkpoint_id
 
     def _checkpoints_unreadable(self, exc: Exception) -> None:
@@ -582,11 +584,11 @@ def _cancel_paused(paused: dict[str, _Run]) -> None:
 
 
 def _tool_payload(span: _Span, **extra: Any) -> dict[str, Any]:
-    """A tool event's payload: the node calling it, the model's call id, then ``extra``."""
-    payload: dict[str, Any] = {"node_id": span.node_id}
+    """A tool event's payload: ``extra`` (``duration_ms`` or ``error``), the node calling
+    the tool, the model's call id: keys in code point order, so the consumer's lane takes it."""
+    payload: dict[str, Any] = {**extra, "node_id": span.node_id}
     if span.call_id is not None:
         payload["tool_call_id"] = span.call_id
-    payload.update(extra)
     return payload
 
 

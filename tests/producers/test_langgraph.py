@@ -26,11 +26,13 @@ from langgraph.graph import END, START, StateGraph, add_messages  # noqa: E402
 from langgraph.types import Command, RetryPolicy, interrupt  # noqa: E402
 
 from consumers import COUNTER_NAMES, RunState, fold  # noqa: E402
+from consumers.sequence import COUNTED_KINDS  # noqa: E402
+from consumers.service.lane import decoder  # noqa: E402
 from producers import EventProducer, ListSink, RunRecorder  # noqa: E402
 from producers.integrations.langgraph import RunfoldCallback  # noqa: E402
 from producers.integrations.langgraph_graph import graph_structure  # noqa: E402
 from producers.integrations.values import spec_digest, state_digest  # noqa: E402
-from schemas import Event, RunStatus  # noqa: E402
+from schemas import Event, RunStatus, serde  # noqa: E402
 from schemas.codec import EventCodec  # noqa: E402
 
 GIT_SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -292,11 +294,12 @@ def test_a_tool_that_raises_is_tool_failed_and_the_node_goes_on() -> None:
     assert (state.status, state.tool_calls, state.tool_failures) == (RunStatus.COMPLETED, 2, 1)
 
 
-@pytest.mark.unit
-def test_a_prebuilt_tool_node_records_each_tool_call_and_its_messages() -> None:
+def tool_node_graph() -> Any:
+    """A scripted model asks for two tools at once (``call-1`` returns, ``call-2`` raises);
+    LangGraph's prebuilt ``ToolNode`` runs them, then the model answers."""
     from langgraph.prebuilt import ToolNode, tools_condition
 
-    def model(state: State) -> dict[str, Any]:  # a scripted model: one round of two tools
+    def model(state: State) -> dict[str, Any]:
         if any(m.type == "tool" for m in state["messages"]):
             return {"messages": [AIMessage("done")]}
         calls = [{"name": "add_tax", "args": {"amount": 50}, "id": "call-1"},
@@ -309,7 +312,12 @@ def test_a_prebuilt_tool_node_records_each_tool_call_and_its_messages() -> None:
     builder.add_edge(START, "model")
     builder.add_conditional_edges("model", tools_condition)
     builder.add_edge("tools", "model")
-    graph = builder.compile()
+    return builder.compile()
+
+
+@pytest.mark.unit
+def test_a_prebuilt_tool_node_records_each_tool_call_and_its_messages() -> None:
+    graph = tool_node_graph()
     sink, callback = recorded(graph)
     graph.invoke({"messages": [HumanMessage("go")], "total": 0, "trail": []}, config(callback))
     tools = sorted((e.kind.type, e.kind.tool_name, e.payload.get("tool_call_id"))
@@ -585,6 +593,49 @@ def test_no_broker_at_start_up_costs_one_bounded_wait_and_no_exception() -> None
         assert graph.invoke(inputs, config(callback))["total"] == 120
     assert time.monotonic() - started < 5
     assert (callback.sink_failures, callback.runs_dropped) == (1, 2)
+
+
+# Every kind the callback emits that the service's lane may take (a counted kind: the
+# graph_* kinds always take the general path, and nest the user's own values, written in
+# the user's order).
+LANE_KINDS = frozenset(COUNTED_KINDS) - {"checkpoint_deleted"}  # the callback deletes none
+
+
+@pytest.mark.unit
+def test_payloads_of_counted_kinds_are_canonical_so_the_service_lane_takes_them() -> None:
+    """The consumer's C lane takes a counted-kind record only when its payload text is
+    serde.canonical_dumps of its value (keys in code point order); any other goes the
+    general path, several times the CPU. The callback builds these payloads itself, so
+    it writes their keys in that order."""
+    events: list[Event] = []
+    graph = support_graph(checkpointer=InMemorySaver())  # retry, tool, interrupt, resume
+    sink, callback = recorded(graph)
+    graph.invoke({"messages": [HumanMessage("hi")], "total": 0, "trail": []},
+                 config(callback, "t-1"))
+    graph.invoke(Command(resume="yes"), config(callback, "t-1"))
+    events += sink.events
+    graph = support_graph(fetch_failures=5, with_approval=False)  # node_failed
+    sink, callback = recorded(graph)
+    with pytest.raises(ConnectionError):
+        graph.invoke({"messages": [], "total": 0, "trail": []}, config(callback))
+    events += sink.events
+    graph = tool_node_graph()  # tool payloads with the model's tool_call_id, tool_failed
+    sink, callback = recorded(graph)
+    graph.invoke({"messages": [HumanMessage("go")], "total": 0, "trail": []}, config(callback))
+    events += sink.events
+
+    counted = [e for e in events if e.kind.type in COUNTED_KINDS]
+    assert {e.kind.type for e in counted} == LANE_KINDS
+    for event in counted:
+        text = serde.dumps(event.payload)
+        assert text == serde.canonical_dumps(event.payload), (event.kind.type, text)
+    lane = decoder()
+    if lane is None:
+        pytest.skip("the C lane is not built: the texts are canonical, its reading unchecked")
+    codec = EventCodec()
+    refused = [e.kind.type for e in counted
+               if lane.read_value(str(e.run_id).encode(), codec.encode(e)) is None]
+    assert refused == []
 
 
 # --- through the real broker, folded ---------------------------------------------------

@@ -229,6 +229,24 @@ def test_the_decoder_reads_fleet_records_as_the_codec_does() -> None:
 
 
 @needs_c
+def test_a_fault_free_fleet_takes_the_lane_for_every_counted_kind_and_no_other() -> None:
+    """What ``bench.lane_bench`` measures: the fleet's payloads of counted kinds are
+    canonical text, so all of those records take the lane; the others (``graph_*``) take
+    the general path by their kind, whatever their payload's key order."""
+    lane = decoder()
+    assert lane is not None
+    fleet = Fleet(FleetConfig(runs=150, agents=6, seed=5))
+    taken: dict[bool, set[str]] = {True: set(), False: set()}
+    for key, value, _ in fleet.records():
+        tag = decode_event(value).kind.type
+        assert (lane.read_value(key, value) is not None) == (tag in COUNTED_KINDS), tag
+        taken[tag in COUNTED_KINDS].add(tag)
+    assert taken[True] == set(COUNTED_KINDS)
+    assert taken[False] == {"graph_started", "graph_completed", "graph_failed",
+                            "graph_interrupted"}
+
+
+@needs_c
 @pytest.mark.parametrize(
     ("tag", "fields", "payload"),
     [
