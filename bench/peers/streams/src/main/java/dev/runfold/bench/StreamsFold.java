@@ -329,6 +329,12 @@ public final class StreamsFold {
     Runtime.getRuntime().addShutdownHook(new Thread(() -> streams.close(Duration.ofSeconds(30))));
     streams.start();
     long idleNanos = (long) (idle * 1e9);
+    // Quiet is timed on this thread, from when it saw the count change. Not from lastNanos:
+    // a stream thread counts a record before it stamps it, so a read in between found no
+    // stamp yet (0), took System.nanoTime() itself for the quiet and stopped the peer at its
+    // first record, before the rest of the topic was read.
+    long seen = 0;
+    long changed = System.nanoTime();
     while (true) {
       Thread.sleep(50);
       KafkaStreams.State state = streams.state();
@@ -337,9 +343,15 @@ public final class StreamsFold {
         System.out.println("PEER failed in state " + state);
         System.exit(2);
       }
-      long quiet = System.nanoTime() - lastNanos.get();
-      if (processed.get() > 0 && quiet > idleNanos
-          && (processed.get() >= expect || quiet > 60 * idleNanos)) {
+      long now = System.nanoTime();
+      long count = processed.get();
+      if (count != seen) {
+        seen = count;
+        changed = now;
+        continue;
+      }
+      long quiet = now - changed;
+      if (count > 0 && quiet > idleNanos && (count >= expect || quiet > 60 * idleNanos)) {
         break;
       }
     }
