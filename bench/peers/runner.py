@@ -118,12 +118,10 @@ class Peer:
         return [str(python), str(_PEERS / self.script)]
 
     def command(self, start: list[str], bootstrap: str, topic: str, group: str,
-                partitions: int, work: Path, framing: str, total: int = 0) -> list[str]:
-        """The peer's command line after :meth:`prepare`'s start (``total``: records to read)."""
+                partitions: int, work: Path, framing: str) -> list[str]:
+        """The peer's command line after :meth:`prepare`'s start."""
         cmd = [*start, "--bootstrap", bootstrap, "--topic", topic, "--group", group,
                "--schema", str(_EVENT_SCHEMA), *self.cadence]
-        if self.java:
-            cmd += ["--expect", str(total)]
         if self.java or self.venv == "quix":
             cmd += ["--state-dir", str(work), "--idle", "2", "--framing", framing]
             return cmd
@@ -223,8 +221,7 @@ def run_peer(
     work.mkdir(parents=True, exist_ok=True)
     targets = end_offsets(bootstrap, events_topic, partitions)
     process = Watched(
-        peer.command(start, bootstrap, events_topic, group, partitions, work, stream.framing,
-                     total),
+        peer.command(start, bootstrap, events_topic, group, partitions, work, stream.framing),
         marks={"first": r"PEER first", "changelog": r"^PEER changelog (.*)$",
                "done": r"^PEER done (.*)$"},
         cwd=work,  # faust writes its data directory into the working directory

@@ -7,9 +7,14 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Properties;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicLong;
 import org.apache.avro.Schema;
 import org.apache.avro.generic.GenericData;
@@ -18,7 +23,17 @@ import org.apache.avro.generic.GenericRecord;
 import org.apache.avro.io.BinaryDecoder;
 import org.apache.avro.io.DecoderFactory;
 import org.apache.avro.message.BinaryMessageDecoder;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.ListConsumerGroupOffsetsOptions;
+import org.apache.kafka.clients.admin.ListConsumerGroupOffsetsSpec;
+import org.apache.kafka.clients.admin.ListOffsetsOptions;
+import org.apache.kafka.clients.admin.ListOffsetsResult.ListOffsetsResultInfo;
+import org.apache.kafka.clients.admin.OffsetSpec;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.common.IsolationLevel;
+import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.Deserializer;
 import org.apache.kafka.common.serialization.Serde;
 import org.apache.kafka.common.serialization.Serdes;
@@ -48,9 +63,11 @@ import org.apache.kafka.streams.state.KeyValueStore;
  *
  * <p>Lines printed for the benchmark: {@code PEER running} when the application is running,
  * {@code PEER first} when the first record is folded,
- * {@code PEER changelog <json names>} and {@code PEER done <json counters>} at the end
- * (after {@code --idle} seconds without a record, once {@code --expect} records were read,
- * the application is closed, which commits).
+ * {@code PEER changelog <json names>} and {@code PEER done <json counters>} at the end: after
+ * {@code --idle} seconds without a record, once the group's committed offsets reach the end of
+ * the topic (with exactly-once, the transactions holding the fold's changelog are then
+ * committed too), and once the application has closed. {@code PEER failed <why>} and exit
+ * status 2 otherwise.
  * The state value in the changelog is {@link RunState#serialize}'s fixed binary layout.
  */
 public final class StreamsFold {
@@ -238,6 +255,47 @@ public final class StreamsFold {
     }
   }
 
+  /**
+   * The partitions of {@code topic} whose offset committed by {@code group} is short of the
+   * end, as {@code "partition: committed/end"}; empty once the group has committed it all.
+   * The end is read_committed's (what the exactly-once consumer can reach) and offsets of a
+   * transaction still open are not taken (require_stable), as the bench's runner reads them.
+   */
+  static List<String> uncommitted(Admin admin, String topic, String group)
+      throws InterruptedException, ExecutionException, TimeoutException {
+    List<TopicPartition> partitions = admin.describeTopics(List.of(topic)).allTopicNames()
+        .get(10, TimeUnit.SECONDS).get(topic).partitions().stream()
+        .map(info -> new TopicPartition(topic, info.partition()))
+        .toList();
+    Map<TopicPartition, OffsetSpec> latest = new HashMap<>();
+    partitions.forEach(partition -> latest.put(partition, OffsetSpec.latest()));
+    Map<TopicPartition, ListOffsetsResultInfo> ends = admin
+        .listOffsets(latest, new ListOffsetsOptions(IsolationLevel.READ_COMMITTED))
+        .all().get(10, TimeUnit.SECONDS);
+    Map<TopicPartition, OffsetAndMetadata> committed = admin
+        .listConsumerGroupOffsets(
+            Map.of(group, new ListConsumerGroupOffsetsSpec().topicPartitions(partitions)),
+            new ListConsumerGroupOffsetsOptions().requireStable(true))
+        .partitionsToOffsetAndMetadata(group).get(10, TimeUnit.SECONDS);
+    List<String> behind = new ArrayList<>();
+    for (TopicPartition partition : partitions) {
+      long end = ends.get(partition).offset();
+      OffsetAndMetadata offset = committed.get(partition);  // null: nothing committed yet
+      long done = offset == null ? 0 : offset.offset();
+      if (done < end) {
+        behind.add(partition.partition() + ": " + done + "/" + end);
+      }
+    }
+    return behind;
+  }
+
+  /** Prints {@code PEER failed <why>} and exits 2; the shutdown hook closes the application. */
+  private static void fail(String why) {
+    System.out.println("PEER failed " + why);
+    System.out.flush();
+    System.exit(2);
+  }
+
   private static Map<String, String> options(String[] args) {
     Map<String, String> found = new HashMap<>();
     for (int i = 0; i + 1 < args.length; i += 2) {
@@ -260,9 +318,6 @@ public final class StreamsFold {
     Schema schema = new Schema.Parser().parse(new File(opt.get("schema")));
     boolean confluent = "confluent".equals(opt.getOrDefault("framing", "single-object"));
     double idle = Double.parseDouble(opt.getOrDefault("idle", "2"));
-    // Records the topic holds (0: unknown). With it, idle means caught up: a rebalance on a
-    // busy machine can pause a thread for longer than --idle before the end is reached.
-    long expect = Long.parseLong(opt.getOrDefault("expect", "0"));
     int threads = Integer.parseInt(opt.getOrDefault(
         "threads", String.valueOf(Runtime.getRuntime().availableProcessors())));
 
@@ -329,21 +384,58 @@ public final class StreamsFold {
     Runtime.getRuntime().addShutdownHook(new Thread(() -> streams.close(Duration.ofSeconds(30))));
     streams.start();
     long idleNanos = (long) (idle * 1e9);
-    while (true) {
-      Thread.sleep(50);
-      KafkaStreams.State state = streams.state();
-      if (state == KafkaStreams.State.ERROR || state == KafkaStreams.State.NOT_RUNNING
-          || state == KafkaStreams.State.PENDING_ERROR) {
-        System.out.println("PEER failed in state " + state);
-        System.exit(2);
-      }
-      long quiet = System.nanoTime() - lastNanos.get();
-      if (processed.get() > 0 && quiet > idleNanos
-          && (processed.get() >= expect || quiet > 60 * idleNanos)) {
-        break;
+    // Quiet is timed on this thread, from when it saw the count change. Not from lastNanos:
+    // a stream thread counts a record before it stamps it, so a read in between found no
+    // stamp yet (0), took System.nanoTime() itself for the quiet and stopped the peer at its
+    // first record, before the rest of the topic was read.
+    long seen = 0;
+    long changed = System.nanoTime();
+    try (Admin admin = Admin.create(
+        Map.of(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, opt.get("bootstrap")))) {
+      while (true) {
+        Thread.sleep(50);
+        KafkaStreams.State state = streams.state();
+        if (state == KafkaStreams.State.ERROR || state == KafkaStreams.State.NOT_RUNNING
+            || state == KafkaStreams.State.PENDING_ERROR) {
+          fail("in state " + state);
+        }
+        long now = System.nanoTime();
+        long count = processed.get();
+        if (count != seen) {
+          seen = count;
+          changed = now;
+          continue;
+        }
+        long quiet = now - changed;
+        if (count == 0 || quiet <= idleNanos) {
+          continue;
+        }
+        // Stop on what is committed, not on what was read: a count of records read is no
+        // proof (a thread paused by a rebalance has not read its partitions yet; records of
+        // an aborted transaction are read twice), and a close whose commit fails closes its
+        // tasks dirty yet still returns true.
+        List<String> behind;
+        try {
+          behind = uncommitted(admin, opt.get("topic"), opt.get("group"));
+        } catch (ExecutionException | TimeoutException e) {
+          behind = List.of("not known: " + e);
+        }
+        if (behind.isEmpty()) {
+          break;
+        }
+        // Commits come every commit.interval.ms and a rebalance pause ends well within this;
+        // past it something is stuck, said here rather than left to the caller's timeout.
+        if (quiet > 60 * idleNanos) {
+          fail("no record for " + quiet / 1_000_000_000L + " s and group " + opt.get("group")
+              + " has not committed the end of " + opt.get("topic")
+              + " (committed/end by partition: " + behind + ")");
+        }
       }
     }
-    streams.close(Duration.ofSeconds(60));  // commits the open transaction
+    Duration closing = Duration.ofSeconds(60);
+    if (!streams.close(closing)) {
+      fail("Kafka Streams did not close within " + closing.toSeconds() + " s");
+    }
     long count = processed.get();
     double seconds = (lastNanos.get() - firstNanos.get()) / 1e9;
     System.out.println("PEER changelog [\"" + opt.get("group") + "-" + STORE + "-changelog\"]");
