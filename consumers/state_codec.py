@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sys
 from array import array
+from collections import deque
 from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any
@@ -175,8 +176,12 @@ def _from_head(values: StateRecord | SummaryRecord, config: FoldConfig) -> RunSt
     state.final_state_digest = run.final_state_digest
     state.last_seq = values.last_seq
     _set_counters(state, values.counters)
-    state.violation_counts = dict(zip(_KINDS, values.violation_counts, strict=True))
-    state.recent_violations.extend(values.recent_violations)
+    if any(values.violation_counts):
+        state.violation_counts = dict(zip(_KINDS, values.violation_counts, strict=True))
+    if values.recent_violations:
+        state.recent_violations = deque(
+            values.recent_violations, maxlen=config.max_recent_violations
+        )
     state.stalled_since = values.stalled_since
     return state
 
@@ -325,13 +330,16 @@ def _head_values(record: dict[str, Any], where: list[str]) -> tuple[Any, ...]:
 
 
 def _restore_window(state: RunState, saved: array[int]) -> None:
-    ring = state.digests
-    if len(saved) == len(ring):
-        state.digests = saved
+    """Take the saved digest ring: one of any length holds its last seqs' digests
+    (:data:`~consumers.state.FIRST_RING`); one longer than this config's window gives
+    the window's newest."""
+    window = state.config.digest_window
+    if len(saved) <= window:
+        if saved:
+            state.digests = saved
         return
-    if not saved:
-        return
-    # Another window size: carry over each seq both windows can hold.
+    ring = array("Q", bytes(8 * window))
     last = state.last_seq
-    for seq in range(max(1, last - min(len(saved), len(ring)) + 1), last + 1):
-        ring[seq % len(ring)] = saved[seq % len(saved)]
+    for seq in range(max(1, last - window + 1), last + 1):
+        ring[seq % window] = saved[seq % len(saved)]
+    state.digests = ring

@@ -373,7 +373,12 @@ class PartitionStore:
                 # Restored finished and never touched: its marker from the packed bytes.
                 head = packed_head(key, stored[key])
                 if head is not None and head.finished_at is not None:
-                    marker = Marker(head.last_seq, head.status, head.finished_at, head.last_digest)
+                    if head.last_digest is None:  # not in the head: decoded (a few of them)
+                        marker = marker_of(self.edge.decode_state(unpack_stored(key, stored[key])))
+                    else:
+                        marker = Marker(
+                            head.last_seq, head.status, head.finished_at, head.last_digest
+                        )
                     due.append((head.finished_at, key, marker))
                     chosen.add(key)
         due.sort(key=lambda entry: entry[:2])  # oldest first, as they will be forgotten
