@@ -170,6 +170,8 @@ class FoldService(ServiceRecovery):
                     if got:
                         last_record = now
                         trimmed = False
+                    elif not self._in_txn and self._store.page_out({}):
+                        trimmed = False  # runs idle for --page-idle-after became bytes
                     elif not trimmed and not self._in_txn and now - last_record >= _TRIM_AFTER:
                         # A burst is over: what its fetches and encodings freed goes back to
                         # the system, so the process's RSS is its state, not its busiest

@@ -1,6 +1,7 @@
-"""A run restored finished and never touched becomes a marker from its packed bytes, with
-the digest of its last event: read from the packed head when its digest ring has all its
-slots, decoded when the ring is a short run's (consumers.state.FIRST_RING)."""
+"""The state store's lifecycle without a broker: a run restored finished and never touched
+becomes a marker from its packed bytes, with the digest of its last event (from the packed
+head when its digest ring has all its slots, decoded when it is a short run's); a RUNNING run
+idle for ``page_idle_ns`` is paged out to packed bytes and thawed whole."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from consumers.service.edge import FoldEdge
 from consumers.service.store import PartitionStore
 from consumers.state import RunState
 from consumers.state_bytes import pack_stored, packed_head
-from schemas import EVENT_KINDS, Event, Timestamp
+from schemas import EVENT_KINDS, Event, RunStatus, Timestamp
 
 pytestmark = pytest.mark.unit
 
@@ -68,3 +69,34 @@ def test_a_restored_finished_run_never_touched_becomes_its_marker(events: int) -
     assert (partition, written_key) == (0, key) and value is not None
     assert store.marker(0, run) == marker_of(state)
     assert store.untouched(0) == []
+
+
+def _running(run: uuid.UUID) -> RunState:
+    state = _finished(run, 3)
+    state.status, state.finished_at = RunStatus.RUNNING, None  # as if still under way
+    return state
+
+
+def test_a_running_run_idle_for_page_idle_is_paged_out_and_thawed_whole() -> None:
+    clock = [T0]
+    store = PartitionStore(
+        FoldEdge.default(), Lifecycle(page_idle_ns=MINUTE), wall_clock=lambda: clock[0]
+    )
+    idle, busy, done = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    keys = {run: str(run).encode() for run in (idle, busy, done)}
+    for run in (idle, busy):
+        store.put(0, keys[run], _running(run))
+    store.put(0, keys[done], _finished(done, 3))
+    store.observe(0, keys.values())
+    before = store.runs[0][keys[idle]].copy()
+
+    clock[0] += MINUTE // 2
+    assert list(store.bound({})) == []
+    assert store.untouched(0) == []  # not idle long enough yet
+
+    clock[0] += MINUTE
+    assert list(store.bound({0: {keys[busy]}})) == []
+    assert store.untouched(0) == [keys[idle]]  # the busy run and the finished one stay
+    assert set(store.runs[0]) == {keys[busy], keys[done]}
+    assert store.take_counts().runs_paged_out == 1
+    assert store.get(0, keys[idle]) == before  # thawed by its next event, whole
