@@ -180,10 +180,10 @@ NO_VIOLATIONS: Mapping[ViolationKind, int] = MappingProxyType(dict.fromkeys(Viol
 first violation gives the run a dict of its own (``consumers.sequence``)."""
 
 FIRST_RING = 4
-"""Slots of a new run's digest ring: it doubles as the run's seqs outgrow it, up to
-``digest_window`` (``consumers.sequence``). A ring of length L holds the digests of the
-seqs ``last_seq - L + 1 .. last_seq`` at ``seq % L``, whatever L is; a short run keeps a
-short ring (a 64-slot ring is 0.6 KiB, most of a small run's memory)."""
+"""Slots of a new run's digest ring; at its fifth seq it gets one of ``digest_window``
+slots (``consumers.sequence``). A ring of length L holds the digests of the seqs
+``last_seq - L + 1 .. last_seq`` at ``seq % L``, whatever L is; a short run keeps a short
+ring (a 64-slot ring is 0.6 KiB, most of a small run's memory)."""
 
 
 class RunState:
@@ -218,7 +218,7 @@ class RunState:
     pending_oldest_ts: int
     digests: array[int]
     """Digests of the last ``len(digests)`` applied seqs at ``seq % len(digests)``; 0:
-    unknown. Grows from :data:`FIRST_RING` slots to ``config.digest_window``."""
+    unknown. :data:`FIRST_RING` slots, then ``config.digest_window``."""
     missing: list[tuple[int, int]]
     """Seq ranges declared missing (first, last), oldest first."""
     violation_counts: Mapping[ViolationKind, int]

@@ -27,7 +27,7 @@ from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
-from consumers.state import COUNTER_NAMES, DEFAULT_CONFIG, FoldConfig, RunState
+from consumers.state import COUNTER_NAMES, DEFAULT_CONFIG, FIRST_RING, FoldConfig, RunState
 from schemas import Event, RunStatus, Timestamp, Violation, ViolationKind, serde
 from schemas.avro_binary import RunRecord, StateRecord, SummaryRecord
 from schemas.errors import EncodeError, SchemaError
@@ -330,13 +330,14 @@ def _head_values(record: dict[str, Any], where: list[str]) -> tuple[Any, ...]:
 
 
 def _restore_window(state: RunState, saved: array[int]) -> None:
-    """Take the saved digest ring: one of any length holds its last seqs' digests
-    (:data:`~consumers.state.FIRST_RING`); one longer than this config's window gives
-    the window's newest."""
+    """Take the saved digest ring when it has one of the two lengths a run's ring has
+    (:data:`~consumers.state.FIRST_RING`, the window); else lay its seqs into a ring of
+    this config's window (a ring of any length holds the digests of its last seqs)."""
     window = state.config.digest_window
-    if len(saved) <= window:
-        if saved:
-            state.digests = saved
+    if len(saved) == window or len(saved) == FIRST_RING < window:
+        state.digests = saved
+        return
+    if not saved:
         return
     ring = array("Q", bytes(8 * window))
     last = state.last_seq
