@@ -11,8 +11,8 @@ shorter than the week: those are forgotten and tombstoned).
 Two sizes are folded, each by a fresh service, then restored by a second instance of the
 same group (everything is committed, so it restores and consumes nothing):
 
-- the RSS the week left, ``RSS when all is committed and the service idle - RSS of the same
-  service idle before the first event`` (both after the service gave freed memory back),
+- the RSS the week left, ``RSS a minute after all is committed - RSS of the same service
+  idle before the first event`` (both after the service gave freed memory back),
   against the issue's budget: 1 KiB per active run plus 100 B per finished-run marker
   held (the markers are the second instance's restored runs less the active ones);
 - the restore's own timing at both sizes: with a retention shorter than the week (a day,
@@ -67,8 +67,12 @@ _CHANGELOG_CLEANING = {
     "delete.retention.ms": "1000",
 }
 _QUIET = 3.0
-"""Seconds of no records before an RSS reading: the service gives freed memory back after
-one (``consumers.service.loop``), and a commit interval passes for the lifecycle."""
+"""Seconds of no records before the idle reading that starts the week: the service gives
+freed memory back after one (``consumers.service.loop``)."""
+_SETTLED = 65.0
+"""Seconds of no records before the reading that ends it: a minute of quiet, so that every
+run left open has waited past ``--page-idle-after`` (a minute by default) and is held
+packed, as a week's waiting runs are, and the memory that freed is given back."""
 _CLEANER_WAIT = 35.0
 """Seconds between the fold and the restore: two passes of the cleaner (15 s apart by
 default), the second removing the tombstones the first kept. Not for small weeks (the
@@ -202,7 +206,7 @@ def _fold_and_restore(
         done = wait_committed(
             bootstrap, group, events_topic, targets, timeout=timeout, alive=service.alive
         )
-        time.sleep(_QUIET)
+        time.sleep(_SETTLED)
         after = rss_bytes(service.pid)
         service.proc.terminate()
         service.finish(timeout=60)
@@ -275,7 +279,7 @@ def measure_week(
                 detail=f"{detail}. {active:,} active runs + {markers:,} markers held: "
                 f"{(folded.growth or 0) / max(1, held):,.0f} B per run held; budget "
                 f"{budget / 2**20:,.1f} MiB (1 KiB per active run + 100 B per marker); "
-                "RSS idle after the fold - RSS idle before it",
+                "RSS a minute after the fold - RSS idle before it",
                 valid=folded.growth is not None,
                 extra={"growth": folded.growth, "budget": budget, "markers": markers},
             )

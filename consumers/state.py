@@ -13,10 +13,11 @@ clock, I/O or logging in them, and :attr:`RunState.run` builds the immutable
 from __future__ import annotations
 
 import enum
-import functools
 from array import array
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -45,10 +46,11 @@ class FoldError(RunfoldError, ValueError):
 class FoldConfig:
     """Bounds of the fold. Every structure that grows with input has one.
 
-    Memory per tracked run is roughly ``1 KiB + 8 * digest_window`` bytes plus its
-    buffered events; a partition's fold holds at most ``max_runs`` runs,
-    ``max_pending_total`` buffered events and ``max_markers`` markers of finished
-    runs (about 55 bytes each, :mod:`consumers.lifecycle`).
+    Memory per tracked run is roughly 0.6 KiB plus 8 bytes per digest kept (at most
+    ``digest_window``), its ``inputs``/``outputs`` and its buffered events; a
+    partition's fold holds at most ``max_runs`` runs, ``max_pending_total`` buffered
+    events and ``max_markers`` markers of finished runs (about 55 bytes each,
+    :mod:`consumers.lifecycle`).
     """
 
     max_pending_per_run: int = 128
@@ -169,15 +171,19 @@ _SEQUENCE_FIELDS = (
     "violation_counts",
     "recent_violations",
     "stalled_since",
+    "config",
 )
 
 
-_NO_VIOLATIONS = dict.fromkeys(ViolationKind, 0)
+NO_VIOLATIONS: Mapping[ViolationKind, int] = MappingProxyType(dict.fromkeys(ViolationKind, 0))
+"""The counts of a run with no violation yet, shared by all of them (read-only): the
+first violation gives the run a dict of its own (``consumers.sequence``)."""
 
-
-@functools.lru_cache(maxsize=8)
-def _zeros(window: int) -> bytes:
-    return bytes(8 * window)
+FIRST_RING = 4
+"""Slots of a new run's digest ring; at its fifth seq it gets one of ``digest_window``
+slots (``consumers.sequence``). A ring of length L holds the digests of the seqs
+``last_seq - L + 1 .. last_seq`` at ``seq % L``, whatever L is; a short run keeps a short
+ring (a 64-slot ring is 0.6 KiB, most of a small run's memory)."""
 
 
 class RunState:
@@ -211,14 +217,19 @@ class RunState:
     """The reorder buffer: seq -> (event, content digest), all seqs > ``last_seq + 1``."""
     pending_oldest_ts: int
     digests: array[int]
-    """Digests of the last ``digest_window`` applied seqs at ``seq % window``; 0: unknown."""
+    """Digests of the last ``len(digests)`` applied seqs at ``seq % len(digests)``; 0:
+    unknown. :data:`FIRST_RING` slots, then ``config.digest_window``."""
     missing: list[tuple[int, int]]
     """Seq ranges declared missing (first, last), oldest first."""
-    violation_counts: dict[ViolationKind, int]
-    recent_violations: deque[Violation]
+    violation_counts: Mapping[ViolationKind, int]
+    """Violations by kind, every kind present; :data:`NO_VIOLATIONS` (shared) until the first."""
+    recent_violations: deque[Violation] | tuple[()]
+    """The newest ``config.max_recent_violations`` violations; ``()`` until the first."""
     stalled_since: int | None
     """Wall-clock ns when the service flagged the run ``stalled`` (RUNNING, no event for
     ``stall_after``); None when not stalled. An applied event clears it."""
+    config: FoldConfig
+    """The bounds the run was made with (its digest window and recent violations)."""
 
     events_applied: int
     nodes_entered: int
@@ -269,11 +280,12 @@ class RunState:
         state.source_offset = -1
         state.pending_events = {}
         state.pending_oldest_ts = 0
-        state.digests = array("Q", _zeros(config.digest_window))
+        state.digests = array("Q", bytes(8 * min(FIRST_RING, config.digest_window)))
         state.missing = []
-        state.violation_counts = _NO_VIOLATIONS.copy()
-        state.recent_violations = deque(maxlen=config.max_recent_violations)
+        state.violation_counts = NO_VIOLATIONS
+        state.recent_violations = ()
         state.stalled_since = None
+        state.config = config
         # One statement for all COUNTER_NAMES: a new run is made once per run, but a
         # setattr loop would cost as much as folding a few of its events.
         state.events_applied = state.nodes_entered = state.nodes_exited = 0
@@ -341,10 +353,12 @@ class RunState:
         other.pending_events = dict(self.pending_events)
         other.digests = array("Q", self.digests)
         other.missing = list(self.missing)
-        other.violation_counts = dict(self.violation_counts)
-        other.recent_violations = deque(
-            self.recent_violations, maxlen=self.recent_violations.maxlen
-        )
+        if self.violation_counts is not NO_VIOLATIONS:
+            other.violation_counts = dict(self.violation_counts)
+        if self.recent_violations:
+            other.recent_violations = deque(
+                self.recent_violations, maxlen=self.config.max_recent_violations
+            )
         return other
 
     def _comparable(self) -> tuple[object, ...]:
@@ -352,7 +366,7 @@ class RunState:
             getattr(self, name)
             for name in RunState.__slots__
             if name not in ("recent_violations", "pending_oldest_ts")
-        ) + (list(self.recent_violations), self.recent_violations.maxlen)
+        ) + (list(self.recent_violations),)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RunState):

@@ -230,8 +230,9 @@ class PackedHead(NamedTuple):
     """None while the run is RUNNING (its start, if it ended with no terminal event)."""
     status: RunStatus
     last_seq: int
-    last_digest: int
-    """The digest of the event at ``last_seq`` (0: not known, or not kept in this form)."""
+    last_digest: int | None
+    """The digest of the event at ``last_seq`` (0: not known); None when this form does
+    not give it without a decode (a ring shorter than 64 slots: a short run's)."""
 
 
 def packed_head(key: bytes, packed: bytes) -> PackedHead | None:
@@ -254,7 +255,7 @@ def packed_head(key: bytes, packed: bytes) -> PackedHead | None:
         return None
     if pos > len(buf) or last_seq < 0:
         return None
-    digest = 0
+    digest = None
     if packed[:1] == _NO_ID_SHORT_WINDOW:
         planes = packed[-_KEPT_SIZE:]
         slot, step = last_seq % (_WINDOW // 8), _WINDOW // 8

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import sys
 from array import array
+from collections import deque
 from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
-from consumers.state import COUNTER_NAMES, DEFAULT_CONFIG, FoldConfig, RunState
+from consumers.state import COUNTER_NAMES, DEFAULT_CONFIG, FIRST_RING, FoldConfig, RunState
 from schemas import Event, RunStatus, Timestamp, Violation, ViolationKind, serde
 from schemas.avro_binary import RunRecord, StateRecord, SummaryRecord
 from schemas.errors import EncodeError, SchemaError
@@ -175,8 +176,12 @@ def _from_head(values: StateRecord | SummaryRecord, config: FoldConfig) -> RunSt
     state.final_state_digest = run.final_state_digest
     state.last_seq = values.last_seq
     _set_counters(state, values.counters)
-    state.violation_counts = dict(zip(_KINDS, values.violation_counts, strict=True))
-    state.recent_violations.extend(values.recent_violations)
+    if any(values.violation_counts):
+        state.violation_counts = dict(zip(_KINDS, values.violation_counts, strict=True))
+    if values.recent_violations:
+        state.recent_violations = deque(
+            values.recent_violations, maxlen=config.max_recent_violations
+        )
     state.stalled_since = values.stalled_since
     return state
 
@@ -325,13 +330,17 @@ def _head_values(record: dict[str, Any], where: list[str]) -> tuple[Any, ...]:
 
 
 def _restore_window(state: RunState, saved: array[int]) -> None:
-    ring = state.digests
-    if len(saved) == len(ring):
+    """Take the saved digest ring when it has one of the two lengths a run's ring has
+    (:data:`~consumers.state.FIRST_RING`, the window); else lay its seqs into a ring of
+    this config's window (a ring of any length holds the digests of its last seqs)."""
+    window = state.config.digest_window
+    if len(saved) == window or len(saved) == FIRST_RING < window:
         state.digests = saved
         return
     if not saved:
         return
-    # Another window size: carry over each seq both windows can hold.
+    ring = array("Q", bytes(8 * window))
     last = state.last_seq
-    for seq in range(max(1, last - min(len(saved), len(ring)) + 1), last + 1):
-        ring[seq % len(ring)] = saved[seq % len(saved)]
+    for seq in range(max(1, last - window + 1), last + 1):
+        ring[seq % window] = saved[seq % len(saved)]
+    state.digests = ring

@@ -81,6 +81,8 @@ class Lifecycle:
     """Markers held (all partitions); over it the oldest are shed (tombstoned, counted)."""
     max_active_runs: int = 200_000
     """Decoded runs held; over it idle RUNNING runs are paged out to packed bytes."""
+    page_idle_ns: int = 60 * 10**9
+    """Wall time a decoded RUNNING run may go unchanged before it is paged out."""
     max_buffered_events: int = 100_000
     """Events in all watched reorder buffers; over it the oldest buffers are flushed."""
     max_clock_skew_ns: int = 3_600_000_000_000
@@ -145,8 +147,13 @@ class ServiceConfig:
     max_markers: int = DEFAULT_CONFIG.max_markers
     """Markers of finished runs held (~55 bytes each); over it the oldest are shed first."""
     max_active_runs: int = Lifecycle.max_active_runs
-    """Decoded runs held in memory (~2.5 KiB each); over it idle RUNNING runs are paged out
-    to packed bytes (~0.9 KiB) until their next event. Never dropped."""
+    """Decoded runs held in memory (~1.5 KiB each for a short run); over it idle RUNNING
+    runs are paged out to packed bytes (~0.3 KiB) until their next event. Never dropped."""
+    page_idle_after_s: float = Lifecycle.page_idle_ns / 1e9
+    """Wall time (seconds) a RUNNING run may go without an event before it is paged out to
+    packed bytes, as restored runs are held until touched: a fleet's runs mostly wait
+    (on a model, a tool, a human), and a waiting run needs no decoded state. Its next
+    event decodes it again (~35 µs)."""
     max_buffered_events: int = Lifecycle.max_buffered_events
     """Events held in all reorder buffers; over it the buffers with the oldest event are
     flushed (their gaps declared as ``gap`` violations)."""
@@ -186,7 +193,12 @@ class ServiceConfig:
                 f"stall_after_s must be more than 0 seconds (and finite), got "
                 f"{self.stall_after_s!r}: a RUNNING run silent that long is flagged stalled"
             )
-        for name in ("finished_grace_s", "finished_retention_s", "max_clock_skew_s"):
+        for name in (
+            "finished_grace_s",
+            "finished_retention_s",
+            "max_clock_skew_s",
+            "page_idle_after_s",
+        ):
             value = getattr(self, name)
             if not 0 < value < _SECONDS_MAX:  # also refuses NaN and infinity
                 raise ConfigError(
@@ -218,6 +230,7 @@ class ServiceConfig:
             max_active_runs=self.max_active_runs,
             max_buffered_events=self.max_buffered_events,
             max_clock_skew_ns=round(self.max_clock_skew_s * 1e9),
+            page_idle_ns=round(self.page_idle_after_s * 1e9),
         )
 
     @classmethod

@@ -170,6 +170,12 @@ class FoldService(ServiceRecovery):
                     if got:
                         last_record = now
                         trimmed = False
+                    elif not self._in_txn and self._store.page_out({}):
+                        # Runs idle for --page-idle-after became bytes: nothing to write
+                        # (the changelog has them), counted now (no commit is coming).
+                        self.stats.runs_paged_out += self._store.take_counts().runs_paged_out
+                        self.gauges = self._store.gauges()
+                        trimmed = False
                     elif not trimmed and not self._in_txn and now - last_record >= _TRIM_AFTER:
                         # A burst is over: what its fetches and encodings freed goes back to
                         # the system, so the process's RSS is its state, not its busiest

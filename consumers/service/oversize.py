@@ -150,7 +150,7 @@ def _mark_json_fields(state: RunState, config: FoldConfig, outcomes: list[Outcom
 def _drop_violation_texts(state: RunState, config: FoldConfig, outcomes: list[Outcome]) -> Any:
     kept = len(state.recent_violations)
     if kept:
-        state.recent_violations.clear()
+        state.recent_violations = ()
         state.violations_dropped += kept
         yield f"{kept} violation texts dropped (counted by kind, published before)"
 

@@ -20,10 +20,11 @@ too, run at every commit by :meth:`PartitionStore.age` and :meth:`PartitionStore
   table without decoding a state); a marker whose retention is over is forgotten and its
   key gets a tombstone. Over ``max_markers`` the oldest markers are shed first (counted,
   tombstoned like forgotten ones);
-- over ``max_active_runs`` decoded runs, the idle RUNNING ones (not changed in the open
-  transaction, no buffered events; the least recently changed first) are paged out to
-  packed bytes, as restored runs are kept until touched (~0.9 KiB instead of ~2.5 KiB):
-  never dropped, thawed again by their next event;
+- a decoded RUNNING run unchanged for ``page_idle_ns`` (wall clock), and over
+  ``max_active_runs`` decoded runs the least recently changed ones too (not changed in the
+  open transaction, no buffered events), are paged out to packed bytes, as restored runs
+  are kept until touched (~0.3 KiB instead of ~1.5 KiB for a short run): never dropped,
+  thawed again by their next event;
 - over ``max_buffered_events`` in all watched reorder buffers, the buffers with the
   oldest event are flushed: their gaps declared (``gap`` violations), counted.
 
@@ -121,9 +122,10 @@ class PartitionStore:
         self.horizon: dict[int, int] = {}
         """Per partition, the cutoff of the last forgetting (its clock less the retention
         at the last commit): an unknown run's event stamped before it is forgotten_run."""
-        self._recent: dict[int, OrderedDict[bytes, None]] = {}
-        """Per partition, the keys of decoded RUNNING runs, the least recently changed
-        first: the order idle runs are paged out in over ``max_active_runs``."""
+        self._recent: dict[int, OrderedDict[bytes, int]] = {}
+        """Per partition, the keys of decoded RUNNING runs and the wall time of the commit
+        that last saw them changed, the least recently changed first: the order idle runs
+        are paged out in."""
         self._copies: dict[int, set[bytes]] = {}
         """Per partition, the keys of runs restored from ``agent-runs`` (the migration)
         whose state is not in the changelog yet."""
@@ -194,6 +196,7 @@ class PartitionStore:
         recent = self._recent.get(partition)
         if recent is None:
             recent = self._recent[partition] = OrderedDict()
+        now = self._wall_clock()
         for key in keys:
             state = runs.get(key)
             if state is None:
@@ -203,7 +206,7 @@ class PartitionStore:
             if state.pending_events:
                 waiting.add(key)
             if state.status is _RUNNING:
-                recent[key] = None
+                recent[key] = now
                 recent.move_to_end(key)
             else:
                 recent.pop(key, None)
@@ -373,7 +376,12 @@ class PartitionStore:
                 # Restored finished and never touched: its marker from the packed bytes.
                 head = packed_head(key, stored[key])
                 if head is not None and head.finished_at is not None:
-                    marker = Marker(head.last_seq, head.status, head.finished_at, head.last_digest)
+                    if head.last_digest is None:  # not in the head: decoded (a few of them)
+                        marker = marker_of(self.edge.decode_state(unpack_stored(key, stored[key])))
+                    else:
+                        marker = Marker(
+                            head.last_seq, head.status, head.finished_at, head.last_digest
+                        )
                     due.append((head.finished_at, key, marker))
                     chosen.add(key)
         due.sort(key=lambda entry: entry[:2])  # oldest first, as they will be forgotten
@@ -405,8 +413,8 @@ class PartitionStore:
     def bound(self, busy: Mapping[int, set[bytes]]) -> Iterator[tuple[int, bytes, list[Outcome]]]:
         """Hold the store to its bounds: flush the oldest buffers over
         ``max_buffered_events`` (yields ``(partition, key, outcomes)`` of each, for the
-        caller to count, publish and write), then page idle RUNNING runs out over
-        ``max_active_runs`` (none of ``busy``: the runs the open transaction changed)."""
+        caller to count, publish and write), then :meth:`page_out` (none of ``busy``: the
+        runs the open transaction changed)."""
         life, config = self.lifecycle, self.edge.config
         waiting = [
             (state.pending_oldest_ts, partition, key, state)
@@ -424,17 +432,25 @@ class PartitionStore:
                 self._waiting[partition].discard(key)
                 self.counts.forced_flushes += 1
                 yield partition, key, outcomes
+        self.page_out(busy)
+
+    def page_out(self, busy: Mapping[int, set[bytes]]) -> int:
+        """Page out to packed bytes the decoded RUNNING runs unchanged for
+        ``page_idle_ns``, and over ``max_active_runs`` the least recently changed ones too
+        (none of ``busy``, none with buffered events); returns how many. Writes nothing:
+        the changelog has their state already (the idle service calls it between commits)."""
+        life = self.lifecycle
+        paged = 0
         over = sum(len(runs) for runs in self.runs.values()) - life.max_active_runs
+        idle_since = self._wall_clock() - life.page_idle_ns
         for partition, recent in self._recent.items():
-            if over <= 0:
-                break
             runs, dirty = self.runs.get(partition, {}), busy.get(partition, set())
             # The least recently changed first; a run changed since it was seen here, or
             # one with a buffer, is seen again when it next changes.
-            while over > 0 and recent:
-                key = next(iter(recent))
-                if key in dirty:
-                    break  # changed in this transaction: so are all after it
+            while recent:
+                key, changed = next(iter(recent.items()))
+                if (over <= 0 and changed > idle_since) or key in dirty:
+                    break  # so are all after it (changed later)
                 del recent[key]
                 state = runs.get(key)
                 if state is None or state.status is not _RUNNING or state.pending_events:
@@ -444,7 +460,9 @@ class PartitionStore:
                 self._stored.setdefault(partition, {})[key] = packed
                 self._stored_bytes += len(packed)
                 self.counts.runs_paged_out += 1
+                paged += 1
                 over -= 1
+        return paged
 
     def marker_count(self) -> int:
         """Markers held, over all partitions."""

@@ -269,9 +269,10 @@ def test_the_head_of_a_packed_state_is_its_marker_without_decoding(
     if state.status is RunStatus.RUNNING:
         assert head.finished_at is None
     else:
-        assert Marker(head.last_seq, head.status, head.finished_at, head.last_digest) == (
-            marker_of(state)
-        )
+        marker = marker_of(state)
+        assert (head.last_seq, head.status, head.finished_at) == marker[:3]
+        # The digest is in the head when the ring has all 64 slots; else the store decodes.
+        assert head.last_digest == (marker.digest if len(state.digests) == 64 else None)
 
 
 def test_a_value_that_is_not_a_packed_state_has_no_head() -> None:

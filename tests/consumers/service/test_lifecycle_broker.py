@@ -121,3 +121,40 @@ def test_markers_and_tombstones_are_written_restored_and_judged_by(
         (marked, ViolationKind.AFTER_TERMINAL),
         (forgotten, ViolationKind.FORGOTTEN_RUN),
     }
+
+
+def test_an_idle_service_pages_out_its_waiting_runs_and_folds_their_next_events(
+    kafka_bootstrap: str, unique_topics: TopicNames
+) -> None:
+    """--page-idle-after: with no record coming, the idle service turns its RUNNING runs
+    into packed bytes (no commit needed); a later instance folds their next events on top."""
+    config = ServiceConfig.on_topics(
+        {"bootstrap.servers": kafka_bootstrap},
+        unique_topics,
+        group="paging",
+        until_idle=3,
+        page_idle_after_s=0.5,
+    )
+    runs = [uuid.uuid4() for _ in range(5)]
+    _produce(
+        kafka_bootstrap,
+        unique_topics.events,
+        [_event(run, 1, "graph_started", T0 + i * S) for i, run in enumerate(runs)],
+    )
+    service = FoldService(config)
+    stats = service.run()
+    assert stats.runs_paged_out == len(runs), stats
+    assert service.gauges["decoded_runs"] == 0 and service.gauges["active_runs"] == len(runs)
+
+    _produce(
+        kafka_bootstrap,
+        unique_topics.events,
+        [_event(run, 2, "tool_called", T0 + 10 * S) for run in runs],
+    )
+    again = FoldService(config).run()
+    assert again.consumed == len(runs) and again.balanced()
+    latest = read_latest_by_key(config.kafka, unique_topics.changelog, [0])[0].latest
+    edge = FoldService(config).edge
+    for run in runs:
+        state = edge.decode_state(latest[str(run).encode()])
+        assert (state.last_seq, state.events_applied, state.tool_calls) == (2, 2, 1)

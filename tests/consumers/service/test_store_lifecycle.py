@@ -1,0 +1,102 @@
+"""The state store's lifecycle without a broker: a run restored finished and never touched
+becomes a marker from its packed bytes, with the digest of its last event (from the packed
+head when its digest ring has all its slots, decoded when it is a short run's); a RUNNING run
+idle for ``page_idle_ns`` is paged out to packed bytes and thawed whole."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from consumers.lifecycle import marker_of
+from consumers.service.config import Lifecycle
+from consumers.service.edge import FoldEdge
+from consumers.service.store import PartitionStore
+from consumers.state import RunState
+from consumers.state_bytes import pack_stored, packed_head
+from schemas import EVENT_KINDS, Event, RunStatus, Timestamp
+
+pytestmark = pytest.mark.unit
+
+T0 = 1_780_000_000 * 10**9
+MINUTE = 60 * 10**9
+
+
+def _finished(run: uuid.UUID, last: int) -> RunState:
+    """A run of ``last`` events, the last of them graph_completed."""
+    edge, state = FoldEdge.default(), None
+    for seq in range(1, last + 1):
+        kind = {1: "graph_started", last: "graph_completed"}.get(seq, "tool_called")
+        fields = {
+            "graph_started": {},
+            "graph_completed": {"iterations": 1, "duration_ms": 5},
+            "tool_called": {"tool_name": f"search-{seq}"},
+        }[kind]
+        payload = (
+            {"agent_spec_digest": "s", "git_sha": "g", "inputs": {"q": seq}}
+            if kind == "graph_started"
+            else {"n": seq}
+        )
+        event = Event(
+            run_id=run,
+            seq=seq,
+            timestamp=Timestamp(T0 + seq * 10**6),
+            kind=EVENT_KINDS[kind](**fields),  # type: ignore[arg-type]
+            payload=payload,
+        )
+        state, _ = edge.apply(state, event)
+    assert state is not None and state.is_terminal
+    return state
+
+
+@pytest.mark.parametrize("events", [3, 100])
+def test_a_restored_finished_run_never_touched_becomes_its_marker(events: int) -> None:
+    edge = FoldEdge.default()
+    run = uuid.uuid4()
+    key = str(run).encode()
+    state = _finished(run, events)
+    packed = pack_stored(key, edge.encode_state(state))
+    head = packed_head(key, packed)
+    assert head is not None
+    assert (head.last_digest is None) == (len(state.digests) < 64)  # both forms are seen
+
+    store = PartitionStore(edge, Lifecycle(grace_ns=MINUTE), wall_clock=lambda: T0)
+    store.runs[0], store._stored[0] = {}, {key: packed}
+    store._seed(0, store._stored[0], 0)
+    store.stream_time[0] = T0 + 2 * MINUTE  # the partition moved past the run's grace
+    [(partition, written_key, value)] = store.age(0)
+    assert (partition, written_key) == (0, key) and value is not None
+    assert store.marker(0, run) == marker_of(state)
+    assert store.untouched(0) == []
+
+
+def _running(run: uuid.UUID) -> RunState:
+    state = _finished(run, 3)
+    state.status, state.finished_at = RunStatus.RUNNING, None  # as if still under way
+    return state
+
+
+def test_a_running_run_idle_for_page_idle_is_paged_out_and_thawed_whole() -> None:
+    clock = [T0]
+    store = PartitionStore(
+        FoldEdge.default(), Lifecycle(page_idle_ns=MINUTE), wall_clock=lambda: clock[0]
+    )
+    idle, busy, done = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    keys = {run: str(run).encode() for run in (idle, busy, done)}
+    for run in (idle, busy):
+        store.put(0, keys[run], _running(run))
+    store.put(0, keys[done], _finished(done, 3))
+    store.observe(0, keys.values())
+    before = store.runs[0][keys[idle]].copy()
+
+    clock[0] += MINUTE // 2
+    assert list(store.bound({})) == []
+    assert store.untouched(0) == []  # not idle long enough yet
+
+    clock[0] += MINUTE
+    assert list(store.bound({0: {keys[busy]}})) == []
+    assert store.untouched(0) == [keys[idle]]  # the busy run and the finished one stay
+    assert set(store.runs[0]) == {keys[busy], keys[done]}
+    assert store.take_counts().runs_paged_out == 1
+    assert store.get(0, keys[idle]) == before  # thawed by its next event, whole
