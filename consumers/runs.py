@@ -47,7 +47,8 @@ buffer, so a lost event followed by nothing in its run is still declared once th
 has moved on. A rejected event (conflict, after the end) moves no clock.
 
 Content is the event's timestamp, kind (tag and fields) and payload, digested by
-:func:`content_digest` (stable across processes, since the digests are persisted).
+:func:`~consumers.digest.content_digest` (stable across processes, since the digests
+are persisted).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from consumers.digest import content_digest
 from consumers.lifecycle import (
     MarkerTable,
     due_marker,
@@ -65,7 +67,7 @@ from consumers.lifecycle import (
     judge,
     marker_of,
 )
-from consumers.sequence import _step, content_digest, expire, flush
+from consumers.sequence import _step, expire, flush
 from consumers.state import DEFAULT_CONFIG, FoldConfig, Outcome, RunState
 from consumers.tally import Tally
 from schemas import Event, RunStatus

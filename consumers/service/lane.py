@@ -23,8 +23,8 @@ the pinned Event version is only known once the registry was asked, so the decod
 it from the general path (:meth:`~consumers.service.edge.FoldEdge.learn_framing`): the
 first such record is decoded the general way, the next ones take the lane.
 
-The digest the lane hands over is :func:`~consumers.sequence.digest_bytes` of the
-record's body, which is :func:`~consumers.sequence.content_digest` of its event (the
+The digest the lane hands over is :func:`~consumers.digest.digest_bytes` of the
+record's body, which is :func:`~consumers.digest.content_digest` of its event (the
 digest of the canonical body) only for a canonical body: minimal varints, string arrays
 in one block, the payload :func:`~schemas.serde.canonical_dumps` of its value. The
 decoder proves that (in C, else by :func:`canonical_payload`) or refuses the record, so
@@ -146,7 +146,7 @@ def canonical_payload(text: str) -> Any:
 
     The C decoder's check of a payload it cannot prove canonical by itself (floats,
     escapes, unsorted keys): the lane hands over the digest of the record's bytes,
-    which is :func:`~consumers.sequence.content_digest` of its event only when the
+    which is :func:`~consumers.digest.content_digest` of its event only when the
     payload text is :func:`~schemas.serde.canonical_dumps` of its value. Any other text
     (another writer's key order, whitespace) takes the general path, which digests
     the decoded event.

@@ -51,8 +51,9 @@ from confluent_kafka import (
     Message,
 )
 
+from consumers.digest import content_digest
 from consumers.lifecycle import forgotten, forgotten_outcome, judge
-from consumers.sequence import content_digest, fold_next
+from consumers.sequence import fold_next
 from consumers.service.base import _IDLE_WAIT
 from consumers.service.config import (
     Guarantee,

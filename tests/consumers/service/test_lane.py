@@ -24,7 +24,8 @@ from confluent_kafka import KafkaError, Message
 from service_fixtures import OfflineService, RecordingProducer
 
 from consumers import apply_event
-from consumers.sequence import COUNTED_KINDS, content_digest
+from consumers.digest import content_digest
+from consumers.sequence import COUNTED_KINDS
 from consumers.service import FoldService
 from consumers.service.edge import FoldEdge
 from consumers.service.lane import LaneDecoder, compiled_lane_available, decoder
