@@ -10,7 +10,7 @@
  *
  * or None: an error, a record of another framing, version or kind, a value outside what
  * is checked below, any doubt. It folds nothing and knows no rule: the service hands the
- * values to consumers.sequence.fold_next (the one next-event rule) and takes the general
+ * values to consumers.next_event.fold_next (the one next-event rule) and takes the general
  * path (decode with the codec, apply_event) for every None. Refusing is always safe; the
  * differential tests check that every record read here decodes with schemas.codec to the
  * same values (tests/consumers/service/test_lane.py).
