@@ -67,7 +67,7 @@ from consumers.lifecycle import (
     judge,
     marker_of,
 )
-from consumers.sequence import _step, expire, flush
+from consumers.sequence import expire, flush, fold_event
 from consumers.state import DEFAULT_CONFIG, FoldConfig, Outcome, RunState
 from consumers.tally import Tally
 from schemas import Event, RunStatus
@@ -163,7 +163,7 @@ class FoldResult:
             self.runs[run_id] = state
             self._order[run_id] = None
         before = len(state.pending_events)
-        outcomes = _step(state, event, self.config, digest)
+        outcomes = fold_event(state, event, self.config, digest)
         if state.stream_time > self.stream_time:
             self.stream_time = state.stream_time
         if before or state.pending_events or state.status is not _RUNNING:

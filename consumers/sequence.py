@@ -216,8 +216,12 @@ def _compare(
     return _new_outcome(Outcome, (_VIOLATION, run_id, seq, (conflict,), False))
 
 
-def _step(state: RunState, event: Event, config: FoldConfig, digest: int | None) -> list[Outcome]:
-    """Fold one event of ``state``'s run; the heart of :func:`apply_event`."""
+def fold_event(
+    state: RunState, event: Event, config: FoldConfig, digest: int | None
+) -> list[Outcome]:
+    """Fold one event of ``state``'s run; the heart of :func:`apply_event`, for a caller
+    that routed the event to its run's state itself (:class:`~consumers.runs.FoldResult`):
+    no state is made and the run is not checked. Not in ``__all__``: the fold's own."""
     seq = event.seq
     timestamp = event.timestamp
     if digest is None:
@@ -293,7 +297,7 @@ def apply_event(
             f"event seq {event.seq} of run {event.run_id} was given to the state of run "
             f"{state.run_id}; route events by run_id (FoldResult does)"
         )
-    return state, _step(state, event, config, digest)
+    return state, fold_event(state, event, config, digest)
 
 
 def flush(state: RunState, config: FoldConfig = DEFAULT_CONFIG) -> list[Outcome]:
