@@ -7,8 +7,9 @@ the service), and the reads and writes of one run: a run's state is decoded
 run's first record (:meth:`OwnedRuns.get`). Each partition has a clock, the newest event
 time of its changed runs (:meth:`OwnedRuns.observe`), against which the watched reorder
 buffers are held (:meth:`OwnedRuns.expire`). The parts of the store are layered classes,
-each in its module: ``OwnedRuns`` <- ``PartitionStore`` (restore from the changelog,
-moving over from ``agent-runs``, rebuild; the lifecycle and the bounds).
+each in its module: ``OwnedRuns`` <- :class:`~consumers.service.lifecycle.StoreLifecycle`
+(markers, paging out, forced flushes: every commit) <- ``PartitionStore`` (restore from
+the changelog, moving over from ``agent-runs``, rebuild).
 """
 
 from __future__ import annotations
