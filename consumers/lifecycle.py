@@ -3,7 +3,7 @@
 Pure code: no Kafka, no clock, no logging; every time is an event time passed in (the
 stream time of the fold or of a service partition). One implementation, used by the
 library fold (:class:`~consumers.runs.FoldResult`) and the folding service
-(:class:`~consumers.service.store.PartitionStore`).
+(:class:`~consumers.service.lifecycle.StoreLifecycle`).
 
 A finished run (status not RUNNING) stays whole for ``grace`` after it finished
 (:func:`due_marker`), so that late duplicates and conflicts are judged on its full

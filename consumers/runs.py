@@ -47,7 +47,8 @@ buffer, so a lost event followed by nothing in its run is still declared once th
 has moved on. A rejected event (conflict, after the end) moves no clock.
 
 Content is the event's timestamp, kind (tag and fields) and payload, digested by
-:func:`content_digest` (stable across processes, since the digests are persisted).
+:func:`~consumers.digest.content_digest` (stable across processes, since the digests
+are persisted).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from consumers.digest import content_digest
 from consumers.lifecycle import (
     MarkerTable,
     due_marker,
@@ -65,7 +67,7 @@ from consumers.lifecycle import (
     judge,
     marker_of,
 )
-from consumers.sequence import _step, content_digest, expire, flush
+from consumers.sequence import expire, flush, fold_event
 from consumers.state import DEFAULT_CONFIG, FoldConfig, Outcome, RunState
 from consumers.tally import Tally
 from schemas import Event, RunStatus
@@ -161,7 +163,7 @@ class FoldResult:
             self.runs[run_id] = state
             self._order[run_id] = None
         before = len(state.pending_events)
-        outcomes = _step(state, event, self.config, digest)
+        outcomes = fold_event(state, event, self.config, digest)
         if state.stream_time > self.stream_time:
             self.stream_time = state.stream_time
         if before or state.pending_events or state.status is not _RUNNING:

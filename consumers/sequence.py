@@ -1,20 +1,21 @@
-"""One run's fold: sequence rules, reorder buffer, content digests, one function per kind.
+"""One run's sequence rules: where an event stands against the run's last applied seq.
 
-:func:`apply_event` is the pure step; :mod:`consumers.runs` documents the rules and
-adds the many-run layer (:class:`~consumers.runs.FoldResult`, :func:`~consumers.runs.fold`).
+:func:`apply_event` is the pure step. The next event of a RUNNING run is applied by the
+next-event rule (:mod:`consumers.next_event`); here is what becomes of every other one:
+one ahead waits in the run's reorder buffer until its predecessors come or a bound
+declares the gap (:func:`expire`, :func:`flush`); one at or below ``last_seq`` is judged
+by its content digest (:mod:`consumers.digest`) a duplicate or a conflict; one after the
+end is refused. :mod:`consumers.runs` documents the rules and adds the many-run layer
+(:class:`~consumers.runs.FoldResult`, :func:`~consumers.runs.fold`).
 """
 
 from __future__ import annotations
 
-import zlib
-from array import array
-from collections import deque
-from collections.abc import Callable
-
+from consumers.digest import content_digest
+from consumers.next_event import apply_next, bad_digest, fold_next, grow_ring, record_violation
 from consumers.state import (
     DEFAULT_CONFIG,
     FIRST_RING,
-    NO_VIOLATIONS,
     FoldConfig,
     FoldError,
     Outcome,
@@ -22,20 +23,12 @@ from consumers.state import (
     RunState,
 )
 from schemas import Event, RunStatus, Violation, ViolationKind
-from schemas.avro_binary import KIND_WRITERS as _KIND_WRITERS
-from schemas.avro_binary import write_stamp as _write_stamp
-from schemas.avro_binary import write_string as _write_string
-from schemas.serde import canonical_dumps as _canonical_dumps
 
 __all__ = [
-    "COUNTED_KINDS",
     "apply_event",
-    "content_digest",
-    "digest_bytes",
     "duplicate_violation",
     "expire",
     "flush",
-    "fold_next",
 ]
 
 _RUNNING = RunStatus.RUNNING
@@ -44,268 +37,7 @@ _DUPLICATE = OutcomeKind.DUPLICATE
 _VIOLATION = OutcomeKind.VIOLATION
 _BUFFERED = OutcomeKind.BUFFERED
 _new_outcome = tuple.__new__  # Outcome(...) without the NamedTuple's Python-level __new__
-_crc32 = zlib.crc32
 _U64_MAX = 2**64 - 1
-
-
-def content_digest(event: Event) -> int:
-    """THE 64-bit digest of an event's content, by which a duplicate is told from a conflict.
-
-    :func:`digest_bytes` of the event's content in its canonical Avro form (``Event.v1``,
-    the layout of :mod:`schemas.avro_binary`): the body after run_id and seq, that is the
-    timestamp, the kind (branch and fields) and the payload as canonical JSON
-    (:func:`schemas.serde.canonical_dumps`: keys in code point order, compact). Two
-    events compared are at one seq of one run, so this is all that can tell them apart;
-    the same event re-encoded with another key order or whitespace in its payload, or
-    framed single-object vs Confluent, has the same digest. The library fold and the
-    service compute this one function (the service's C lane only for records whose
-    bytes it proves canonical: then the digest of those bytes is this one), so a state
-    folded by one is continued by the other. Stable across processes (the digests are
-    persisted). Not cryptographic, and it needs not be: a collision only turns a
-    conflict into a duplicate, and neither is applied. Never 0.
-    """
-    kind = event.kind
-    payload = event.payload
-    try:
-        kind_bytes = _kind_bytes(kind)
-        content = b"".join(
-            (
-                _write_stamp(event.timestamp),
-                kind_bytes,
-                _EMPTY_OBJECT
-                if type(payload) is dict and not payload
-                else _write_string(_canonical_dumps(payload)),
-            )
-        )
-    except (ValueError, TypeError, KeyError):
-        # Values no Avro record carries (a hand-built Event with a u64 >= 2**63, a
-        # non-JSON payload): no record can be compared with it, any stable digest will do.
-        content = repr((event.timestamp.real, kind.__dict__, event.payload)).encode(
-            "utf-8", "surrogatepass"
-        )
-    return ((len(content) & 0xFFFFFFFF) << 32) | _crc32(content) or 1
-
-
-def _kind_bytes(kind: object) -> bytes:
-    """The kind's Avro bytes (branch and fields), memoised by its type and field values."""
-    key = (type(kind), *kind.__dict__.values())
-    try:
-        known = _KIND_BYTES.get(key)
-    except TypeError:  # a field value that cannot be hashed (a hand-built list): not kept
-        return _KIND_WRITERS[type(kind)](kind)
-    if known is None:
-        known = _KIND_WRITERS[type(kind)](kind)
-        if len(_KIND_BYTES) >= _KIND_BYTES_SIZE:
-            _KIND_BYTES.clear()
-        _KIND_BYTES[key] = known
-    return known
-
-
-# Kinds repeat (the same tool, the same node): their bytes are memoised by value, and
-# half of all payloads are ``{}``. A pure function's cache, bounded; it changes no
-# result, only the cost.
-_KIND_BYTES: dict[tuple[object, ...], bytes] = {}
-_KIND_BYTES_SIZE = 4096
-_EMPTY_OBJECT = _write_string("{}")
-
-
-def digest_bytes(data: bytes) -> int:
-    """The fold's digest of some bytes: CRC-32 in the low half, the length above it.
-
-    :func:`content_digest` is this of the canonical content bytes; a decoder holding a
-    record whose bytes it has proved canonical (the service's C lane) passes this of the
-    bytes after run_id and seq, the same value. Any other digest would make the
-    persisted digests disagree, and redelivered duplicates be told as conflicts. Never 0.
-    """
-    return ((len(data) & 0xFFFFFFFF) << 32) | _crc32(data) or 1
-
-
-# --- one small function per event kind -------------------------------------------------
-
-
-def _graph_started(state: RunState, event: Event) -> None:
-    if state.has_identity:
-        return  # the first graph_started names the run; a repeat changes nothing
-    state.has_identity = True
-    state.started_at = event.timestamp
-    payload = event.payload
-    if isinstance(payload, dict):
-        digest = payload.get("agent_spec_digest")
-        sha = payload.get("git_sha")
-        state.agent_spec_digest = digest if isinstance(digest, str) else ""
-        state.git_sha = sha if isinstance(sha, str) else ""
-        state.inputs = payload.get("inputs")
-
-
-def _graph_completed(state: RunState, event: Event) -> None:
-    state.status = RunStatus.COMPLETED
-    state.finished_at = event.timestamp
-    payload = event.payload
-    if isinstance(payload, dict):
-        state.outputs = payload.get("outputs")
-        digest = payload.get("final_state_digest")
-        state.final_state_digest = digest if isinstance(digest, str) else None
-
-
-def _graph_failed(state: RunState, event: Event) -> None:
-    state.status = RunStatus.FAILED
-    state.finished_at = event.timestamp
-
-
-def _graph_interrupted(state: RunState, event: Event) -> None:
-    state.interrupts += 1
-    if event.kind.reason == "cancelled":  # type: ignore[union-attr]
-        state.status = RunStatus.CANCELLED
-        state.finished_at = event.timestamp
-
-
-def _count(counter: str) -> Callable[[RunState, Event], None]:
-    """The projector of a kind that only counts: one more in ``counter``.
-
-    Compiled from source so it is exactly ``state.<counter> += 1`` (a slot's
-    descriptor called from Python costs twice as much)."""
-    if not counter.isidentifier():
-        raise ValueError(f"not a counter name: {counter!r}")
-    env: dict[str, Callable[[RunState, Event], None]] = {}
-    exec(f"def _count_{counter}(state, event):\n    state.{counter} += 1\n", env)  # noqa: S102
-    return env[f"_count_{counter}"]
-
-
-COUNTED_KINDS: dict[str, str] = {
-    "node_entered": "nodes_entered",
-    "node_exited": "nodes_exited",
-    "node_failed": "node_failures",
-    "node_retrying": "retries",
-    "tool_called": "tool_calls",
-    "tool_returned": "tool_returns",
-    "tool_failed": "tool_failures",
-    "checkpoint_saved": "checkpoints_saved",
-    "checkpoint_restored": "checkpoints_restored",
-    "checkpoint_deleted": "checkpoints_deleted",
-    "state_updated": "state_updates",
-    "message_added": "messages",
-}
-"""Kinds whose only effect on a run is one more in a counter (tag -> counter name).
-
-Their events change nothing else: neither the kind's fields nor the payload are
-read, which lets the service's fast lane fold them from their bytes alone
-(:mod:`consumers.service.lane`)."""
-
-
-_PROJECTORS: dict[str, Callable[[RunState, Event], None]] = {
-    "graph_started": _graph_started,
-    "graph_completed": _graph_completed,
-    "graph_failed": _graph_failed,
-    "graph_interrupted": _graph_interrupted,
-    **{tag: _count(counter) for tag, counter in COUNTED_KINDS.items()},
-}
-
-
-# --- sequence handling -----------------------------------------------------------------
-
-
-def _violation(
-    state: RunState, kind: ViolationKind, first: int, last: int, message: str
-) -> Violation:
-    """Record a violation in the run's summary and return it."""
-    violation = Violation(
-        run_id=state.run_id, kind=kind, first_seq=first, last_seq=last, message=message
-    )
-    counts = state.violation_counts
-    if counts is NO_VIOLATIONS:
-        counts = state.violation_counts = dict(NO_VIOLATIONS)
-    counts[kind] += 1  # type: ignore[index]  # the run's own dict, made just above
-    recent = state.recent_violations
-    if not recent:
-        recent = state.recent_violations = deque(maxlen=state.config.max_recent_violations)
-    elif len(recent) == recent.maxlen:
-        state.violations_dropped += 1
-    recent.append(violation)
-    return violation
-
-
-def _apply(
-    state: RunState, seq: int, tag: str, digest: int, event: Event | None
-) -> tuple[Violation, ...]:
-    """Apply the event at ``last_seq + 1`` of a RUNNING run: THE next-event rule.
-
-    Every path that applies an event comes here: :func:`apply_event` (in order, released
-    from the reorder buffer, after a declared gap) and :func:`fold_next` (what the
-    service's batch lane hands over). Returns the violation noticed on the way, if any
-    (``missing_start`` for a first event that is not ``graph_started``). ``event`` may
-    be None only for the kinds of :data:`COUNTED_KINDS`, whose projection reads nothing
-    but the tag. An applied event clears ``stalled_since`` (:mod:`consumers.stall`).
-    """
-    digests = state.digests
-    size = len(digests)
-    if size == FIRST_RING and seq > size and state.config.digest_window > size:
-        digests = _grow_ring(state, seq)
-        size = len(digests)
-    try:
-        digests[seq % size] = digest
-    except (OverflowError, TypeError):
-        raise _bad_digest(state, seq, digest) from None
-    state.last_seq = seq
-    # An applied event ends a stall (consumers.stall): one slot store, cheaper than a test.
-    state.stalled_since = None
-    noticed: tuple[Violation, ...] = ()
-    if not state.events_applied and not state.has_identity:
-        # A first event: fold_next never hands one over, so ``event`` is here.
-        state.started_at = event.timestamp  # type: ignore[union-attr]
-        if tag != "graph_started":
-            noticed = (
-                _violation(
-                    state,
-                    ViolationKind.MISSING_START,
-                    seq,
-                    seq,
-                    f"run {state.run_id}: first event applied is {tag} at seq {seq}, "
-                    "not graph_started; identity fields stay empty until one arrives",
-                ),
-            )
-    state.events_applied += 1
-    _PROJECTORS[tag](state, event)  # type: ignore[arg-type]  # None only for counted kinds
-    return noticed
-
-
-def _grow_ring(state: RunState, seq: int) -> array[int]:
-    """The run's short digest ring replaced by one of the whole window, before ``seq`` is
-    applied, the digests it held moved to their slots (:data:`~consumers.state.FIRST_RING`).
-    Once, at a run's fifth seq: growing by steps cost the lane ~0.1 µs a record."""
-    old = state.digests
-    size = state.config.digest_window
-    ring = array("Q", bytes(8 * size))
-    last = state.last_seq
-    for kept in range(max(1, last - len(old) + 1, seq - size + 1), last + 1):
-        ring[kept % size] = old[kept % len(old)]
-    state.digests = ring
-    return ring
-
-
-def fold_next(state: RunState, seq: int, timestamp: int, tag: str, digest: int) -> bool:
-    """Fold the next event of a run under way when it needs nothing but the rule.
-
-    True (and the event applied by :func:`_apply`, the stream time advanced) when the
-    run is RUNNING, has applied an event, buffers none, ``seq`` is ``last_seq + 1`` and
-    ``tag`` is one of :data:`COUNTED_KINDS`: then the outcome is ``APPLIED`` with no
-    violation and nothing released, exactly what :func:`apply_event` would return.
-    False and nothing changed otherwise: the caller takes :func:`apply_event`.
-
-    For callers that have the event's values without its model: the folding service's
-    batch lane reads them from the record's bytes (:mod:`consumers.service.lane`).
-    """
-    if (
-        seq != state.last_seq + 1
-        or state.status is not _RUNNING
-        or not state.events_applied
-        or state.pending_events
-        or tag not in COUNTED_KINDS
-    ):
-        return False
-    if timestamp > state.stream_time:
-        state.stream_time = timestamp
-    _apply(state, seq, tag, digest, None)
-    return True
 
 
 def _drain(state: RunState, outcomes: list[Outcome], released: bool = False) -> None:
@@ -321,7 +53,7 @@ def _drain(state: RunState, outcomes: list[Outcome], released: bool = False) -> 
             break
         released = True
         event, digest = entry
-        carried = _apply(state, event.seq, event.kind.type, digest, event)
+        carried = apply_next(state, event.seq, event.kind.type, digest, event)
         outcomes.append(_new_outcome(Outcome, (_APPLIED, run_id, event.seq, carried, True)))
     if pending and state.status is not _RUNNING:
         for seq in sorted(pending):
@@ -350,7 +82,7 @@ def duplicate_violation(outcome: Outcome) -> Violation:
 
 
 def _after_terminal(state: RunState, seq: int) -> Violation:
-    return _violation(
+    return record_violation(
         state,
         ViolationKind.AFTER_TERMINAL,
         seq,
@@ -366,7 +98,7 @@ def _declare_first_gap(state: RunState, config: FoldConfig, outcomes: list[Outco
     first = state.last_seq + 1
     next_seq = min(pending)
     last = next_seq - 1
-    gap = _violation(
+    gap = record_violation(
         state,
         ViolationKind.GAP,
         first,
@@ -381,13 +113,13 @@ def _declare_first_gap(state: RunState, config: FoldConfig, outcomes: list[Outco
         state.missing_ranges_dropped += 1
     digests = state.digests
     if len(digests) == FIRST_RING < next_seq and state.config.digest_window > FIRST_RING:
-        digests = _grow_ring(state, next_seq)  # before the gap's slots are cleared
+        digests = grow_ring(state, next_seq)  # before the gap's slots are cleared
     window = len(digests)
     for seq in range(max(first, next_seq - window), next_seq):
         digests[seq % window] = 0  # those slots describe older seqs now: unknown
     state.last_seq = last
     event, digest = pending.pop(next_seq)
-    carried = (gap, *_apply(state, next_seq, event.kind.type, digest, event))
+    carried = (gap, *apply_next(state, next_seq, event.kind.type, digest, event))
     outcomes.append(_new_outcome(Outcome, (_APPLIED, state.run_id, next_seq, carried, True)))
     _drain(state, outcomes, released=True)
 
@@ -437,7 +169,7 @@ def _seen_before(state: RunState, event: Event, digest: int, seq: int) -> Outcom
                 run_id,
                 0,
                 (
-                    _violation(
+                    record_violation(
                         state,
                         ViolationKind.CONFLICT,
                         0,
@@ -451,7 +183,7 @@ def _seen_before(state: RunState, event: Event, digest: int, seq: int) -> Outcom
         )
     for first, last in state.missing:
         if first <= seq <= last:
-            late = _violation(
+            late = record_violation(
                 state,
                 ViolationKind.GAP,
                 seq,
@@ -481,7 +213,7 @@ def _compare(
         # traffic, and publishing each one would bury the anomalies that matter.
         state.duplicates += 1
         return _new_outcome(Outcome, (_DUPLICATE, run_id, seq, (), False))
-    conflict = _violation(
+    conflict = record_violation(
         state,
         ViolationKind.CONFLICT,
         seq,
@@ -492,8 +224,12 @@ def _compare(
     return _new_outcome(Outcome, (_VIOLATION, run_id, seq, (conflict,), False))
 
 
-def _step(state: RunState, event: Event, config: FoldConfig, digest: int | None) -> list[Outcome]:
-    """Fold one event of ``state``'s run; the heart of :func:`apply_event`."""
+def fold_event(
+    state: RunState, event: Event, config: FoldConfig, digest: int | None
+) -> list[Outcome]:
+    """Fold one event of ``state``'s run; the heart of :func:`apply_event`, for a caller
+    that routed the event to its run's state itself (:class:`~consumers.runs.FoldResult`):
+    no state is made and the run is not checked. Not in ``__all__``: the fold's own."""
     seq = event.seq
     timestamp = event.timestamp
     if digest is None:
@@ -516,21 +252,14 @@ def _step(state: RunState, event: Event, config: FoldConfig, digest: int | None)
     return outcomes
 
 
-def _bad_digest(state: RunState, seq: int, digest: object) -> FoldError:
-    return FoldError(
-        f"run {state.run_id} seq {seq}: digest {digest!r} is not an integer in 1..2**64-1; "
-        "pass content_digest(event) or digest_bytes(body), or None"
-    )
-
-
 def _step_aside(state: RunState, event: Event, seq: int, digest: int) -> Outcome:
     """The outcome of any event but the next one of a run under way."""
     if not isinstance(digest, int) or not 0 < digest <= _U64_MAX:
-        raise _bad_digest(state, seq, digest)
+        raise bad_digest(state, seq, digest)
     last = state.last_seq
     run_id = state.run_id
     if seq == last + 1 and state.status is _RUNNING:
-        carried = _apply(state, seq, event.kind.type, digest, event)
+        carried = apply_next(state, seq, event.kind.type, digest, event)
         return _new_outcome(Outcome, (_APPLIED, run_id, seq, carried, False))
     if seq <= last:
         return _seen_before(state, event, digest, seq)
@@ -560,9 +289,10 @@ def apply_event(
     Returns the state (the same object, updated in place) and the outcomes: first
     the event's own, then those of buffered events it released (see
     :class:`~consumers.state.Outcome` for the accounting). ``digest`` is the
-    event's content digest when the caller has one: :func:`content_digest` (what
-    ``None`` computes), or the same value by another route (the service's C lane:
-    :func:`digest_bytes` of a record's content bytes it proved canonical). Any other
+    event's content digest when the caller has one: :func:`~consumers.digest.content_digest`
+    (what ``None`` computes), or the same value by another route (the service's C lane:
+    :func:`~consumers.digest.digest_bytes` of a record's content bytes it proved
+    canonical). Any other
     digest would not compare with the ones kept in the state, restored states included.
 
     Raises :class:`~consumers.state.FoldError` when ``event`` belongs to another
@@ -575,7 +305,7 @@ def apply_event(
             f"event seq {event.seq} of run {event.run_id} was given to the state of run "
             f"{state.run_id}; route events by run_id (FoldResult does)"
         )
-    return state, _step(state, event, config, digest)
+    return state, fold_event(state, event, config, digest)
 
 
 def flush(state: RunState, config: FoldConfig = DEFAULT_CONFIG) -> list[Outcome]:

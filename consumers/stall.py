@@ -9,7 +9,7 @@ caller (the folding service passes wall-clock nanoseconds; there is no clock her
   ``now_ns - last_event_ns >= stall_after_ns``: it gets one ``stalled`` violation
   (counted and kept like the others) and ``stalled_since = now_ns``;
 - it is not flagged again while stalled; an event applied to it clears
-  ``stalled_since`` (:func:`consumers.sequence._apply`, the one next-event rule), after
+  ``stalled_since`` (:func:`consumers.next_event.apply_next`, the one next-event rule), after
   which a new silence can flag it again;
 - a finished run is never flagged;
 - the status is not changed (only the agent's own events change it), unless the caller
@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from consumers.sequence import _violation, flush
+from consumers.next_event import record_violation
+from consumers.sequence import flush
 from consumers.state import DEFAULT_CONFIG, FoldConfig, Outcome, RunState
 from schemas import RunStatus, Timestamp, Violation, ViolationKind
 
@@ -86,7 +87,7 @@ def flag_stalled(
             "still RUNNING: its agent may have died or its last events were lost; "
             "an event for it clears this"
         )
-    violation = _violation(
+    violation = record_violation(
         state,
         ViolationKind.STALLED,
         last_seq,

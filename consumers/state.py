@@ -177,13 +177,14 @@ _SEQUENCE_FIELDS = (
 
 NO_VIOLATIONS: Mapping[ViolationKind, int] = MappingProxyType(dict.fromkeys(ViolationKind, 0))
 """The counts of a run with no violation yet, shared by all of them (read-only): the
-first violation gives the run a dict of its own (``consumers.sequence``)."""
+first violation gives the run a dict of its own
+(``consumers.next_event.record_violation``)."""
 
 FIRST_RING = 4
 """Slots of a new run's digest ring; at its fifth seq it gets one of ``digest_window``
-slots (``consumers.sequence``). A ring of length L holds the digests of the seqs
-``last_seq - L + 1 .. last_seq`` at ``seq % L``, whatever L is; a short run keeps a short
-ring (a 64-slot ring is 0.6 KiB, most of a small run's memory)."""
+slots (``consumers.next_event.grow_ring``). A ring of length L holds the digests of the
+seqs ``last_seq - L + 1 .. last_seq`` at ``seq % L``, whatever L is; a short run keeps a
+short ring (a 64-slot ring is 0.6 KiB, most of a small run's memory)."""
 
 
 class RunState:

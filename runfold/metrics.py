@@ -17,7 +17,7 @@ What the stats do not hold is measured around the service, without changing it:
   transaction are discarded;
 - events pending in the reorder buffers and the age of the oldest, per partition: read
   from the service's partition store right after each commit (on the service's thread;
-  a scrape reads that snapshot), :meth:`~consumers.service.store.PartitionStore.pending`;
+  a scrape reads that snapshot), :meth:`~consumers.service.owned.OwnedRuns.pending`;
 - consumer lag per partition: from librdkafka's statistics (last stable offset minus
   the next offset the fold will get), requested through the service's
   ``consumer_overrides``. The group's *committed* lag is what ``runfold top`` shows.

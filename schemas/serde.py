@@ -180,7 +180,7 @@ def dumps(value: Any) -> str:
 def canonical_dumps(value: Any) -> str:
     """:func:`dumps` with every object's keys in code point order: one text per JSON value.
 
-    The canonical form the fold digests a payload by (``consumers.sequence.content_digest``):
+    The canonical form the fold digests a payload by (``consumers.digest.content_digest``):
     two texts that differ only in key order or whitespace read to values with the same
     canonical text, so a redelivered event re-encoded by another writer is still known.
     """

@@ -6,7 +6,9 @@
       ├─ recovery ── rebalances, abort and rewind, restore, failover (clients rebuilt)
       ├─ outputs ── violations, dead letters, run states; the commit
       ├─ base ── the state every part shares (clients, open transaction, counters)
-      ├─ store.PartitionStore ── the runs of the owned partitions: restore, thaw, rebuild
+      ├─ store.PartitionStore ── the runs of the owned partitions: restore, migration, rebuild
+      │    ├─ lifecycle.StoreLifecycle ── at every commit: markers, paging out, forced flushes
+      │    ├─ owned.OwnedRuns ── what is held (decoded or packed), thaw, clocks, buffers
       │    └─ restore ── read the changelog (latest state per key) and the events topic
       ├─ edge.FoldEdge ── what the loop asks of the codec and the fold
       ├─ lane ── the batch lane: common records decoded in C, folded by the one rule

@@ -10,7 +10,7 @@
  *
  * or None: an error, a record of another framing, version or kind, a value outside what
  * is checked below, any doubt. It folds nothing and knows no rule: the service hands the
- * values to consumers.sequence.fold_next (the one next-event rule) and takes the general
+ * values to consumers.next_event.fold_next (the one next-event rule) and takes the general
  * path (decode with the codec, apply_event) for every None. Refusing is always safe; the
  * differential tests check that every record read here decodes with schemas.codec to the
  * same values (tests/consumers/service/test_lane.py).
@@ -23,7 +23,7 @@
  * schemas.avro_binary reads them (UTF-8 strings, u32 in range, u64 not negative); the
  * payload string is the rest of the record (no trailing bytes) and is JSON as
  * serde.loads reads it (which refuses nesting deeper than serde_json's limit). `digest` is
- * consumers.sequence.content_digest of the event: digest_bytes of what follows the seq
+ * consumers.digest.content_digest of the event: digest_bytes of what follows the seq
  * (timestamp, kind, payload), read only when those bytes are the canonical form that
  * function digests: minimal varints, string arrays in the writer's one block, a payload
  * text that is its own serde.canonical_dumps (json_simple below, else the Python check
@@ -322,7 +322,7 @@ scan_fields(const Branch *branch, const unsigned char *buf, Py_ssize_t pos, Py_s
  * (token counts differ), so the cache below misses often. json_simple recognises a
  * subset of JSON that serde.loads certainly accepts *and* that is already canonical
  * (serde.canonical_dumps of what it reads is the text itself, so the digest of the
- * record's body is consumers.sequence.content_digest of its event), and says "not sure"
+ * record's body is consumers.digest.content_digest of its event), and says "not sure"
  * for anything else, which then goes to the Python check the decoder was given:
  *   - no whitespace outside strings (serde and runfold write compact JSON);
  *   - strings: no control characters, escapes only \" \\ \b \f \n \r \t (no \u:
@@ -680,7 +680,7 @@ read_record(Decoder *self, PyObject *key, PyObject *value)
         return NULL;
     if (ok == 0)
         Py_RETURN_NONE;
-    /* consumers.sequence.content_digest: digest_bytes of the content (what follows the
+    /* consumers.digest.content_digest: digest_bytes of the content (what follows the
      * seq: timestamp, kind, payload), canonical as proved above. */
     const Py_ssize_t content = total - content_start;
     uint64_t digest = ((uint64_t)(content & 0xFFFFFFFF) << 32) |

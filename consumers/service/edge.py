@@ -73,10 +73,10 @@ class FoldEdge:
     def apply(self, state: RunState | None, event: Event) -> tuple[RunState, list[Outcome]]:
         """Fold one event into its run's state (``None``: a run not seen yet).
 
-        The fold digests the decoded event (:func:`~consumers.sequence.content_digest`,
+        The fold digests the decoded event (:func:`~consumers.digest.content_digest`,
         canonical), never the record's bytes: the same event framed or encoded otherwise
         is the same content, here and in the library fold. (The lane's C decoder hands
-        :func:`~consumers.sequence.fold_next` the digest of bytes it proved canonical,
+        :func:`~consumers.next_event.fold_next` the digest of bytes it proved canonical,
         which is the same value.)"""
         return apply_event(state, event, self.config)
 

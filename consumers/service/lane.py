@@ -2,7 +2,7 @@
 
 Most records of ``agent-run-events`` are the next event of a run the service already
 tracks, of a kind that only counts (``node_entered``, ``tool_called``, ... see
-:data:`~consumers.sequence.COUNTED_KINDS`). For those the fold needs nothing but the
+:data:`~consumers.next_event.COUNTED_KINDS`). For those the fold needs nothing but the
 seq, the timestamp, the kind's tag and the content digest, so building the pydantic
 :class:`~schemas.Event` only to drop it again was most of the service's cost per record
 (``python -m bench.lane_bench`` measures it).
@@ -12,7 +12,7 @@ seq, the timestamp, the kind's tag and the content digest, so building the pydan
 off), whose ``read(msgs)`` returns, per consumed message, the plain values
 ``(partition, key, offset, seq, timestamp, tag, digest)`` of a record that the codec
 certainly reads the same way, or None. It knows no rule: the service gives the values
-to :func:`consumers.sequence.fold_next`, and takes the general path (decode with
+to :func:`consumers.next_event.fold_next`, and takes the general path (decode with
 :mod:`schemas.codec`, :func:`~consumers.sequence.apply_event`) for every None and
 every record ``fold_next`` declines. Without the extension there is no lane and every
 record takes the general path, which is the lane's test oracle
@@ -23,8 +23,8 @@ the pinned Event version is only known once the registry was asked, so the decod
 it from the general path (:meth:`~consumers.service.edge.FoldEdge.learn_framing`): the
 first such record is decoded the general way, the next ones take the lane.
 
-The digest the lane hands over is :func:`~consumers.sequence.digest_bytes` of the
-record's body, which is :func:`~consumers.sequence.content_digest` of its event (the
+The digest the lane hands over is :func:`~consumers.digest.digest_bytes` of the
+record's body, which is :func:`~consumers.digest.content_digest` of its event (the
 digest of the canonical body) only for a canonical body: minimal varints, string arrays
 in one block, the payload :func:`~schemas.serde.canonical_dumps` of its value. The
 decoder proves that (in C, else by :func:`canonical_payload`) or refuses the record, so
@@ -37,7 +37,7 @@ import importlib
 import os
 from typing import Any, Protocol
 
-from consumers.sequence import COUNTED_KINDS
+from consumers.next_event import COUNTED_KINDS
 from schemas import serde
 from schemas.avro_binary import KIND_LAYOUTS, PINNED, U32_FIELDS
 from schemas.framing import SINGLE_OBJECT_HEADER_SIZE, SINGLE_OBJECT_MAGIC
@@ -146,7 +146,7 @@ def canonical_payload(text: str) -> Any:
 
     The C decoder's check of a payload it cannot prove canonical by itself (floats,
     escapes, unsorted keys): the lane hands over the digest of the record's bytes,
-    which is :func:`~consumers.sequence.content_digest` of its event only when the
+    which is :func:`~consumers.digest.content_digest` of its event only when the
     payload text is :func:`~schemas.serde.canonical_dumps` of its value. Any other text
     (another writer's key order, whitespace) takes the general path, which digests
     the decoded event.

@@ -51,8 +51,9 @@ from confluent_kafka import (
     Message,
 )
 
+from consumers.digest import content_digest
 from consumers.lifecycle import forgotten, forgotten_outcome, judge
-from consumers.sequence import content_digest, fold_next
+from consumers.next_event import fold_next
 from consumers.service.base import _IDLE_WAIT
 from consumers.service.config import (
     Guarantee,
@@ -265,7 +266,7 @@ class FoldService(ServiceRecovery):
 
         The edge's lane decoder reads the common records straight from their bytes (the
         next event of a run under way, of a kind that only counts: most of them) and
-        :func:`~consumers.sequence.fold_next` applies them by the one next-event rule;
+        :func:`~consumers.next_event.fold_next` applies them by the one next-event rule;
         every other record, and each one the rule declines, takes :meth:`_fold_record`.
         One loop in order, so each run's records keep their order. The lane's counts are
         added once per batch: nothing commits or aborts in the middle of a batch.

@@ -134,7 +134,7 @@ class StallWatch:
                 del seen[key]
                 state = runs.get(key)
                 if state is None:
-                    # Paged out since (idle over --max-active-runs, consumers.service.store),
+                    # Paged out since (idle over --max-active-runs, consumers.service.lifecycle),
                     # or a finished run's marker (not RUNNING: nothing to flag).
                     state = self._running_stored(store, partition, key)
                 if state is not None:

@@ -1,5 +1,10 @@
 """The runs of the partitions one folding service owns, restored from the state changelog.
 
+:class:`PartitionStore` is the whole store, and this module is how it is filled: its
+state and the reads of a run are :class:`~consumers.service.owned.OwnedRuns`'s, the
+lifecycle and the bounds a commit holds it to
+:class:`~consumers.service.lifecycle.StoreLifecycle`'s.
+
 On assignment :meth:`PartitionStore.restore` reads each owned partition of the
 changelog (latest state per run; ``agent-runs`` holds only the readers' summaries) and
 keeps the states as packed bytes
@@ -11,48 +16,27 @@ run_id is decoded at restore, as before, so that a state of another shape fails 
 assignment; a damaged one of the usual shape fails when its run is first touched.
 On revoke, loss or abort the store is cleared; nothing in it outlives the ownership.
 
-The run lifecycle (:mod:`consumers.lifecycle`, DESIGN.md §5) and the bounds live here
-too, run at every commit by :meth:`PartitionStore.age` and :meth:`PartitionStore.bound`:
-
-- a finished run whose grace is over (against its partition's stream time) is dropped
-  from :attr:`runs` and kept as a marker in a packed :class:`MarkerTable` per partition;
-  its changelog record becomes a ``runfold.RunMarker`` (restore reads those into the
-  table without decoding a state); a marker whose retention is over is forgotten and its
-  key gets a tombstone. Over ``max_markers`` the oldest markers are shed first (counted,
-  tombstoned like forgotten ones);
-- a decoded RUNNING run unchanged for ``page_idle_ns`` (wall clock), and over
-  ``max_active_runs`` decoded runs the least recently changed ones too (not changed in the
-  open transaction, no buffered events), are paged out to packed bytes, as restored runs
-  are kept until touched (~0.3 KiB instead of ~1.5 KiB for a short run): never dropped,
-  thawed again by their next event;
-- over ``max_buffered_events`` in all watched reorder buffers, the buffers with the
-  oldest event are flushed: their gaps declared (``gap`` violations), counted.
-
 Moving over from a deployment that kept whole states in ``agent-runs``: a changelog
 partition that never had a record is restored from ``agent-runs`` once, when it holds
 old RunState records and no summary (summaries cannot be resumed from, and next to one an
 old state is stale: that partition is rebuilt from the events); those runs are *to copy*
 (:meth:`PartitionStore.take_copies`) until the service's next commit writes them to the
-changelog, so that the next restore finds them there.
+changelog, so that the next restore finds them there. A partition whose changelog is
+empty although its offsets are committed (its state was lost) is rebuilt from the events
+instead (:meth:`PartitionStore.rebuild`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from heapq import heapify, heappop, heappush
-from uuid import UUID
+from collections.abc import Iterator, Mapping
+from heapq import heapify
 
-from consumers.lifecycle import Marker, MarkerTable, due_marker, finished_time, marker_of
+from consumers.lifecycle import Marker, MarkerTable
 from consumers.run_view import holds_summary
-from consumers.sequence import expire, flush
-from consumers.service.config import Lifecycle
-from consumers.service.edge import FoldEdge
+from consumers.service.lifecycle import StoreLifecycle
 from consumers.service.restore import RestoredPartition, read_latest_by_key, rebuild_partition
-from consumers.state import FoldConfig, Outcome, RunState
+from consumers.state import RunState
 from consumers.state_bytes import (
     MARKER_HEADER,
     PACKED_STATES,
@@ -60,198 +44,16 @@ from consumers.state_bytes import (
     packed_head,
     read_marker,
     unpack_stored,
-    write_marker,
 )
-from schemas import RunStatus
 
-__all__ = ["LifecycleCounts", "PartitionStore"]
-
-_RUNNING = RunStatus.RUNNING
-
-
-@dataclass
-class LifecycleCounts:
-    """What :meth:`PartitionStore.age` and :meth:`PartitionStore.bound` did (one commit)."""
-
-    markers_made: int = 0
-    markers_forgotten: int = 0
-    markers_shed: int = 0
-    runs_paged_out: int = 0
-    forced_flushes: int = 0
-
-
-Record = tuple[int, bytes, bytes | None]
-"""``(partition, key, value)`` of a changelog record; value None: a tombstone."""
+__all__ = ["PartitionStore"]
 
 log = logging.getLogger("runfold.consume")
 
 
-class PartitionStore:
-    """Run states by input partition and run key (the run_id's text, as bytes)."""
-
-    def __init__(
-        self,
-        edge: FoldEdge,
-        lifecycle: Lifecycle | None = None,
-        wall_clock: Callable[[], int] = time.time_ns,
-    ) -> None:
-        self.edge = edge
-        self._wall_clock = wall_clock
-        self.lifecycle = lifecycle if lifecycle is not None else Lifecycle()
-        self.markers: dict[int, MarkerTable] = {}
-        """Per partition, the finished runs past their grace (16-byte run id -> marker)."""
-        self._finishing: dict[int, list[tuple[int, bytes]]] = {}
-        """Per partition, a heap of ``(finished_at, key)`` of runs seen finished, the
-        earliest end first: the candidates for a marker (checked when their turn comes)."""
-        self.counts = LifecycleCounts()
-        """What the lifecycle did since the caller last took it (:meth:`take_counts`)."""
-        self._stored_bytes = 0
-        """Bytes of the packed states in :attr:`_stored` (a gauge, kept as they move)."""
-        self.runs: dict[int, dict[bytes, RunState]] = {}
-        """Decoded states: partition -> key -> state. The service's batch lane reads it."""
-        self.unchecked: set[bytes] = set()
-        """Keys of restored runs whose run_id is not the key: never for the batch lane,
-        which trusts that a run's key is its run_id (the general path checks each event)."""
-        self._stored: dict[int, dict[bytes, bytes]] = {}
-        """Restored states not touched since: partition -> key -> packed state bytes."""
-        self.stream_time: dict[int, int] = {}
-        """Per partition, the newest event time of a run changed since it was assigned:
-        the clock of the partition's reorder buffers (DESIGN.md §5)."""
-        self._waiting: dict[int, set[bytes]] = {}
-        """Per partition, the keys of decoded runs that hold buffered events."""
-        self.horizon: dict[int, int] = {}
-        """Per partition, the cutoff of the last forgetting (its clock less the retention
-        at the last commit): an unknown run's event stamped before it is forgotten_run."""
-        self._recent: dict[int, OrderedDict[bytes, int]] = {}
-        """Per partition, the keys of decoded RUNNING runs and the wall time of the commit
-        that last saw them changed, the least recently changed first: the order idle runs
-        are paged out in."""
-        self._copies: dict[int, set[bytes]] = {}
-        """Per partition, the keys of runs restored from ``agent-runs`` (the migration)
-        whose state is not in the changelog yet."""
-
-    def partitions(self) -> list[int]:
-        """The partitions whose runs are held, in order."""
-        return sorted(self.runs)
-
-    def clear(self) -> None:
-        """Forget every run (revoke, loss, abort: the state is restored again)."""
-        self.runs = {}
-        self._stored = {}
-        self.unchecked = set()
-        self.stream_time = {}
-        self._waiting = {}
-        self.markers = {}
-        self._finishing = {}
-        self._stored_bytes = 0
-        self._recent = {}
-        self.horizon = {}
-        self._copies = {}
-
-    def get(self, partition: int, key: bytes) -> RunState | None:
-        """The run's state (decoded now if it was restored and not touched yet), or None."""
-        state = self.runs.setdefault(partition, {}).get(key)
-        if state is None and key in self._stored.get(partition, ()):
-            state = self._thaw(partition, key)
-        return state
-
-    def untouched(self, partition: int) -> list[bytes]:
-        """The keys of the partition's restored runs not decoded since (a snapshot)."""
-        return list(self._stored.get(partition, ()))
-
-    def stored_status(self, partition: int, key: bytes) -> RunStatus | None:
-        """The status of a restored run not decoded yet, read from the head of its bytes
-        (:func:`~consumers.state_bytes.packed_head`, a third of a decode); None when it is
-        not held as bytes (decoded since, or never restored). Raises on bytes it cannot
-        read, like :meth:`get`."""
-        packed = self._stored.get(partition, {}).get(key)
-        if packed is None:
-            return None
-        head = packed_head(key, packed)
-        if head is None:  # another form, or a damaged head: the decode says which
-            return self.edge.decode_state(unpack_stored(key, packed)).status
-        return head.status
-
-    def put(self, partition: int, key: bytes, state: RunState) -> None:
-        """Keep ``state`` as the run's latest."""
-        self.runs.setdefault(partition, {})[key] = state
-
-    def clock_limit(self) -> int:
-        """The latest time a partition's clock may show: the wall clock plus
-        ``max_clock_skew`` (``ServiceConfig.max_clock_skew_s``). A run stamped later still
-        folds, but moves no partition's clock: the lifecycle and the reorder buffers of
-        every other run of its partition do not jump with one bad agent clock."""
-        return self._wall_clock() + self.lifecycle.max_clock_skew_ns
-
-    def observe(self, partition: int, keys: Iterable[bytes]) -> None:
-        """Note the runs ``keys`` of ``partition`` changed: the partition's stream time moves
-        to the newest of theirs, and a run holding buffered events is watched."""
-        runs = self.runs.get(partition)
-        if not runs:
-            return
-        clock = self.stream_time.get(partition, 0)
-        limit = self.clock_limit()
-        waiting = self._waiting.setdefault(partition, set())
-        finishing = self._finishing.get(partition)
-        recent = self._recent.get(partition)
-        if recent is None:
-            recent = self._recent[partition] = OrderedDict()
-        now = self._wall_clock()
-        for key in keys:
-            state = runs.get(key)
-            if state is None:
-                continue
-            if clock < state.stream_time <= limit:
-                clock = state.stream_time
-            if state.pending_events:
-                waiting.add(key)
-            if state.status is _RUNNING:
-                recent[key] = now
-                recent.move_to_end(key)
-            else:
-                recent.pop(key, None)
-                if finishing is None:
-                    finishing = self._finishing[partition] = []
-                heappush(finishing, (finished_time(state), key))
-        self.stream_time[partition] = clock
-
-    def expire(self, config: FoldConfig) -> Iterator[tuple[int, bytes, list[Outcome]]]:
-        """Hold every watched reorder buffer to its time bound against its partition's
-        stream time (:func:`consumers.sequence.expire`); yields ``(partition, key,
-        outcomes)`` for each run whose gap it declared. A run restored with buffered
-        events is watched from its first record on (until then it is only bytes)."""
-        for partition, waiting in self._waiting.items():
-            clock = self.stream_time.get(partition, 0)
-            runs = self.runs.get(partition, {})
-            for key in list(waiting):
-                state = runs.get(key)
-                if state is not None and state.pending_events:
-                    outcomes = expire(state, clock, config)
-                    if outcomes:
-                        yield partition, key, outcomes
-                if state is None or not state.pending_events:
-                    waiting.discard(key)
-
-    def pending(self) -> dict[int, tuple[int, int]]:
-        """Per held partition: the events in its watched reorder buffers (pending = buffered
-        - released) and the age of the oldest of them in event time (ns): the partition's
-        stream time minus that event's timestamp, the clock its bound is held to; 0 when
-        none. Exact after a commit (every changed run observed, every empty buffer
-        unwatched); a restored run's buffer counts from its first record on (before, it
-        is only bytes)."""
-        out: dict[int, tuple[int, int]] = {}
-        for partition, runs in self.runs.items():
-            count, oldest = 0, None
-            for key in self._waiting.get(partition, ()):
-                state = runs.get(key)
-                if state is None or not state.pending_events:
-                    continue
-                count += len(state.pending_events)
-                if oldest is None or state.pending_oldest_ts < oldest:
-                    oldest = state.pending_oldest_ts
-            clock = self.stream_time.get(partition, 0)
-            out[partition] = (count, 0 if oldest is None else max(0, clock - oldest))
-        return out
+class PartitionStore(StoreLifecycle):
+    """Run states by input partition and run key, restored from the state changelog (or
+    rebuilt from the events), held to the lifecycle and the bounds at every commit."""
 
     def restore(
         self,
@@ -338,159 +140,6 @@ class PartitionStore:
             table.add(run_key, marker)
         return table, read[-1][0] if read else 0
 
-    def marker(self, partition: int, run_id: UUID) -> Marker | None:
-        """The marker of a finished run of ``partition`` past its grace, or None."""
-        table = self.markers.get(partition)
-        return table.get(run_id.bytes) if table else None
-
-    def age(self, partition: int) -> list[Record]:
-        """The lifecycle of ``partition`` at its stream time; returns the changelog records
-        it makes: a RunMarker for each run shrunk to a marker, a tombstone for each
-        marker forgotten or shed. Call :meth:`observe` first (the commit does)."""
-        now = self.stream_time.get(partition)
-        runs = self.runs.get(partition)
-        if now is None or runs is None:
-            return []
-        life, counts = self.lifecycle, self.counts
-        table = self.markers.get(partition)
-        if table is None:
-            table = self.markers[partition] = MarkerTable()
-        records: list[Record] = []
-        due: list[tuple[int, bytes, Marker]] = []
-        finishing = self._finishing.get(partition)
-        stored = self._stored.get(partition, {})
-        chosen: set[bytes] = set()  # a run may be queued more than once (seen again)
-        while finishing and now - finishing[0][0] > life.grace_ns:
-            _, key = heappop(finishing)
-            if key in chosen:
-                continue
-            state = runs.get(key)
-            if state is not None:
-                if not due_marker(state, now, life.grace_ns):
-                    continue  # seen again with a later time (queued again)
-                if str(state.run_id).encode() != key or state.pending_events:
-                    continue  # a run stored under another key stays whole; so does a buffer
-                due.append((finished_time(state), key, marker_of(state)))
-                chosen.add(key)
-            elif key in stored:
-                # Restored finished and never touched: its marker from the packed bytes.
-                head = packed_head(key, stored[key])
-                if head is not None and head.finished_at is not None:
-                    if head.last_digest is None:  # not in the head: decoded (a few of them)
-                        marker = marker_of(self.edge.decode_state(unpack_stored(key, stored[key])))
-                    else:
-                        marker = Marker(
-                            head.last_seq, head.status, head.finished_at, head.last_digest
-                        )
-                    due.append((head.finished_at, key, marker))
-                    chosen.add(key)
-        due.sort(key=lambda entry: entry[:2])  # oldest first, as they will be forgotten
-        for _, key, marker in due:
-            run_id = UUID(key.decode())
-            try:
-                value = write_marker(run_id, marker)
-            except Exception:  # noqa: BLE001 - a seq an Avro long cannot hold: kept whole
-                continue
-            if runs.pop(key, None) is None:
-                self._stored_bytes -= len(stored.pop(key))
-            self._waiting.get(partition, set()).discard(key)
-            table.add(run_id.bytes, marker)
-            records.append((partition, key, value))
-            counts.markers_made += 1
-        cutoff = now - life.retention_ns
-        if cutoff > self.horizon.get(partition, cutoff - 1):
-            self.horizon[partition] = cutoff
-        for run_key in table.forget_before(cutoff):
-            records.append((partition, str(UUID(bytes=run_key)).encode(), None))
-            counts.markers_forgotten += 1
-        while self.marker_count() > life.max_markers and table:
-            oldest = table.pop_oldest()
-            if oldest is not None:
-                records.append((partition, str(UUID(bytes=oldest[0])).encode(), None))
-                counts.markers_shed += 1
-        return records
-
-    def bound(self, busy: Mapping[int, set[bytes]]) -> Iterator[tuple[int, bytes, list[Outcome]]]:
-        """Hold the store to its bounds: flush the oldest buffers over
-        ``max_buffered_events`` (yields ``(partition, key, outcomes)`` of each, for the
-        caller to count, publish and write), then :meth:`page_out` (none of ``busy``: the
-        runs the open transaction changed)."""
-        life, config = self.lifecycle, self.edge.config
-        waiting = [
-            (state.pending_oldest_ts, partition, key, state)
-            for partition, keys in self._waiting.items()
-            for key in keys
-            if (state := self.runs.get(partition, {}).get(key)) is not None
-        ]
-        total = sum(len(state.pending_events) for *_, state in waiting)
-        if total > life.max_buffered_events:
-            for _, partition, key, state in sorted(waiting, key=lambda w: w[:3]):
-                if total <= life.max_buffered_events:
-                    break
-                total -= len(state.pending_events)
-                outcomes = flush(state, config)
-                self._waiting[partition].discard(key)
-                self.counts.forced_flushes += 1
-                yield partition, key, outcomes
-        self.page_out(busy)
-
-    def page_out(self, busy: Mapping[int, set[bytes]]) -> int:
-        """Page out to packed bytes the decoded RUNNING runs unchanged for
-        ``page_idle_ns``, and over ``max_active_runs`` the least recently changed ones too
-        (none of ``busy``, none with buffered events); returns how many. Writes nothing:
-        the changelog has their state already (the idle service calls it between commits)."""
-        life = self.lifecycle
-        paged = 0
-        over = sum(len(runs) for runs in self.runs.values()) - life.max_active_runs
-        idle_since = self._wall_clock() - life.page_idle_ns
-        for partition, recent in self._recent.items():
-            runs, dirty = self.runs.get(partition, {}), busy.get(partition, set())
-            # The least recently changed first; a run changed since it was seen here, or
-            # one with a buffer, is seen again when it next changes.
-            while recent:
-                key, changed = next(iter(recent.items()))
-                if (over <= 0 and changed > idle_since) or key in dirty:
-                    break  # so are all after it (changed later)
-                del recent[key]
-                state = runs.get(key)
-                if state is None or state.status is not _RUNNING or state.pending_events:
-                    continue
-                del runs[key]
-                packed = pack_stored(key, self.edge.encode_state(state))
-                self._stored.setdefault(partition, {})[key] = packed
-                self._stored_bytes += len(packed)
-                self.counts.runs_paged_out += 1
-                paged += 1
-                over -= 1
-        return paged
-
-    def marker_count(self) -> int:
-        """Markers held, over all partitions."""
-        return sum(len(table) for table in self.markers.values())
-
-    def gauges(self) -> dict[str, int]:
-        """What the store holds now, the numbers its bounds are about (O(partitions +
-        buffered runs): the commit takes them, a scrape reads the last ones)."""
-        decoded = sum(len(runs) for runs in self.runs.values())
-        return {
-            "active_runs": decoded + sum(len(keys) for keys in self._stored.values()),
-            "decoded_runs": decoded,
-            "markers": self.marker_count(),
-            "marker_bytes": sum(table.nbytes() for table in self.markers.values()),
-            "stored_bytes": self._stored_bytes,
-            "buffered_events": sum(
-                len(state.pending_events)
-                for partition, keys in self._waiting.items()
-                for key in keys
-                if (state := self.runs.get(partition, {}).get(key)) is not None
-            ),
-        }
-
-    def take_counts(self) -> LifecycleCounts:
-        """What the lifecycle did since the last call (reset)."""
-        counts, self.counts = self.counts, LifecycleCounts()
-        return counts
-
     def _take_over(
         self,
         changelog_topic: str,
@@ -541,14 +190,3 @@ class PartitionStore:
         runs = rebuild_partition(kafka, events_topic, partition, stop, self.edge)
         self.runs[partition] = runs
         return runs
-
-    def _thaw(self, partition: int, key: bytes) -> RunState:
-        """Decode a restored run's state into :attr:`runs`. A decode error propagates:
-        the service stops, as it does when a state cannot be restored."""
-        stored = self._stored[partition]
-        state = self.edge.decode_state(unpack_stored(key, stored[key]))
-        self._stored_bytes -= len(stored.pop(key))
-        self.runs[partition][key] = state
-        if str(getattr(state, "run_id", "")).encode() != key:
-            self.unchecked.add(key)
-        return state

@@ -11,7 +11,7 @@ import consumers
 # Each module that defines part of the pure API.
 MODULES = [
     importlib.import_module(f"consumers.{name}")
-    for name in ("runs", "sequence", "state", "state_codec", "tally")
+    for name in ("digest", "next_event", "runs", "sequence", "state", "state_codec", "tally")
 ]
 
 pytestmark = pytest.mark.unit
@@ -32,8 +32,8 @@ def test_the_pure_fold_imports_no_kafka_client() -> None:
     import sys
 
     code = (
-        "import sys, consumers, consumers.runs, consumers.sequence, consumers.state_codec, "
-        "consumers.state_bytes; "
+        "import sys, consumers, consumers.digest, consumers.next_event, consumers.runs, "
+        "consumers.sequence, consumers.state_codec, consumers.state_bytes; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'confluent_kafka' "
         "or m.startswith('consumers.service')); print(','.join(bad))"
     )

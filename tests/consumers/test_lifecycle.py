@@ -10,6 +10,7 @@ import pytest
 from fold_events import MS, RUN_ID, T0, EventFactory
 
 from consumers import FoldConfig, FoldResult, OutcomeKind
+from consumers.digest import content_digest
 from consumers.lifecycle import (
     Marker,
     MarkerTable,
@@ -18,7 +19,6 @@ from consumers.lifecycle import (
     judge,
     marker_of,
 )
-from consumers.sequence import content_digest
 from consumers.state import FoldError
 from consumers.state_bytes import MARKER_HEADER, read_marker, write_marker
 from schemas import RunStatus, codec

@@ -26,7 +26,7 @@ from langgraph.graph import END, START, StateGraph, add_messages  # noqa: E402
 from langgraph.types import Command, RetryPolicy, interrupt  # noqa: E402
 
 from consumers import COUNTER_NAMES, RunState, fold  # noqa: E402
-from consumers.sequence import COUNTED_KINDS  # noqa: E402
+from consumers.next_event import COUNTED_KINDS  # noqa: E402
 from consumers.service.lane import decoder  # noqa: E402
 from producers import EventProducer, ListSink, RunRecorder  # noqa: E402
 from producers.integrations.langgraph import RunfoldCallback  # noqa: E402

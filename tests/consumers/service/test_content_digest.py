@@ -1,6 +1,6 @@
 """One content digest: the library fold and the service judge duplicate vs conflict alike.
 
-:func:`consumers.sequence.content_digest` digests the decoded event's canonical Avro
+:func:`consumers.digest.content_digest` digests the decoded event's canonical Avro
 body (payload as canonical JSON). The service's general path digests the decoded event
 with it; the C lane hands over the digest of the record's bytes only when it proved
 them canonical. So the same event, whatever its framing (single-object, Confluent) or

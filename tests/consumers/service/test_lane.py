@@ -1,7 +1,7 @@
 """The batch lane folds exactly what the general path folds, and reads nothing it refuses.
 
 The lane is a C decoder (:mod:`consumers.service._lane`) that hands plain values to
-the one next-event rule (:func:`consumers.sequence.fold_next`); the general path
+the one next-event rule (:func:`consumers.next_event.fold_next`); the general path
 (decode with :mod:`schemas.codec`, :func:`~consumers.apply_event`) is its oracle:
 
 - every record the decoder reads, damaged ones included, decodes with the codec to the
@@ -24,7 +24,8 @@ from confluent_kafka import KafkaError, Message
 from service_fixtures import OfflineService, RecordingProducer
 
 from consumers import apply_event
-from consumers.sequence import COUNTED_KINDS, content_digest
+from consumers.digest import content_digest
+from consumers.next_event import COUNTED_KINDS
 from consumers.service import FoldService
 from consumers.service.edge import FoldEdge
 from consumers.service.lane import LaneDecoder, compiled_lane_available, decoder

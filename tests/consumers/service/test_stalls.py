@@ -202,7 +202,7 @@ def test_a_damaged_restored_state_is_skipped_not_fatal(caplog: pytest.LogCapture
 
 
 def test_a_run_paged_out_over_max_active_runs_is_still_flagged() -> None:
-    """Idle runs are the ones paged out (consumers.service.store) and the ones that stall:
+    """Idle runs are the ones paged out (consumers.service.lifecycle) and the ones that stall:
     the watch reads a paged-out run's status from its bytes and flags it all the same."""
     offline = OfflineService(stall_after_s=AFTER / 1e9, max_active_runs=1)
     idle, busy = uuid.uuid4(), uuid.uuid4()

@@ -100,3 +100,21 @@ def test_a_running_run_idle_for_page_idle_is_paged_out_and_thawed_whole() -> Non
     assert set(store.runs[0]) == {keys[busy], keys[done]}
     assert store.take_counts().runs_paged_out == 1
     assert store.get(0, keys[idle]) == before  # thawed by its next event, whole
+
+
+def test_idle_runs_are_paged_a_batch_a_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumers.service import lifecycle
+
+    monkeypatch.setattr(lifecycle, "PAGE_IDLE_BATCH", 3)
+    clock = [T0]
+    store = PartitionStore(
+        FoldEdge.default(), Lifecycle(page_idle_ns=MINUTE), wall_clock=lambda: clock[0]
+    )
+    runs = [uuid.uuid4() for _ in range(7)]
+    for run in runs:
+        store.put(run.int % 2, str(run).encode(), _running(run))
+    for partition in (0, 1):
+        store.observe(partition, list(store.runs.get(partition, {})))
+    clock[0] += 2 * MINUTE
+    assert [store.page_out({}) for _ in range(4)] == [3, 3, 1, 0]
+    assert sum(map(len, store.runs.values())) == 0
