@@ -147,7 +147,7 @@ class ServiceConfig:
     max_markers: int = DEFAULT_CONFIG.max_markers
     """Markers of finished runs held (~55 bytes each); over it the oldest are shed first."""
     max_active_runs: int = Lifecycle.max_active_runs
-    """Decoded runs held in memory (~1.5 KiB each for a short run); over it idle RUNNING
+    """Decoded runs held in memory (~1.7 KiB each for a short run); over it idle RUNNING
     runs are paged out to packed bytes (~0.3 KiB) until their next event. Never dropped."""
     page_idle_after_s: float = Lifecycle.page_idle_ns / 1e9
     """Wall time (seconds) a RUNNING run may go without an event before it is paged out to

@@ -14,7 +14,7 @@ holds (a layer of :class:`~consumers.service.store.PartitionStore`):
 - a decoded RUNNING run unchanged for ``page_idle_ns`` (wall clock), and over
   ``max_active_runs`` decoded runs the least recently changed ones too (not changed in the
   open transaction, no buffered events), are paged out to packed bytes, as restored runs
-  are kept until touched (~0.3 KiB instead of ~1.5 KiB for a short run): never dropped,
+  are kept until touched (~0.3 KiB instead of ~1.7 KiB for a short run): never dropped,
   thawed again by their next event;
 - over ``max_buffered_events`` in all watched reorder buffers, the buffers with the
   oldest event are flushed: their gaps declared (``gap`` violations), counted.

@@ -85,7 +85,7 @@ _SETTINGS = (
         "--max-active-runs",
         "max_active_runs",
         click.IntRange(min=1),
-        "Runs held decoded (~1.5 KiB for a short run); the least recently changed running "
+        "Runs held decoded (~1.7 KiB for a short run); the least recently changed running "
         "runs over it are paged out to packed bytes, never dropped.",
     ),
     _Setting(
@@ -93,7 +93,7 @@ _SETTINGS = (
         "page_idle_after_s",
         Duration(),
         "Wall time a running run may go without an event before it is paged out to packed "
-        "bytes (~0.3 KiB for a short run against ~1.5 KiB decoded) until its next event.",
+        "bytes (~0.3 KiB for a short run against ~1.7 KiB decoded) until its next event.",
     ),
     _Setting(
         "--max-buffered-events",
