@@ -39,7 +39,7 @@ from consumers.service.store import PartitionStore
 __all__ = ["ServiceBase"]
 
 
-_IDLE_WAIT = 0.2
+IDLE_WAIT = 0.2
 """Longest wait of one consume call (then the loop checks for stop and idleness)."""
 
 
@@ -124,7 +124,7 @@ class ServiceBase:
         if self._eos:
             self._errors.call("begin_transaction", self._producer_or_fail().begin_transaction)
         self._in_txn = True
-        self._txn_started = max(self._waiting_since, self._clock() - _IDLE_WAIT)
+        self._txn_started = max(self._waiting_since, self._clock() - IDLE_WAIT)
         self._txn_events = 0
         self._txn_stats = ServiceStats()
         self._delivery_failures.clear()

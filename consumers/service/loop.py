@@ -54,7 +54,7 @@ from confluent_kafka import (
 from consumers.digest import content_digest
 from consumers.lifecycle import forgotten, forgotten_outcome, judge
 from consumers.next_event import fold_next
-from consumers.service.base import _IDLE_WAIT
+from consumers.service.base import IDLE_WAIT
 from consumers.service.config import (
     Guarantee,
     ServiceConfig,
@@ -65,8 +65,8 @@ from consumers.service.errors import (
     ServiceStopped,
     TransactionAbort,
 )
-from consumers.service.outputs import _encoding_error
-from consumers.service.recovery import ServiceRecovery, _PauseWatch
+from consumers.service.outputs import encoding_error
+from consumers.service.recovery import PauseWatch, ServiceRecovery
 from consumers.service.restore import position, release_freed_memory
 from consumers.service.stats import ServiceStats
 from schemas import Event
@@ -104,7 +104,7 @@ class FoldService(ServiceRecovery):
         """
         # What does not fit its topic is truncated before produce(), never a reason to stop.
         self._limits = output_limits(self.config)
-        watch = _PauseWatch()
+        watch = PauseWatch()
         self._errors.timed_out = lambda: self._txn_timed_out(watch)
         self._healthy_at = self._clock()
         clean = False
@@ -238,12 +238,12 @@ class FoldService(ServiceRecovery):
         call = self._errors.call
         if self._in_txn:
             left = self._txn_started + cfg.txn_interval_ms / 1000 - self._clock()
-            wait = min(max(left, 0.0), _IDLE_WAIT)
+            wait = min(max(left, 0.0), IDLE_WAIT)
             msgs = call("consume", lambda: consumer.consume(cfg.batch_size, wait))
             self._returned = self._clock()
             return msgs
         asked = self._clock()
-        first = call("consume", lambda: consumer.poll(_IDLE_WAIT))
+        first = call("consume", lambda: consumer.poll(IDLE_WAIT))
         if first is None:
             self._returned = self._clock()
             return []
@@ -356,7 +356,7 @@ class FoldService(ServiceRecovery):
             self._dead_letter(msg, "fold-rejected", exc)
             return
         if key in self._guarded:
-            broken = _encoding_error(edge, state)
+            broken = encoding_error(edge, state)
             if broken is not None:
                 if before is not None:
                     self._store.put(partition, key, before)

@@ -351,7 +351,7 @@ class ServiceOutputs(ServiceBase):
             raise _Abort("delivery failed")
 
 
-def _encoding_error(edge: FoldEdge, state: RunState) -> UnencodableState | None:
+def encoding_error(edge: FoldEdge, state: RunState) -> UnencodableState | None:
     """Why ``state`` cannot be encoded, or None when it can."""
     try:
         edge.encode_state(state)

@@ -23,7 +23,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from consumers.service.base import _IDLE_WAIT
+from consumers.service.base import IDLE_WAIT
 from consumers.service.errors import (
     ClientsFailed,
     ServiceStopped,
@@ -41,7 +41,7 @@ _Abort = TransactionAbort
 _FIRST_BACKOFF = 0.5
 """Wait before the first client rebuild in a row (doubled for each next one)."""
 _PAUSE = 2.0
-"""A gap this long between two ticks of :class:`_PauseWatch` means the process was
+"""A gap this long between two ticks of :class:`PauseWatch` means the process was
 paused (SIGSTOP, a frozen VM), not busy: a pause is how an instance becomes a zombie."""
 _STEADY_AFTER = 300.0
 """A rebuild this long after the previous one is not "in a row" even without a commit
@@ -52,7 +52,7 @@ class ServiceRecovery(ServiceOutputs):
     """Rebalances, abort and rewind, restore and failover of
     :class:`~consumers.service.loop.FoldService`."""
 
-    def _txn_timed_out(self, watch: _PauseWatch) -> bool:
+    def _txn_timed_out(self, watch: PauseWatch) -> bool:
         """True when this instance has been stuck (no commit, no healthy idle turn) for
         longer than ``transaction.timeout.ms`` and the process was not paused meanwhile:
         an epoch fencing then comes from the coordinator's abort of a transaction of its
@@ -259,7 +259,7 @@ class ServiceRecovery(ServiceOutputs):
             left = deadline - self._clock()
             if left <= 0:
                 return True
-            time.sleep(min(left, _IDLE_WAIT))
+            time.sleep(min(left, IDLE_WAIT))
         return False
 
     def _settle_interrupted(
@@ -390,7 +390,7 @@ class ServiceRecovery(ServiceOutputs):
                 self._dirty.setdefault(tp.partition, set()).update(runs)
 
 
-class _PauseWatch:
+class PauseWatch:
     """Notices when the whole process was paused: a daemon thread ticks every 0.25 s and
     remembers when it last found a gap longer than :data:`_PAUSE` between two ticks."""
 
