@@ -27,7 +27,14 @@ from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
-from consumers.state import COUNTER_NAMES, DEFAULT_CONFIG, FIRST_RING, FoldConfig, RunState
+from consumers.state import (
+    COUNTER_NAMES,
+    DEFAULT_CONFIG,
+    FIRST_RING,
+    FoldConfig,
+    RunState,
+    relaid_ring,
+)
 from schemas import Event, RunStatus, Timestamp, Violation, ViolationKind, serde
 from schemas.avro_binary import RunRecord, StateRecord, SummaryRecord
 from schemas.errors import EncodeError, SchemaError
@@ -337,10 +344,5 @@ def _restore_window(state: RunState, saved: array[int]) -> None:
     if len(saved) == window or len(saved) == FIRST_RING < window:
         state.digests = saved
         return
-    if not saved:
-        return
-    ring = array("Q", bytes(8 * window))
-    last = state.last_seq
-    for seq in range(max(1, last - window + 1), last + 1):
-        ring[seq % window] = saved[seq % len(saved)]
-    state.digests = ring
+    if saved:
+        state.digests = relaid_ring(saved, state.last_seq, window)
