@@ -104,10 +104,15 @@ class ServiceTopics:
             events, f"{prefix}runs", f"{prefix}violations", f"{prefix}dlq", f"{prefix}changelog"
         )
 
-    def create(self, admin: Any, partitions: int) -> None:
-        """Create the service's own topics (the events topic exists already)."""
+    def create(
+        self, admin: Any, partitions: int, changelog: dict[str, str] | None = None
+    ) -> None:
+        """Create the service's own topics (the events topic exists already); the
+        changelog compacted, with ``changelog``'s settings if given."""
         create_topic(admin, self.runs, partitions, {"cleanup.policy": "compact"})
-        create_topic(admin, self.changelog, partitions, {"cleanup.policy": "compact"})
+        create_topic(
+            admin, self.changelog, partitions, changelog or {"cleanup.policy": "compact"}
+        )
         create_topic(admin, self.violations, partitions)
         create_topic(admin, self.dlq, partitions)
 

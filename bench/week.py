@@ -188,10 +188,7 @@ def _fold_and_restore(
     events_topic = f"{prefix}events"
     create_topic(admin, events_topic, partitions)
     topics = ServiceTopics.own(events_topic, prefix)
-    create_topic(admin, topics.runs, partitions, {"cleanup.policy": "compact"})
-    create_topic(admin, topics.changelog, partitions, _CHANGELOG_CLEANING)
-    create_topic(admin, topics.violations, partitions)
-    create_topic(admin, topics.dlq, partitions)
+    topics.create(admin, partitions, changelog=_CHANGELOG_CLEANING)
     group = f"{prefix}group"
     service = start_service(
         bootstrap, topics, group, "exactly-once", until_idle=600.0, extra=consume_args
