@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from fold_events import make_event
 
 from consumers.lifecycle import marker_of
 from consumers.service.config import Lifecycle
@@ -15,7 +16,7 @@ from consumers.service.edge import FoldEdge
 from consumers.service.store import PartitionStore
 from consumers.state import RunState
 from consumers.state_bytes import pack_stored, packed_head
-from schemas import EVENT_KINDS, Event, RunStatus, Timestamp
+from schemas import RunStatus
 
 pytestmark = pytest.mark.unit
 
@@ -28,24 +29,7 @@ def _finished(run: uuid.UUID, last: int) -> RunState:
     edge, state = FoldEdge.default(), None
     for seq in range(1, last + 1):
         kind = {1: "graph_started", last: "graph_completed"}.get(seq, "tool_called")
-        fields = {
-            "graph_started": {},
-            "graph_completed": {"iterations": 1, "duration_ms": 5},
-            "tool_called": {"tool_name": f"search-{seq}"},
-        }[kind]
-        payload = (
-            {"agent_spec_digest": "s", "git_sha": "g", "inputs": {"q": seq}}
-            if kind == "graph_started"
-            else {"n": seq}
-        )
-        event = Event(
-            run_id=run,
-            seq=seq,
-            timestamp=Timestamp(T0 + seq * 10**6),
-            kind=EVENT_KINDS[kind](**fields),  # type: ignore[arg-type]
-            payload=payload,
-        )
-        state, _ = edge.apply(state, event)
+        state, _ = edge.apply(state, make_event(seq, kind, run_id=run, at=T0 + seq * 10**6))
     assert state is not None and state.is_terminal
     return state
 
