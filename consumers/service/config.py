@@ -43,7 +43,8 @@ KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
 Guarantee = Literal["exactly-once", "at-least-once"]
 
 DEFAULT_BATCH_SIZE = 10_000
-"""Records per consume call and most per transaction. Measured (docs/benchmarks.md): a
+"""Events per transaction at most (consumed in chunks of at most
+:data:`consumers.service.loop.CONSUME_CHUNK`). Measured (docs/benchmarks.md): a
 commit costs ~8 ms on a local broker, so 2,000 per transaction spent a third of the wall
 clock committing at 40k events/s."""
 DEFAULT_TXN_INTERVAL_MS = 100

@@ -84,6 +84,15 @@ log = logging.getLogger("runfold.consume")
 _TRIM_AFTER = 1.0
 """Seconds without records (and no transaction open) before freed memory is given back."""
 
+CONSUME_CHUNK = 1_000
+"""Records asked of one ``consume()`` call at most; a transaction still gathers
+``batch_size`` events over as many calls. Each record's ``Message``, key, value and lane
+tuple are small Python objects that live until their chunk is folded: a 10,000-record
+chunk held ~10 MB of them at once, and the long-lived objects made meanwhile (markers'
+neighbours, paged runs, cache entries) pinned the arenas that peak touched. Asking 1,000
+at a time left the week's RSS ~10 MiB lower (``runfold bench --stages week``) at the same
+fold rate (docs/benchmarks.md, Issue 15)."""
+
 _Abort = TransactionAbort
 _ALREADY_THERE = 0.001
 """A poll answered sooner than this found its record already fetched."""
@@ -236,10 +245,11 @@ class FoldService(ServiceRecovery):
         """
         cfg = self.config
         call = self._errors.call
+        chunk = min(cfg.batch_size, CONSUME_CHUNK)
         if self._in_txn:
             left = self._txn_started + cfg.txn_interval_ms / 1000 - self._clock()
             wait = min(max(left, 0.0), IDLE_WAIT)
-            msgs = call("consume", lambda: consumer.consume(cfg.batch_size, wait))
+            msgs = call("consume", lambda: consumer.consume(chunk, wait))
             self._returned = self._clock()
             return msgs
         asked = self._clock()
@@ -254,10 +264,10 @@ class FoldService(ServiceRecovery):
         answered = self._clock()
         self._waiting_since = answered if answered - asked > _ALREADY_THERE else self._returned
         msgs = [first]
-        if cfg.batch_size > 1:
+        if chunk > 1:
             # A failure here leaves ``first`` unfolded and uncommitted: an abort rewinds to
             # the committed offsets and a stop commits nothing, so it is read again.
-            msgs += call("consume", lambda: consumer.consume(cfg.batch_size - 1, 0))
+            msgs += call("consume", lambda: consumer.consume(chunk - 1, 0))
         self._returned = self._clock()
         return msgs
 

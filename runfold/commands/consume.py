@@ -58,7 +58,7 @@ EXIT_FENCED = 3
     type=click.IntRange(min=1),
     default=DEFAULT_BATCH_SIZE,
     show_default=True,
-    help="Events per transaction (and per consume call) before committing.",
+    help="Events per transaction before committing (consumed 1,000 at a time).",
 )
 @click.option(
     "--txn-interval-ms",
