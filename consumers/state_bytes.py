@@ -17,6 +17,7 @@ the states equal :func:`~consumers.state_codec.from_record`'s.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from typing import NamedTuple
 from uuid import UUID
 
@@ -39,6 +40,7 @@ from schemas.avro_binary import (
     encode_marker,
     encode_state,
     encode_state_and_summary,
+    holds_pending,
     read_long,
     read_run_record,
     uuid_from,
@@ -233,18 +235,22 @@ class PackedHead(NamedTuple):
     last_digest: int | None
     """The digest of the event at ``last_seq`` (0: not known); None when this form does
     not give it without a decode (a ring shorter than 64 slots: a short run's)."""
+    buffering: bool | None
+    """Whether a RUNNING run's state holds buffered events (its reorder buffer is not
+    empty); None for a finished run (not read) or when the fields before it do not read."""
 
 
 def packed_head(key: bytes, packed: bytes) -> PackedHead | None:
     """The head of the run state in a :func:`pack_stored` value, or None when the value
     is not a packed pinned state or its head does not read. Reads the ``Run`` record
     (:func:`~schemas.avro_binary.read_run_record`) and ``last_seq`` only, and the digest at
-    ``last_seq`` from the digest planes of the short-window form: a few µs, so that a
-    restore finds the finished runs and a lower bound of the partition's clock, a finished
-    run never touched becomes a marker, and the stall watch reads a status, without
-    decoding the state (a deployment upgraded to the lifecycle has nothing but whole states
-    of finished runs). A state damaged in its head is left to the decode, which says what
-    is wrong when its run is touched."""
+    ``last_seq`` from the digest planes of the short-window form, and for a RUNNING run
+    whether its reorder buffer holds events: a few µs, so that a restore finds the
+    finished runs, the runs with buffered events and a lower bound of the partition's
+    clock, a finished run never touched becomes a marker, and the stall watch reads a
+    status, without decoding the state (a deployment upgraded to the lifecycle has nothing
+    but whole states of finished runs). A state damaged in its head is left to the decode,
+    which says what is wrong when its run is touched."""
     if packed[:1] not in PACKED_STATES:
         return None
     buf = b"".join((UUID_LENGTH, key, packed[1:]))  # the Run record, run_id in front again
@@ -262,11 +268,14 @@ def packed_head(key: bytes, packed: bytes) -> PackedHead | None:
         digest = int.from_bytes(bytes(planes[b * step + slot] for b in range(_KEPT)), "little")
     status = RunStatus(run.status)
     finished_at = run.finished_at
+    buffering = None
     if status is RunStatus.RUNNING:
         finished_at = None
+        with suppress(IndexError, ValueError):  # left to the decode, which says what is wrong
+            buffering = holds_pending(buf, pos)
     elif finished_at is None:
         finished_at = run.started_at
-    return PackedHead(run.started_at, finished_at, status, last_seq, digest)
+    return PackedHead(run.started_at, finished_at, status, last_seq, digest, buffering)
 
 
 def unpack_stored(key: bytes, packed: bytes) -> bytes:

@@ -177,7 +177,8 @@ class OwnedRuns:
         """Hold every watched reorder buffer to its time bound against its partition's
         stream time (:func:`consumers.sequence.expire`); yields ``(partition, key,
         outcomes)`` for each run whose gap it declared. A run restored with buffered
-        events is watched from its first record on (until then it is only bytes)."""
+        events is decoded and watched from the restore on
+        (:meth:`~consumers.service.store.PartitionStore.hold_restored`)."""
         for partition, waiting in self._waiting.items():
             clock = self.stream_time.get(partition, 0)
             runs = self.runs.get(partition, {})
@@ -195,8 +196,7 @@ class OwnedRuns:
         - released) and the age of the oldest of them in event time (ns): the partition's
         stream time minus that event's timestamp, the clock its bound is held to; 0 when
         none. Exact after a commit (every changed run observed, every empty buffer
-        unwatched); a restored run's buffer counts from its first record on (before, it
-        is only bytes)."""
+        unwatched), a restored run's buffer included."""
         out: dict[int, tuple[int, int]] = {}
         for partition, runs in self.runs.items():
             count, oldest = 0, None

@@ -13,7 +13,10 @@ record (:meth:`PartitionStore.get`), not at restore: most restored runs see no e
 for a long time, and decoding them all made the restore of a million runs cost ~35 s
 and ~4 KiB per run. A state that is not a current-version RunState stored under its own
 run_id is decoded at restore, as before, so that a state of another shape fails the
-assignment; a damaged one of the usual shape fails when its run is first touched.
+assignment; a damaged one of the usual shape fails when its run is first touched. A
+RUNNING run whose reorder buffer holds events (its packed head says so, cheaply) is decoded
+at restore too: its buffer is held to the partition's clock from then on, not from its
+run's next record.
 On revoke, loss or abort the store is cleared; nothing in it outlives the ownership.
 
 Moving over from a deployment that kept whole states in ``agent-runs``: a changelog
@@ -81,26 +84,41 @@ class PartitionStore(StoreLifecycle):
         empty: list[int] = []
         for p in partitions:
             stored = restored[p].latest
-            self.runs[p] = {}
-            self._stored[p] = stored
-            markers, latest_end = self._restore_markers(p, stored)
-            self.markers[p] = markers
-            self._stored_bytes += sum(map(len, stored.values()))
-            self._seed(p, stored, latest_end)
-            for key in [key for key, value in stored.items() if value[:1] not in PACKED_STATES]:
-                self._thaw(p, key)
-            total += len(stored) + len(self.runs[p]) + len(markers)
-            if not stored and not self.runs[p] and not markers:
+            self.hold_restored(p, stored)
+            total += len(stored) + len(self.runs[p]) + len(self.markers[p])
+            if not stored and not self.runs[p] and not self.markers[p]:
                 empty.append(p)
         return total, empty
 
-    def _seed(self, partition: int, stored: dict[bytes, bytes], clock: int) -> None:
+    def hold_restored(self, partition: int, stored: dict[bytes, bytes]) -> None:
+        """Hold the latest changelog records of ``partition`` (key -> packed value, as
+        :func:`~consumers.service.restore.read_latest_by_key` gives them): the markers in
+        their table, the states as bytes, except those decoded now: a state of another
+        form, and a RUNNING run whose reorder buffer holds events, which is watched from
+        now on (its gap is declared once the partition's clock passes its bound, whether
+        or not its run sends again)."""
+        self.runs[partition] = {}
+        self._stored[partition] = stored
+        markers, latest_end = self._restore_markers(partition, stored)
+        self.markers[partition] = markers
+        self._stored_bytes += sum(map(len, stored.values()))
+        buffering = self._seed(partition, stored, latest_end)
+        others = [key for key, value in stored.items() if value[:1] not in PACKED_STATES]
+        for key in (*others, *buffering):
+            self._thaw(partition, key)
+        self._waiting[partition] = {
+            key for key, state in self.runs[partition].items() if state.pending_events
+        }
+
+    def _seed(self, partition: int, stored: dict[bytes, bytes], clock: int) -> list[bytes]:
         """From the heads of the restored states and the markers: queue the finished runs
         for their marker (oldest first), and start the partition's clock at the latest
         start or end among them. A lower bound of the clock before the restart (a run's
         later events are not read here): the lifecycle and the forgotten-run rule act
-        later, never sooner, until the partition's next events move it."""
+        later, never sooner, until the partition's next events move it. Returns the keys
+        of the RUNNING runs whose heads say their reorder buffer holds events."""
         finished: list[tuple[int, bytes]] = []
+        buffering: list[bytes] = []
         limit = self.clock_limit()
         clock = min(clock, limit)
         for key, value in stored.items():
@@ -109,6 +127,8 @@ class PartitionStore(StoreLifecycle):
                 continue
             if clock < head.started_at <= limit:
                 clock = head.started_at
+            if head.buffering:
+                buffering.append(key)
             if head.finished_at is not None:
                 finished.append((head.finished_at, key))
                 if clock < head.finished_at <= limit:
@@ -117,6 +137,7 @@ class PartitionStore(StoreLifecycle):
         self._finishing[partition] = finished
         if clock:
             self.stream_time[partition] = clock
+        return buffering
 
     def _restore_markers(
         self, partition: int, stored: dict[bytes, bytes]

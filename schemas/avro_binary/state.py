@@ -13,6 +13,7 @@ oldest one's timestamp instead of RunState's ``restore`` part.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -43,6 +44,7 @@ __all__ = [
     "encode_state",
     "encode_state_and_summary",
     "encode_summary",
+    "holds_pending",
 ]
 
 # _record(StateRecord, values): the NamedTuple without its Python-level __new__ (a third of
@@ -223,6 +225,26 @@ def _read_head(buf: bytes, pos: int) -> tuple[tuple[Any, ...], int]:
     violations, pos = read_array(buf, pos, decode_violation)
     stalled_since, pos = _read_optional_long(buf, pos, "stalled_since")
     return (run, last_seq, counters, violation_counts, violations, stalled_since), pos
+
+
+_SKIP_COUNTS = re.compile(rb"(?:[\x80-\xff]*[\x00-\x7f]){%d}" % (_N_COUNTERS + _N_KINDS), re.S)
+"""The counters and violation counts, skipped: as many longs, each up to a byte < 0x80."""
+
+
+def holds_pending(buf: bytes, pos: int) -> bool:
+    """Whether the ``runfold.RunState`` v2 record whose ``last_seq`` ends at ``buf[pos]``
+    holds buffered events (``restore.pending`` not empty), reading only the fields between:
+    the counts, the recent violations (decoded: none in most runs), ``stalled_since``,
+    ``source_offset``, ``has_identity`` and ``stream_time``."""
+    counts = _SKIP_COUNTS.match(buf, pos)
+    if counts is None:
+        raise ValueError("the counts end early")
+    _, pos = read_array(buf, counts.end(), decode_violation)
+    _, pos = _read_optional_long(buf, pos, "stalled_since")
+    _, pos = read_long(buf, pos)  # source_offset
+    _, pos = read_long(buf, pos + 1)  # has_identity (one byte), stream_time
+    count, _ = read_long(buf, pos)
+    return count != 0
 
 
 def decode_summary(buf: bytes, pos: int) -> tuple[SummaryRecord, int]:

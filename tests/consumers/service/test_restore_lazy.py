@@ -4,15 +4,20 @@ A fleet is folded in two halves by two service instances; the second restores ev
 run of the first from the changelog and decodes only the runs its half touches. The
 result must equal the fleet's ground truth, as with the eager restore before. A
 damaged state stops the service with the error decoding it gives (when its run is
-touched); a state stored under another key is decoded at assignment, as before.
+touched); a state stored under another key is decoded at assignment, as before, and so
+is a run whose reorder buffer holds events, whose gap is then declared once its partition
+moves on, with no record of its own.
 """
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
 import pytest
 from confluent_kafka import Producer
+from fold_events import make_event
 from service_fixtures import (
     ALL_FAULTS,
     committed_total,
@@ -28,16 +33,20 @@ from consumers.service.edge import FoldEdge
 from consumers.service.restore import read_latest_by_key
 from producers import FaultRates, Fleet, FleetConfig
 from producers.kafka import DEFAULT_PRODUCER_CONFIG
+from schemas import Event
 from schemas.codec import encode_event
 from schemas.errors import RunfoldError
+from schemas.model import MAX_REORDER_DELAY_NS
 
 pytestmark = pytest.mark.integration
 
 
-def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+def _produce(
+    bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], **where: int
+) -> None:
     producer = Producer({**DEFAULT_PRODUCER_CONFIG, "bootstrap.servers": bootstrap})
     for key, value in records:
-        producer.produce(topic, value, key=key)
+        producer.produce(topic, value, key=key, **where)
         producer.poll(0)
     assert producer.flush(60) == 0
 
@@ -166,3 +175,44 @@ def test_states_of_another_shape_are_decoded_at_assignment_as_before(
         FoldService(config).run()
     assert committed_total(kafka_bootstrap, unique_topics, "lazy-shape") == committed == len(first)
     assert _stored_runs(kafka_bootstrap, unique_topics)[some_key] == some_state
+
+
+def test_a_restored_buffer_is_declared_when_its_partition_moves_on(
+    kafka_bootstrap: str, unique_topics: TopicNames
+) -> None:
+    # A run waits for seq 2 with seq 3 buffered when the service stops. Its agent sends
+    # nothing more; another run of the partition does, past the buffer's bound: the next
+    # instance declares the gap from the restored buffer (no record of the run's own).
+    waiting, other = uuid.uuid4(), uuid.uuid4()
+    t0 = time.time_ns() - 600 * 10**9
+    step = 10**9
+
+    def records(*events: Event) -> _Records:
+        return [(str(e.run_id).encode(), encode_event(e)) for e in events]
+
+    first = records(
+        make_event(1, "graph_started", run_id=waiting, at=t0),
+        make_event(3, run_id=waiting, at=t0 + step),
+        make_event(1, "graph_started", run_id=other, at=t0),
+    )
+    _produce(kafka_bootstrap, unique_topics.events, first, partition=0)
+    config = _config(kafka_bootstrap, unique_topics, "lazy-buffer")
+    FoldService(config).run()
+    held = _stored_runs(kafka_bootstrap, unique_topics)[str(waiting).encode()]
+    assert FoldEdge.default().decode_state(held).pending_events  # restored with its buffer
+
+    later = t0 + step + MAX_REORDER_DELAY_NS + step
+    _produce(
+        kafka_bootstrap,
+        unique_topics.events,
+        records(make_event(2, run_id=other, at=later)),
+        partition=0,
+    )
+    stats = FoldService(config).run()
+
+    assert stats.consumed == 1
+    folded = read_output(kafka_bootstrap, unique_topics)
+    gaps = [v for v in folded.violations if v.kind == "gap"]
+    assert [(v.run_id, v.first_seq, v.last_seq) for v in gaps] == [(waiting, 2, 2)]
+    state = folded.changelog[str(waiting)]
+    assert state.last_seq == 3 and not state.pending_events

@@ -1,7 +1,9 @@
 """The state store's lifecycle without a broker: a run restored finished and never touched
 becomes a marker from its packed bytes, with the digest of its last event (from the packed
 head when its digest ring has all its slots, decoded when it is a short run's); a RUNNING run
-idle for ``page_idle_ns`` is paged out to packed bytes and thawed whole."""
+idle for ``page_idle_ns`` is paged out to packed bytes and thawed whole; a RUNNING run
+restored with buffered events is watched from the restore on, so that its gap is declared
+when the partition's clock moves on, with no new record of its own."""
 
 from __future__ import annotations
 
@@ -46,13 +48,44 @@ def test_a_restored_finished_run_never_touched_becomes_its_marker(events: int) -
     assert (head.last_digest is None) == (len(state.digests) < 64)  # both forms are seen
 
     store = PartitionStore(edge, Lifecycle(grace_ns=MINUTE), wall_clock=lambda: T0)
-    store.runs[0], store._stored[0] = {}, {key: packed}
-    store._seed(0, store._stored[0], 0)
+    store.hold_restored(0, {key: packed})
     store.stream_time[0] = T0 + 2 * MINUTE  # the partition moved past the run's grace
     [(partition, written_key, value)] = store.age(0)
     assert (partition, written_key) == (0, key) and value is not None
     assert store.marker(0, run) == marker_of(state)
     assert store.untouched(0) == []
+
+
+@pytest.mark.parametrize("violations", [0, 2])
+def test_a_run_restored_with_buffered_events_is_watched_and_its_gap_declared(
+    violations: int,
+) -> None:
+    edge = FoldEdge.default()
+    waiting, other = uuid.uuid4(), uuid.uuid4()
+    state, _ = edge.apply(None, make_event(1, "graph_started", run_id=waiting, at=T0))
+    for _ in range(violations):  # recent violations lie between the head and the buffer
+        state, _ = edge.apply(state, make_event(1, "tool_called", run_id=waiting, at=T0))
+    state, outcomes = edge.apply(state, make_event(3, run_id=waiting, at=T0 + 10**9))
+    assert state.pending_events and len(state.recent_violations) == violations
+    restored = {
+        str(run).encode(): pack_stored(str(run).encode(), edge.encode_state(held))
+        for run, held in ((waiting, state), (other, _running(other)))
+    }
+    heads = {key: packed_head(key, value) for key, value in restored.items()}
+    assert [head.buffering for head in heads.values() if head] == [True, False]
+
+    store = PartitionStore(edge, Lifecycle(), wall_clock=lambda: T0 + 60 * MINUTE)
+    store.hold_restored(0, restored)
+    key = str(waiting).encode()
+    assert store.untouched(0) == [str(other).encode()]  # only the waiting run decoded
+    assert store.pending()[0][0] == 1
+    assert list(store.expire(edge.config)) == []  # the partition has not moved on yet
+
+    store.stream_time[0] = T0 + 10**9 + edge.config.max_delay_ns + 1
+    [(partition, expired, outcomes)] = store.expire(edge.config)
+    assert (partition, expired) == (0, key)
+    assert [v.kind for o in outcomes for v in o.violations] == ["gap"]
+    assert store.runs[0][key].last_seq == 3 and store.pending()[0][0] == 0
 
 
 def _running(run: uuid.UUID) -> RunState:
