@@ -138,6 +138,7 @@ def read_latest_by_key(
     timeout: float = 60.0,
     stop_at: Mapping[int, int] | None = None,
     pack: Callable[[bytes, bytes], bytes] | None = None,
+    take: Callable[[int, bytes, bytes | None], bool] | None = None,
 ) -> dict[int, RestoredPartition]:
     """Read ``partitions`` of ``topic`` (read_committed) and keep the last value per key.
 
@@ -146,6 +147,10 @@ def read_latest_by_key(
     ``stop_at[p]`` (exclusive) when given. Records without a key are skipped; a
     null value (tombstone) removes its key. ``pack(key, value)``, when given, is
     what is kept of each value (the service keeps them compact until used).
+    ``take(partition, key, value)``, when given, sees every keyed record first, in
+    order (``value`` None for a tombstone); when it returns True the caller keeps the
+    record elsewhere and the key leaves ``latest`` (the service's markers go straight
+    into their table: no dict of a hundred thousand small values on the way).
     Raises :class:`RestoreError` after ``timeout`` seconds.
     """
     result = {p: RestoredPartition(partition=p) for p in partitions}
@@ -210,7 +215,8 @@ def read_latest_by_key(
                     value = msg.value()
                     counts[partition] += 1  # type: ignore[index]
                     latest = latest_of[partition]  # type: ignore[index]
-                    if value is None:
+                    taken = take is not None and take(partition, key, value)  # type: ignore[arg-type]
+                    if taken or value is None:
                         latest.pop(key, None)
                     elif pack is None:
                         latest[key] = value

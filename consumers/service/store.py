@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
+from contextlib import suppress
 from heapq import heapify
+from uuid import UUID
 
-from consumers.lifecycle import Marker, MarkerTable
+from consumers.lifecycle import MarkerTable
 from consumers.run_view import holds_summary
 from consumers.service.lifecycle import StoreLifecycle
 from consumers.service.restore import RestoredPartition, read_latest_by_key, rebuild_partition
@@ -49,9 +51,45 @@ from consumers.state_bytes import (
     unpack_stored,
 )
 
-__all__ = ["PartitionStore"]
+__all__ = ["MarkerReader", "PartitionStore"]
 
 log = logging.getLogger("runfold.consume")
+
+
+class MarkerReader:
+    """The markers of one partition's changelog, put in their table as they are read.
+
+    In the changelog's order, the order the service made them (about the order their runs
+    finished, as :class:`~consumers.lifecycle.MarkerTable` expects). A later state or
+    tombstone of the same run drops its marker: the last record of a key is the one that
+    counts, as the broker's compaction keeps. A marker that does not read, or not under
+    its own run's key, fails the assignment, as a state that does not decode does.
+    """
+
+    __slots__ = ("latest_end", "partition", "table")
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.table = MarkerTable()
+        self.latest_end = 0
+        """The latest end among the markers read: a lower bound of the partition's clock."""
+
+    def take(self, key: bytes, value: bytes | None) -> bool:
+        """Take ``value`` when it is a marker (True); else drop the run's marker, if any."""
+        if value is not None and value.startswith(MARKER_HEADER):
+            run_id, marker = read_marker(value)
+            if str(run_id).encode() != key:
+                raise ValueError(
+                    f"partition {self.partition}: a RunMarker of run {run_id} is stored "
+                    f"under key {key.decode('utf-8', 'replace')!r}"
+                )
+            self.table.add(run_id.bytes, marker)
+            self.latest_end = max(self.latest_end, marker.finished_at)
+            return True
+        if self.table:
+            with suppress(ValueError):  # not a run id's text: no marker of it
+                self.table.remove(UUID(key.decode()).bytes)
+        return False
 
 
 class PartitionStore(StoreLifecycle):
@@ -72,8 +110,14 @@ class PartitionStore(StoreLifecycle):
 
         Returns how many runs were restored and the partitions that had none.
         """
+        readers = {p: MarkerReader(p) for p in partitions}
         restored = read_latest_by_key(
-            kafka, changelog_topic, partitions, timeout=timeout, pack=pack_stored
+            kafka,
+            changelog_topic,
+            partitions,
+            timeout=timeout,
+            pack=pack_stored,
+            take=lambda p, key, value: readers[p].take(key, value),
         )
         unwritten = [p for p in partitions if restored[p].records == 0]
         if runs_topic is not None and unwritten:
@@ -84,25 +128,30 @@ class PartitionStore(StoreLifecycle):
         empty: list[int] = []
         for p in partitions:
             stored = restored[p].latest
-            self.hold_restored(p, stored)
+            self.hold_restored(p, stored, readers[p])
             total += len(stored) + len(self.runs[p]) + len(self.markers[p])
             if not stored and not self.runs[p] and not self.markers[p]:
                 empty.append(p)
         return total, empty
 
-    def hold_restored(self, partition: int, stored: dict[bytes, bytes]) -> None:
+    def hold_restored(
+        self, partition: int, stored: dict[bytes, bytes], markers: MarkerReader | None = None
+    ) -> None:
         """Hold the latest changelog records of ``partition`` (key -> packed value, as
-        :func:`~consumers.service.restore.read_latest_by_key` gives them): the markers in
-        their table, the states as bytes, except those decoded now: a state of another
-        form, and a RUNNING run whose reorder buffer holds events, which is watched from
-        now on (its gap is declared once the partition's clock passes its bound, whether
-        or not its run sends again)."""
+        :func:`~consumers.service.restore.read_latest_by_key` gives them; ``markers``: the
+        marker records taken while reading, any left in ``stored`` are moved there): the
+        markers in their table, the states as bytes, except those decoded now: a state of
+        another form, and a RUNNING run whose reorder buffer holds events, which is watched
+        from now on (its gap is declared once the partition's clock passes its bound,
+        whether or not its run sends again)."""
+        reader = markers if markers is not None else MarkerReader(partition)
+        for key in [key for key, value in stored.items() if value.startswith(MARKER_HEADER)]:
+            reader.take(key, stored.pop(key))
         self.runs[partition] = {}
         self._stored[partition] = stored
-        markers, latest_end = self._restore_markers(partition, stored)
-        self.markers[partition] = markers
+        self.markers[partition] = reader.table
         self._stored_bytes += sum(map(len, stored.values()))
-        buffering = self._seed(partition, stored, latest_end)
+        buffering = self._seed(partition, stored, reader.latest_end)
         others = [key for key, value in stored.items() if value[:1] not in PACKED_STATES]
         for key in (*others, *buffering):
             self._thaw(partition, key)
@@ -138,28 +187,6 @@ class PartitionStore(StoreLifecycle):
         if clock:
             self.stream_time[partition] = clock
         return buffering
-
-    def _restore_markers(
-        self, partition: int, stored: dict[bytes, bytes]
-    ) -> tuple[MarkerTable, int]:
-        """Move the marker records out of ``stored`` into a table; returns it and the
-        latest end among them. A marker that does not read, or not under its own run's
-        key, fails the assignment, as a state that does not decode does."""
-        read: list[tuple[int, bytes, Marker]] = []
-        keys = [key for key, value in stored.items() if value.startswith(MARKER_HEADER)]
-        for key in keys:
-            run_id, marker = read_marker(stored.pop(key))
-            if str(run_id).encode() != key:
-                raise ValueError(
-                    f"partition {partition}: a RunMarker of run {run_id} is stored under "
-                    f"key {key.decode('utf-8', 'replace')!r}"
-                )
-            read.append((marker.finished_at, run_id.bytes, marker))
-        read.sort()  # oldest first: the order they are forgotten and shed in
-        table = MarkerTable()
-        for _, run_key, marker in read:
-            table.add(run_key, marker)
-        return table, read[-1][0] if read else 0
 
     def _take_over(
         self,

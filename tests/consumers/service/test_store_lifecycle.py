@@ -15,9 +15,9 @@ from fold_events import make_event
 from consumers.lifecycle import marker_of
 from consumers.service.config import Lifecycle
 from consumers.service.edge import FoldEdge
-from consumers.service.store import PartitionStore
+from consumers.service.store import MarkerReader, PartitionStore
 from consumers.state import RunState
-from consumers.state_bytes import pack_stored, packed_head
+from consumers.state_bytes import pack_stored, packed_head, write_marker
 from schemas import RunStatus
 
 pytestmark = pytest.mark.unit
@@ -86,6 +86,30 @@ def test_a_run_restored_with_buffered_events_is_watched_and_its_gap_declared(
     assert (partition, expired) == (0, key)
     assert [v.kind for o in outcomes for v in o.violations] == ["gap"]
     assert store.runs[0][key].last_seq == 3 and store.pending()[0][0] == 0
+
+
+def test_markers_are_read_into_their_table_and_the_last_record_of_a_run_counts() -> None:
+    edge = FoldEdge.default()
+    runs = [uuid.uuid4() for _ in range(4)]
+    keys = [str(run).encode() for run in runs]
+    markers = [marker_of(_finished(run, 3)) for run in runs]
+    reader = MarkerReader(0)
+    # The changelog of one partition: markers as they were made, a run that was known
+    # whole again afterwards (its state), a run forgotten (tombstone), one marked again.
+    assert reader.take(keys[0], write_marker(runs[0], markers[0]))
+    assert reader.take(keys[1], write_marker(runs[1], markers[1]))
+    assert reader.take(keys[2], write_marker(runs[2], markers[2]))
+    assert not reader.take(keys[1], edge.encode_state(_finished(runs[1], 3)))
+    assert not reader.take(keys[2], None)
+    assert not reader.take(b"not a run id", b"any value")
+    assert reader.take(keys[3], write_marker(runs[3], markers[3]))
+    assert reader.take(keys[0], write_marker(runs[0], markers[0]))
+
+    assert [key for key, _ in reader.table] == [runs[3].bytes, runs[0].bytes]
+    assert reader.table.get(runs[0].bytes) == markers[0]
+    assert reader.latest_end == max(marker.finished_at for marker in markers)
+    with pytest.raises(ValueError, match="stored under key"):
+        reader.take(keys[1], write_marker(runs[0], markers[0]))
 
 
 def _running(run: uuid.UUID) -> RunState:
