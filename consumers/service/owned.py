@@ -134,12 +134,13 @@ class OwnedRuns:
         """Keep ``state`` as the run's latest."""
         self.runs.setdefault(partition, {})[key] = state
 
-    def clock_limit(self) -> int:
-        """The latest time a partition's clock may show: the wall clock plus
-        ``max_clock_skew`` (``ServiceConfig.max_clock_skew_s``). A run stamped later still
-        folds, but moves no partition's clock: the lifecycle and the reorder buffers of
-        every other run of its partition do not jump with one bad agent clock."""
-        return self._wall_clock() + self.lifecycle.max_clock_skew_ns
+    def clock_limit(self, now: int | None = None) -> int:
+        """The latest time a partition's clock may show: the wall clock (``now`` when the
+        caller read it) plus ``max_clock_skew`` (``ServiceConfig.max_clock_skew_s``). A run
+        stamped later still folds, but moves no partition's clock: the lifecycle and the
+        reorder buffers of every other run of its partition do not jump with one bad agent
+        clock."""
+        return (self._wall_clock() if now is None else now) + self.lifecycle.max_clock_skew_ns
 
     def observe(self, partition: int, keys: Iterable[bytes]) -> None:
         """Note the runs ``keys`` of ``partition`` changed: the partition's stream time moves
@@ -148,13 +149,13 @@ class OwnedRuns:
         if not runs:
             return
         clock = self.stream_time.get(partition, 0)
-        limit = self.clock_limit()
+        now = self._wall_clock()
+        limit = self.clock_limit(now)
         waiting = self._waiting.setdefault(partition, set())
         finishing = self._finishing.get(partition)
         recent = self._recent.get(partition)
         if recent is None:
             recent = self._recent[partition] = OrderedDict()
-        now = self._wall_clock()
         for key in keys:
             state = runs.get(key)
             if state is None:
