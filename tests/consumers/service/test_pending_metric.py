@@ -10,6 +10,7 @@ from __future__ import annotations
 from uuid import UUID
 
 import pytest
+from fold_events import make_event
 from prometheus_client import CollectorRegistry
 from service_fixtures import OfflineService
 
@@ -18,7 +19,6 @@ from consumers import apply_event
 from consumers.service.edge import FoldEdge
 from runfold.live import FleetReader
 from runfold.metrics import instrument_service
-from schemas import Event, Timestamp
 
 pytestmark = pytest.mark.unit
 
@@ -26,15 +26,6 @@ S = 1_000_000_000
 T0 = 1_700_000_000 * S
 RUN_A = UUID("aaaaaaaa-0000-4000-8000-000000000001")
 RUN_B = UUID("bbbbbbbb-0000-4000-8000-000000000002")
-
-
-def _event(run: UUID, seq: int, at: int) -> Event:
-    kind = {"type": "graph_started", "graph_id": "g"} if seq == 1 else {"type": "tool_called"}
-    if seq > 1:
-        kind["tool_name"] = "t"
-    return Event.model_validate(
-        {"run_id": run, "seq": seq, "timestamp": Timestamp(at), "kind": kind, "payload": {}}
-    )
 
 
 def _samples(registry: CollectorRegistry, name: str) -> dict[str, float]:
@@ -52,11 +43,12 @@ def test_the_gauges_are_the_buffers_after_a_commit() -> None:
     registry = CollectorRegistry()
     collector = instrument_service(service, registry)
     events = [
-        (0, _event(RUN_A, 1, T0)),
-        (0, _event(RUN_A, 3, T0 + 1 * S)),  # seq 2 missing: buffered
-        (0, _event(RUN_A, 4, T0 + 2 * S)),  # buffered too
-        (0, _event(RUN_B, 1, T0 + 5 * S)),  # the partition's clock moves on
-        (1, _event(RUN_B, 1, T0)),  # nothing pending on partition 1
+        (0, make_event(1, "graph_started", run_id=RUN_A, at=T0)),
+        (0, make_event(3, run_id=RUN_A, at=T0 + 1 * S)),  # seq 2 missing: buffered
+        (0, make_event(4, run_id=RUN_A, at=T0 + 2 * S)),  # buffered too
+        # the partition's clock moves on
+        (0, make_event(1, "graph_started", run_id=RUN_B, at=T0 + 5 * S)),
+        (1, make_event(1, "graph_started", run_id=RUN_B, at=T0)),  # nothing pending on partition 1
     ]
     offline.fold_batch(events)
     service._expire_buffers()  # what a commit does first: observe, hold to the bound
@@ -69,7 +61,7 @@ def test_the_gauges_are_the_buffers_after_a_commit() -> None:
     age = _samples(registry, "runfold_consumer_pending_oldest_age_seconds")
     assert age == {"0": 4.0, "1": 0.0}  # T0+5s (stream time) - T0+1s (oldest pending)
     # seq 2 arrives: nothing pending any more.
-    offline.fold(_event(RUN_A, 2, T0 + 6 * S))
+    offline.fold(make_event(2, run_id=RUN_A, at=T0 + 6 * S))
     service._expire_buffers()
     collector.note_pending(service._store)
     assert _samples(registry, "runfold_consumer_pending_events") == {"0": 0.0, "1": 0.0}
@@ -80,9 +72,13 @@ def test_top_sums_pending_and_ages_the_oldest_in_event_time() -> None:
     reader = FleetReader(RunfoldSettings())
     reader._read_run = FoldEdge(lane=False).read_run
     state_a = None
-    for event in (_event(RUN_A, 1, T0), _event(RUN_A, 3, T0 + 3 * S), _event(RUN_A, 5, T0 + S)):
+    for event in (
+        make_event(1, "graph_started", run_id=RUN_A, at=T0),
+        make_event(3, run_id=RUN_A, at=T0 + 3 * S),
+        make_event(5, run_id=RUN_A, at=T0 + S),
+    ):
         state_a, _ = apply_event(state_a, event)
-    state_b, _ = apply_event(None, _event(RUN_B, 1, T0 + 10 * S))
+    state_b, _ = apply_event(None, make_event(1, "graph_started", run_id=RUN_B, at=T0 + 10 * S))
     edge = FoldEdge(lane=False)
     for state in (state_a, state_b):
         assert state is not None
