@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from fold_events import MS, T0, make_event
 from service_fixtures import OfflineService
 
 from consumers.service import FoldEdge
@@ -23,23 +24,8 @@ from consumers.service import store as store_module
 from consumers.service.restore import RestoredPartition
 from consumers.state import RunState
 from consumers.state_bytes import pack_stored
-from schemas import EVENT_KINDS, Event, Timestamp
 
 pytestmark = pytest.mark.unit
-
-T0 = Timestamp.parse("2024-05-01T12:00:00Z")
-MS = 1_000_000
-
-
-def _event(run: uuid.UUID, seq: int, kind: str = "tool_called") -> Event:
-    fields: dict[str, Any] = {"tool_name": "search"} if kind == "tool_called" else {}
-    return Event(
-        run_id=run,
-        seq=seq,
-        timestamp=Timestamp(T0 + seq * MS),
-        kind=EVENT_KINDS[kind](**fields),
-        payload={},
-    )
 
 
 def _written(offline: OfflineService, topic: str) -> dict[bytes, tuple[int, bytes | None]]:
@@ -52,10 +38,10 @@ def test_each_changed_run_writes_its_state_and_its_summary_before_the_commit() -
     a, b = uuid.uuid4(), uuid.uuid4()
     offline.fold_batch(
         [
-            (0, _event(a, 1, "graph_started")),
-            (0, _event(a, 2)),
-            (2, _event(b, 1, "graph_started")),
-            (2, _event(b, 3)),  # seq 2 not yet: buffered
+            (0, make_event(1, "graph_started", run_id=a)),
+            (0, make_event(2, run_id=a)),
+            (2, make_event(1, "graph_started", run_id=b)),
+            (2, make_event(3, run_id=b)),  # seq 2 not yet: buffered
         ]
     )
     offline.commit()
@@ -111,7 +97,7 @@ def _folded_state(run: uuid.UUID, last: int) -> RunState:
     state = None
     for seq in range(1, last + 1):
         state, _ = edge.apply(
-            state, _event(run, seq, "graph_started" if seq == 1 else "tool_called")
+            state, make_event(seq, "graph_started" if seq == 1 else "tool_called", run_id=run)
         )
     assert state is not None
     return state
@@ -181,7 +167,7 @@ def test_an_unwritten_changelog_partition_is_restored_from_agent_runs_once(
     assert service._store.get(2, str(summarized).encode()) is None
 
     # Run b gets an event; a does not: both reach the changelog in the next commit.
-    offline.fold(_event(old_b, 5))
+    offline.fold(make_event(5, run_id=old_b))
     offline.commit()
     changelog, runs = _written(offline, "changelog"), _written(offline, "runs")
     assert set(changelog) == {str(old_a).encode(), str(old_b).encode()}
