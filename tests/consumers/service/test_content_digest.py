@@ -17,13 +17,14 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from fold_events import MS, make_event
 from service_fixtures import OfflineService
 
 from consumers import apply_event, content_digest
 from consumers.service.edge import FoldEdge
 from consumers.service.lane import compiled_lane_available
 from consumers.state import RunState
-from schemas import Event, Timestamp, avro_binary, codec, serde
+from schemas import Event, avro_binary, codec, serde
 from schemas.codec import configure_registry, current_event_header
 
 pytestmark = pytest.mark.unit
@@ -44,21 +45,9 @@ def registry() -> Iterator[None]:
     configure_registry(None)
 
 
-def _event(seq: int, tag: str = "tool_called", payload: Any = None, **fields: Any) -> Event:
-    kind: dict[str, Any] = {"type": tag, **fields}
-    if tag == "tool_called":
-        kind.setdefault("tool_name", "search")
-    if tag == "graph_started":
-        kind.setdefault("graph_id", "g")
-    return Event.model_validate(
-        {
-            "run_id": RUN,
-            "seq": seq,
-            "timestamp": Timestamp(T0 + seq * 1_000_000),
-            "kind": kind,
-            "payload": PAYLOAD if payload is None else payload,
-        }
-    )
+def _event(seq: int, kind: str = "tool_called", payload: Any = PAYLOAD) -> Event:
+    """``make_event`` of ``RUN`` at ``T0 + seq`` ms, carrying ``PAYLOAD`` unless told."""
+    return make_event(seq, kind, payload, at=T0 + seq * MS, run_id=RUN)
 
 
 def _single_object(event: Event, payload_text: str) -> bytes:
