@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
+from fold_events import T0, make_event
 from service_fixtures import OfflineService
 
 from consumers.lifecycle import Marker
@@ -14,29 +15,14 @@ from consumers.service import FoldService, ServiceConfig
 from consumers.service import store as store_module
 from consumers.service.restore import RestoredPartition
 from consumers.state_bytes import MARKER_HEADER, pack_stored, read_marker, write_marker
-from schemas import EVENT_KINDS, Event, RunStatus, Timestamp, ViolationKind
+from schemas import RunStatus, ViolationKind
 from schemas.errors import ConfigError
 
 pytestmark = pytest.mark.unit
 
-T0 = Timestamp.parse("2024-05-01T12:00:00Z")
 S = 10**9
 GRACE_S = 300.0
 RETENTION_S = 3600.0
-
-
-def _event(run: uuid.UUID, seq: int, kind: str, at: int, **fields: Any) -> Event:
-    defaults = {
-        "graph_completed": {"iterations": 1, "duration_ms": 2},
-        "tool_called": {"tool_name": "search"},
-    }
-    return Event(
-        run_id=run,
-        seq=seq,
-        timestamp=Timestamp(at),
-        kind=EVENT_KINDS[kind](**{**defaults.get(kind, {}), **fields}),
-        payload={},
-    )
 
 
 def _feed(**options: Any) -> OfflineService:
@@ -47,9 +33,9 @@ def _feed(**options: Any) -> OfflineService:
 
 def _finish(feed: OfflineService, run: uuid.UUID, at: int) -> None:
     feed.fold(
-        _event(run, 1, "graph_started", at),
-        _event(run, 2, "tool_called", at + 1),
-        _event(run, 3, "graph_completed", at + 2),
+        make_event(1, "graph_started", run_id=run, at=at),
+        make_event(2, "tool_called", run_id=run, at=at + 1),
+        make_event(3, "graph_completed", run_id=run, at=at + 2),
     )
 
 
@@ -60,10 +46,10 @@ def test_a_finished_run_becomes_a_marker_record_after_the_grace() -> None:
     records = feed.commit()
     assert [r[1] for r in records] == [key]
     assert not records[0][2].startswith(MARKER_HEADER)  # whole within the grace
-    feed.fold(_event(other, 1, "graph_started", T0 + 2 + int(GRACE_S * S)))
+    feed.fold(make_event(1, "graph_started", run_id=other, at=T0 + 2 + int(GRACE_S * S)))
     records = feed.commit()
     assert feed.service._store.marker(0, done) is None  # exactly the grace: still whole
-    feed.fold(_event(other, 2, "tool_called", T0 + 3 + int(GRACE_S * S)))
+    feed.fold(make_event(2, "tool_called", run_id=other, at=T0 + 3 + int(GRACE_S * S)))
     records = feed.commit()
     markers = [(k, v) for _, k, v in records if k == key]
     assert len(markers) == 1 and markers[0][1] is not None
@@ -78,12 +64,12 @@ def test_a_finished_run_becomes_a_marker_record_after_the_grace() -> None:
 def test_events_of_a_marked_run_are_judged_by_the_marker_rule() -> None:
     feed, done, other = _feed(), uuid.uuid4(), uuid.uuid4()
     _finish(feed, done, T0)
-    feed.fold(_event(other, 1, "graph_started", T0 + 10 * int(GRACE_S * S)))
+    feed.fold(make_event(1, "graph_started", run_id=other, at=T0 + 10 * int(GRACE_S * S)))
     feed.commit()
     feed.fold(
-        _event(done, 4, "tool_called", T0 + 3),  # after the end
-        _event(done, 3, "graph_completed", T0 + 2),  # the same last event again
-        _event(done, 3, "graph_failed", T0 + 2, error="x"),  # another at its seq
+        make_event(4, "tool_called", run_id=done, at=T0 + 3),  # after the end
+        make_event(3, "graph_completed", run_id=done, at=T0 + 2),  # the same last event again
+        make_event(3, "graph_failed", run_id=done, at=T0 + 2, error="x"),  # another at its seq
     )
     stats = feed.service._txn_stats
     assert feed.violation_kinds(done) == [ViolationKind.AFTER_TERMINAL, ViolationKind.CONFLICT]
@@ -96,14 +82,14 @@ def test_events_of_a_marked_run_are_judged_by_the_marker_rule() -> None:
 def test_after_the_retention_a_tombstone_and_old_events_are_forgotten_run() -> None:
     feed, done, other = _feed(), uuid.uuid4(), uuid.uuid4()
     _finish(feed, done, T0)
-    feed.fold(_event(other, 1, "graph_started", T0 + 2 * int(GRACE_S * S)))
+    feed.fold(make_event(1, "graph_started", run_id=other, at=T0 + 2 * int(GRACE_S * S)))
     feed.commit()
-    feed.fold(_event(other, 2, "tool_called", T0 + 3 + int(RETENTION_S * S)))
+    feed.fold(make_event(2, "tool_called", run_id=other, at=T0 + 3 + int(RETENTION_S * S)))
     records = feed.commit()
     assert (0, str(done).encode(), None) in records
     assert feed.service._store.marker(0, done) is None
     assert feed.service.stats.markers_forgotten == 1
-    feed.fold(_event(done, 3, "graph_completed", T0 + 2))
+    feed.fold(make_event(3, "graph_completed", run_id=done, at=T0 + 2))
     assert feed.violation_kinds(done) == [ViolationKind.FORGOTTEN_RUN]
     assert feed.service._txn_stats.forgotten_run_events == 1
     assert str(done).encode() not in feed.service._store.runs[0]
@@ -114,7 +100,7 @@ def test_markers_over_the_bound_are_shed_oldest_first_with_a_tombstone() -> None
     runs = [uuid.uuid4() for _ in range(3)]
     for n, run in enumerate(runs):
         _finish(feed, run, T0 + n * 10)
-    feed.fold(_event(uuid.uuid4(), 1, "graph_started", T0 + 2 * int(GRACE_S * S)))
+    feed.fold(make_event(1, "graph_started", run_id=uuid.uuid4(), at=T0 + 2 * int(GRACE_S * S)))
     records = feed.commit()
     tombstones = [key for _, key, value in records if value is None]
     assert tombstones == [str(runs[0]).encode()]
@@ -125,7 +111,7 @@ def test_runs_tombstones_also_deletes_the_agent_runs_record() -> None:
     feed = _feed(runs_tombstones=True)
     done = uuid.uuid4()
     _finish(feed, done, T0)
-    feed.fold(_event(uuid.uuid4(), 1, "graph_started", T0 + 2 * int(RETENTION_S * S)))
+    feed.fold(make_event(1, "graph_started", run_id=uuid.uuid4(), at=T0 + 2 * int(RETENTION_S * S)))
     feed.commit()
     deleted = [
         topic
@@ -141,7 +127,7 @@ def test_restore_rebuilds_markers_and_queues_restored_finished_runs(
 ) -> None:
     feed, done, running = _feed(), uuid.uuid4(), uuid.uuid4()
     _finish(feed, done, T0)
-    feed.fold(_event(running, 1, "graph_started", T0))
+    feed.fold(make_event(1, "graph_started", run_id=running, at=T0))
     states = {key: value for _, key, value in feed.commit() if value is not None}
     marked = uuid.uuid4()
     marker = Marker(7, RunStatus.FAILED, T0 - 5 * S, 99)
@@ -185,11 +171,11 @@ def test_buffers_over_the_bound_are_flushed_oldest_first_with_a_gap() -> None:
     feed = _feed(max_buffered_events=2)
     old, new = uuid.uuid4(), uuid.uuid4()
     feed.fold(
-        _event(old, 1, "graph_started", T0),
-        _event(old, 3, "tool_called", T0 + 1),  # waits for seq 2
-        _event(new, 1, "graph_started", T0 + 10),
-        _event(new, 3, "tool_called", T0 + 11),
-        _event(new, 4, "tool_called", T0 + 12),
+        make_event(1, "graph_started", run_id=old, at=T0),
+        make_event(3, "tool_called", run_id=old, at=T0 + 1),  # waits for seq 2
+        make_event(1, "graph_started", run_id=new, at=T0 + 10),
+        make_event(3, "tool_called", run_id=new, at=T0 + 11),
+        make_event(4, "tool_called", run_id=new, at=T0 + 12),
     )
     feed.commit()
     store = feed.service._store
@@ -204,17 +190,17 @@ def test_idle_runs_over_the_bound_are_paged_out_never_dropped() -> None:
     feed = _feed(max_active_runs=1)
     runs = [uuid.uuid4() for _ in range(3)]
     for n, run in enumerate(runs):
-        feed.fold(_event(run, 1, "graph_started", T0 + n))
+        feed.fold(make_event(1, "graph_started", run_id=run, at=T0 + n))
     feed.commit()  # all three changed in the open transaction: none paged out
     store = feed.service._store
     assert len(store.runs[0]) == 3
-    feed.fold(_event(runs[2], 2, "tool_called", T0 + 10))
+    feed.fold(make_event(2, "tool_called", run_id=runs[2], at=T0 + 10))
     feed.commit()
     assert list(store.runs[0]) == [str(runs[2]).encode()]  # two idle ones paged out
     assert set(store._stored[0]) == {str(run).encode() for run in runs[:2]}
     assert feed.service.stats.runs_paged_out == 2
     assert feed.service.gauges["active_runs"] == 3 and feed.service.gauges["decoded_runs"] == 1
-    feed.fold(_event(runs[0], 2, "tool_called", T0 + 11))  # thawed, applied in order
+    feed.fold(make_event(2, "tool_called", run_id=runs[0], at=T0 + 11))  # thawed, applied in order
     state = store.runs[0][str(runs[0]).encode()]
     assert (state.last_seq, state.events_applied, state.status) == (2, 2, RunStatus.RUNNING)
     assert feed.service._txn_stats.applied == 1
@@ -223,13 +209,7 @@ def test_idle_runs_over_the_bound_are_paged_out_never_dropped() -> None:
 def test_max_run_bytes_shrinks_a_state_before_it_is_written() -> None:
     feed = _feed(max_run_bytes=4096)
     run = uuid.uuid4()
-    big = Event(
-        run_id=run,
-        seq=1,
-        timestamp=Timestamp(T0),
-        kind=EVENT_KINDS["graph_started"](),
-        payload={"inputs": "x" * 20_000},
-    )
+    big = make_event(1, "graph_started", {"inputs": "x" * 20_000}, run_id=run, at=T0)
     feed.fold(big)
     (record,) = feed.commit()
     assert record[2] is not None and len(record[2]) <= 4096
@@ -268,7 +248,11 @@ def test_every_run_past_its_grace_becomes_a_marker_whatever_order_it_was_seen_in
         _finish(feed, run, T0 + n * hour // 10)
     feed.commit()
     last_end = T0 + 49 * hour // 10 + 2
-    feed.fold(_event(uuid.uuid4(), 1, "graph_started", last_end + int(GRACE_S * S) - hour // 10))
+    feed.fold(
+        make_event(
+            1, "graph_started", run_id=uuid.uuid4(), at=last_end + int(GRACE_S * S) - hour // 10
+        )
+    )
     feed.commit()
     store = feed.service._store
     whole = {key for key, state in store.runs[0].items() if state.status is RunStatus.COMPLETED}
@@ -284,16 +268,19 @@ def test_an_event_stamped_far_ahead_moves_no_partition_clock() -> None:
     feed = _feed()
     done, waiting, ahead, new = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     _finish(feed, done, T0)
-    feed.fold(_event(waiting, 1, "graph_started", T0), _event(waiting, 3, "tool_called", T0 + 5))
+    feed.fold(
+        make_event(1, "graph_started", run_id=waiting, at=T0),
+        make_event(3, "tool_called", run_id=waiting, at=T0 + 5),
+    )
     feed.commit()
-    feed.fold(_event(ahead, 1, "graph_started", 2**63 - 1))
+    feed.fold(make_event(1, "graph_started", run_id=ahead, at=2**63 - 1))
     feed.commit()
     store = feed.service._store
     assert store.stream_time[0] == T0 + 5
     assert str(ahead).encode() in store.runs[0]  # folded all the same
     assert str(done).encode() in store.runs[0]  # still whole: no grace has passed
     assert store.runs[0][str(waiting).encode()].pending_events  # still waiting for seq 2
-    feed.fold(_event(new, 1, "graph_started", T0 + 10))
+    feed.fold(make_event(1, "graph_started", run_id=new, at=T0 + 10))
     assert feed.violation_kinds(new) == []
     assert str(new).encode() in store.runs[0]
     assert feed.service.stats.markers_forgotten == 0
@@ -305,9 +292,9 @@ def test_a_finished_run_seen_again_within_its_grace_becomes_one_marker() -> None
     feed, done, other = _feed(), uuid.uuid4(), uuid.uuid4()
     _finish(feed, done, T0)
     feed.commit()
-    feed.fold(_event(done, 3, "graph_completed", T0 + 2))  # a redelivery: a duplicate
+    feed.fold(make_event(3, "graph_completed", run_id=done, at=T0 + 2))  # a redelivery: a duplicate
     feed.commit()
-    feed.fold(_event(other, 1, "graph_started", T0 + 3 + int(GRACE_S * S)))
+    feed.fold(make_event(1, "graph_started", run_id=other, at=T0 + 3 + int(GRACE_S * S)))
     records = feed.commit()
     key = str(done).encode()
     assert [value is not None for _, k, value in records if k == key] == [True]
