@@ -6,33 +6,22 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import Any
 
 import pytest
 from confluent_kafka import Producer
+from fold_events import T0, make_event
 
 from clients.settings import TopicNames
 from consumers.service import FoldService, ServiceConfig
 from consumers.service.restore import iter_partition, read_latest_by_key
 from consumers.state_bytes import MARKER_HEADER, read_marker
 from producers.kafka import DEFAULT_PRODUCER_CONFIG
-from schemas import EVENT_KINDS, Event, RunStatus, Timestamp, ViolationKind
+from schemas import Event, RunStatus, ViolationKind
 from schemas.codec import decode_violation, encode_event
 
 pytestmark = pytest.mark.integration
 
-T0 = Timestamp.parse("2024-05-01T12:00:00Z")
 S = 10**9
-
-
-def _event(run: uuid.UUID, seq: int, kind: str, at: int) -> Event:
-    fields: dict[str, Any] = {
-        "graph_completed": {"iterations": 1, "duration_ms": 2},
-        "tool_called": {"tool_name": "search"},
-    }.get(kind, {})
-    return Event(
-        run_id=run, seq=seq, timestamp=Timestamp(at), kind=EVENT_KINDS[kind](**fields), payload={}
-    )
 
 
 def _produce(bootstrap: str, topic: str, events: list[Event]) -> None:
@@ -45,9 +34,9 @@ def _produce(bootstrap: str, topic: str, events: list[Event]) -> None:
 
 def _finished(run: uuid.UUID, at: int) -> list[Event]:
     return [
-        _event(run, 1, "graph_started", at),
-        _event(run, 2, "tool_called", at + 1),
-        _event(run, 3, "graph_completed", at + 2),
+        make_event(1, "graph_started", run_id=run, at=at),
+        make_event(2, "tool_called", run_id=run, at=at + 1),
+        make_event(3, "graph_completed", run_id=run, at=at + 2),
     ]
 
 
@@ -69,7 +58,7 @@ def test_markers_and_tombstones_are_written_restored_and_judged_by(
         [
             *_finished(forgotten, T0),
             *_finished(marked, T0 + 5 * S),
-            _event(filler, 1, "graph_started", T0 + 7 * S),  # both past the grace
+            make_event(1, "graph_started", run_id=filler, at=T0 + 7 * S),  # both past the grace
         ],
     )
     first = FoldService(config).run()
@@ -87,9 +76,10 @@ def test_markers_and_tombstones_are_written_restored_and_judged_by(
         kafka_bootstrap,
         unique_topics.events,
         [
-            _event(filler, 2, "tool_called", T0 + 12 * S),
-            _event(marked, 4, "tool_called", T0 + 12 * S),  # after its end
-            _event(marked, 3, "graph_completed", T0 + 5 * S + 2),  # the same last event
+            make_event(2, "tool_called", run_id=filler, at=T0 + 12 * S),
+            make_event(4, "tool_called", run_id=marked, at=T0 + 12 * S),  # after its end
+            # the same last event
+            make_event(3, "graph_completed", run_id=marked, at=T0 + 5 * S + 2),
         ],
     )
     service = FoldService(config)
@@ -99,7 +89,11 @@ def test_markers_and_tombstones_are_written_restored_and_judged_by(
     while service.stats.consumed < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     # Now an event of the first run, stamped long before the clock less the retention.
-    _produce(kafka_bootstrap, unique_topics.events, [_event(forgotten, 3, "graph_completed", T0)])
+    _produce(
+        kafka_bootstrap,
+        unique_topics.events,
+        [make_event(3, "graph_completed", run_id=forgotten, at=T0)],
+    )
     worker.join(120)
     second = service.stats
     assert second.restored_runs == 3 and second.consumed == 4
@@ -139,7 +133,7 @@ def test_an_idle_service_pages_out_its_waiting_runs_and_folds_their_next_events(
     _produce(
         kafka_bootstrap,
         unique_topics.events,
-        [_event(run, 1, "graph_started", T0 + i * S) for i, run in enumerate(runs)],
+        [make_event(1, "graph_started", run_id=run, at=T0 + i * S) for i, run in enumerate(runs)],
     )
     service = FoldService(config)
     stats = service.run()
@@ -149,7 +143,7 @@ def test_an_idle_service_pages_out_its_waiting_runs_and_folds_their_next_events(
     _produce(
         kafka_bootstrap,
         unique_topics.events,
-        [_event(run, 2, "tool_called", T0 + 10 * S) for run in runs],
+        [make_event(2, "tool_called", run_id=run, at=T0 + 10 * S) for run in runs],
     )
     again = FoldService(config).run()
     assert again.consumed == len(runs) and again.balanced()
