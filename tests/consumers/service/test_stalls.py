@@ -12,32 +12,19 @@ import uuid
 
 import pytest
 from confluent_kafka import Message
+from fold_events import make_event
 from service_fixtures import WALL, IdleConsumer, OfflineService
 
 from consumers.service import ServiceConfig
 from consumers.state_bytes import pack_stored
-from schemas import EVENT_KINDS, Event, RunStatus, Timestamp, Violation, ViolationKind
+from schemas import RunStatus, Violation, ViolationKind
 from schemas.codec import encode_event
 from schemas.errors import ConfigError
 
 pytestmark = pytest.mark.unit
 
-T0 = Timestamp.parse("2024-05-01T12:00:00Z")  # event time
 MIN = 60 * 10**9
 AFTER = 30 * MIN
-
-
-def _event(run: uuid.UUID, seq: int, kind: str = "tool_called") -> Event:
-    fields = {"tool_name": "search"} if kind == "tool_called" else {}
-    if kind == "graph_completed":
-        fields = {"iterations": 1, "duration_ms": 2}
-    return Event(
-        run_id=run,
-        seq=seq,
-        timestamp=Timestamp(T0 + seq),
-        kind=EVENT_KINDS[kind](**fields),  # type: ignore[arg-type]
-        payload={},
-    )
 
 
 def _stalled(violations: list[Violation]) -> list[Violation]:
@@ -47,14 +34,16 @@ def _stalled(violations: list[Violation]) -> list[Violation]:
 def test_a_silent_run_is_flagged_once_written_and_published() -> None:
     off = OfflineService()
     silent, done, busy = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    off.fold(_event(silent, 1, "graph_started"), _event(silent, 2))
-    off.fold(_event(done, 1, "graph_started"), _event(done, 2, "graph_completed"))
-    off.fold(_event(busy, 1, "graph_started"))
+    off.fold(make_event(1, "graph_started", run_id=silent), make_event(2, run_id=silent))
+    off.fold(
+        make_event(1, "graph_started", run_id=done), make_event(2, "graph_completed", run_id=done)
+    )
+    off.fold(make_event(1, "graph_started", run_id=busy))
     off.commit(at=WALL)
-    off.fold(_event(busy, 2))
+    off.fold(make_event(2, run_id=busy))
     off.commit(at=WALL + AFTER - 1)
     assert not _stalled(off.violations(silent))  # not yet
-    off.fold(_event(busy, 3))
+    off.fold(make_event(3, run_id=busy))
     off.commit(at=WALL + AFTER)
 
     [violation] = _stalled(off.violations(silent))
@@ -82,11 +71,11 @@ def test_a_silent_run_is_flagged_once_written_and_published() -> None:
 def test_an_event_resumes_the_run_and_clears_the_flag() -> None:
     off = OfflineService()
     run = uuid.uuid4()
-    off.fold(_event(run, 1, "graph_started"), _event(run, 2))
+    off.fold(make_event(1, "graph_started", run_id=run), make_event(2, run_id=run))
     off.commit(at=WALL)
     off.commit(at=WALL + AFTER)
     assert off.state(run).stalled_since == WALL + AFTER
-    off.fold(_event(run, 3))  # the batch lane's path: fold_next
+    off.fold(make_event(3, run_id=run))  # the batch lane's path: fold_next
     off.commit(at=WALL + AFTER + MIN)
     assert off.written(run)[-1].stalled_since is None
     assert off.service._stalls.stalled == 0
@@ -101,7 +90,11 @@ def test_an_event_resumes_the_run_and_clears_the_flag() -> None:
 def test_the_fail_option_ends_a_stalled_run_as_failed() -> None:
     off = OfflineService(fail_stalled_runs=True)
     run = uuid.uuid4()
-    off.fold(_event(run, 1, "graph_started"), _event(run, 2), _event(run, 4))  # 3 lost
+    off.fold(
+        make_event(1, "graph_started", run_id=run),
+        make_event(2, run_id=run),
+        make_event(4, run_id=run),  # 3 lost
+    )
     off.commit(at=WALL)
     off.commit(at=WALL + AFTER)
     written = off.written(run)[-1]
@@ -122,9 +115,9 @@ def test_restored_runs_wait_from_the_restore() -> None:
     running, finished, flagged = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     states = {}
     for run in (running, finished, flagged):
-        state, _ = edge.apply(None, _event(run, 1, "graph_started"))
+        state, _ = edge.apply(None, make_event(1, "graph_started", run_id=run))
         states[run] = state
-    edge.apply(states[finished], _event(finished, 2, "graph_completed"))
+    edge.apply(states[finished], make_event(2, "graph_completed", run_id=finished))
     states[flagged].stalled_since = int(WALL) - 10 * AFTER  # flagged before the restart
     store = service._store
     store.runs[0] = {}
@@ -149,7 +142,7 @@ def test_an_idle_service_opens_a_transaction_to_flag() -> None:
     off = OfflineService()
     service = off.service
     run = uuid.uuid4()
-    off.fold(_event(run, 1, "graph_started"))
+    off.fold(make_event(1, "graph_started", run_id=run))
     off.commit(at=WALL)
     commits = off.producer.commits
     service._assigned = True
@@ -185,7 +178,7 @@ def test_a_damaged_restored_state_is_skipped_not_fatal(caplog: pytest.LogCapture
     off = OfflineService()
     service = off.service
     run = uuid.uuid4()
-    state, _ = service.edge.apply(None, _event(run, 1, "graph_started"))
+    state, _ = service.edge.apply(None, make_event(1, "graph_started", run_id=run))
     key = str(run).encode()
     damaged = str(uuid.uuid4()).encode()
     store = service._store
@@ -206,9 +199,11 @@ def test_a_run_paged_out_over_max_active_runs_is_still_flagged() -> None:
     the watch reads a paged-out run's status from its bytes and flags it all the same."""
     offline = OfflineService(stall_after_s=AFTER / 1e9, max_active_runs=1)
     idle, busy = uuid.uuid4(), uuid.uuid4()
-    offline.fold(_event(idle, 1, "graph_started"), _event(busy, 1, "graph_started"))
+    offline.fold(
+        make_event(1, "graph_started", run_id=idle), make_event(1, "graph_started", run_id=busy)
+    )
     offline.commit(at=int(WALL))
-    offline.fold(_event(busy, 2))
+    offline.fold(make_event(2, run_id=busy))
     offline.commit(at=int(WALL) + MIN)  # idle is paged out here
     store = offline.service._store
     assert str(idle).encode() not in store.runs[0] and offline.service.stats.runs_paged_out == 1
@@ -221,9 +216,11 @@ def test_a_finished_run_leaves_the_watch() -> None:
     """The watch holds the runs under way: a run that ended is not kept for stall_after."""
     offline = OfflineService(stall_after_s=AFTER / 1e9)
     done, running = uuid.uuid4(), uuid.uuid4()
-    offline.fold(_event(done, 1, "graph_started"), _event(running, 1, "graph_started"))
+    offline.fold(
+        make_event(1, "graph_started", run_id=done), make_event(1, "graph_started", run_id=running)
+    )
     offline.commit(at=int(WALL))
-    offline.fold(_event(done, 2, "graph_completed"))
+    offline.fold(make_event(2, "graph_completed", run_id=done))
     offline.commit(at=int(WALL) + MIN)
     seen = offline.service._stalls._seen[0]
     assert list(seen) == [str(running).encode()]
@@ -253,7 +250,7 @@ def test_a_quiet_service_gives_freed_memory_back_once_per_quiet_spell(
         if polls == 30:
             service.stop()
         if polls == 10:
-            event = _event(run, 1, "graph_started")
+            event = make_event(1, "graph_started", run_id=run)
             return Message(
                 topic="ev", partition=0, offset=0, key=str(run).encode(), value=encode_event(event)
             )
