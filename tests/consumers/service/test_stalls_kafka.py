@@ -7,17 +7,16 @@ import uuid
 
 import pytest
 from confluent_kafka import Producer
+from fold_events import make_event
 from service_fixtures import read_output
 
 from clients.settings import TopicNames
 from consumers.service import FoldService, ServiceConfig
 from producers.kafka import DEFAULT_PRODUCER_CONFIG
-from schemas import EVENT_KINDS, Event, RunStatus, Timestamp, ViolationKind
+from schemas import Event, RunStatus, ViolationKind
 from schemas.codec import encode_event
 
 pytestmark = pytest.mark.integration
-
-T0 = Timestamp.parse("2024-05-01T12:00:00Z")
 
 
 def _send(bootstrap: str, topic: str, events: list[Event]) -> None:
@@ -25,20 +24,6 @@ def _send(bootstrap: str, topic: str, events: list[Event]) -> None:
     for event in events:
         producer.produce(topic, encode_event(event), key=str(event.run_id).encode())
     assert producer.flush(30) == 0
-
-
-def _event(run: uuid.UUID, seq: int, kind: str) -> Event:
-    fields = {
-        "tool_called": {"tool_name": "search"},
-        "graph_completed": {"iterations": 1, "duration_ms": 2},
-    }.get(kind, {})
-    return Event(
-        run_id=run,
-        seq=seq,
-        timestamp=Timestamp(T0 + seq),
-        kind=EVENT_KINDS[kind](**fields),  # type: ignore[arg-type]
-        payload={},
-    )
 
 
 def _fold(bootstrap: str, topics: TopicNames, group: str, stall_after_s: float) -> FoldService:
@@ -64,10 +49,10 @@ def test_an_idle_service_flags_a_silent_run_and_its_next_event_clears_it(
         kafka_bootstrap,
         unique_topics.events,
         [
-            _event(silent, 1, "graph_started"),
-            _event(silent, 2, "tool_called"),
-            _event(finished, 1, "graph_started"),
-            _event(finished, 2, "graph_completed"),
+            make_event(1, "graph_started", run_id=silent),
+            make_event(2, "tool_called", run_id=silent),
+            make_event(1, "graph_started", run_id=finished),
+            make_event(2, "graph_completed", run_id=finished),
         ],
     )
     group = f"test-stall-{uuid.uuid4().hex[:8]}"
@@ -84,7 +69,7 @@ def test_an_idle_service_flags_a_silent_run_and_its_next_event_clears_it(
 
     # The agent was only slow: its next event clears the flag (a long stall_after now, so
     # the restarted service does not flag it again while it waits to go idle).
-    _send(kafka_bootstrap, unique_topics.events, [_event(silent, 3, "tool_called")])
+    _send(kafka_bootstrap, unique_topics.events, [make_event(3, "tool_called", run_id=silent)])
     service = _fold(kafka_bootstrap, unique_topics, group, stall_after_s=1800.0)
     assert service.stats.stalled_flagged == 0
     folded = read_output(kafka_bootstrap, unique_topics)
