@@ -42,7 +42,7 @@ from schemas.avro_binary import (
     encode_state_and_summary,
     holds_pending,
     read_long,
-    read_run_record,
+    read_run_times,
     uuid_from,
 )
 from schemas.framing import SINGLE_OBJECT_MAGIC
@@ -242,20 +242,21 @@ class PackedHead(NamedTuple):
 
 def packed_head(key: bytes, packed: bytes) -> PackedHead | None:
     """The head of the run state in a :func:`pack_stored` value, or None when the value
-    is not a packed pinned state or its head does not read. Reads the ``Run`` record
-    (:func:`~schemas.avro_binary.read_run_record`) and ``last_seq`` only, and the digest at
-    ``last_seq`` from the digest planes of the short-window form, and for a RUNNING run
-    whether its reorder buffer holds events: a few µs, so that a restore finds the
-    finished runs, the runs with buffered events and a lower bound of the partition's
-    clock, a finished run never touched becomes a marker, and the stall watch reads a
-    status, without decoding the state (a deployment upgraded to the lifecycle has nothing
-    but whole states of finished runs). A state damaged in its head is left to the decode,
-    which says what is wrong when its run is touched."""
+    is not a packed pinned state or its head does not read. Reads the ``Run`` record's
+    times and status (:func:`~schemas.avro_binary.read_run_times`, its strings skipped)
+    and ``last_seq`` only, the digest at ``last_seq`` from the digest planes of the
+    short-window form, and for a RUNNING run whether its reorder buffer holds events: a
+    few µs, so that the store finds the restored finished runs, the runs with buffered
+    events and a lower bound of the partition's clock, a finished run never touched
+    becomes a marker, and the stall watch reads a status, without decoding the state (a
+    deployment upgraded to the lifecycle has nothing but whole states of finished runs).
+    A state damaged in its head is left to the decode, which says what is wrong when its
+    run is touched."""
     if packed[:1] not in PACKED_STATES:
         return None
     buf = b"".join((UUID_LENGTH, key, packed[1:]))  # the Run record, run_id in front again
     try:
-        run, pos = read_run_record(buf, 0)
+        started_at, finished_at, status, pos = read_run_times(buf, 0)
         last_seq, pos = read_long(buf, pos)
     except (IndexError, ValueError):
         return None
@@ -266,16 +267,14 @@ def packed_head(key: bytes, packed: bytes) -> PackedHead | None:
         planes = packed[-_KEPT_SIZE:]
         slot, step = last_seq % (_WINDOW // 8), _WINDOW // 8
         digest = int.from_bytes(bytes(planes[b * step + slot] for b in range(_KEPT)), "little")
-    status = RunStatus(run.status)
-    finished_at = run.finished_at
     buffering = None
     if status is RunStatus.RUNNING:
         finished_at = None
         with suppress(IndexError, ValueError):  # left to the decode, which says what is wrong
             buffering = holds_pending(buf, pos)
     elif finished_at is None:
-        finished_at = run.started_at
-    return PackedHead(run.started_at, finished_at, status, last_seq, digest, buffering)
+        finished_at = started_at
+    return PackedHead(started_at, finished_at, status, last_seq, digest, buffering)
 
 
 def unpack_stored(key: bytes, packed: bytes) -> bytes:

@@ -180,6 +180,8 @@ class FoldService(ServiceRecovery):
                     if got:
                         last_record = now
                         trimmed = False
+                    elif not self._in_txn and self._store.seed():
+                        trimmed = False  # restored heads read while idle (PartitionStore.seed)
                     elif not self._in_txn and self._store.page_out({}):
                         # Runs idle for --page-idle-after became bytes: nothing to write
                         # (the changelog has them), counted now (no commit is coming).

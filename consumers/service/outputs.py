@@ -92,7 +92,10 @@ class ServiceOutputs(ServiceBase):
         for ever; the partition's clock moves with every run. Runs in the open transaction
         are observed first, then every watched buffer is held to the bound. What it
         releases is counted (no record is consumed) and its run written with the rest.
+        A batch of restored heads is read first (:meth:`PartitionStore.seed`): the clock and
+        the watched buffers they give count from this commit on.
         """
+        self._store.seed()
         for partition, keys in self._dirty.items():
             self._store.observe(partition, keys)
         changed: dict[int, set[bytes]] = {}

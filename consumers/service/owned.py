@@ -84,6 +84,9 @@ class OwnedRuns:
         """Per partition, the keys of decoded RUNNING runs and the wall time of the commit
         that last saw them changed, the least recently changed first: the order idle runs
         are paged out in."""
+        self._unseeded: dict[int, list[bytes]] = {}
+        """Per partition, the keys of restored states whose heads are not read yet
+        (:meth:`~consumers.service.store.PartitionStore.seed`)."""
         self._copies: dict[int, set[bytes]] = {}
         """Per partition, the keys of runs restored from ``agent-runs`` (the migration)
         whose state is not in the changelog yet."""
@@ -104,6 +107,7 @@ class OwnedRuns:
         self._stored_bytes = 0
         self._recent = {}
         self.horizon = {}
+        self._unseeded = {}
         self._copies = {}
 
     def get(self, partition: int, key: bytes) -> RunState | None:

@@ -13,10 +13,11 @@ record (:meth:`PartitionStore.get`), not at restore: most restored runs see no e
 for a long time, and decoding them all made the restore of a million runs cost ~35 s
 and ~4 KiB per run. A state that is not a current-version RunState stored under its own
 run_id is decoded at restore, as before, so that a state of another shape fails the
-assignment; a damaged one of the usual shape fails when its run is first touched. A
-RUNNING run whose reorder buffer holds events (its packed head says so, cheaply) is decoded
-at restore too: its buffer is held to the partition's clock from then on, not from its
-run's next record.
+assignment; a damaged one of the usual shape fails when its run is first touched. The
+heads of the restored states (finished or not, when, whether a reorder buffer holds events)
+are read after the restore, a batch at each commit and idle turn
+(:meth:`PartitionStore.seed`); a RUNNING run whose buffer holds events is decoded then, and
+its buffer held to the partition's clock from then on, not from its run's next record.
 On revoke, loss or abort the store is cleared; nothing in it outlives the ownership.
 
 Moving over from a deployment that kept whole states in ``agent-runs``: a changelog
@@ -34,7 +35,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
-from heapq import heapify
+from heapq import heappush
 from uuid import UUID
 
 from consumers.lifecycle import MarkerTable
@@ -51,9 +52,12 @@ from consumers.state_bytes import (
     unpack_stored,
 )
 
-__all__ = ["MarkerReader", "PartitionStore"]
+__all__ = ["SEED_BATCH", "MarkerReader", "PartitionStore"]
 
 log = logging.getLogger("runfold.consume")
+
+SEED_BATCH = 20_000
+"""Restored heads read per :meth:`PartitionStore.seed` call (~0.1 s)."""
 
 
 class MarkerReader:
@@ -140,10 +144,9 @@ class PartitionStore(StoreLifecycle):
         """Hold the latest changelog records of ``partition`` (key -> packed value, as
         :func:`~consumers.service.restore.read_latest_by_key` gives them; ``markers``: the
         marker records taken while reading, any left in ``stored`` are moved there): the
-        markers in their table, the states as bytes, except those decoded now: a state of
-        another form, and a RUNNING run whose reorder buffer holds events, which is watched
-        from now on (its gap is declared once the partition's clock passes its bound,
-        whether or not its run sends again)."""
+        markers in their table, the states as bytes (their heads read later, by
+        :meth:`seed`), a state of another form decoded now. The partition's clock starts at
+        the latest end among the markers."""
         reader = markers if markers is not None else MarkerReader(partition)
         for key in [key for key, value in stored.items() if value.startswith(MARKER_HEADER)]:
             reader.take(key, stored.pop(key))
@@ -151,42 +154,60 @@ class PartitionStore(StoreLifecycle):
         self._stored[partition] = stored
         self.markers[partition] = reader.table
         self._stored_bytes += sum(map(len, stored.values()))
-        buffering = self._seed(partition, stored, reader.latest_end)
-        others = [key for key, value in stored.items() if value[:1] not in PACKED_STATES]
-        for key in (*others, *buffering):
+        self._finishing[partition] = []
+        clock = min(reader.latest_end, self.clock_limit())
+        if clock:
+            self.stream_time[partition] = clock
+        self._unseeded[partition] = list(stored)
+        for key in [key for key, value in stored.items() if value[:1] not in PACKED_STATES]:
             self._thaw(partition, key)
         self._waiting[partition] = {
             key for key, state in self.runs[partition].items() if state.pending_events
         }
 
-    def _seed(self, partition: int, stored: dict[bytes, bytes], clock: int) -> list[bytes]:
-        """From the heads of the restored states and the markers: queue the finished runs
-        for their marker (oldest first), and start the partition's clock at the latest
-        start or end among them. A lower bound of the clock before the restart (a run's
-        later events are not read here): the lifecycle and the forgotten-run rule act
-        later, never sooner, until the partition's next events move it. Returns the keys
-        of the RUNNING runs whose heads say their reorder buffer holds events."""
-        finished: list[tuple[int, bytes]] = []
-        buffering: list[bytes] = []
-        limit = self.clock_limit()
-        clock = min(clock, limit)
-        for key, value in stored.items():
-            head = packed_head(key, value)
-            if head is None:
-                continue
-            if clock < head.started_at <= limit:
-                clock = head.started_at
-            if head.buffering:
-                buffering.append(key)
-            if head.finished_at is not None:
-                finished.append((head.finished_at, key))
-                if clock < head.finished_at <= limit:
-                    clock = head.finished_at
-        heapify(finished)
-        self._finishing[partition] = finished
-        if clock:
-            self.stream_time[partition] = clock
-        return buffering
+    def seed(self, limit: int = SEED_BATCH) -> int:
+        """Read the heads of up to ``limit`` restored states not read yet; returns how many.
+
+        From each head (:func:`~consumers.state_bytes.packed_head`, a few µs): a finished
+        run is queued for its marker, the partition's clock moves up to the latest start or
+        end (a lower bound of the clock before the restart: a run's later events are not
+        read here, so the lifecycle and the forgotten-run rule act later, never sooner,
+        until the partition's next events move it), and a RUNNING run whose reorder buffer
+        holds events is decoded and watched, its gap declared once the clock passes its
+        bound whether or not its run sends again. Not at restore: a million heads take
+        seconds, and the service folds meanwhile; the commits and the idle loop call it.
+        """
+        done = 0
+        for partition, keys in self._unseeded.items():
+            stored = self._stored.get(partition, {})
+            finishing = self._finishing.setdefault(partition, [])
+            ceiling = self.clock_limit()
+            clock = self.stream_time.get(partition, 0)
+            buffering: list[bytes] = []
+            while keys and done < limit:
+                key = keys.pop()
+                done += 1
+                value = stored.get(key)
+                head = None if value is None else packed_head(key, value)
+                if head is None:  # decoded since, a marker since, or left to the decode
+                    continue
+                if clock < head.started_at <= ceiling:
+                    clock = head.started_at
+                if head.buffering:
+                    buffering.append(key)
+                if head.finished_at is not None:
+                    heappush(finishing, (head.finished_at, key))
+                    if clock < head.finished_at <= ceiling:
+                        clock = head.finished_at
+            if clock:
+                self.stream_time[partition] = clock
+            for key in buffering:
+                self._thaw(partition, key)
+                self._waiting.setdefault(partition, set()).add(key)
+            if done >= limit:
+                break
+        self._unseeded = {p: keys for p, keys in self._unseeded.items() if keys}
+        return done
 
     def _take_over(
         self,

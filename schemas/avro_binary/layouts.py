@@ -22,6 +22,7 @@ from schemas.avro_binary.primitives import (
     read_string,
     read_string_array,
     seq_from,
+    skip_string,
     trusted,
     u32,
     u64,
@@ -47,6 +48,7 @@ __all__ = [
     "decode_run",
     "decode_violation",
     "read_run_record",
+    "read_run_times",
     "write_run_record",
     "encode_event",
     "encode_run",
@@ -432,17 +434,9 @@ def read_run_record(buf: bytes, pos: int) -> tuple[RunRecord, int]:
     run_id, pos = read_string(buf, pos)
     agent_spec_digest, pos = read_string(buf, pos)
     git_sha, pos = read_string(buf, pos)
-    started_at, pos = read_long(buf, pos)
-    finished_at: int | None = None
+    started_at, finished_at, status, pos = _read_times(buf, pos)
     outputs: str | None = None
     final_state_digest: str | None = None
-    if read_branch(buf, pos, "finished_at"):
-        finished_at, pos = read_long(buf, pos + 1)
-    else:
-        pos += 1
-    status_index, pos = read_long(buf, pos)
-    if not 0 <= status_index < len(_STATUSES):
-        raise ValueError(f"status enum index {status_index} is not one of {len(_STATUSES)}")
     inputs, pos = read_string(buf, pos)
     if read_branch(buf, pos, "outputs"):
         outputs, pos = read_string(buf, pos + 1)
@@ -460,13 +454,41 @@ def read_run_record(buf: bytes, pos: int) -> tuple[RunRecord, int]:
             git_sha,
             started_at,
             finished_at,
-            _STATUSES[status_index],
+            status,
             inputs,
             outputs,
             final_state_digest,
         ),
     )
     return fields, pos
+
+
+def read_run_times(buf: bytes, pos: int) -> tuple[int, int | None, RunStatus, int]:
+    """``started_at``, ``finished_at`` and ``status`` of the ``runfold.Run`` record at
+    ``buf[pos:]``, and its end: what :func:`read_run_record` reads of them, its strings
+    skipped, not decoded (a restore reads these three of every stored state; a third of
+    the cost). The strings' bytes are checked when the record is read whole."""
+    pos = skip_string(buf, skip_string(buf, skip_string(buf, pos)))
+    started_at, finished_at, status, pos = _read_times(buf, pos)
+    pos = skip_string(buf, pos)
+    for field in ("outputs", "final_state_digest"):
+        pos = skip_string(buf, pos + 1) if read_branch(buf, pos, field) else pos + 1
+    return started_at, finished_at, status, pos
+
+
+def _read_times(buf: bytes, pos: int) -> tuple[int, int | None, RunStatus, int]:
+    """A ``runfold.Run`` record's ``started_at``, ``finished_at`` and ``status`` at
+    ``buf[pos:]``, and the position after them."""
+    started_at, pos = read_long(buf, pos)
+    finished_at: int | None = None
+    if read_branch(buf, pos, "finished_at"):
+        finished_at, pos = read_long(buf, pos + 1)
+    else:
+        pos += 1
+    status_index, pos = read_long(buf, pos)
+    if not 0 <= status_index < len(_STATUSES):
+        raise ValueError(f"status enum index {status_index} is not one of {len(_STATUSES)}")
+    return started_at, finished_at, _STATUSES[status_index], pos
 
 
 def encode_run(run: Run) -> bytes:

@@ -36,6 +36,7 @@ __all__ = [
     "read_bytes",
     "read_long",
     "read_string",
+    "skip_string",
     "read_string_array",
     "seq_from",
     "trusted",
@@ -218,15 +219,30 @@ def _overlong_message(buf: bytes, pos: int) -> str:
 read_long = _compile_read_long()
 
 
-def read_string(buf: bytes, pos: int) -> tuple[str, int]:
-    """The Avro ``string`` at ``buf[pos:]`` and the position after it."""
-    size, pos = read_long(buf, pos)
+def _string_span(buf: bytes, pos: int) -> tuple[int, int]:
+    """Where the bytes of the Avro ``string`` at ``buf[pos:]`` start and end."""
+    byte = buf[pos]
+    if byte < 0x80 and not byte & 1:  # a length under 64, in one byte: most of them
+        size, pos = byte >> 1, pos + 1
+    else:
+        size, pos = read_long(buf, pos)
     end = pos + size
     if size < 0:
         raise ValueError(f"negative string length {size} at byte {pos}")
     if end > len(buf):
         raise Truncated(f"a string of {size} bytes runs past the end")
-    return utf8_from(buf[pos:end], pos), end
+    return pos, end
+
+
+def read_string(buf: bytes, pos: int) -> tuple[str, int]:
+    """The Avro ``string`` at ``buf[pos:]`` and the position after it."""
+    start, end = _string_span(buf, pos)
+    return utf8_from(buf[start:end], start), end
+
+
+def skip_string(buf: bytes, pos: int) -> int:
+    """The position after the Avro ``string`` at ``buf[pos:]``, its bytes not decoded."""
+    return _string_span(buf, pos)[1]
 
 
 def utf8_from(data: bytes, pos: int) -> str:

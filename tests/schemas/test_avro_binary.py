@@ -105,3 +105,30 @@ def test_the_kind_union_lists_the_kind_records_in_branch_order() -> None:
 def test_enum_symbols_are_the_models_in_index_order() -> None:
     assert ENUMS["RunStatus"] == [status.value for status in RunStatus]
     assert ENUMS["ViolationKind"] == [kind.value for kind in ViolationKind]
+
+
+@pytest.mark.parametrize("finished", [None, 1_767_225_600_015_752_073])
+@pytest.mark.parametrize("status", list(RunStatus))
+@pytest.mark.parametrize("size", [0, 5, 63, 64, 300])
+def test_read_run_times_reads_what_read_run_record_reads(
+    finished: int | None, status: RunStatus, size: int
+) -> None:
+    from schemas.avro_binary import read_run_record, read_run_times, write_run_record
+
+    text = "é" * (size // 2) + "x" * (size % 2)  # lengths of one and two varint bytes
+    buf = write_run_record(
+        "6f1c2d3e-4b5a-4c6d-8e7f-0123456789ab",
+        text,
+        "abc123",
+        -(2**62) if finished is None else 1_767_225_600_000_272_029,
+        finished,
+        status,
+        json.dumps({"q": text}),
+        None if size % 2 else text,
+        None if size > 63 else "sha256:" + text,
+    ) + b"tail"
+    record, end = read_run_record(buf, 0)
+    assert read_run_times(buf, 0) == (record.started_at, record.finished_at, record.status, end)
+    assert buf[end:] == b"tail"
+    with pytest.raises(ValueError):
+        read_run_times(buf[: end - 5], 0)  # a string cut short

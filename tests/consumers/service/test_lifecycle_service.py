@@ -143,6 +143,7 @@ def test_restore_rebuilds_markers_and_queues_restored_finished_runs(
     assert (total, empty) == (3, [])
     assert store.marker(0, marked) == marker
     assert str(marked).encode() not in store._stored[0]
+    assert store.seed() == 2  # the heads of the two states (the commits and idle turns ask)
     # The finished run restored whole becomes a marker once its partition moves on,
     # without ever being touched.
     assert [key for _, key in store._finishing[0]] == [str(done).encode()]

@@ -49,6 +49,7 @@ def test_a_restored_finished_run_never_touched_becomes_its_marker(events: int) -
 
     store = PartitionStore(edge, Lifecycle(grace_ns=MINUTE), wall_clock=lambda: T0)
     store.hold_restored(0, {key: packed})
+    assert store.seed() == 1  # its head read: queued for its marker
     store.stream_time[0] = T0 + 2 * MINUTE  # the partition moved past the run's grace
     [(partition, written_key, value)] = store.age(0)
     assert (partition, written_key) == (0, key) and value is not None
@@ -77,6 +78,8 @@ def test_a_run_restored_with_buffered_events_is_watched_and_its_gap_declared(
     store = PartitionStore(edge, Lifecycle(), wall_clock=lambda: T0 + 60 * MINUTE)
     store.hold_restored(0, restored)
     key = str(waiting).encode()
+    assert len(store.untouched(0)) == 2 and store.pending()[0][0] == 0  # heads not read yet
+    assert store.seed() == 2
     assert store.untouched(0) == [str(other).encode()]  # only the waiting run decoded
     assert store.pending()[0][0] == 1
     assert list(store.expire(edge.config)) == []  # the partition has not moved on yet
@@ -110,6 +113,25 @@ def test_markers_are_read_into_their_table_and_the_last_record_of_a_run_counts()
     assert reader.latest_end == max(marker.finished_at for marker in markers)
     with pytest.raises(ValueError, match="stored under key"):
         reader.take(keys[1], write_marker(runs[0], markers[0]))
+
+
+def test_restored_heads_are_read_a_batch_a_call() -> None:
+    edge = FoldEdge.default()
+    runs = [uuid.uuid4() for _ in range(5)]
+    stored = {
+        str(run).encode(): pack_stored(str(run).encode(), edge.encode_state(_finished(run, 3)))
+        for run in runs
+    }
+    store = PartitionStore(edge, Lifecycle(grace_ns=MINUTE), wall_clock=lambda: T0 + MINUTE)
+    store.hold_restored(0, dict(stored))
+    assert store.stream_time.get(0) is None  # no marker, no head read: no clock yet
+    touched = str(runs[0]).encode()
+    assert store.get(0, touched) is not None  # decoded by its run's record meanwhile
+    assert [store.seed(limit=2) for _ in range(4)] == [2, 2, 1, 0]
+    assert store.stream_time[0] == max(int(_finished(run, 3).finished_at) for run in runs)
+    store.stream_time[0] += 2 * MINUTE
+    made = {key for _, key, value in store.age(0) if value is not None}
+    assert made == set(stored) - {touched}  # each untouched finished run, queued once
 
 
 def _running(run: uuid.UUID) -> RunState:
