@@ -33,10 +33,10 @@ instead (:meth:`PartitionStore.rebuild`).
 from __future__ import annotations
 
 import logging
+from binascii import unhexlify
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
 from heapq import heappush
-from uuid import UUID
 
 from consumers.lifecycle import MarkerTable
 from consumers.run_view import holds_summary
@@ -79,7 +79,10 @@ class MarkerReader:
         """The latest end among the markers read: a lower bound of the partition's clock."""
 
     def take(self, key: bytes, value: bytes | None) -> bool:
-        """Take ``value`` when it is a marker (True); else drop the run's marker, if any."""
+        """Take ``value`` when it is a marker (True); a tombstone drops the run's marker
+        (a forgotten run). A state is left to the caller (False): the markers of runs
+        whose last record is a state are dropped at the end (:meth:`drop_superseded`),
+        once per run rather than once per record."""
         if value is not None and value.startswith(MARKER_HEADER):
             run_id, marker = read_marker(value)
             if str(run_id).encode() != key:
@@ -90,10 +93,20 @@ class MarkerReader:
             self.table.add(run_id.bytes, marker)
             self.latest_end = max(self.latest_end, marker.finished_at)
             return True
+        if value is None:
+            self._drop(key)
+        return False
+
+    def drop_superseded(self, stored: Mapping[bytes, bytes]) -> None:
+        """Drop the markers of the runs whose last record is a state in ``stored`` (a run
+        known whole again after its marker was written)."""
+        for key in stored:
+            self._drop(key)
+
+    def _drop(self, key: bytes) -> None:
         if self.table:
             with suppress(ValueError):  # not a run id's text: no marker of it
-                self.table.remove(UUID(key.decode()).bytes)
-        return False
+                self.table.remove(unhexlify(key.replace(b"-", b"")))
 
 
 class PartitionStore(StoreLifecycle):
@@ -150,6 +163,7 @@ class PartitionStore(StoreLifecycle):
         reader = markers if markers is not None else MarkerReader(partition)
         for key in [key for key, value in stored.items() if value.startswith(MARKER_HEADER)]:
             reader.take(key, stored.pop(key))
+        reader.drop_superseded(stored)
         self.runs[partition] = {}
         self._stored[partition] = stored
         self.markers[partition] = reader.table

@@ -102,11 +102,14 @@ def test_markers_are_read_into_their_table_and_the_last_record_of_a_run_counts()
     assert reader.take(keys[0], write_marker(runs[0], markers[0]))
     assert reader.take(keys[1], write_marker(runs[1], markers[1]))
     assert reader.take(keys[2], write_marker(runs[2], markers[2]))
-    assert not reader.take(keys[1], edge.encode_state(_finished(runs[1], 3)))
+    state = edge.encode_state(_finished(runs[1], 3))
+    assert not reader.take(keys[1], state)
     assert not reader.take(keys[2], None)
     assert not reader.take(b"not a run id", b"any value")
+    assert not reader.take(b"not a run id", None)
     assert reader.take(keys[3], write_marker(runs[3], markers[3]))
     assert reader.take(keys[0], write_marker(runs[0], markers[0]))
+    reader.drop_superseded({keys[1]: state, b"not a run id": b"any value"})  # the latest
 
     assert [key for key, _ in reader.table] == [runs[3].bytes, runs[0].bytes]
     assert reader.table.get(runs[0].bytes) == markers[0]
