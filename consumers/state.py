@@ -187,7 +187,6 @@ seqs ``last_seq - L + 1 .. last_seq`` at ``seq % L``, whatever L is; a short run
 short ring (a 64-slot ring is 0.6 KiB, most of a small run's memory)."""
 
 
-
 def relaid_ring(old: array[int], last_seq: int, size: int, oldest: int = 1) -> array[int]:
     """A digest ring of ``size`` slots holding what ``old`` holds of the seqs ``oldest``
     .. ``last_seq`` (seqs start at 1): ``old``, of any length L, holds the last L of them
@@ -196,6 +195,7 @@ def relaid_ring(old: array[int], last_seq: int, size: int, oldest: int = 1) -> a
     for seq in range(max(1, oldest, last_seq - min(len(old), size) + 1), last_seq + 1):
         ring[seq % size] = old[seq % len(old)]
     return ring
+
 
 class RunState:
     """Everything the fold knows about one run: its ``Run`` fields, sequence position,

@@ -182,8 +182,8 @@ class OwnedRuns:
         """Hold every watched reorder buffer to its time bound against its partition's
         stream time (:func:`consumers.sequence.expire`); yields ``(partition, key,
         outcomes)`` for each run whose gap it declared. A run restored with buffered
-        events is decoded and watched from the restore on
-        (:meth:`~consumers.service.store.PartitionStore.hold_restored`)."""
+        events is decoded and watched once its head is read
+        (:meth:`~consumers.service.store.PartitionStore.seed`)."""
         for partition, waiting in self._waiting.items():
             clock = self.stream_time.get(partition, 0)
             runs = self.runs.get(partition, {})

@@ -100,8 +100,9 @@ class MarkerReader:
     def drop_superseded(self, stored: Mapping[bytes, bytes]) -> None:
         """Drop the markers of the runs whose last record is a state in ``stored`` (a run
         known whole again after its marker was written)."""
-        for key in stored:
-            self._drop(key)
+        if self.table:
+            for key in stored:
+                self._drop(key)
 
     def _drop(self, key: bytes) -> None:
         if self.table:
@@ -152,24 +153,20 @@ class PartitionStore(StoreLifecycle):
         return total, empty
 
     def hold_restored(
-        self, partition: int, stored: dict[bytes, bytes], markers: MarkerReader | None = None
+        self, partition: int, stored: dict[bytes, bytes], markers: MarkerReader
     ) -> None:
-        """Hold the latest changelog records of ``partition`` (key -> packed value, as
-        :func:`~consumers.service.restore.read_latest_by_key` gives them; ``markers``: the
-        marker records taken while reading, any left in ``stored`` are moved there): the
-        markers in their table, the states as bytes (their heads read later, by
-        :meth:`seed`), a state of another form decoded now. The partition's clock starts at
-        the latest end among the markers."""
-        reader = markers if markers is not None else MarkerReader(partition)
-        for key in [key for key, value in stored.items() if value.startswith(MARKER_HEADER)]:
-            reader.take(key, stored.pop(key))
-        reader.drop_superseded(stored)
+        """Hold the latest changelog records of ``partition``: the states (key -> packed
+        value, as :func:`~consumers.service.restore.read_latest_by_key` gives them) as bytes,
+        their heads read later (:meth:`seed`), a state of another form decoded now; the
+        markers ``markers`` took while they were read in their table. The partition's
+        clock starts at the latest end among the markers."""
+        markers.drop_superseded(stored)
         self.runs[partition] = {}
         self._stored[partition] = stored
-        self.markers[partition] = reader.table
+        self.markers[partition] = markers.table
         self._stored_bytes += sum(map(len, stored.values()))
         self._finishing[partition] = []
-        clock = min(reader.latest_end, self.clock_limit())
+        clock = min(markers.latest_end, self.clock_limit())
         if clock:
             self.stream_time[partition] = clock
         self._unseeded[partition] = list(stored)

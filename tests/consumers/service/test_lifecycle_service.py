@@ -122,6 +122,17 @@ def test_runs_tombstones_also_deletes_the_agent_runs_record() -> None:
     assert sorted(deleted) == ["changelog", "runs"]  # the changelog's, and agent-runs' too
 
 
+def _reading(records: dict[bytes, bytes]) -> Any:
+    """A stand-in for ``read_latest_by_key`` over one partition holding ``records``: as it
+    does, each record is shown to ``take`` first, and what it does not take is kept."""
+
+    def read(*_: Any, take: Any = None, **__: Any) -> dict[int, RestoredPartition]:
+        latest = {key: value for key, value in records.items() if not take(0, key, value)}
+        return {0: RestoredPartition(0, latest=latest)}
+
+    return read
+
+
 def test_restore_rebuilds_markers_and_queues_restored_finished_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -134,10 +145,7 @@ def test_restore_rebuilds_markers_and_queues_restored_finished_runs(
     latest = {key: pack_stored(key, value) for key, value in states.items()}
     latest[str(marked).encode()] = write_marker(marked, marker)
 
-    def read(*_: Any, **__: Any) -> dict[int, RestoredPartition]:
-        return {0: RestoredPartition(0, latest=dict(latest))}
-
-    monkeypatch.setattr(store_module, "read_latest_by_key", read)
+    monkeypatch.setattr(store_module, "read_latest_by_key", _reading(latest))
     store = _feed().service._store
     total, empty = store.restore({}, "runs", [0], timeout=1)
     assert (total, empty) == (3, [])
@@ -159,9 +167,7 @@ def test_restore_rebuilds_markers_and_queues_restored_finished_runs(
 def test_a_marker_under_another_key_fails_the_restore(monkeypatch: pytest.MonkeyPatch) -> None:
     value = write_marker(uuid.uuid4(), Marker(1, RunStatus.FAILED, T0, 1))
     monkeypatch.setattr(
-        store_module,
-        "read_latest_by_key",
-        lambda *_, **__: {0: RestoredPartition(0, latest={str(uuid.uuid4()).encode(): value})},
+        store_module, "read_latest_by_key", _reading({str(uuid.uuid4()).encode(): value})
     )
     store = OfflineService().service._store
     with pytest.raises(ValueError, match="stored under key"):

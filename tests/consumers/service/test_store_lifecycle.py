@@ -48,7 +48,7 @@ def test_a_restored_finished_run_never_touched_becomes_its_marker(events: int) -
     assert (head.last_digest is None) == (len(state.digests) < 64)  # both forms are seen
 
     store = PartitionStore(edge, Lifecycle(grace_ns=MINUTE), wall_clock=lambda: T0)
-    store.hold_restored(0, {key: packed})
+    store.hold_restored(0, {key: packed}, MarkerReader(0))
     assert store.seed() == 1  # its head read: queued for its marker
     store.stream_time[0] = T0 + 2 * MINUTE  # the partition moved past the run's grace
     [(partition, written_key, value)] = store.age(0)
@@ -76,7 +76,7 @@ def test_a_run_restored_with_buffered_events_is_watched_and_its_gap_declared(
     assert [head.buffering for head in heads.values() if head] == [True, False]
 
     store = PartitionStore(edge, Lifecycle(), wall_clock=lambda: T0 + 60 * MINUTE)
-    store.hold_restored(0, restored)
+    store.hold_restored(0, restored, MarkerReader(0))
     key = str(waiting).encode()
     assert len(store.untouched(0)) == 2 and store.pending()[0][0] == 0  # heads not read yet
     assert store.seed() == 2
@@ -126,7 +126,7 @@ def test_restored_heads_are_read_a_batch_a_call() -> None:
         for run in runs
     }
     store = PartitionStore(edge, Lifecycle(grace_ns=MINUTE), wall_clock=lambda: T0 + MINUTE)
-    store.hold_restored(0, dict(stored))
+    store.hold_restored(0, dict(stored), MarkerReader(0))
     assert store.stream_time.get(0) is None  # no marker, no head read: no clock yet
     touched = str(runs[0]).encode()
     assert store.get(0, touched) is not None  # decoded by its run's record meanwhile
