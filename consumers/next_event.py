@@ -19,7 +19,14 @@ from array import array
 from collections import deque
 from collections.abc import Callable
 
-from consumers.state import FIRST_RING, NO_VIOLATIONS, FoldError, RunState, relaid_ring
+from consumers.state import (
+    FIRST_RING,
+    NO_VIOLATIONS,
+    FoldError,
+    RunState,
+    relaid_ring,
+    shared_text,
+)
 from schemas import Event, RunStatus, Violation, ViolationKind
 
 __all__ = ["COUNTED_KINDS", "fold_next"]
@@ -39,8 +46,8 @@ def _graph_started(state: RunState, event: Event) -> None:
     if isinstance(payload, dict):
         digest = payload.get("agent_spec_digest")
         sha = payload.get("git_sha")
-        state.agent_spec_digest = digest if isinstance(digest, str) else ""
-        state.git_sha = sha if isinstance(sha, str) else ""
+        state.agent_spec_digest = shared_text(digest) if isinstance(digest, str) else ""
+        state.git_sha = shared_text(sha) if isinstance(sha, str) else ""
         state.inputs = payload.get("inputs")
 
 

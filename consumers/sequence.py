@@ -107,6 +107,8 @@ def _declare_first_gap(state: RunState, config: FoldConfig, outcomes: list[Outco
         f"moved on to seq {next_seq}",
     )
     missing = state.missing
+    if not isinstance(missing, list):  # the run's first: () until now
+        missing = state.missing = []
     missing.append((first, last))
     if len(missing) > config.max_missing_ranges:
         del missing[0]

@@ -34,8 +34,9 @@ from consumers.state import (
     FoldConfig,
     RunState,
     relaid_ring,
+    shared_text,
 )
-from schemas import Event, RunStatus, Timestamp, Violation, ViolationKind, serde
+from schemas import Event, RunStatus, Timestamp, Violation, ViolationKind
 from schemas.avro_binary import RunRecord, StateRecord, SummaryRecord
 from schemas.errors import EncodeError, SchemaError
 
@@ -93,7 +94,6 @@ def _ring_from(data: bytes) -> array[int]:
 def to_values(state: RunState) -> StateRecord:
     """The ``runfold.RunState`` record's values of ``state``, for :mod:`schemas.avro_binary`."""
     finished = state.finished_at
-    outputs = state.outputs
     counts = state.violation_counts
     pending = state.pending_events
     run = _record(
@@ -105,8 +105,8 @@ def to_values(state: RunState) -> StateRecord:
             int(state.started_at),
             None if finished is None else int(finished),
             state.status,
-            serde.dumps(state.inputs),
-            None if outputs is None else serde.dumps(outputs),
+            state.inputs_json,
+            state.outputs_json,
             state.final_state_digest,
         ),
     )
@@ -155,7 +155,7 @@ def from_values(values: StateRecord, config: FoldConfig = DEFAULT_CONFIG) -> Run
     if pending:
         state.pending_oldest_ts = min(int(event.timestamp) for event, _ in pending.values())
     _restore_window(state, _ring_from(values.digest_window))
-    state.missing = list(values.missing)
+    state.missing = list(values.missing) if values.missing else ()
     return state
 
 
@@ -173,13 +173,13 @@ def _from_head(values: StateRecord | SummaryRecord, config: FoldConfig) -> RunSt
     """A RunState with the fields a RunState and a RunSummary share set from ``values``."""
     run = values.run
     state = RunState.new(UUID(run.run_id), Timestamp(run.started_at), config)
-    state.agent_spec_digest = run.agent_spec_digest
-    state.git_sha = run.git_sha
+    state.agent_spec_digest = shared_text(run.agent_spec_digest)
+    state.git_sha = shared_text(run.git_sha)
     finished = run.finished_at
     state.finished_at = None if finished is None else Timestamp(finished)
     state.status = run.status
-    state.inputs = serde.loads(run.inputs)
-    state.outputs = None if run.outputs is None else serde.loads(run.outputs)
+    state.inputs_json = run.inputs
+    state.outputs_json = run.outputs
     state.final_state_digest = run.final_state_digest
     state.last_seq = values.last_seq
     _set_counters(state, values.counters)
