@@ -407,9 +407,10 @@ def _quote_timestamp(value: Timestamp) -> str:
     return f'"{value.isoformat()}"'
 
 
-@functools.lru_cache(maxsize=16_384)
+@functools.lru_cache(maxsize=2_048)
 def _quote_uuid(value: UUID) -> str:
-    # A run's events share its run_id: formatting it once per run saves most of the cost.
+    # A run's events share its run_id: formatting it once per run saves most of the cost
+    # (2,048 entries: as many as the run-id cache of the Avro reader, _cached_uuid).
     return f'"{value}"'
 
 
