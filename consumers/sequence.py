@@ -273,7 +273,10 @@ def _step_aside(state: RunState, event: Event, seq: int, digest: int) -> Outcome
     held = pending.get(seq)
     if held is not None:
         return _compare(state, event, seq, digest, held[1], "buffered")
-    if not pending or event.timestamp < state.pending_oldest_ts:
+    if not pending:  # the shared NO_PENDING (or an emptied one): the run gets its own
+        pending = state.pending_events = {}
+        state.pending_oldest_ts = event.timestamp.real
+    elif event.timestamp < state.pending_oldest_ts:
         state.pending_oldest_ts = event.timestamp.real
     pending[seq] = (event, digest)
     state.events_buffered += 1

@@ -190,6 +190,26 @@ NO_VIOLATIONS: Mapping[ViolationKind, int] = MappingProxyType(dict.fromkeys(Viol
 first violation gives the run a dict of its own
 (``consumers.next_event.record_violation``)."""
 
+class _NoPending(dict):  # type: ignore[type-arg]
+    """The empty reorder buffer every run shares until its first buffered event: a dict
+    that refuses to be written (a run's own buffer is made where an event is buffered,
+    ``consumers.sequence``), so no event can land in every run's buffer at once."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("the shared empty reorder buffer is read-only: give the run its own")
+
+    __setitem__ = __delitem__ = setdefault = update = popitem = clear = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> str:
+        return "NO_PENDING"  # pickled and copied as the one shared instance
+
+
+NO_PENDING: dict[int, tuple[Event, int]] = _NoPending()
+"""The reorder buffer of a run with no buffered event, shared (read-only; 64 B a run
+less): the first buffered event gives the run a dict of its own."""
+
 FIRST_RING = 4
 """Slots of a new run's digest ring; at its fifth seq it gets one of ``digest_window``
 slots (``consumers.next_event.grow_ring``). A ring of length L holds the digests of the
@@ -247,7 +267,8 @@ class RunState:
     source_offset: int
     """Input offset of the last event folded, set by the service; -1 when unknown."""
     pending_events: dict[int, tuple[Event, int]]
-    """The reorder buffer: seq -> (event, content digest), all seqs > ``last_seq + 1``."""
+    """The reorder buffer: seq -> (event, content digest), all seqs > ``last_seq + 1``;
+    :data:`NO_PENDING` (shared, read-only) until the run's first buffered event."""
     pending_oldest_ts: int
     digests: array[int]
     """Digests of the last ``len(digests)`` applied seqs at ``seq % len(digests)``; 0:
@@ -311,7 +332,7 @@ class RunState:
         state.last_seq = 0
         state.stream_time = int(first_seen)
         state.source_offset = -1
-        state.pending_events = {}
+        state.pending_events = NO_PENDING
         state.pending_oldest_ts = 0
         state.digests = array("Q", bytes(8 * min(FIRST_RING, config.digest_window)))
         state.missing = ()
@@ -406,7 +427,7 @@ class RunState:
         other = RunState.__new__(RunState)
         for name in RunState.__slots__:
             setattr(other, name, getattr(self, name))
-        other.pending_events = dict(self.pending_events)
+        other.pending_events = dict(self.pending_events) if self.pending_events else NO_PENDING
         other.digests = array("Q", self.digests)
         other.missing = list(self.missing) if self.missing else ()
         if self.violation_counts is not NO_VIOLATIONS:

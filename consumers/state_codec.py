@@ -149,10 +149,10 @@ def from_values(values: StateRecord, config: FoldConfig = DEFAULT_CONFIG) -> Run
     state.source_offset = values.source_offset
     state.has_identity = values.has_identity
     state.stream_time = values.stream_time
-    pending = state.pending_events
-    for seq, digest, event_json in values.pending:
-        pending[seq] = (Event.from_json(event_json), int.from_bytes(digest, "little"))
-    if pending:
+    if values.pending:
+        pending = state.pending_events = {}
+        for seq, digest, event_json in values.pending:
+            pending[seq] = (Event.from_json(event_json), int.from_bytes(digest, "little"))
         state.pending_oldest_ts = min(int(event.timestamp) for event, _ in pending.values())
     _restore_window(state, _ring_from(values.digest_window))
     state.missing = list(values.missing) if values.missing else ()
