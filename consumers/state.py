@@ -190,6 +190,7 @@ NO_VIOLATIONS: Mapping[ViolationKind, int] = MappingProxyType(dict.fromkeys(Viol
 first violation gives the run a dict of its own
 (``consumers.next_event.record_violation``)."""
 
+
 class _NoPending(dict):  # type: ignore[type-arg]
     """The empty reorder buffer every run shares until its first buffered event: a dict
     that refuses to be written (a run's own buffer is made where an event is buffered,
@@ -201,6 +202,7 @@ class _NoPending(dict):  # type: ignore[type-arg]
         raise TypeError("the shared empty reorder buffer is read-only: give the run its own")
 
     __setitem__ = __delitem__ = setdefault = update = popitem = clear = _refuse  # type: ignore[assignment]
+    __ior__ = _refuse  # type: ignore[assignment]  # d |= other merges in C, past update
 
     def __reduce__(self) -> str:
         return "NO_PENDING"  # pickled and copied as the one shared instance

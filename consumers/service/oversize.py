@@ -138,9 +138,10 @@ def shrink_to_fit(
 
 
 def _mark_json_fields(state: RunState, config: FoldConfig, outcomes: list[Outcome]) -> Any:
-    sizes = {name: _json_size(getattr(state, name)) for name in _JSON_FIELDS}
+    values = {name: getattr(state, name) for name in _JSON_FIELDS}  # each parsed once
+    sizes = {name: _json_size(value) for name, value in values.items()}
     for name in sorted(_JSON_FIELDS, key=lambda n: sizes[n], reverse=True):
-        value = getattr(state, name)
+        value = values[name]
         if value is None or _is_marker(value) or sizes[name] <= KEPT_CHARS:
             continue  # a small value is not what makes the state too large
         setattr(state, name, truncated_marker(name, sizes[name]))
