@@ -65,9 +65,10 @@ from consumers.service.errors import (
     ServiceStopped,
     TransactionAbort,
 )
+from consumers.service.memory import release_freed_memory, trim_eagerly
 from consumers.service.outputs import encoding_error
 from consumers.service.recovery import PauseWatch, ServiceRecovery
-from consumers.service.restore import position, release_freed_memory
+from consumers.service.restore import position
 from consumers.service.stats import ServiceStats
 from schemas import Event
 from schemas.errors import RunfoldError
@@ -113,6 +114,7 @@ class FoldService(ServiceRecovery):
         """
         # What does not fit its topic is truncated before produce(), never a reason to stop.
         self._limits = output_limits(self.config)
+        trim_eagerly()
         watch = PauseWatch()
         self._errors.timed_out = lambda: self._txn_timed_out(watch)
         self._healthy_at = self._clock()

@@ -20,7 +20,6 @@ consumer and never seen here.
 
 from __future__ import annotations
 
-import ctypes
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from confluent_kafka import (
 )
 
 from consumers.service.edge import FoldEdge
+from consumers.service.memory import release_freed_memory
 from schemas.errors import RunfoldError
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
     "iter_partition",
     "position",
     "read_latest_by_key",
-    "release_freed_memory",
     "rebuild_partition",
 ]
 
@@ -230,21 +229,6 @@ def read_latest_by_key(
     for p, count in counts.items():
         result[p].records = count
     return result
-
-
-def release_freed_memory() -> None:
-    """Give memory freed in the process back to the system (glibc only).
-
-    librdkafka's threads fetch and decompress into their own malloc arenas; freed,
-    that memory stays in the process (about 100 B per restored run) unless trimmed.
-    Called after a restore and when the service goes idle after a burst of records.
-    """
-    try:
-        libc = ctypes.CDLL(None)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return  # not glibc: nothing to do
-    trim(0)
 
 
 def iter_partition(
