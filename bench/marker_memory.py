@@ -7,9 +7,10 @@ partition for finished runs past their grace) with N markers of random run ids, 
 prints per marker: what ``tracemalloc`` saw allocated (the table and everything it
 holds), the table's own buffer sizes, and the growth of the process's RSS
 (``/proc/self/statm``, Linux; it includes the index arrays freed while the table grew
-that the allocator kept). Then the cost of an add and of a lookup, timed on a second
-table without tracemalloc. The keys are made before the measure starts and are not
-counted. Goal (issue 15): <= 100 B per marker.
+that the allocator kept). Then the cost of an add and of a lookup, of a key held and of
+one absent (every new run's first event makes one), timed on a second table without
+tracemalloc. The keys are made before the measure starts and are not counted. Goal
+(issue 15): <= 100 B per marker.
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ def measure(count: int) -> dict[str, float]:
     for key in sample:
         table.get(key)
     looked = time.perf_counter() - started
+    absent = [os.urandom(16) for _ in sample]
+    started = time.perf_counter()
+    for key in absent:
+        table.get(key)
+    missed = time.perf_counter() - started
     return {
         "markers": count,
         "traced_bytes_per_marker": traced / count,
@@ -68,6 +74,7 @@ def measure(count: int) -> dict[str, float]:
         "rss_bytes_per_marker": grown / count,
         "add_us": added / count * 1e6,
         "get_us": looked / len(sample) * 1e6,
+        "get_absent_us": missed / len(absent) * 1e6,
     }
 
 

@@ -169,8 +169,8 @@ class MarkerTable:
     Records are appended to one ``bytearray`` in the order markers are added; the
     oldest are dropped from its front (:meth:`pop_oldest`, :meth:`forget_before`), any
     one can be removed (:meth:`remove`: its status byte says gone). ``_index`` is an
-    open-addressing table of record numbers + 1 (0: empty) at most half full; it is
-    rebuilt when it grows and when the dropped front is compacted away.
+    open-addressing table of record numbers + 1 (0: empty) at most two thirds full; it
+    is rebuilt when it grows and when the dropped front is compacted away.
     """
 
     __slots__ = ("_data", "_gone", "_head", "_index", "_live", "_mask")
@@ -227,7 +227,7 @@ class MarkerTable:
             raise ValueError(f"a marker key is a 16-byte run id, not {len(key)} bytes")
         self.remove(key)
         record = len(self._data) // _SIZE
-        if 2 * (record + 1) > len(self._index):  # dropped records still hold their slot
+        if 3 * (record + 1) > 2 * len(self._index):  # dropped records still hold their slot
             self._rebuild()
             record = len(self._data) // _SIZE
         self._data += _RECORD.pack(
@@ -293,22 +293,31 @@ class MarkerTable:
             self._gone -= 1
 
     def _compact(self) -> None:
-        """Cut the dropped front away once it is half the buffer (amortised O(1))."""
-        if self._head > 1024 and 2 * self._head > len(self._data) // _SIZE:
+        """Cut the dropped front away once it is a quarter of the buffer: the buffer holds
+        at most a third more records than are live (amortised O(1): a rebuild for every
+        quarter of the records dropped)."""
+        if self._head > 1024 and 4 * self._head > len(self._data) // _SIZE:
             self._rebuild()
 
     def _rebuild(self) -> None:
-        """Keep only live records, and an index of at least three slots per record: it
-        takes half as many adds again before the next rebuild (amortised O(1)), and costs
-        12-24 bytes per marker."""
-        old = self._data
-        data = bytearray()
-        for record in range(self._head, len(old) // _SIZE):
-            at = record * _SIZE
-            if old[at + _STATUS_AT] != _GONE:
-                data += old[at : at + _SIZE]
+        """Keep only live records, exactly (no spare capacity: the next add grows it by an
+        eighth), and an index of at least two slots per record: it takes a third as many
+        adds again before the next rebuild (amortised O(1)), and costs 8-16 bytes per
+        marker. A lookup of a run with no marker (every new run's) probes 1.5-5 slots."""
+        old, start = self._data, self._head * _SIZE
+        if self._gone:
+            # Copied one record at a time into place: a list of slices to join would be
+            # a small object per marker, whose memory the process keeps after.
+            data = bytearray(self._live * _SIZE)
+            end = 0
+            for at in range(start, len(old), _SIZE):
+                if old[at + _STATUS_AT] != _GONE:
+                    data[end : end + _SIZE] = old[at : at + _SIZE]
+                    end += _SIZE
+        else:
+            data = old[start:]
         capacity = _MIN_CAPACITY
-        while capacity < 3 * (self._live + 1):
+        while capacity < 2 * (self._live + 1):
             capacity *= 2
         self._data = data
         self._head = 0
