@@ -16,6 +16,7 @@ readers want), both to the partition of its events, in the same transaction.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 from confluent_kafka import (
@@ -191,16 +192,22 @@ class ServiceOutputs(ServiceBase):
         consumer = self._consumer_or_fail()
         self._expire_buffers()
         self._watch_stalls()
-        # Encoded (and shrunk) before anything is flushed or produced: a state that cannot
-        # be encoded aborts here, and the violations a shrink declares are delivered with
-        # the others, before the states (at-least-once).
-        records = self._state_records()
+        # Exactly-once: each run's records are produced as soon as they are encoded. The
+        # transaction shows them all or none (a state that cannot be encoded aborts it
+        # once the others are produced), and a commit of ten thousand changed runs never
+        # holds all their encoded records at once (~0.7 KiB a run): what it held stayed
+        # in the process as freed small blocks long after (issue 15's week).
+        records: Iterable[RunRecords] = self._state_records()
         if not self._eos:
-            # At-least-once: the violations and dead letters are delivered before the states
-            # that record them. A state that outlived a crash would make the replayed
-            # records look folded, and what they emitted would be lost, not repeated.
+            # At-least-once: every state is encoded (and shrunk) before anything is
+            # flushed or produced, so that the violations and dead letters, a shrink's
+            # too, are delivered before the states that record them. A state that
+            # outlived a crash would make the replayed records look folded, and what they
+            # emitted would be lost, not repeated.
+            records = list(records)
             self._flush_outputs()
         changelog, runs_topic = self.config.changelog_topic, self.config.runs_topic
+        written = 0
         for record in records:
             # Same partition number as the input: both topics are co-partitioned,
             # so the restore of input partition p reads changelog partition p.
@@ -208,7 +215,7 @@ class ServiceOutputs(ServiceBase):
             self._produce(producer, changelog, key=key, value=record.changelog, partition=partition)
             if record.write_runs:
                 self._produce(producer, runs_topic, key=key, value=record.runs, partition=partition)
-        written = len(records)
+            written += 1
         offsets = [
             TopicPartition(self.config.events_topic, p, off)
             for p, off in self._next_offsets.items()
@@ -234,7 +241,7 @@ class ServiceOutputs(ServiceBase):
         self._reset_txn()
         self.gauges = self._store.gauges()
 
-    def _state_records(self) -> list[RunRecords]:
+    def _state_records(self) -> Iterator[RunRecords]:
         """The records of every changed run (:class:`RunRecords`), of the runs a restore
         took from ``agent-runs`` that are not in the changelog yet (copied there as they
         are: their ``agent-runs`` record stays), and the lifecycle's
@@ -243,16 +250,16 @@ class ServiceOutputs(ServiceBase):
         changelog tombstone for each marker forgotten or shed (and one in ``agent-runs``
         with ``runs_tombstones``).
 
-        A state too large is shrunk in place until it fits; the outcomes of events its
-        reorder buffer released on the way are published and counted with this
-        transaction. A state that cannot be encoded (a fold bug, or a value the codec
-        let through) must not stop the service: the transaction is aborted and its
+        Yielded as each is made. A state too large is shrunk in place until it fits; the
+        outcomes of events its reorder buffer released on the way are published and
+        counted with this transaction. A state that cannot be encoded (a fold bug, or a
+        value the codec let through) must not stop the service: once the others are
+        yielded, the transaction is aborted and its
         partitions rewound (:class:`TransactionAbort`), and the run is *guarded*: when
         its records come again, :meth:`_fold_record` checks its state after each one
         and sends the record that breaks it to the DLQ (``unencodable-state``), the
         run rolled back to its state before that record.
         """
-        records: list[RunRecords] = []
         broken: list[str] = []
         encode, config = self.edge.encode_records, self.edge.config
         limit = self._limits.runs
@@ -286,10 +293,10 @@ class ServiceOutputs(ServiceBase):
                     broken.append(f"{key.decode('utf-8', 'replace')}: {exc}")
                     continue
                 self._guarded.discard(key)
-                changelog, summary = fitted.values
-                records.append(RunRecords(partition, key, changelog, summary))
                 if fitted.outcomes:  # released events: consumed and counted before
                     self._record_outcomes(key, fitted.outcomes, consumed=0)
+                changelog, summary = fitted.values
+                yield RunRecords(partition, key, changelog, summary)
         if broken:
             log.error(
                 "%d run states cannot be encoded (%s): aborting; their records are folded "
@@ -298,9 +305,8 @@ class ServiceOutputs(ServiceBase):
                 "; ".join(broken[:3]),
             )
             raise _Abort("unencodable state")
-        records.extend(self._copied_records())
-        records.extend(self._lifecycle_records())
-        return records
+        yield from self._copied_records()
+        yield from self._lifecycle_records()
 
     def _lifecycle_records(self) -> list[RunRecords]:
         """The lifecycle's records (:meth:`PartitionStore.age`), after the changed runs'
