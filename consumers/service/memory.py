@@ -16,6 +16,7 @@ fetches, decodes and encodes hundreds of MiB that are freed when it is over.
 from __future__ import annotations
 
 import ctypes
+import os
 from typing import Any
 
 __all__ = ["release_freed_memory", "trim_eagerly"]
@@ -24,6 +25,7 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _THRESHOLD = 128 * 1024
 """glibc's default for both (``mallopt(3)``); setting them stops their raising."""
+_TUNED_BY = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
 
 
 def _glibc() -> Any | None:
@@ -36,7 +38,11 @@ def _glibc() -> Any | None:
 
 
 def trim_eagerly() -> None:
-    """Fix glibc's trim and mmap thresholds at their defaults (see the module docstring)."""
+    """Fix glibc's trim and mmap thresholds at their defaults (see the module docstring),
+    unless the environment sets either (``MALLOC_TRIM_THRESHOLD_``,
+    ``MALLOC_MMAP_THRESHOLD_``): an operator's own tuning stands."""
+    if any(name in os.environ for name in _TUNED_BY):
+        return
     libc = _glibc()
     if libc is not None:
         libc.mallopt(_M_TRIM_THRESHOLD, _THRESHOLD)

@@ -6,6 +6,7 @@ Each case runs in a fresh interpreter: the thresholds are the process's.
 from __future__ import annotations
 
 import ctypes
+import os
 import subprocess
 import sys
 
@@ -40,9 +41,13 @@ release_freed_memory()
 """
 
 
-def _mapped_after_a_large_free(mode: str) -> int:
+def _mapped_after_a_large_free(mode: str, env: dict[str, str] | None = None) -> int:
     done = subprocess.run(
-        [sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, check=True
+        [sys.executable, "-c", _PROBE, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
     )
     return int(done.stdout)
 
@@ -55,3 +60,15 @@ def test_a_megabyte_block_stays_mapped_after_a_larger_one_is_freed() -> None:
     assert _mapped_after_a_large_free("default") == 0
     # Fixed: mapped on its own, so freeing it gives it back at once.
     assert _mapped_after_a_large_free("fixed") == 1
+
+
+@pytest.mark.skipif(
+    not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="glibc >= 2.33 only (mallinfo2)"
+)
+def test_an_operators_own_malloc_tuning_stands() -> None:
+    # MALLOC_TOP_PAD_ tunes glibc (and stops its dynamic thresholds, as any of these does)
+    # without naming the trim or mmap threshold: trim_eagerly still fixes them.
+    assert _mapped_after_a_large_free("fixed", {"MALLOC_TOP_PAD_": "0"}) == 1
+    # A mmap threshold of 4 MiB set by the operator: a 1 MiB block is not mapped.
+    tuned = {"MALLOC_MMAP_THRESHOLD_": str(4 << 20)}
+    assert _mapped_after_a_large_free("fixed", tuned) == 0
