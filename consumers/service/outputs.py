@@ -185,8 +185,9 @@ class ServiceOutputs(ServiceBase):
         """Produce the changed runs, commit them with the offsets, count the work.
 
         Every changed state is encoded (and shrunk to fit, :mod:`~consumers.service.oversize`)
-        before anything is produced; a state that cannot be encoded aborts the transaction
-        instead (:meth:`_state_records`), never raises out of here otherwise.
+        before it is produced (at-least-once: before anything is); a state that cannot be
+        encoded aborts the transaction instead (:meth:`_state_records`), never raises out
+        of here otherwise.
         """
         producer = self._producer_or_fail()
         consumer = self._consumer_or_fail()
@@ -254,11 +255,11 @@ class ServiceOutputs(ServiceBase):
         outcomes of events its reorder buffer released on the way are published and
         counted with this transaction. A state that cannot be encoded (a fold bug, or a
         value the codec let through) must not stop the service: once the others are
-        yielded, the transaction is aborted and its
-        partitions rewound (:class:`TransactionAbort`), and the run is *guarded*: when
-        its records come again, :meth:`_fold_record` checks its state after each one
-        and sends the record that breaks it to the DLQ (``unencodable-state``), the
-        run rolled back to its state before that record.
+        yielded, the transaction is aborted and its partitions rewound
+        (:class:`TransactionAbort`), and the run is *guarded*: when its records come
+        again, :meth:`_fold_record` checks its state after each one and sends the record
+        that breaks it to the DLQ (``unencodable-state``), the run rolled back to its
+        state before that record.
         """
         broken: list[str] = []
         encode, config = self.edge.encode_records, self.edge.config
