@@ -22,6 +22,7 @@ holds (a layer of :class:`~consumers.service.store.PartitionStore`):
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from heapq import heappop
 from uuid import UUID
@@ -157,8 +158,9 @@ class StoreLifecycle(OwnedRuns):
         paged = idle = 0
         over = sum(len(runs) for runs in self.runs.values()) - life.max_active_runs
         idle_since = self._wall_clock() - life.page_idle_ns
-        for partition, recent in self._recent.items():
+        for partition, recent in list(self._recent.items()):
             runs, dirty = self.runs.get(partition, {}), busy.get(partition, set())
+            before = paged
             # The least recently changed first; a run changed since it was seen here, or
             # one with a buffer, is seen again when it next changes.
             while recent:
@@ -179,6 +181,9 @@ class StoreLifecycle(OwnedRuns):
                 paged += 1
                 idle += over <= 0
                 over -= 1
+            if paged > before and not recent:
+                # A dict keeps its table when emptied: sized for the runs a burst left.
+                self._recent[partition] = OrderedDict()
         return paged
 
     def take_counts(self) -> LifecycleCounts:

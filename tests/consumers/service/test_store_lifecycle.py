@@ -7,7 +7,9 @@ when the partition's clock moves on, with no new record of its own."""
 
 from __future__ import annotations
 
+import sys
 import uuid
+from collections import OrderedDict
 
 import pytest
 from fold_events import make_event
@@ -184,3 +186,28 @@ def test_idle_runs_are_paged_a_batch_a_call(monkeypatch: pytest.MonkeyPatch) -> 
     clock[0] += 2 * MINUTE
     assert [store.page_out({}) for _ in range(4)] == [3, 3, 1, 0]
     assert sum(map(len, store.runs.values())) == 0
+
+
+def test_the_paging_order_of_a_partition_paged_empty_gives_its_table_back() -> None:
+    """A burst of runs gone quiet, all paged out: the partition's paging order (an ordered
+    dict, which keeps its table when emptied) starts afresh rather than stay sized for
+    the burst; the next run under way is watched in it as before."""
+    clock = [T0]
+    store = PartitionStore(
+        FoldEdge.default(), Lifecycle(page_idle_ns=MINUTE), wall_clock=lambda: clock[0]
+    )
+    empty = sys.getsizeof(OrderedDict())
+    runs = [uuid.uuid4() for _ in range(2_000)]
+    for run in runs:
+        store.put(0, str(run).encode(), _running(run))
+    store.observe(0, list(store.runs[0]))
+    clock[0] += 2 * MINUTE
+    while store.page_out({}):
+        pass
+    assert store.untouched(0) and not store.runs[0]
+    assert sys.getsizeof(store._recent[0]) == empty
+    late = uuid.uuid4()
+    store.put(0, str(late).encode(), _running(late))
+    store.observe(0, [str(late).encode()])
+    clock[0] += 2 * MINUTE
+    assert store.page_out({}) == 1
