@@ -13,6 +13,9 @@ import sys
 import pytest
 
 pytestmark = pytest.mark.unit
+_NEEDS_MALLINFO2 = pytest.mark.skipif(
+    not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="glibc >= 2.33 only (mallinfo2)"
+)
 
 _PROBE = """
 import ctypes, sys
@@ -52,9 +55,7 @@ def _mapped_after_a_large_free(mode: str, env: dict[str, str] | None = None) -> 
     return int(done.stdout)
 
 
-@pytest.mark.skipif(
-    not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="glibc >= 2.33 only (mallinfo2)"
-)
+@_NEEDS_MALLINFO2
 def test_a_megabyte_block_stays_mapped_after_a_larger_one_is_freed() -> None:
     # Dynamic thresholds: the 1 MiB block comes from the heap, whose top is then kept.
     assert _mapped_after_a_large_free("default") == 0
@@ -62,9 +63,7 @@ def test_a_megabyte_block_stays_mapped_after_a_larger_one_is_freed() -> None:
     assert _mapped_after_a_large_free("fixed") == 1
 
 
-@pytest.mark.skipif(
-    not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="glibc >= 2.33 only (mallinfo2)"
-)
+@_NEEDS_MALLINFO2
 def test_an_operators_own_malloc_tuning_stands() -> None:
     # MALLOC_TOP_PAD_ tunes glibc (and stops its dynamic thresholds, as any of these does)
     # without naming the trim or mmap threshold: trim_eagerly still fixes them.
